@@ -1,0 +1,186 @@
+"""Models: loading a drafter/verifier pair and driving one model's decoder with a KV cache.
+
+This is the only layer that calls models. `CachedDecoder` holds one model's state for one example:
+the token sequence so far, how much of it the KV cache covers, and (encoder-decoder models) the encoder
+output, computed once. Rolling back a rejected draft crops the cache; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+_SPECIAL_TOKENS = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be loaded, or a pair does not fit together."""
+
+
+def _cache_kwarg(model) -> str:
+    """The forward() keyword of the KV cache: `cache` in transformers 5.x, `past_key_values` before."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+class CachedDecoder:
+    """One model decoding one example, with a KV cache.
+
+    `tokens` is the decoder's whole sequence: the decoder start token (encoder-decoder) or the prompt
+    (decoder-only), then the generated tokens. The cache covers `tokens[:cached]`; `logits()` runs the
+    model on the rest, in one forward call.
+    """
+
+    def __init__(self, model, input_ids: Tensor, start_token_id: int | None):
+        self.model = model
+        self.device = input_ids.device
+        self.calls = 0
+        self._cache = None
+        self._cache_kwarg = _cache_kwarg(model)
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.is_encoder_decoder = bool(model.config.is_encoder_decoder)
+        if self.is_encoder_decoder:
+            with torch.inference_mode():
+                self._encoder_outputs = model.get_encoder()(input_ids=input_ids)
+            self.tokens: list[int] = [start_token_id]
+        else:
+            self._encoder_outputs = None
+            self.tokens = input_ids[0].tolist()
+        self.prompt_length = len(self.tokens)
+        self.cached = 0
+
+    @property
+    def generated(self) -> list[int]:
+        return self.tokens[self.prompt_length:]
+
+    def extend(self, new_tokens: list[int]) -> None:
+        self.tokens.extend(new_tokens)
+
+    def truncate(self, length: int) -> None:
+        """Drop tokens past `length` and crop the cache to match."""
+        if length < self.prompt_length:
+            raise ValueError("cannot truncate into the prompt")
+        del self.tokens[length:]
+        if self.cached > length:
+            self._cache.crop(length - self.cached)  # negative: remove that many positions
+            self.cached = length
+
+    @torch.inference_mode()
+    def logits(self, keep: int = 1) -> Tensor:
+        """Run the uncached tokens through the model; returns float32 logits [keep, V] of the last `keep`
+        positions (each the next-token distribution after that position)."""
+        new = self.tokens[self.cached:]
+        if len(new) < keep:
+            raise ValueError(f"asked for {keep} logits but only {len(new)} tokens are uncached")
+        ids = torch.tensor([new], device=self.device)
+        kwargs = {self._cache_kwarg: self._cache, "use_cache": True}
+        if self.is_encoder_decoder:
+            out = self.model(encoder_outputs=self._encoder_outputs, decoder_input_ids=ids, **kwargs)
+        else:
+            if self._keeps_logits:
+                kwargs["logits_to_keep"] = keep
+            out = self.model(input_ids=ids, **kwargs)
+        self._cache = getattr(out, "cache", None) or out.past_key_values
+        self.cached = len(self.tokens)
+        self.calls += 1
+        return out.logits[0, -keep:].float()
+
+
+@dataclass
+class ModelPair:
+    """A drafter and a verifier that share a vocabulary, with their tokenizer."""
+
+    drafter: object
+    verifier: object
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.verifier.config.eos_token_id
+
+    @property
+    def start_token_id(self) -> int | None:
+        return self.verifier.config.decoder_start_token_id
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return bool(self.verifier.config.is_encoder_decoder)
+
+    def decoder(self, role: str, input_ids: Tensor) -> CachedDecoder:
+        return CachedDecoder(getattr(self, role), input_ids, self.start_token_id)
+
+    def encode(self, text: str, max_tokens: int) -> Tensor:
+        """Tokenise one input: [1, L] ids on the pair's device."""
+        ids = self.tokenizer(text, truncation=True, max_length=max_tokens, return_tensors="pt").input_ids
+        return ids.to(self.device)
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def check_compatible(drafter_config, verifier_config, names: tuple[str, str] = ("drafter", "verifier")) -> None:
+    """Refuse a pair that does not share the vocabulary, special tokens and architecture family."""
+    problems = []
+    if drafter_config.is_encoder_decoder != verifier_config.is_encoder_decoder:
+        problems.append("one is an encoder-decoder model and the other is decoder-only")
+    if drafter_config.vocab_size != verifier_config.vocab_size:
+        problems.append(f"vocab_size {drafter_config.vocab_size} != {verifier_config.vocab_size}")
+    for attr in _SPECIAL_TOKENS:
+        a, b = getattr(drafter_config, attr, None), getattr(verifier_config, attr, None)
+        if a != b:
+            problems.append(f"{attr} {a} != {b}")
+    if problems:
+        raise ModelLoadError(f"the {names[0]} and the {names[1]} do not share a vocabulary: " + "; ".join(problems))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was requested but CUDA is not available")
+    return torch.device(device)
+
+
+def _load_model(name: str, role: str, device: torch.device, dtype: torch.dtype):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    try:
+        config = AutoConfig.from_pretrained(name)
+        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        model = auto.from_pretrained(name, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        where = "local path" if Path(name).exists() else "hub name"
+        raise ModelLoadError(
+            f"could not load the {role} {name!r} ({where}): {exc}. Without network access, give a local path or "
+            "a model already in the Hugging Face cache."
+        ) from None
+    return model.to(device).eval()
+
+
+def load_pair(drafter: str, verifier: str, tokenizer: str | None = None, device: str = "auto",
+              dtype: str = "float32") -> ModelPair:
+    """Load a drafter/verifier pair by hub name or local path and check that they fit together."""
+    from transformers import AutoTokenizer
+
+    from .finetune import load_tokenizer
+
+    torch_device = resolve_device(device)
+    torch_dtype = getattr(torch, dtype)
+    drafter_model = _load_model(drafter, "drafter", torch_device, torch_dtype)
+    verifier_model = _load_model(verifier, "verifier", torch_device, torch_dtype)
+    check_compatible(drafter_model.config, verifier_model.config)
+    name = tokenizer or verifier
+    try:
+        tok = load_tokenizer(name) if name == "byt5" else AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not load the tokenizer {name!r}: {exc}") from None
+    return ModelPair(drafter_model, verifier_model, tok, torch_device, torch_dtype)

@@ -1,0 +1,51 @@
+"""Tiny random models built from a config (no downloads) and pairs made from them."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+
+from speccascade_bench.lm import ModelPair
+
+VOCAB = 12
+EOS, PAD = 1, 0
+
+
+def tiny_t5(seed: int, vocab: int = VOCAB, layers: int = 2) -> T5ForConditionalGeneration:
+    torch.manual_seed(seed)
+    config = T5Config(vocab_size=vocab, d_model=16, d_ff=32, d_kv=8, num_heads=2, num_layers=layers,
+                      num_decoder_layers=layers, dropout_rate=0.0, decoder_start_token_id=PAD,
+                      pad_token_id=PAD, eos_token_id=EOS)
+    return T5ForConditionalGeneration(config).eval()
+
+
+def tiny_llama(seed: int, vocab: int = VOCAB, layers: int = 2) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=layers,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         initializer_range=0.3, bos_token_id=2, eos_token_id=EOS, pad_token_id=PAD)
+    return LlamaForCausalLM(config).eval()
+
+
+def perturbed(model, noise: float, seed: int):
+    """A drafter that agrees with `model` often but not always: its weights plus Gaussian noise."""
+    drafter = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in drafter.parameters():
+            param.add_(noise * param.std().nan_to_num(0.1) * torch.randn(param.shape, generator=generator))
+    return drafter
+
+
+def tiny_pair(family: str, seed: int = 0, noise: float = 0.3) -> ModelPair:
+    build = tiny_t5 if family == "t5" else tiny_llama
+    verifier = build(seed)
+    drafter = perturbed(verifier, noise, seed + 1000)
+    return ModelPair(drafter, verifier, tokenizer=None, device=torch.device("cpu"), dtype=torch.float32)
+
+
+def prompt(seed: int, length: int = 6) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(3, VOCAB, (1, length), generator=generator)
