@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .methods import METHODS, RULES, alpha_param, suggest
+from .methods import METHODS, alpha_param, suggest
 
 METRICS = ("bleu", "rouge2", "rougeL", "chrf")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -140,11 +140,12 @@ class MethodRun:
     @property
     def run_id(self) -> str:
         parts = [self.method]
-        for key in ("rule", "alpha", "threshold", "beta", "draft_length"):
-            if key in self.params:
+        for key in ("rule", "alpha", "threshold", "beta", "draft_length", "bonus"):
+            if key in self.params and not (key == "bonus" and self.params[key] == "target"):
                 value = self.params[key]
                 short = {"alpha": "a", "threshold": "t", "beta": "b", "draft_length": "g"}.get(key, "")
-                parts.append(f"{short}{value:g}" if isinstance(value, float | int) else str(value))
+                parts.append(f"{short}{value:g}" if isinstance(value, float | int) else f"{key}_{value}"
+                             if key == "bonus" else str(value))
         return "-".join(parts)
 
 
@@ -215,10 +216,12 @@ def _methods(file: Path, data: Any, default_gamma: int) -> tuple[MethodRun, ...]
                               f"known: {', '.join(METHODS)}")
         spec = METHODS[name]
         s = _Section(file, prefix, entry, ("method", *(p.name for p in spec.params)))
-        rule = s.choice("rule", RULES) if spec.param("rule") else None
+        choices = {p.name: s.choice(p.name, p.choices, ... if p.required else p.default)
+                   for p in spec.params if p.choices}
+        rule = choices.get("rule")
         grid: dict[str, list] = {}
         for param in spec.params:
-            if param.name == "rule":
+            if param.choices:
                 continue
             checked = alpha_param(name, rule) if param.name == "alpha" else param
             if param.name not in entry:
@@ -248,9 +251,7 @@ def _methods(file: Path, data: Any, default_gamma: int) -> tuple[MethodRun, ...]
             grid["draft_length"] = [default_gamma]
         keys = list(grid)
         for combo in itertools.product(*(grid[k] for k in keys)):
-            params = dict(zip(keys, combo, strict=True))
-            if rule:
-                params = {"rule": rule, **params}
+            params = {**choices, **dict(zip(keys, combo, strict=True))}
             run = MethodRun(name, params)
             if any(r.run_id == run.run_id for r in runs):
                 raise ConfigError(file, prefix, f"duplicates the method run {run.run_id!r}")

@@ -205,8 +205,10 @@ def decode_lossy_spec(pair, input_ids, settings, params, generator) -> DecodeRes
 
 
 def decode_spec_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:
-    target = rules.cascade_rule_target(params["rule"], params["alpha"])
-    return speculative_sample(pair, input_ids, settings, _gamma(settings, params), target, True, generator)
+    from_verifier = params.get("bonus", "target") == "verifier"
+    target = rules.cascade_rule_target(params["rule"], params["alpha"], bonus_from_verifier=from_verifier)
+    return speculative_sample(pair, input_ids, settings, _gamma(settings, params), target, not from_verifier,
+                              generator)
 
 
 Decoder = Callable[[ModelPair, Tensor, DecodeSettings, dict[str, Any], "torch.Generator | None"], DecodeResult]

@@ -109,7 +109,7 @@ class ModelPair:
 
     @property
     def start_token_id(self) -> int | None:
-        return self.verifier.config.decoder_start_token_id
+        return getattr(self.verifier.config, "decoder_start_token_id", None)
 
     @property
     def is_encoder_decoder(self) -> bool:

@@ -105,6 +105,9 @@ METHODS: dict[str, MethodSpec] = {
                 Param("rule", "deferral rule", required=True, sweepable=False, choices=RULES),
                 Param("alpha", "deferral parameter; its range depends on the rule", required=True),
                 DRAFT_LENGTH,
+                Param("bonus", "distribution of the bonus token after a fully accepted draft: the target "
+                      "(needs one more drafter step) or the verifier's", default="target", sweepable=False,
+                      choices=("target", "verifier")),
             ),
         ),
     )

@@ -138,20 +138,22 @@ class Target:
 TargetFn = Callable[[Dists, Dists], Target]
 
 
-def _mixture_target(pi: Tensor, draft: Dists, k: int, deferral: Tensor) -> Target:
-    """The generic sampler's target for a distribution pi [k or k + 1, V] (paper Alg. 4)."""
-    return Target(
-        accept=pi[:k],
-        residual=(pi[:k] - draft.scaled[:k]).clamp_min(0.0),
-        bonus=pi[k] if pi.shape[0] > k else None,
-        deferral=deferral,
-    )
+def _mixture_target(pi: Tensor, draft: Dists, verifier: Dists, deferral: Tensor,
+                    bonus_from_verifier: bool = False) -> Target:
+    """The generic sampler's target for a distribution pi [k or k + 1, V] (paper Alg. 4). The bonus token
+    comes from pi at the bonus position when pi covers it, else optionally from the verifier."""
+    k = len(verifier) - 1
+    bonus = pi[k] if pi.shape[0] > k else None
+    if bonus is None and bonus_from_verifier:
+        bonus = verifier.scaled[k]
+        deferral = torch.cat([deferral, deferral.new_ones(1)])
+    return Target(accept=pi[:k], residual=(pi[:k] - draft.scaled[:k]).clamp_min(0.0), bonus=bonus,
+                  deferral=deferral)
 
 
 def lossless_target(draft: Dists, verifier: Dists) -> Target:
     """Speculative sampling (Leviathan et al. Alg. 1): pi = p^tau."""
-    k = len(verifier) - 1
-    return _mixture_target(verifier.scaled, draft, k, torch.zeros(k + 1, device=verifier.probs.device))
+    return _mixture_target(verifier.scaled, draft, verifier, torch.zeros(len(verifier), device=verifier.probs.device))
 
 
 def lossy_target(alpha: float, beta: float, greedy: bool) -> TargetFn:
@@ -175,29 +177,29 @@ def lossy_target(alpha: float, beta: float, greedy: bool) -> TargetFn:
     return target
 
 
-def cascade_rule_target(rule: str, alpha: float) -> TargetFn:
-    """A speculative cascade's target (paper eqs. 6 and 11) for a named deferral rule."""
+def cascade_rule_target(rule: str, alpha: float, bonus_from_verifier: bool = False) -> TargetFn:
+    """A speculative cascade's target (paper eqs. 6 and 11) for a named deferral rule. The bonus token
+    is drawn from the target at the bonus position when the drafter's distribution there is given,
+    else (with `bonus_from_verifier`) from the verifier's."""
     if rule in DEFERRAL_RULES:
         decide = DEFERRAL_RULES[rule]
 
         def target(draft: Dists, verifier: Dists) -> Target:
-            k, n = len(verifier) - 1, len(draft)
-            verifier_n = verifier.head(n)
+            verifier_n = verifier.head(len(draft))
             defer = decide(draft, verifier_n, alpha)
             pi = cascade_target(draft.scaled, verifier_n.scaled, defer)
-            return _mixture_target(pi, draft, k, defer.float())
+            return _mixture_target(pi, draft, verifier, defer.float(), bonus_from_verifier)
 
         return target
     if rule in TOKEN_RULES:
         decide_tokens = TOKEN_RULES[rule]
 
         def token_target(draft: Dists, verifier: Dists) -> Target:
-            k, n = len(verifier) - 1, len(draft)
-            verifier_n = verifier.head(n)
+            verifier_n = verifier.head(len(draft))
             token_defer = decide_tokens(draft, verifier_n, alpha)
             pi = token_cascade_target(draft.scaled, verifier_n.scaled, token_defer)
             eta = (token_defer.float() * draft.scaled).sum(-1)
-            return _mixture_target(pi, draft, k, eta)
+            return _mixture_target(pi, draft, verifier, eta, bonus_from_verifier)
 
         return token_target
     raise ValueError(f"unknown deferral rule {rule!r}")

@@ -26,7 +26,10 @@ def tiny_llama(seed: int, vocab: int = VOCAB, layers: int = 2) -> LlamaForCausal
     config = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=layers,
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
                          initializer_range=0.3, bos_token_id=2, eos_token_id=EOS, pad_token_id=PAD)
-    return LlamaForCausalLM(config).eval()
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # make EOS likely: it outscores token 3 wherever token 3 has a positive logit
+        model.lm_head.weight[EOS] = 1.05 * model.lm_head.weight[3]
+    return model
 
 
 def perturbed(model, noise: float, seed: int):

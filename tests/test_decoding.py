@@ -1,0 +1,154 @@
+"""Methods over tiny random models of both families: exactness at temperature 0, extremes of every rule,
+counters, and the distribution of speculative sampling's first token at temperature 1."""
+
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from speccascade_bench.decoding import DecodeSettings, decode
+from speccascade_bench.lm import ModelLoadError, check_compatible
+
+from .helpers import EOS, VOCAB, prompt, tiny_llama, tiny_pair, tiny_t5
+
+FAMILIES = ["t5", "llama"]
+SEEDS = [0, 1, 2, 3]
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def pairs(request):
+    return [tiny_pair(request.param, seed) for seed in (0, 1)]
+
+
+def _generate(model, input_ids, max_new_tokens):
+    out = model.generate(input_ids, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=EOS,
+                         pad_token_id=0)
+    start = 1 if model.config.is_encoder_decoder else input_ids.shape[1]
+    return out[0, start:].tolist()
+
+
+def _greedy(method, pair, seed, gamma=5, max_new=24, **params):
+    settings = DecodeSettings(max_new_tokens=max_new, temperature=0.0, draft_length=gamma)
+    return decode(method, pair, prompt(seed), settings, params, torch.Generator().manual_seed(seed))
+
+
+def test_autoregressive_equals_generate(pairs):
+    for pair in pairs:
+        for seed in SEEDS:
+            for role in ("verifier", "drafter"):
+                result = _greedy(role, pair, seed)
+                assert result.tokens == _generate(getattr(pair, role), prompt(seed), 24)
+
+
+@pytest.mark.parametrize("gamma", [1, 3, 5, 8])
+def test_spec_decode_greedy_equals_verifier(pairs, gamma):
+    ended_inside = 0
+    for pair in pairs:
+        for seed in SEEDS:
+            for max_new in (7, 24):
+                expected = _generate(pair.verifier, prompt(seed), max_new)
+                result = _greedy("spec_decode", pair, seed, gamma, max_new)
+                assert result.tokens == expected
+                assert len(result.tokens) <= max_new
+                assert EOS not in result.tokens[:-1]
+                ended_inside += EOS in result.tokens
+    assert ended_inside > 0, "no case reached EOS; the EOS paths were not exercised"
+
+
+def test_greedy_extremes_of_every_method(pairs):
+    for pair in pairs:
+        for seed in SEEDS:
+            drafter, verifier = _greedy("drafter", pair, seed).tokens, _greedy("verifier", pair, seed).tokens
+            spec = _greedy("spec_decode", pair, seed).tokens
+            assert spec == verifier
+            for rule, alpha in [("diff", 1.0), ("chow", 1.0), ("token_v3", 1.0), ("diff", 0.999)]:
+                assert _greedy("spec_cascade", pair, seed, rule=rule, alpha=alpha).tokens == drafter, rule
+            for rule, alpha in [("diff", -1.0), ("token_v1", -1.0), ("token_v2", -1.0), ("opt", -1e9)]:
+                assert _greedy("spec_cascade", pair, seed, rule=rule, alpha=alpha).tokens == verifier, rule
+            assert _greedy("token_cascade", pair, seed, alpha=1.0).tokens == drafter
+            assert _greedy("token_cascade", pair, seed, alpha=0.0).tokens == verifier
+            assert _greedy("lossy_spec_decode", pair, seed, alpha=0.0, beta=1.0).tokens == verifier
+            assert _greedy("seq_cascade", pair, seed, threshold=-1e9).tokens == drafter
+            assert _greedy("seq_cascade", pair, seed, threshold=0.0).tokens == verifier
+
+
+def test_greedy_token_v3_equals_greedy_lossy_and_opt_equals_diff(pairs):
+    for pair in pairs:
+        for seed in SEEDS:
+            for alpha in (0.2, 0.5, 0.8):
+                lossy = _greedy("lossy_spec_decode", pair, seed, alpha=alpha, beta=1.0)
+                token_v3 = _greedy("spec_cascade", pair, seed, rule="token_v3", alpha=alpha, bonus="verifier")
+                assert lossy.tokens == token_v3.tokens
+            for alpha in (-0.2, 0.0, 0.2):
+                opt = _greedy("spec_cascade", pair, seed, rule="opt", alpha=alpha)
+                diff = _greedy("spec_cascade", pair, seed, rule="diff", alpha=alpha)
+                assert opt.tokens == diff.tokens
+
+
+def test_counters_are_consistent(pairs):
+    rules = ["chow", "diff", "opt", "token_v1", "token_v2", "token_v3"]
+    for pair in pairs:
+        for seed in SEEDS:
+            for rule in rules:
+                for temperature in (0.0, 1.0):
+                    settings = DecodeSettings(max_new_tokens=20, temperature=temperature, draft_length=4)
+                    r = decode("spec_cascade", pair, prompt(seed), settings, {"rule": rule, "alpha": 0.3},
+                               torch.Generator().manual_seed(seed))
+                    assert r.accepted <= r.drafted <= 4 * r.rounds
+                    assert r.verifier_calls == r.rounds
+                    assert sum(r.accepted_per_round) == r.accepted and len(r.accepted_per_round) == r.rounds
+                    assert 1 <= r.output_length <= 20
+                    assert 0 <= r.deferred <= r.drafted + r.rounds
+            token = _greedy("token_cascade", pair, seed, alpha=0.4)
+            assert token.verifier_calls == token.deferred
+            assert token.drafter_calls == token.output_length
+            drafter = _greedy("drafter", pair, seed)
+            assert drafter.verifier_calls == 0 and drafter.drafter_calls == drafter.output_length
+            verifier = _greedy("verifier", pair, seed)
+            assert verifier.drafter_calls == 0 and verifier.verifier_calls == verifier.output_length
+
+
+def test_token_cascade_never_calls_verifier_without_deferral(pairs):
+    result = _greedy("token_cascade", pairs[0], 0, alpha=1.0)
+    assert result.verifier_calls == 0 and result.deferred == 0
+
+
+def test_spec_decode_rolls_back_instead_of_recomputing(pairs):
+    """Each round is one verifier call; with partial acceptance the caches are cropped, not rebuilt."""
+    pair = pairs[0]
+    result = _greedy("spec_decode", pair, 1, gamma=5, max_new=24)
+    assert result.verifier_calls == result.rounds
+    assert result.rounds < result.output_length or result.output_length == 1
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_spec_decode_first_token_distribution_matches_verifier(family):
+    pair = tiny_pair(family, seed=5, noise=0.8)
+    ids = prompt(3)
+    settings = DecodeSettings(max_new_tokens=1, temperature=1.0, draft_length=3)
+    with torch.no_grad():
+        if pair.is_encoder_decoder:
+            logits = pair.verifier(input_ids=ids, decoder_input_ids=torch.tensor([[0]])).logits[0, -1]
+        else:
+            logits = pair.verifier(input_ids=ids).logits[0, -1]
+    expected = torch.softmax(logits.float(), -1)
+    generator = torch.Generator().manual_seed(7)
+    counts = torch.zeros(VOCAB)
+    n = 3000
+    for _ in range(n):
+        counts[decode("spec_decode", pair, ids, settings, {}, generator).tokens[0]] += 1
+    support = expected * n >= 5
+    observed = torch.cat([counts[support], counts[~support].sum(0, keepdim=True)])
+    wanted = torch.cat([expected[support], expected[~support].sum(0, keepdim=True)]) * n
+    keep = wanted > 0
+    assert chisquare(observed[keep].numpy(), wanted[keep].numpy()).pvalue > 1e-3
+
+
+def test_mismatched_pair_is_refused():
+    with pytest.raises(ModelLoadError, match="vocab_size"):
+        check_compatible(tiny_t5(0, vocab=12).config, tiny_t5(0, vocab=14).config)
+    with pytest.raises(ModelLoadError, match="encoder-decoder"):
+        check_compatible(tiny_t5(0).config, tiny_llama(0).config)
+    other = tiny_t5(0).config
+    other.eos_token_id = 2
+    with pytest.raises(ModelLoadError, match="eos_token_id"):
+        check_compatible(tiny_t5(0).config, other)
