@@ -48,3 +48,119 @@ def finetune(config: Path = typer.Option(..., "--config", "-c", help="fine-tunin
         _fail(str(exc))
     summary = run_finetune(cfg, fresh=fresh)
     typer.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+def _load(config: Path):
+    from .config import load_run_config
+
+    try:
+        return load_run_config(config)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _quiet_libraries() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+@app.command()
+def validate(config: Path = typer.Option(..., "--config", "-c", help="run config (YAML)")) -> None:
+    """Check a config completely without loading any model or dataset."""
+    from .config import validate_resources
+    from .runner import plan
+
+    cfg = _load(config)
+    try:
+        validate_resources(cfg)
+    except ConfigError as exc:
+        _fail(str(exc))
+    decoded, derived = plan(cfg)
+    typer.echo(f"{config}: ok ({len(decoded)} decoded method runs, {len(derived)} derived): "
+               + ", ".join(r.run_id for r in decoded + derived))
+
+
+@app.command()
+def methods() -> None:
+    """List the methods, their parameters and valid ranges."""
+    from .methods import METHODS, RULE_ALPHA_RANGE
+
+    for spec in METHODS.values():
+        typer.echo(f"{spec.name}: {spec.description}")
+        for param in spec.params:
+            extra = " (required)" if param.required else f" (default {param.default})" if param.default else ""
+            typer.echo(f"    {param.name} in {param.range_text()}{extra}: {param.description}")
+    typer.echo("spec_cascade alpha ranges by rule: " + ", ".join(
+        f"{rule} [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+        for rule, (lo, hi) in RULE_ALPHA_RANGE.items()))
+
+
+@app.command()
+def run(config: Path = typer.Option(..., "--config", "-c", help="run config (YAML)"),
+        output: Path = typer.Option(None, help="results folder (default: the config's output)"),
+        limit: int = typer.Option(None, min=1, help="decode only the first N selected examples"),
+        device: str = typer.Option(None, help="auto | cpu | cuda (default: the config's)"),
+        methods: str = typer.Option(None, help="comma-separated method names to run, e.g. verifier,spec_decode"),
+        fresh: bool = typer.Option(False, help="delete earlier results in the folder and start over")) -> None:
+    """Decode every selected example with every configured method run, recording quality and latency."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .data import DataError
+    from .lm import ModelLoadError
+    from .results import ResultsError
+    from .runner import RunOptions
+    from .runner import run as run_benchmark
+
+    if device is not None and device not in ("auto", "cpu", "cuda"):
+        _fail(f"--device must be auto, cpu or cuda, got {device!r}")
+    cfg = _load(config)
+    _quiet_libraries()
+    options = RunOptions(output=output, limit=limit, device=device, fresh=fresh,
+                         methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),
+               TimeRemainingColumn())
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(cfg.name, total=None)
+
+        def progress(run_id: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, description=f"{cfg.name} {run_id}".strip())
+
+        try:
+            out = run_benchmark(cfg, options, progress)
+        except (ConfigError, DataError, ModelLoadError, ResultsError) as exc:
+            bar.stop()
+            _fail(str(exc))
+    typer.echo(f"results: {out}")
+
+
+@app.command()
+def report(results: Path = typer.Argument(..., help="results folder of `scb run`")) -> None:
+    """Print the summary table in Markdown (also written to RESULTS/report.md and summary.csv)."""
+    from .report import build_report
+    from .results import ResultsError
+
+    try:
+        typer.echo(build_report(results))
+    except ResultsError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def plot(results: Path = typer.Argument(..., help="results folder of `scb run`"),
+         out: Path = typer.Option(None, help="folder for the figures (default: the results folder)")) -> None:
+    """Draw quality against latency relative to the verifier (PNG and PDF)."""
+    from .plot import plot_results
+    from .results import ResultsError
+
+    try:
+        paths = plot_results(results, out)
+    except ResultsError as exc:
+        _fail(str(exc))
+    for path in paths:
+        typer.echo(str(path))

@@ -1,0 +1,70 @@
+"""`scb report`: the summary table in Markdown, from the results files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .results import read_manifest, write_summary
+
+COLUMNS = [
+    ("run_id", "run", "{}"), ("n", "n", "{:d}"), ("quality", "quality", "{:.2f}"),
+    ("latency_mean_s", "latency (ms)", "{:.1f}"), ("relative_latency", "rel. latency", "{:.3f}"),
+    ("speedup", "speed-up", "{:.2f}x"), ("acceptance_rate", "accept", "{:.3f}"),
+    ("tokens_per_round", "tok/round", "{:.2f}"), ("deferral_rate", "deferral", "{:.3f}"),
+    ("predicted_speedup", "predicted", "{:.2f}x"), ("output_tokens_mean", "out tokens", "{:.1f}"),
+]
+
+
+def _cell(value, fmt: str, column: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if column == "latency_mean_s":
+        value = 1000 * value
+    if fmt == "{:d}":
+        value = int(value)
+    return fmt.format(value)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(header for _, header, _ in COLUMNS) + " |",
+             "|" + "|".join(" --- " for _ in COLUMNS) + "|"]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(_cell(row[c], f, c) for c, _, f in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def build_report(results: Path) -> str:
+    """The report as Markdown; also writes summary.csv and report.md into the results directory."""
+    manifest = read_manifest(results)
+    frame = write_summary(results)
+    cfg = manifest["config"]
+    hardware = manifest.get("hardware", {})
+    device = hardware.get("gpu") or hardware.get("cpu") or hardware.get("device")
+    cost_ratio = frame["cost_ratio"].dropna()
+    header = [
+        f"# {cfg['name']}: {cfg['task']['dataset']} ({cfg['task']['metric']})",
+        "",
+        f"- drafter `{cfg['models']['drafter']}`, verifier `{cfg['models']['verifier']}`, "
+        f"{manifest.get('dtype')} on {hardware.get('device')} ({device})",
+        f"- temperature {cfg['decoding']['temperature']}, top_p {cfg['decoding']['top_p']}, draft length "
+        f"{cfg['decoding']['draft_length']}, max new tokens {cfg['decoding']['max_new_tokens']}, "
+        f"{cfg['timing']['trials']} timing trial(s), {cfg['timing']['warmup']} warm-up example(s)",
+        f"- started {manifest.get('started_at')}, commit {manifest.get('git_commit')}, versions "
+        + ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items()),
+    ]
+    if len(cost_ratio):
+        header.append(f"- measured step-cost ratio c (drafter / verifier, per forward call): "
+                      f"{cost_ratio.iloc[0]:.3f}")
+    header += [
+        "",
+        "Quality is the corpus score; latency the mean seconds per example; relative latency is against the "
+        "verifier on the same examples; predicted is Leviathan et al.'s speed-up from the measured acceptance "
+        "rate and c.",
+        "",
+    ]
+    text = "\n".join(header) + markdown_table(frame) + "\n"
+    (results / "report.md").write_text(text, encoding="utf-8")
+    return text

@@ -1,0 +1,220 @@
+"""The results directory: its files, how they are written, and the summary derived from them.
+
+    manifest.json           resolved config, versions, device, dtype, git commit, start time
+    examples/<run_id>.jsonl one line per example and method run, appended and flushed as it finishes
+    summary.csv             one row per method run (written by `scb run` and `scb report`)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+
+from .metrics import corpus_score
+
+EXAMPLE_FIELDS = (
+    "example_id", "run_id", "method", "params", "prediction", "reference", "output_tokens", "input_tokens",
+    "latency_s", "latency_trials_s", "drafter_calls", "verifier_calls", "drafted", "accepted", "rounds",
+    "accepted_per_round", "deferred", "confidence",
+)
+SUMMARY_COLUMNS = (
+    "run_id", "method", "rule", "alpha", "threshold", "beta", "draft_length", "temperature", "n", "metric",
+    "quality", "latency_mean_s", "latency_p50_s", "latency_std_s", "relative_latency", "speedup",
+    "acceptance_rate", "tokens_per_round", "deferral_rate", "output_tokens_mean", "drafter_calls_mean",
+    "verifier_calls_mean", "cost_ratio", "predicted_speedup",
+)
+
+
+class ResultsError(RuntimeError):
+    """A results directory is missing files or holds another run."""
+
+
+def examples_dir(results: Path) -> Path:
+    return results / "examples"
+
+
+def read_lines(path: Path) -> list[dict]:
+    """The complete lines of a results file; a torn last line (an interrupted write) is ignored."""
+    if not path.exists():
+        return []
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break  # torn write: the example will be decoded again
+            rows.append(json.loads(line))
+    return rows
+
+
+def repair(path: Path) -> None:
+    """Cut a torn last line, so that appending starts on a fresh line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end != len(data):
+        with path.open("r+b") as f:
+            f.truncate(end)
+
+
+class ExampleWriter:
+    """Appends one JSON line per finished example and forces it to disk."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repair(path)
+        self._file = path.open("a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_manifest(results: Path) -> dict:
+    path = results / "manifest.json"
+    if not path.exists():
+        raise ResultsError(f"{results} is not a results directory: manifest.json not found")
+    return json.loads(path.read_text())
+
+
+def load_examples(results: Path) -> dict[str, list[dict]]:
+    """All example lines by run_id, each run's lines deduplicated by example_id (last wins)."""
+    folder = examples_dir(results)
+    if not folder.is_dir():
+        raise ResultsError(f"{results} has no examples/ folder")
+    runs = {}
+    for path in sorted(folder.glob("*.jsonl")):
+        by_id = {row["example_id"]: row for row in read_lines(path)}
+        if by_id:
+            runs[path.stem] = [by_id[i] for i in sorted(by_id)]
+    return runs
+
+
+def seq_cascade_rows(drafter: list[dict], verifier: list[dict], rate: float, run_id: str,
+                     params: dict) -> list[dict]:
+    """Sequence-level Chow cascade at a deferral rate, from the drafter's and verifier's outputs: the
+    `rate` fraction of examples with the lowest drafter confidence are deferred. Latency of a deferred
+    example is the drafter's plus the verifier's."""
+    by_id = {row["example_id"]: row for row in verifier}
+    common = [row for row in drafter if row["example_id"] in by_id]
+    order = sorted(common, key=lambda row: (row["confidence"], row["example_id"]))
+    deferred_ids = {row["example_id"] for row in order[: round(rate * len(order))]}
+    rows = []
+    for draft in common:
+        deferred = draft["example_id"] in deferred_ids
+        chosen = by_id[draft["example_id"]] if deferred else draft
+        other = by_id[draft["example_id"]]
+        rows.append({
+            **chosen,
+            "run_id": run_id, "method": "seq_cascade", "params": params,
+            "latency_s": draft["latency_s"] + (other["latency_s"] if deferred else 0.0),
+            "latency_trials_s": None,
+            "drafter_calls": draft["drafter_calls"],
+            "verifier_calls": other["verifier_calls"] if deferred else 0,
+            "deferred": float(chosen["output_tokens"]) if deferred else 0.0,
+            "confidence": draft["confidence"],
+        })
+    return rows
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else math.nan
+
+
+def summarize(results: Path) -> pd.DataFrame:
+    """One row per method run, from the results files only."""
+    manifest = read_manifest(results)
+    metric = manifest["config"]["task"]["metric"]
+    temperature = manifest["config"]["decoding"]["temperature"]
+    runs = load_examples(results)
+    verifier = {row["example_id"]: row["latency_s"] for row in runs.get("verifier", [])}
+    step_cost = {}
+    for role in ("drafter", "verifier"):
+        rows = runs.get(role, [])
+        calls = sum(row[f"{role}_calls"] for row in rows)
+        step_cost[role] = sum(row["latency_s"] for row in rows) / calls if calls else math.nan
+    cost_ratio = step_cost["drafter"] / step_cost["verifier"]
+    records = []
+    for run_id, rows in runs.items():
+        params = rows[0]["params"]
+        latencies = pd.Series([row["latency_s"] for row in rows])
+        common = [row for row in rows if row["example_id"] in verifier]
+        relative = (_mean(r["latency_s"] for r in common) / _mean(verifier[r["example_id"]] for r in common)
+                    if common else math.nan)
+        drafted = sum(row["drafted"] for row in rows)
+        accepted = sum(row["accepted"] for row in rows)
+        n_rounds = sum(row["rounds"] for row in rows)
+        tokens = sum(row["output_tokens"] for row in rows)
+        acceptance = accepted / drafted if drafted else math.nan
+        gamma = params.get("draft_length")
+        predicted = math.nan
+        if gamma and drafted and not math.isnan(cost_ratio):
+            from .decoding import leviathan_speedup
+
+            predicted = leviathan_speedup(acceptance, gamma, cost_ratio)
+        records.append({
+            "run_id": run_id,
+            "method": rows[0]["method"],
+            "rule": params.get("rule"),
+            "alpha": params.get("alpha"),
+            "threshold": params.get("threshold"),
+            "beta": params.get("beta"),
+            "draft_length": gamma,
+            "temperature": temperature,
+            "n": len(rows),
+            "metric": metric,
+            "quality": corpus_score(metric, [r["prediction"] for r in rows], [r["reference"] for r in rows]),
+            "latency_mean_s": latencies.mean(),
+            "latency_p50_s": latencies.median(),
+            "latency_std_s": latencies.std(ddof=0),
+            "relative_latency": relative,
+            "speedup": 1.0 / relative if relative else math.nan,
+            "acceptance_rate": acceptance,
+            "tokens_per_round": tokens / n_rounds if n_rounds else math.nan,
+            "deferral_rate": sum(row["deferred"] for row in rows) / tokens if tokens else math.nan,
+            "output_tokens_mean": tokens / len(rows),
+            "drafter_calls_mean": _mean(row["drafter_calls"] for row in rows),
+            "verifier_calls_mean": _mean(row["verifier_calls"] for row in rows),
+            "cost_ratio": cost_ratio,
+            "predicted_speedup": predicted,
+        })
+    order = {"verifier": 0, "drafter": 1, "spec_decode": 2, "lossy_spec_decode": 3, "token_cascade": 4,
+             "seq_cascade": 5, "spec_cascade": 6}
+    frame = pd.DataFrame.from_records(records, columns=list(SUMMARY_COLUMNS))
+    frame["_order"] = frame["method"].map(order)
+    frame = frame.sort_values(["_order", "rule", "draft_length", "beta", "alpha", "threshold"],
+                              na_position="first", kind="stable")
+    return frame.drop(columns="_order").reset_index(drop=True)
+
+
+def write_summary(results: Path) -> pd.DataFrame:
+    frame = summarize(results)
+    frame.to_csv(results / "summary.csv", index=False, float_format="%.6g")
+    return frame
+
+
+def group_key(row) -> str:
+    """The curve a summary row belongs to: its method and every parameter but the swept one."""
+    parts = [row["method"]]
+    if isinstance(row.get("rule"), str):
+        parts.append(row["rule"])
+    if row["method"] == "lossy_spec_decode" and not pd.isna(row.get("beta")):
+        parts.append(f"beta={row['beta']:g}")
+    return " ".join(parts)
+
+
+def counts_by_run(results: Path) -> dict[str, int]:
+    counts = defaultdict(int)
+    for run_id, rows in load_examples(results).items():
+        counts[run_id] = len(rows)
+    return dict(counts)
