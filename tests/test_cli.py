@@ -1,0 +1,185 @@
+"""CLI round trips on tiny random models saved to disk and a tiny JSONL task: run -> results files ->
+report -> plot; resume after an interruption; clear errors for unreachable models and data."""
+
+import json
+
+import pytest
+import torch
+import yaml
+from transformers import ByT5Tokenizer
+from typer.testing import CliRunner
+
+from speccascade_bench import runner
+from speccascade_bench.cli import app
+from speccascade_bench.config import load_run_config
+from speccascade_bench.results import EXAMPLE_FIELDS, SUMMARY_COLUMNS, read_lines
+
+from .helpers import perturbed, tiny_t5
+
+N_EXAMPLES = 6
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    tokenizer = ByT5Tokenizer()
+    verifier = tiny_t5(0, vocab=len(tokenizer))
+    verifier.config.eos_token_id, verifier.config.decoder_start_token_id = 1, 0
+    drafter = perturbed(verifier, 0.3, 1)
+    for name, model in (("verifier", verifier), ("drafter", drafter)):
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    with (root / "task.jsonl").open("w") as f:
+        for i in range(N_EXAMPLES + 2):
+            f.write(json.dumps({"translation": {"en": f"sentence number {i}", "de": f"Satz Nummer {i}"}}) + "\n")
+    return root
+
+
+def make_config(root, output, temperature=1.0, **overrides):
+    config = {
+        "name": "tiny",
+        "task": {"dataset": str(root / "task.jsonl"), "source": "translation.en", "target": "translation.de",
+                 "prefix": "translate: ", "metric": "bleu", "limit": N_EXAMPLES},
+        "models": {"drafter": str(root / "drafter"), "verifier": str(root / "verifier"), "device": "cpu"},
+        "decoding": {"max_new_tokens": 6, "temperature": temperature, "draft_length": 3, "seed": 0},
+        "methods": [
+            {"method": "verifier"}, {"method": "drafter"}, {"method": "spec_decode"},
+            {"method": "lossy_spec_decode", "alpha": [0.2, 0.5]},
+            {"method": "token_cascade", "alpha": [0.3]},
+            {"method": "seq_cascade", "alpha": [0.5]},
+            {"method": "spec_cascade", "rule": "opt", "alpha": [0.0, 0.5]},
+            {"method": "spec_cascade", "rule": "token_v2", "alpha": [0.1]},
+        ],
+        "timing": {"warmup": 1, "trials": 2},
+        "output": str(output),
+    }
+    config.update(overrides)
+    path = root / f"{output.name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_run_report_plot_round_trip(workspace):
+    out = workspace / "results"
+    config = make_config(workspace, out)
+    cli = CliRunner()
+    result = cli.invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["task"]["source"] == "translation.en"
+    assert {"torch", "transformers"} <= set(manifest["versions"]) and manifest["dtype"] == "float32"
+    assert "started_at" in manifest and "hardware" in manifest
+    run_ids = {r.run_id for r in load_run_config(config).methods}
+    assert {p.stem for p in (out / "examples").glob("*.jsonl")} == run_ids
+    for run_id in run_ids:
+        rows = read_lines(out / "examples" / f"{run_id}.jsonl")
+        assert len(rows) == N_EXAMPLES
+        assert len({r["example_id"] for r in rows}) == N_EXAMPLES
+        for row in rows:
+            assert set(EXAMPLE_FIELDS) <= set(row)
+            assert 1 <= row["output_tokens"] <= 6 and row["latency_s"] > 0
+    spec = read_lines(out / "examples" / "spec_decode-g3.jsonl")
+    assert all(len(r["latency_trials_s"]) == 2 for r in spec)
+    assert all(r["verifier_calls"] == r["rounds"] and r["accepted"] <= r["drafted"] for r in spec)
+    seq = read_lines(out / "examples" / "seq_cascade-a0.5.jsonl")
+    assert sum(r["verifier_calls"] > 0 for r in seq) == N_EXAMPLES // 2
+
+    header = (out / "summary.csv").read_text().splitlines()[0].split(",")
+    assert list(SUMMARY_COLUMNS) == header
+
+    report = cli.invoke(app, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+    assert "| verifier | 6 |" in report.output and "spec_cascade-opt-a0.5-g3" in report.output
+    assert (out / "report.md").read_text().strip() == report.output.strip()
+
+    figures = workspace / "figures"
+    plotted = cli.invoke(app, ["plot", str(out), "--out", str(figures)])
+    assert plotted.exit_code == 0, plotted.output
+    png, pdf = figures / "quality_latency.png", figures / "quality_latency.pdf"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
+
+
+def test_greedy_run_spec_decode_matches_verifier_outputs(workspace):
+    out = workspace / "greedy"
+    config = make_config(workspace, out, temperature=0.0)
+    result = CliRunner().invoke(app, ["run", "--config", str(config), "--methods", "verifier,spec_decode"])
+    assert result.exit_code == 0, result.output
+    verifier = {r["example_id"]: r["prediction"] for r in read_lines(out / "examples" / "verifier.jsonl")}
+    spec = {r["example_id"]: r["prediction"] for r in read_lines(out / "examples" / "spec_decode-g3.jsonl")}
+    assert verifier == spec and len(spec) == N_EXAMPLES
+    assert not (out / "examples" / "drafter.jsonl").exists()
+
+
+def test_interrupted_run_resumes_every_example_exactly_once(workspace):
+    out = workspace / "resume"
+    cfg = load_run_config(make_config(workspace, out))
+    calls = []
+
+    def stop_after_k(run_id, done, total):
+        calls.append(done)
+        if done == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(cfg, runner.RunOptions(), stop_after_k)
+    finished = sum(len(read_lines(p)) for p in (out / "examples").glob("*.jsonl"))
+    assert finished == 7
+    # a torn line, as left by a kill in the middle of a write, is dropped and redone
+    with (out / "examples" / "verifier.jsonl").open("a") as f:
+        f.write('{"example_id": 99, "trunc')
+    result = CliRunner().invoke(app, ["run", "--config", str(out.parent / "resume.yaml")])
+    assert result.exit_code == 0, result.output
+    for path in (out / "examples").glob("*.jsonl"):
+        ids = [r["example_id"] for r in read_lines(path)]
+        assert sorted(ids) == sorted(set(ids)) and len(ids) == N_EXAMPLES, path.name
+        assert path.read_text().endswith("\n")
+    # a re-run with nothing left to do decodes nothing and changes nothing
+    before = {p.name: p.read_text() for p in (out / "examples").glob("*.jsonl")}
+    assert CliRunner().invoke(app, ["run", "--config", str(out.parent / "resume.yaml")]).exit_code == 0
+    assert before == {p.name: p.read_text() for p in (out / "examples").glob("*.jsonl")}
+    fresh = CliRunner().invoke(app, ["run", "--config", str(out.parent / "resume.yaml"), "--fresh",
+                                     "--methods", "verifier", "--limit", "2"])
+    assert fresh.exit_code == 0
+    assert [p.stem for p in (out / "examples").glob("*.jsonl")] == ["verifier"]
+
+
+def test_changed_settings_refuse_to_mix_results(workspace):
+    out = workspace / "mixed"
+    assert CliRunner().invoke(app, ["run", "-c", str(make_config(workspace, out)), "--methods", "verifier",
+                                    "--limit", "1"]).exit_code == 0
+    changed = make_config(workspace, out, temperature=0.0)
+    result = CliRunner().invoke(app, ["run", "-c", str(changed), "--methods", "verifier"])
+    assert result.exit_code == 2 and "--fresh" in result.output
+
+
+def test_unreachable_hub_model_and_dataset_fail_with_a_message(workspace, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    out = workspace / "hub"
+    config = make_config(workspace, out)
+    raw = yaml.safe_load(config.read_text())
+    raw["models"]["verifier"] = "no-such-org/no-such-model"
+    config.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["run", "-c", str(config)])
+    assert result.exit_code == 2
+    assert "could not load the verifier 'no-such-org/no-such-model'" in result.output
+    raw["task"] = {"dataset": "no-such-org/no-such-dataset", "source": "a", "target": "b"}
+    config.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["run", "-c", str(config)])
+    assert result.exit_code == 2 and "could not load dataset 'no-such-org/no-such-dataset'" in result.output
+    assert not out.exists()
+
+
+def test_unknown_methods_option_is_rejected(workspace):
+    result = CliRunner().invoke(app, ["run", "-c", str(make_config(workspace, workspace / "x")),
+                                      "--methods", "spec_decod"])
+    assert result.exit_code == 2 and "spec_decod" in result.output
+
+
+def test_methods_lists_every_method_and_rule_range():
+    result = CliRunner().invoke(app, ["methods"])
+    assert result.exit_code == 0
+    for name in ("drafter", "verifier", "seq_cascade", "token_cascade", "spec_decode", "lossy_spec_decode",
+                 "spec_cascade", "token_v3 [0.0, 1.0]", "diff [-1.0, 1.0]"):
+        assert name in result.output

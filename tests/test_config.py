@@ -1,0 +1,140 @@
+"""`load_run_config` and `scb validate` reject bad configs with messages naming the file and the key."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from speccascade_bench.cli import app
+from speccascade_bench.config import ConfigError, load_finetune_config, load_run_config, validate_resources
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps({"src": f"s{i}", "tgt": f"t{i}", "nested": {"en": "x"}}) + "\n"
+                            for i in range(5)))
+    return path
+
+
+def base_config(data_file: Path) -> dict:
+    return {
+        "name": "t",
+        "task": {"dataset": str(data_file), "source": "src", "target": "tgt", "metric": "bleu"},
+        "models": {"drafter": "google/t5-v1_1-small", "verifier": "google/t5-v1_1-large"},
+        "decoding": {"max_new_tokens": 8, "temperature": 1.0, "draft_length": 5},
+        "methods": [{"method": "verifier"}, {"method": "spec_cascade", "rule": "opt", "alpha": [0.1, 0.3]}],
+    }
+
+
+def write(tmp_path, config) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_valid_config_loads_and_expands_sweeps(tmp_path, data_file):
+    cfg = load_run_config(write(tmp_path, base_config(data_file)))
+    assert [r.run_id for r in cfg.methods] == ["verifier", "spec_cascade-opt-a0.1-g5", "spec_cascade-opt-a0.3-g5"]
+    assert cfg.methods[1].params == {"rule": "opt", "alpha": 0.1, "draft_length": 5, "bonus": "target"}
+    assert cfg.output == "results/t"
+    validate_resources(cfg)
+
+
+def _set(config, dotted, value):
+    node = config
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    last = parts[-1]
+    if value is _DELETE:
+        del node[last]
+    elif isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+_DELETE = object()
+
+BAD = [
+    ("unknown top-level key", "colour", "red", "colour", "unknown key"),
+    ("unknown nested key with suggestion", "decoding.temprature", 0.5, "decoding.temprature",
+     "did you mean 'temperature'"),
+    ("wrong type", "decoding.max_new_tokens", "many", "decoding.max_new_tokens", "must be int"),
+    ("negative temperature", "decoding.temperature", -1, "decoding.temperature", "must be in"),
+    ("top_p out of range", "decoding.top_p", 1.5, "decoding.top_p", "must be in"),
+    ("unknown metric", "task.metric", "bleu4", "task.metric", "did you mean 'bleu'"),
+    ("unknown method", "methods.1.method", "spec_cascades", "methods[1].method", "did you mean 'spec_cascade'"),
+    ("unknown rule", "methods.1.rule", "optimal", "methods[1].rule", "unknown value 'optimal'"),
+    ("alpha outside the rule's range", "methods.1", {"method": "spec_cascade", "rule": "chow", "alpha": 1.5},
+     "methods[1].alpha", "for rule 'chow'"),
+    ("missing required alpha", "methods.1", {"method": "token_cascade"}, "methods[1].alpha", "is required"),
+    ("lossy alpha of 1", "methods.1", {"method": "lossy_spec_decode", "alpha": 1.0}, "methods[1].alpha",
+     "[0, 1)"),
+    ("missing dataset", "task.dataset", _DELETE, "task.dataset", "is required"),
+    ("bad dtype", "models.dtype", "float8", "models.dtype", "unknown value"),
+    ("empty methods", "methods", [], "methods", "non-empty list"),
+    ("unknown method parameter", "methods.1", {"method": "spec_decode", "gamma": 3}, "methods[1].gamma",
+     "unknown key"),
+    ("duplicate method run", "methods.1", {"method": "verifier"}, "methods[1]", "duplicates"),
+    ("bad device", "models.device", "tpu", "models.device", "unknown value"),
+    ("draft length zero", "decoding.draft_length", 0, "decoding.draft_length", "must be in"),
+]
+
+
+@pytest.mark.parametrize(("case", "key", "value", "where", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_config_is_rejected_naming_file_and_key(tmp_path, data_file, case, key, value, where, message):
+    config = base_config(data_file)
+    _set(config, key, value)
+    path = write(tmp_path, config)
+    with pytest.raises(ConfigError) as info:
+        load_run_config(path)
+    assert info.value.key == where
+    assert message in info.value.message
+    assert str(path) in str(info.value)
+    result = CliRunner().invoke(app, ["validate", "--config", str(path)])
+    assert result.exit_code == 2
+    assert where in result.output and str(path) in result.output
+
+
+@pytest.mark.parametrize(("key", "value", "where", "message"), [
+    ("task.dataset", "missing/file.jsonl", "task.dataset", "not found"),
+    ("task.source", "text", "task.source", "field 'text' not found"),
+    ("task.target", "nested.de", "task.target", "field 'nested.de' not found"),
+    ("models.drafter", "./no/such/model", "models.drafter", "local model path not found"),
+])
+def test_resource_errors_name_the_key(tmp_path, data_file, key, value, where, message):
+    config = base_config(data_file)
+    _set(config, key, value)
+    path = write(tmp_path, config)
+    with pytest.raises(ConfigError) as info:
+        validate_resources(load_run_config(path))
+    assert info.value.key == where and message in info.value.message
+    result = CliRunner().invoke(app, ["validate", "--config", str(path)])
+    assert result.exit_code == 2 and where in result.output
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_run_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_run_config(tmp_path / "none.yaml")
+
+
+def test_dotted_fields_are_accepted(tmp_path, data_file):
+    config = base_config(data_file)
+    config["task"]["target"] = "nested.en"
+    validate_resources(load_run_config(write(tmp_path, config)))
+
+
+def test_shipped_configs_validate():
+    root = Path(__file__).parent.parent / "configs"
+    for path in sorted(root.glob("*.yaml")):
+        load_run_config(path)
+    for path in sorted((root / "toy").glob("*.yaml")):
+        load_finetune_config(path)
