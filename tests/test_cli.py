@@ -4,7 +4,6 @@ report -> plot; resume after an interruption; clear errors for unreachable model
 import json
 
 import pytest
-import torch
 import yaml
 from transformers import ByT5Tokenizer
 from typer.testing import CliRunner

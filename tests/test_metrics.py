@@ -13,7 +13,7 @@ REFERENCES = ["the cat is on the mat", "the quick brown fox jumped", "the dogs r
 def test_bleu_is_corpus_bleu_not_mean_of_sentence_bleu():
     expected = sacrebleu.corpus_bleu(PREDICTIONS, [REFERENCES]).score
     assert corpus_score("bleu", PREDICTIONS, REFERENCES) == pytest.approx(expected)
-    mean_sentence = sum(sacrebleu.sentence_bleu(p, [r]).score for p, r in zip(PREDICTIONS, REFERENCES)) / 3
+    mean_sentence = sum(sacrebleu.sentence_bleu(p, [r]).score for p, r in zip(PREDICTIONS, REFERENCES, strict=True)) / 3
     assert expected != pytest.approx(mean_sentence)
 
 
@@ -25,11 +25,11 @@ def test_chrf():
 @pytest.mark.parametrize("metric", ["rouge2", "rougeL"])
 def test_rouge_is_mean_stemmed_f1(metric):
     scorer = rouge_scorer.RougeScorer([metric], use_stemmer=True)
-    expected = 100 * sum(scorer.score(r, p)[metric].fmeasure for p, r in zip(PREDICTIONS, REFERENCES)) / 3
+    expected = 100 * sum(scorer.score(r, p)[metric].fmeasure for p, r in zip(PREDICTIONS, REFERENCES, strict=True)) / 3
     assert corpus_score(metric, PREDICTIONS, REFERENCES) == pytest.approx(expected)
     # stemming matters: "barking"/"barked" and "running"/"ran" would not match without it
     unstemmed = rouge_scorer.RougeScorer([metric], use_stemmer=False)
-    plain = 100 * sum(unstemmed.score(r, p)[metric].fmeasure for p, r in zip(PREDICTIONS, REFERENCES)) / 3
+    plain = 100 * sum(unstemmed.score(r, p)[metric].fmeasure for p, r in zip(PREDICTIONS, REFERENCES, strict=True)) / 3
     assert expected != pytest.approx(plain)
 
 

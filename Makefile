@@ -1,0 +1,48 @@
+# speccascade-bench: set-up and the main jobs. `make demo` runs the offline default; `make test` the tests.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+TOY_DATA := data/toy/test.jsonl
+
+.PHONY: install demo test lint toy-data toy-pair ci-run clean-results
+
+install: $(VENV)/.installed
+
+# torch is pinned and installed first, on its own, so that pip never resolves another (CUDA) build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+$(TOY_DATA): | $(VENV)/.installed
+	$(BIN)/scb toy-data --out data/toy
+
+toy-data: $(TOY_DATA)
+
+# Rebuild the demo pair shipped in speccascade_bench/toy/pair (about 20 minutes on 2 CPU cores).
+toy-pair: $(TOY_DATA)
+	$(BIN)/scb finetune --config configs/toy/drafter.yaml --fresh
+	$(BIN)/scb finetune --config configs/toy/verifier.yaml --fresh
+
+demo: $(TOY_DATA)
+	$(BIN)/scb run --config configs/demo.yaml
+	$(BIN)/scb plot results/demo
+	$(BIN)/scb report results/demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check speccascade_bench tests scripts
+
+# A CI-sized run of the toy pair whose output files are then checked.
+ci-run: $(TOY_DATA)
+	$(BIN)/scb run --config configs/ci.yaml --fresh
+	$(BIN)/scb report results/ci > /dev/null
+	$(BIN)/scb plot results/ci > /dev/null
+	$(BIN)/python scripts/check_results.py results/ci
+
+clean-results:
+	rm -rf results/demo results/ci

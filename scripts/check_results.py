@@ -1,0 +1,55 @@
+"""Check that a results directory holds every documented file and field: `python scripts/check_results.py DIR`."""
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from speccascade_bench.config import load_run_config
+from speccascade_bench.results import EXAMPLE_FIELDS, SUMMARY_COLUMNS, read_lines
+
+
+def check(results: Path) -> list[str]:
+    problems = []
+    manifest = json.loads((results / "manifest.json").read_text())
+    for key in ("config", "versions", "hardware", "dtype", "git_commit", "started_at"):
+        if key not in manifest:
+            problems.append(f"manifest.json lacks {key}")
+    config = load_run_config(manifest["config"]["file"])
+    expected = {run.run_id for run in config.methods}
+    found = {path.stem for path in (results / "examples").glob("*.jsonl")}
+    if expected - found:
+        problems.append(f"missing example files: {sorted(expected - found)}")
+    n = config.task.limit
+    for run_id in sorted(found):
+        rows = read_lines(results / "examples" / f"{run_id}.jsonl")
+        ids = [row["example_id"] for row in rows]
+        if len(ids) != n or len(set(ids)) != n:
+            problems.append(f"{run_id}: {len(ids)} lines for {n} examples")
+        for row in rows:
+            missing = set(EXAMPLE_FIELDS) - set(row)
+            if missing:
+                problems.append(f"{run_id}: example {row['example_id']} lacks {sorted(missing)}")
+                break
+    summary = pd.read_csv(results / "summary.csv")
+    if list(summary.columns) != list(SUMMARY_COLUMNS):
+        problems.append(f"summary.csv columns {list(summary.columns)}")
+    if set(summary["run_id"]) != found:
+        problems.append("summary.csv rows do not match the example files")
+    for name in ("report.md", "quality_latency.png", "quality_latency.pdf"):
+        path = results / name
+        if not path.exists() or path.stat().st_size == 0:
+            problems.append(f"{name} missing or empty")
+    return problems
+
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1])
+    issues = check(folder)
+    for issue in issues:
+        print(f"FAIL {issue}")
+    if issues:
+        sys.exit(1)
+    print(f"{folder}: manifest, {len(list((folder / 'examples').glob('*.jsonl')))} example files, summary, "
+          "report and figures are complete")
