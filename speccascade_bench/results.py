@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
@@ -212,9 +211,3 @@ def group_key(row) -> str:
         parts.append(f"beta={row['beta']:g}")
     return " ".join(parts)
 
-
-def counts_by_run(results: Path) -> dict[str, int]:
-    counts = defaultdict(int)
-    for run_id, rows in load_examples(results).items():
-        counts[run_id] = len(rows)
-    return dict(counts)

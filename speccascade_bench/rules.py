@@ -177,32 +177,31 @@ def lossy_target(alpha: float, beta: float, greedy: bool) -> TargetFn:
     return target
 
 
+def cascade_mixture(rule: str, alpha: float, draft: Dists, verifier: Dists) -> tuple[Tensor, Tensor]:
+    """The target pi [n, V] of a named deferral rule and each position's deferral probability [n]:
+    r in {0, 1} for chow/diff/opt, the deferred drafter mass eta for the token rules."""
+    if rule in DEFERRAL_RULES:
+        defer = DEFERRAL_RULES[rule](draft, verifier, alpha)
+        return cascade_target(draft.scaled, verifier.scaled, defer), defer.float()
+    if rule in TOKEN_RULES:
+        token_defer = TOKEN_RULES[rule](draft, verifier, alpha)
+        eta = (token_defer.float() * draft.scaled).sum(-1)
+        return token_cascade_target(draft.scaled, verifier.scaled, token_defer), eta
+    raise ValueError(f"unknown deferral rule {rule!r}")
+
+
 def cascade_rule_target(rule: str, alpha: float, bonus_from_verifier: bool = False) -> TargetFn:
     """A speculative cascade's target (paper eqs. 6 and 11) for a named deferral rule. The bonus token
     is drawn from the target at the bonus position when the drafter's distribution there is given,
     else (with `bonus_from_verifier`) from the verifier's."""
-    if rule in DEFERRAL_RULES:
-        decide = DEFERRAL_RULES[rule]
+    if rule not in DEFERRAL_RULES and rule not in TOKEN_RULES:
+        raise ValueError(f"unknown deferral rule {rule!r}")
 
-        def target(draft: Dists, verifier: Dists) -> Target:
-            verifier_n = verifier.head(len(draft))
-            defer = decide(draft, verifier_n, alpha)
-            pi = cascade_target(draft.scaled, verifier_n.scaled, defer)
-            return _mixture_target(pi, draft, verifier, defer.float(), bonus_from_verifier)
+    def target(draft: Dists, verifier: Dists) -> Target:
+        pi, deferral = cascade_mixture(rule, alpha, draft, verifier.head(len(draft)))
+        return _mixture_target(pi, draft, verifier, deferral, bonus_from_verifier)
 
-        return target
-    if rule in TOKEN_RULES:
-        decide_tokens = TOKEN_RULES[rule]
-
-        def token_target(draft: Dists, verifier: Dists) -> Target:
-            verifier_n = verifier.head(len(draft))
-            token_defer = decide_tokens(draft, verifier_n, alpha)
-            pi = token_cascade_target(draft.scaled, verifier_n.scaled, token_defer)
-            eta = (token_defer.float() * draft.scaled).sum(-1)
-            return _mixture_target(pi, draft, verifier, eta, bonus_from_verifier)
-
-        return token_target
-    raise ValueError(f"unknown deferral rule {rule!r}")
+    return target
 
 
 @dataclass(frozen=True)

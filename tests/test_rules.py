@@ -174,12 +174,7 @@ def test_cascade_sampler_matches_target(rule, alpha):
     target_fn = rules.cascade_rule_target(rule, alpha)
     draft = Dists(torch.stack([DRAFT, DRAFT_BONUS]), torch.stack([DRAFT, DRAFT_BONUS]))
     verifier = Dists(torch.stack([VERIFY, VERIFY_BONUS]), torch.stack([VERIFY, VERIFY_BONUS]))
-    if rule in rules.DEFERRAL_RULES:
-        defer = rules.DEFERRAL_RULES[rule](draft, verifier, alpha)
-        pi = rules.cascade_target(draft.scaled, verifier.scaled, defer)
-    else:
-        pi = rules.token_cascade_target(draft.scaled, verifier.scaled,
-                                        rules.TOKEN_RULES[rule](draft, verifier, alpha))
+    pi, _ = rules.cascade_mixture(rule, alpha, draft, verifier)
     if rule in rules.TOKEN_RULES:  # a genuine mixture, neither model's distribution
         assert not torch.allclose(pi[0], DRAFT) and not torch.allclose(pi[0], VERIFY)
     first, bonus = _run_rounds(target_fn, True)
