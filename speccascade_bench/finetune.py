@@ -106,6 +106,7 @@ def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
         report_to=[],
         disable_tqdm=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train,
                              data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
