@@ -1,0 +1,136 @@
+"""Benchmark the suite's decoding loops against transformers' own, on the same models and inputs.
+
+Ratios, each measured in this one process, examples interleaved:
+  - `verifier` (this suite, autoregressive) vs `generate(do_sample=False)` of the verifier
+  - `spec_decode` vs assisted generation (`generate(assistant_model=drafter)`, constant draft length
+    gamma, confidence threshold 0), greedy and sampling at temperature 1
+  - measured speed-up of `spec_decode` over `verifier` vs Leviathan et al.'s prediction from the measured
+    acceptance rate a and per-call cost ratio c
+
+Usage: python scripts/bench_peers.py [--quick] [--examples N] [--drafter PATH --verifier PATH]
+It reports; it asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+from pathlib import Path
+
+import torch
+import transformers
+
+from speccascade_bench.decoding import DecodeSettings, decode, leviathan_speedup
+from speccascade_bench.lm import load_pair
+from speccascade_bench.timing import timed
+from speccascade_bench.toy.language import make_splits
+
+PAIR = Path(__file__).resolve().parent.parent / "speccascade_bench" / "toy" / "pair"
+
+
+def _generate(pair, ids, max_new, sample: bool, assistant: bool, seed: int):
+    kwargs = {"max_new_tokens": max_new, "do_sample": sample}
+    if sample:
+        kwargs.update(temperature=1.0, top_k=0, top_p=1.0)
+        torch.manual_seed(seed)
+    if assistant:
+        kwargs["assistant_model"] = pair.drafter
+    with torch.inference_mode():
+        out = pair.verifier.generate(ids, **kwargs)
+    start = 1 if pair.is_encoder_decoder else ids.shape[1]
+    return out[0, start:].tolist()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few examples, for CI")
+    parser.add_argument("--examples", type=int, default=60)
+    parser.add_argument("--drafter", default=str(PAIR / "drafter"))
+    parser.add_argument("--verifier", default=str(PAIR / "verifier"))
+    parser.add_argument("--gamma", type=int, default=5)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    n = 6 if args.quick else args.examples
+    transformers.utils.logging.set_verbosity_error()
+    pair = load_pair(args.drafter, args.verifier, device=args.device)
+    config = pair.drafter.generation_config
+    config.num_assistant_tokens, config.num_assistant_tokens_schedule = args.gamma, "constant"
+    config.assistant_confidence_threshold = 0.0
+    sources = [row["src"] for row in make_splits(0, {"train": 20000, "validation": 200, "test": 500})["test"][:n]]
+    inputs = [pair.encode(s, 512) for s in sources]
+    greedy = DecodeSettings(args.max_new_tokens, 0.0, 1.0, args.gamma)
+    sampled = DecodeSettings(args.max_new_tokens, 1.0, 1.0, args.gamma)
+    device = pair.device
+
+    def ours(method, settings, i):
+        return decode(method, pair, inputs[i], settings, {}, torch.Generator(device).manual_seed(i))
+
+    cases = {
+        "verifier greedy (suite)": lambda i: ours("verifier", greedy, i),
+        "verifier greedy (generate)": lambda i: _generate(pair, inputs[i], args.max_new_tokens, False, False, i),
+        "spec_decode greedy (suite)": lambda i: ours("spec_decode", greedy, i),
+        "assisted greedy (generate)": lambda i: _generate(pair, inputs[i], args.max_new_tokens, False, True, i),
+        "verifier T=1 (suite)": lambda i: ours("verifier", sampled, i),
+        "spec_decode T=1 (suite)": lambda i: ours("spec_decode", sampled, i),
+        "assisted T=1 (generate)": lambda i: _generate(pair, inputs[i], args.max_new_tokens, True, True, i),
+        "drafter greedy (suite)": lambda i: ours("drafter", greedy, i),
+    }
+    for i in range(min(2, n)):  # warm-up, not recorded
+        for fn in cases.values():
+            fn(i)
+    seconds = {name: [] for name in cases}
+    outputs = {name: [] for name in cases}
+    for i in range(n):
+        for name, fn in cases.items():
+            out, s = timed(lambda fn=fn, i=i: fn(i), device)
+            seconds[name].append(s)
+            outputs[name].append(out)
+    total = {name: sum(v) for name, v in seconds.items()}
+
+    def tokens(name):
+        return [o.tokens if hasattr(o, "tokens") else o for o in outputs[name]]
+
+    same_ar = sum(a == b for a, b in zip(tokens("verifier greedy (suite)"), tokens("verifier greedy (generate)"),
+                                         strict=True))
+    same_spec = sum(a == b for a, b in zip(tokens("spec_decode greedy (suite)"),
+                                           tokens("verifier greedy (generate)"), strict=True))
+    same_assist = sum(a == b for a, b in zip(tokens("assisted greedy (generate)"),
+                                             tokens("verifier greedy (generate)"), strict=True))
+    ver_calls = sum(o.verifier_calls for o in outputs["verifier greedy (suite)"])
+    dr_calls = sum(o.drafter_calls for o in outputs["drafter greedy (suite)"])
+    c = (total["drafter greedy (suite)"] / dr_calls) / (total["verifier greedy (suite)"] / ver_calls)
+
+    print(f"# bench_peers: {n} toy examples, gamma {args.gamma}, max_new_tokens {args.max_new_tokens}")
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device "
+          f"{device}; torch {torch.__version__}, transformers {transformers.__version__}")
+    print()
+    print("| case | total s | median ms/example |")
+    print("| --- | --- | --- |")
+    for name in cases:
+        print(f"| {name} | {total[name]:.2f} | {1000 * statistics.median(seconds[name]):.1f} |")
+    print()
+    print("| ratio | value | goal |")
+    print("| --- | --- | --- |")
+    for label, ours_case, peer_case, goal in (
+        ("verifier (suite) / generate, greedy", "verifier greedy (suite)", "verifier greedy (generate)", "<= 1.0"),
+        ("spec_decode / assisted, greedy", "spec_decode greedy (suite)", "assisted greedy (generate)", "<= 0.5"),
+        ("spec_decode / assisted, T=1", "spec_decode T=1 (suite)", "assisted T=1 (generate)", "<= 0.5"),
+    ):
+        print(f"| {label} | {total[ours_case] / total[peer_case]:.3f} | {goal} |")
+    for label, spec, base in (("greedy", "spec_decode greedy (suite)", "verifier greedy (suite)"),
+                              ("T=1", "spec_decode T=1 (suite)", "verifier T=1 (suite)")):
+        results = outputs[spec]
+        a = sum(o.accepted for o in results) / sum(o.drafted for o in results)
+        measured = total[base] / total[spec]
+        predicted = leviathan_speedup(a, args.gamma, c)
+        print(f"| spec_decode speed-up / predicted, {label} (a={a:.3f}, c={c:.3f}) | {measured:.2f} / "
+              f"{predicted:.2f} = {measured / predicted:.3f} | >= 0.9 |")
+    print()
+    print(f"identical to generate() greedy: suite verifier {same_ar}/{n}, suite spec_decode {same_spec}/{n}, "
+          f"assisted generation {same_assist}/{n}")
+
+
+if __name__ == "__main__":
+    main()
