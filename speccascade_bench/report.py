@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import read_manifest, write_summary
+from .results import group_key, read_manifest, write_summary
+from .tradeoff import best_quality_within, latency_to_match
 
 COLUMNS = [
     ("run_id", "run", "{}"), ("n", "n", "{:d}"), ("quality", "quality", "{:.2f}"),
@@ -34,6 +35,29 @@ def markdown_table(frame: pd.DataFrame) -> str:
     for _, row in frame.iterrows():
         lines.append("| " + " | ".join(_cell(row[c], f, c) for c, _, f in COLUMNS) + " |")
     return "\n".join(lines)
+
+
+def tradeoff_table(frame: pd.DataFrame) -> str:
+    """Per curve: (i) the lowest relative latency at which it matches the verifier's quality, with the
+    speed-up, and (ii) the best quality it reaches without exceeding the verifier's latency."""
+    verifier = frame[frame["method"] == "verifier"]
+    if verifier.empty:
+        return ""
+    target = float(verifier["quality"].iloc[0])
+    lines = [f"Trade-off against the verifier (quality {target:.2f}, relative latency 1):", "",
+             "| curve | points | latency to match verifier | speed-up | best quality at latency <= 1 |",
+             "| --- | --- | --- | --- | --- |"]
+    curves = frame.assign(curve=[group_key(row) for _, row in frame.iterrows()])
+    for curve, rows in curves.groupby("curve", sort=False):
+        if curve == "verifier":
+            continue
+        points = list(zip(rows["relative_latency"], rows["quality"], strict=True))
+        match = latency_to_match(points, target)
+        best = best_quality_within(points, 1.0)
+        lines.append(f"| {curve} | {len(points)} | {match.text() if match else 'not reached'} | "
+                     f"{f'{1 / match.value:.2f}x' if match else '-'} | "
+                     f"{best.text('{:.2f}') if best else 'not reached'} |")
+    return "\n".join(lines) + "\n"
 
 
 def build_report(results: Path) -> str:
@@ -65,6 +89,6 @@ def build_report(results: Path) -> str:
         "rate and c.",
         "",
     ]
-    text = "\n".join(header) + markdown_table(frame) + "\n"
+    text = "\n".join(header) + markdown_table(frame) + "\n\n" + tradeoff_table(frame)
     (results / "report.md").write_text(text, encoding="utf-8")
     return text

@@ -1,0 +1,54 @@
+"""Reading a quality-latency curve the way the paper's Table 2 does.
+
+A curve is its measured points (relative latency, quality), taken in order of latency and joined by
+straight lines. Values read between two measured points are interpolated and marked as such.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Reading:
+    value: float
+    interpolated: bool
+
+    def text(self, fmt: str = "{:.3f}") -> str:
+        return fmt.format(self.value) + (" (interp.)" if self.interpolated else "")
+
+
+def _sorted(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    return sorted((float(x), float(y)) for x, y in points)
+
+
+def latency_to_match(points: Sequence[tuple[float, float]], quality: float) -> Reading | None:
+    """The lowest relative latency at which the curve reaches `quality`, or None if it never does."""
+    curve = _sorted(points)
+    for i, (latency, q) in enumerate(curve):
+        if q >= quality:
+            if i == 0:
+                return Reading(latency, False)
+            prev_latency, prev_q = curve[i - 1]
+            share = (quality - prev_q) / (q - prev_q)
+            crossing = prev_latency + share * (latency - prev_latency)
+            return Reading(crossing, crossing != latency)
+    return None
+
+
+def best_quality_within(points: Sequence[tuple[float, float]], max_latency: float = 1.0) -> Reading | None:
+    """The best quality the curve reaches at relative latency <= max_latency, or None if no part of it
+    is that fast."""
+    curve = _sorted(points)
+    best: Reading | None = None
+    for i, (latency, q) in enumerate(curve):
+        if latency <= max_latency:
+            if best is None or q > best.value:
+                best = Reading(q, False)
+        elif i > 0 and curve[i - 1][0] < max_latency:
+            prev_latency, prev_q = curve[i - 1]
+            at_limit = prev_q + (q - prev_q) * (max_latency - prev_latency) / (latency - prev_latency)
+            if best is None or at_limit > best.value:
+                best = Reading(at_limit, True)
+    return best
