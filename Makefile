@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 TOY_DATA := data/toy/test.jsonl
 
-.PHONY: install demo test lint toy-data toy-pair ci-run clean-results
+.PHONY: install demo test lint toy-data toy-pair ci-run bench bench-quick clean-results
 
 install: $(VENV)/.installed
 
@@ -43,6 +43,13 @@ ci-run: $(TOY_DATA)
 	$(BIN)/scb report results/ci > /dev/null
 	$(BIN)/scb plot results/ci > /dev/null
 	$(BIN)/python scripts/check_results.py results/ci
+
+# The suite's loops against generate() and assisted generation on the toy pair (ratios, no assertions).
+bench: install
+	$(BIN)/python scripts/bench_peers.py
+
+bench-quick: install
+	$(BIN)/python scripts/bench_peers.py --quick
 
 clean-results:
 	rm -rf results/demo results/ci

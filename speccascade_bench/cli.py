@@ -164,3 +164,7 @@ def plot(results: Path = typer.Argument(..., help="results folder of `scb run`")
         _fail(str(exc))
     for path in paths:
         typer.echo(str(path))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,5 +1,8 @@
 """The offline default: the generated toy task and the demo pair that ships in the package."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -21,6 +24,18 @@ def test_toy_task_is_deterministic_and_splits_are_disjoint(tmp_path):
     assert not train_sources & {row["src"] for row in a["test"]}
     paths = write_splits(tmp_path, 0, {"train": 300, "test": 50})
     assert paths["test"].read_text().count("\n") == 50
+
+
+def test_toy_task_does_not_depend_on_the_hash_seed(tmp_path):
+    """The same seed gives the same files in processes with different string hashing."""
+    digests = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-m", "speccascade_bench.cli", "toy-data", "--out", str(out), "--train", "50",
+                        "--validation", "5", "--test", "20"], check=True, env=env, capture_output=True)
+        digests.append([(out / f"{split}.jsonl").read_bytes() for split in ("train", "validation", "test")])
+    assert digests[0] == digests[1]
 
 
 def test_toy_translation_follows_the_lexicon_and_reordering():

@@ -35,7 +35,9 @@ def _make_words(rng: random.Random, letters: tuple[str, str], count: int, syllab
     while len(words) < count:
         n = rng.randint(*syllables)
         words.add("".join(rng.choice(consonants) + rng.choice(vowels) for _ in range(n)))
-    return sorted(words, key=lambda w: rng.random())
+    ordered = sorted(words)  # a set's order depends on the process's hash seed; the shuffle must not
+    rng.shuffle(ordered)
+    return ordered
 
 
 def make_lexicon(seed: int) -> Lexicon:
