@@ -108,7 +108,6 @@ def decode_seq_cascade(pair, input_ids, settings, params, generator) -> DecodeRe
         return draft
     verified = decode_verifier(pair, input_ids, settings, params, generator)
     verified.drafter_calls, verified.drafter_logprob = draft.drafter_calls, draft.drafter_logprob
-    verified.deferred = float(len(verified.tokens))
     return verified
 
 
@@ -121,8 +120,7 @@ def decode_token_cascade(pair, input_ids, settings, params, generator) -> Decode
     result = DecodeResult()
     while not _finished(result.tokens, eos, settings.max_new_tokens):
         draft_logits = drafter.logits()[-1]
-        draft_probs = torch.softmax(draft_logits, -1)
-        if float(draft_probs.max()) >= 1.0 - alpha:
+        if not rules.chow_defers(torch.softmax(draft_logits, -1), alpha):
             logits = draft_logits
         else:
             if verifier is None:

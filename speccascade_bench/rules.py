@@ -64,9 +64,14 @@ def normalize(weights: Tensor) -> Tensor:
 
 # ---- deferral rules (paper eqs. 2, 5, 10): [n] booleans, True = defer to the verifier -------------
 
+def chow_defers(draft_probs: Tensor, alpha: float) -> Tensor:
+    """Eq. 2 on unscaled drafter probabilities [..., V] -> [...]: defer iff max q < 1 - alpha."""
+    return draft_probs.amax(-1) < 1.0 - alpha
+
+
 def defer_chow(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
-    """Eq. 2: defer iff max q < 1 - alpha."""
-    return draft.probs.amax(-1) < 1.0 - alpha
+    """Eq. 2: defer iff max q < 1 - alpha (the verifier is not consulted)."""
+    return chow_defers(draft.probs, alpha)
 
 
 def defer_diff(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
