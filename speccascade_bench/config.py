@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .methods import METHODS, alpha_param, suggest
+from .presets import PREFIX, T5_V1_1_SHAPES, is_preset, preset_shape
 
 METRICS = ("bleu", "rouge2", "rougeL", "chrf")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -167,6 +168,8 @@ class RunConfig:
 
 def looks_like_path(name: str) -> bool:
     """A dataset or model given as a local path rather than a hub name."""
+    if is_preset(name):
+        return False
     return (name.startswith((".", "/", "~")) or name.endswith(LOCAL_DATA_SUFFIXES) or Path(name).exists()
             or name.count("/") > 1)
 
@@ -300,7 +303,12 @@ def validate_resources(config: RunConfig) -> None:
         check_local_fields(path, config.task, file)
     for role in ("drafter", "verifier", "tokenizer"):
         name = getattr(config.models, role)
-        if name and looks_like_path(name) and not Path(name).expanduser().exists():
+        if name and is_preset(name):
+            if role == "tokenizer" or preset_shape(name) not in T5_V1_1_SHAPES:
+                raise ConfigError(file, f"models.{role}", f"unknown shape preset {name!r}"
+                                  f"{suggest(preset_shape(name), T5_V1_1_SHAPES)}; presets: "
+                                  + ", ".join(PREFIX + shape for shape in T5_V1_1_SHAPES))
+        elif name and looks_like_path(name) and not Path(name).expanduser().exists():
             raise ConfigError(file, f"models.{role}", f"local model path not found: {name}")
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .presets import build_preset, is_preset
+
 log = logging.getLogger(__name__)
 
 _SPECIAL_TOKENS = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
@@ -124,7 +126,9 @@ class ModelPair:
         return ids.to(self.device)
 
     def decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+        """Text of output ids; ids the tokenizer does not know (random-weight presets) are dropped."""
+        known = len(self.tokenizer)
+        return self.tokenizer.decode([t for t in tokens if t < known], skip_special_tokens=True)
 
 
 def check_compatible(drafter_config, verifier_config, names: tuple[str, str] = ("drafter", "verifier")) -> None:
@@ -153,6 +157,10 @@ def resolve_device(device: str) -> torch.device:
 def _load_model(name: str, role: str, device: torch.device, dtype: torch.dtype):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+    if is_preset(name):
+        with torch.device(device):
+            model = build_preset(name)
+        return model.to(dtype).eval()
     try:
         config = AutoConfig.from_pretrained(name)
         auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
@@ -178,7 +186,7 @@ def load_pair(drafter: str, verifier: str, tokenizer: str | None = None, device:
     drafter_model = _load_model(drafter, "drafter", torch_device, torch_dtype)
     verifier_model = _load_model(verifier, "verifier", torch_device, torch_dtype)
     check_compatible(drafter_model.config, verifier_model.config)
-    name = tokenizer or verifier
+    name = tokenizer or ("byt5" if is_preset(verifier) else verifier)
     try:
         tok = load_tokenizer(name) if name == "byt5" else AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as exc:

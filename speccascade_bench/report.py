@@ -79,6 +79,9 @@ def build_report(results: Path) -> str:
         f"- started {manifest.get('started_at')}, commit {manifest.get('git_commit')}, versions "
         + ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items()),
     ]
+    if manifest.get("random_weights"):
+        header.append(f"- **random weights** ({', '.join(manifest['random_weights'])}: shape presets): quality is "
+                      "meaningless here; latencies and per-call costs are real")
     if len(cost_ratio):
         header.append(f"- measured step-cost ratio c (drafter / verifier, per forward call): "
                       f"{cost_ratio.iloc[0]:.3f}")

@@ -19,6 +19,7 @@ import torch
 from .config import ConfigError, MethodRun, RunConfig, validate_resources
 from .data import Example, load_examples
 from .decoding import DecodeSettings, decode
+from .presets import is_preset
 from .results import ExampleWriter, ResultsError, examples_dir, read_lines, seq_cascade_rows, write_summary
 from .timing import timed
 
@@ -124,6 +125,7 @@ def _prepare_output(config: RunConfig, out: Path, fresh: bool, limit: int | None
         "versions": _versions(),
         "hardware": device_info(device),
         "dtype": config.models.dtype,
+        "random_weights": [role for role in ("drafter", "verifier") if is_preset(getattr(config.models, role))],
         "git_commit": _git_commit(),
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     }

@@ -89,6 +89,7 @@ def test_run_report_plot_round_trip(workspace):
     report = cli.invoke(app, ["report", str(out)])
     assert report.exit_code == 0, report.output
     assert "| verifier | 6 |" in report.output and "spec_cascade-opt-a0.5-g3" in report.output
+    assert "Trade-off against the verifier" in report.output and "| spec_cascade opt | 2 |" in report.output
     assert (out / "report.md").read_text().strip() == report.output.strip()
 
     figures = workspace / "figures"

@@ -138,3 +138,13 @@ def test_shipped_configs_validate():
         load_run_config(path)
     for path in sorted((root / "toy").glob("*.yaml")):
         load_finetune_config(path)
+
+
+def test_shape_presets_validate_and_unknown_ones_are_refused(tmp_path, data_file):
+    config = base_config(data_file)
+    config["models"] = {"drafter": "random:t5-v1_1-small", "verifier": "random:t5-v1_1-large"}
+    validate_resources(load_run_config(write(tmp_path, config)))
+    config["models"]["verifier"] = "random:t5-v1_1-larg"
+    with pytest.raises(ConfigError) as info:
+        validate_resources(load_run_config(write(tmp_path, config)))
+    assert info.value.key == "models.verifier" and "did you mean 't5-v1_1-large'" in info.value.message
