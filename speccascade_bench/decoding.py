@@ -136,6 +136,52 @@ def decode_token_cascade(pair, input_ids, settings, params, generator) -> Decode
     return result
 
 
+def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
+    """BiLD (Kim et al. 2023). Fallback: when max q < alpha, or after draft_length drafter tokens in a
+    row, the verifier catches up on the drafter's tokens in one forward. Rollback: the first of them
+    whose cross-entropy -log p(x) exceeds beta is replaced, with everything after it, by the verifier's
+    token; otherwise the verifier emits the next token. Decisions use unscaled p and q."""
+    fallback, rollback, eos, limit = params["alpha"], params["beta"], pair.eos_token_id, settings.max_new_tokens
+    max_run = _gamma(settings, params)
+    drafter = pair.decoder("drafter", input_ids)
+    verifier: CachedDecoder | None = None  # built (and its encoder run) at the first fallback only
+    result = DecodeResult()
+    run = 0
+    while not _finished(result.tokens, eos, limit):
+        draft_logits = drafter.logits()[-1]
+        if run < max_run and float(torch.softmax(draft_logits, -1).max()) >= fallback:
+            token = rules.sample(rules.scaled_probs(draft_logits, settings.temperature, settings.top_p), generator)
+            result.tokens.append(token)
+            drafter.extend([token])
+            run += 1
+            continue
+        if verifier is None:
+            verifier = pair.decoder("verifier", input_ids)
+        start = len(verifier.generated)
+        drafted = result.tokens[start:]
+        verifier.extend(drafted)
+        logits = verifier.logits(keep=len(drafted) + 1)  # [len(drafted) + 1, V]
+        drafted_ids = torch.tensor(drafted, dtype=torch.long, device=logits.device)
+        cross_entropy = -torch.log_softmax(logits[:-1], -1).gather(-1, drafted_ids[:, None])[:, 0]
+        rolled_back = (cross_entropy > rollback).nonzero()
+        kept = int(rolled_back[0]) if rolled_back.numel() else len(drafted)
+        token = rules.sample(rules.scaled_probs(logits[kept], settings.temperature, settings.top_p), generator)
+        result.rounds += 1
+        result.drafted += len(drafted)
+        result.accepted += kept
+        result.accepted_per_round.append(kept)
+        result.deferred += 1
+        result.tokens = result.tokens[: start + kept] + [token]
+        for decoder in (drafter, verifier):
+            decoder.truncate(decoder.prompt_length + start + kept)
+            decoder.extend([token])
+        run = 0
+    result.tokens = _clip(result.tokens, eos, limit)
+    result.drafter_calls = drafter.calls
+    result.verifier_calls = 0 if verifier is None else verifier.calls
+    return result
+
+
 def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodeSettings, gamma: int,
                        target_fn: rules.TargetFn, needs_draft_at_bonus: bool,
                        generator: torch.Generator | None) -> DecodeResult:
@@ -219,6 +265,7 @@ DECODERS: dict[str, Decoder] = {
     "spec_decode": decode_spec,
     "lossy_spec_decode": decode_lossy_spec,
     "spec_cascade": decode_spec_cascade,
+    "bild": decode_bild,
 }
 assert set(DECODERS) == set(METHODS), "every registered method needs a decoder"
 

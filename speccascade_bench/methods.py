@@ -110,6 +110,19 @@ METHODS: dict[str, MethodSpec] = {
                       choices=("target", "verifier")),
             ),
         ),
+        MethodSpec(
+            "bild",
+            "Big Little Decoder (Kim et al. 2023): the drafter decodes until its max probability falls below "
+            "alpha (fallback) or it has emitted draft_length tokens in a row; the verifier then scores those "
+            "tokens in one call, rolls back from the first whose cross-entropy under it exceeds beta, and "
+            "emits the next token",
+            (
+                Param("alpha", "fallback threshold on the drafter's max probability", 0.0, 1.0, required=True),
+                Param("beta", "rollback threshold on -log p(token) in nats", 0.0, None, required=True),
+                Param("draft_length", "most drafter tokens in a row before the verifier is called; defaults "
+                      "to decoding.draft_length", 1, 4096),
+            ),
+        ),
     )
 }
 

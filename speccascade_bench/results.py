@@ -188,7 +188,7 @@ def summarize(results: Path) -> pd.DataFrame:
             "predicted_speedup": predicted,
         })
     order = {"verifier": 0, "drafter": 1, "spec_decode": 2, "lossy_spec_decode": 3, "token_cascade": 4,
-             "seq_cascade": 5, "spec_cascade": 6}
+             "seq_cascade": 5, "bild": 6, "spec_cascade": 7}
     frame = pd.DataFrame.from_records(records, columns=list(SUMMARY_COLUMNS))
     frame["_order"] = frame["method"].map(order)
     frame = frame.sort_values(["_order", "rule", "draft_length", "beta", "alpha", "threshold"],
@@ -207,7 +207,7 @@ def group_key(row) -> str:
     parts = [row["method"]]
     if isinstance(row.get("rule"), str):
         parts.append(row["rule"])
-    if row["method"] == "lossy_spec_decode" and not pd.isna(row.get("beta")):
+    if row["method"] in ("lossy_spec_decode", "bild") and not pd.isna(row.get("beta")):
         parts.append(f"beta={row['beta']:g}")
     return " ".join(parts)
 

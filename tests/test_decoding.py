@@ -68,6 +68,8 @@ def test_greedy_extremes_of_every_method(pairs):
             assert _greedy("token_cascade", pair, seed, alpha=0.0).tokens == verifier
             assert _greedy("lossy_spec_decode", pair, seed, alpha=0.0, beta=1.0).tokens == verifier
             assert _greedy("seq_cascade", pair, seed, threshold=-1e9).tokens == drafter
+            assert _greedy("bild", pair, seed, alpha=0.0, beta=1e9, draft_length=1000).tokens == drafter
+            assert _greedy("bild", pair, seed, alpha=1.0, beta=1e9).tokens == verifier
             assert _greedy("seq_cascade", pair, seed, threshold=0.0).tokens == verifier
 
 
@@ -98,6 +100,12 @@ def test_counters_are_consistent(pairs):
                     assert sum(r.accepted_per_round) == r.accepted and len(r.accepted_per_round) == r.rounds
                     assert 1 <= r.output_length <= 20
                     assert 0 <= r.deferred <= r.drafted + r.rounds
+            for temperature in (0.0, 1.0):
+                settings = DecodeSettings(max_new_tokens=20, temperature=temperature, draft_length=4)
+                bild = decode("bild", pair, prompt(seed), settings, {"alpha": 0.6, "beta": 1.0},
+                              torch.Generator().manual_seed(seed))
+                assert bild.verifier_calls == bild.rounds == bild.deferred
+                assert bild.accepted <= bild.drafted and 1 <= bild.output_length <= 20
             token = _greedy("token_cascade", pair, seed, alpha=0.4)
             assert token.verifier_calls == token.deferred
             assert token.drafter_calls == token.output_length
