@@ -37,7 +37,7 @@ def check(results: Path) -> list[str]:
         problems.append(f"summary.csv columns {list(summary.columns)}")
     if set(summary["run_id"]) != found:
         problems.append("summary.csv rows do not match the example files")
-    for name in ("report.md", "quality_latency.png", "quality_latency.pdf"):
+    for name in ("report.md", "quality_latency.png", "quality_latency.pdf", "quality_cost.png", "quality_cost.pdf"):
         path = results / name
         if not path.exists() or path.stat().st_size == 0:
             problems.append(f"{name} missing or empty")

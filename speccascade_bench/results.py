@@ -25,7 +25,7 @@ SUMMARY_COLUMNS = (
     "run_id", "method", "rule", "alpha", "threshold", "beta", "draft_length", "temperature", "n", "metric",
     "quality", "latency_mean_s", "latency_p50_s", "latency_std_s", "relative_latency", "speedup",
     "acceptance_rate", "tokens_per_round", "deferral_rate", "output_tokens_mean", "drafter_calls_mean",
-    "verifier_calls_mean", "cost_ratio", "predicted_speedup",
+    "verifier_calls_mean", "cost_ratio", "predicted_speedup", "relative_cost",
 )
 
 
@@ -143,6 +143,7 @@ def summarize(results: Path) -> pd.DataFrame:
         calls = sum(row[f"{role}_calls"] for row in rows)
         step_cost[role] = sum(row["latency_s"] for row in rows) / calls if calls else math.nan
     cost_ratio = step_cost["drafter"] / step_cost["verifier"]
+    verifier_cost = _mean(row["verifier_calls"] for row in runs.get("verifier", [])) * step_cost["verifier"]
     records = []
     for run_id, rows in runs.items():
         params = rows[0]["params"]
@@ -186,6 +187,10 @@ def summarize(results: Path) -> pd.DataFrame:
             "verifier_calls_mean": _mean(row["verifier_calls"] for row in rows),
             "cost_ratio": cost_ratio,
             "predicted_speedup": predicted,
+            # Machine-independent view: counted calls weighted by the measured per-call costs.
+            "relative_cost": (_mean(row["drafter_calls"] for row in rows) * step_cost["drafter"]
+                              + _mean(row["verifier_calls"] for row in rows) * step_cost["verifier"])
+            / verifier_cost,
         })
     order = {"verifier": 0, "drafter": 1, "spec_decode": 2, "lossy_spec_decode": 3, "token_cascade": 4,
              "seq_cascade": 5, "bild": 6, "spec_cascade": 7}

@@ -98,6 +98,9 @@ def test_run_report_plot_round_trip(workspace):
     png, pdf = figures / "quality_latency.png", figures / "quality_latency.pdf"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 5_000
+    assert (figures / "quality_cost.png").stat().st_size > 10_000 and (figures / "quality_cost.pdf").exists()
+    assert sorted(plotted.output.split()) == sorted(str(figures / f"{stem}.{ext}") for stem in
+                                                    ("quality_latency", "quality_cost") for ext in ("png", "pdf"))
 
 
 def test_greedy_run_spec_decode_matches_verifier_outputs(workspace):
