@@ -38,14 +38,21 @@ def toy_data(out: Path = typer.Option(Path("data/toy"), help="folder for train/v
 
 @app.command()
 def finetune(config: Path = typer.Option(..., "--config", "-c", help="fine-tuning YAML config"),
-             fresh: bool = typer.Option(False, help="ignore existing checkpoints and start over")) -> None:
-    """Train or fine-tune a seq2seq model on a task's training split and save it with save_pretrained."""
+             fresh: bool = typer.Option(False, help="ignore existing checkpoints and start over"),
+             max_steps: int = typer.Option(None, min=1, help="override training.max_steps, e.g. to train on "
+                                           "from the last checkpoint")) -> None:
+    """Train or fine-tune a seq2seq model on a task's training split and save it with save_pretrained.
+    An existing checkpoint in the output folder is resumed unless --fresh is given."""
+    from dataclasses import replace
+
     from .finetune import finetune as run_finetune
 
     try:
         cfg = load_finetune_config(config)
     except ConfigError as exc:
         _fail(str(exc))
+    if max_steps is not None:
+        cfg = replace(cfg, max_steps=max_steps)
     summary = run_finetune(cfg, fresh=fresh)
     typer.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
 

@@ -32,9 +32,7 @@ def test_finetune_saves_resumes_and_runs(tmp_path):
     assert summary["resumed"] is False and "eval_bleu" in summary
     assert sorted(p.name for p in (model / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
-    config["training"]["max_steps"] = 6  # continue from checkpoint-4
-    path.write_text(yaml.safe_dump(config))
-    result = cli.invoke(app, ["finetune", "--config", str(path)])
+    result = cli.invoke(app, ["finetune", "--config", str(path), "--max-steps", "6"])  # on from checkpoint-4
     assert result.exit_code == 0, result.output
     assert json.loads((model / "training.json").read_text())["resumed"] is True
     state = json.loads((model / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
