@@ -60,6 +60,6 @@ def test_demo_pair_loads_and_the_verifier_beats_the_drafter():
         predictions = [pair.decode(decode(role, pair, pair.encode(row["src"], 96), settings).tokens)
                        for row in test]
         scores[role] = corpus_score("bleu", predictions, [row["tgt"] for row in test])
-    assert scores["verifier"] >= 85, scores
-    assert 25 <= scores["drafter"] <= scores["verifier"] - 15, scores
+    assert scores["verifier"] >= 80, scores
+    assert 30 <= scores["drafter"] <= scores["verifier"] - 15, scores
     assert pair.verifier.dtype == torch.float32  # loaded in the requested dtype from fp16 weights
