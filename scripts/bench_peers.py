@@ -54,6 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     n = 6 if args.quick else args.examples
     transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     pair = load_pair(args.drafter, args.verifier, device=args.device)
     config = pair.drafter.generation_config
     config.num_assistant_tokens, config.num_assistant_tokens_schedule = args.gamma, "constant"
