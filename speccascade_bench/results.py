@@ -22,7 +22,7 @@ EXAMPLE_FIELDS = (
     "accepted_per_round", "deferred", "confidence",
 )
 SUMMARY_COLUMNS = (
-    "run_id", "method", "rule", "alpha", "threshold", "beta", "draft_length", "temperature", "n", "metric",
+    "run_id", "method", "rule", "alpha", "threshold", "beta", "bonus", "draft_length", "temperature", "n", "metric",
     "quality", "latency_mean_s", "latency_p50_s", "latency_std_s", "relative_latency", "speedup",
     "acceptance_rate", "tokens_per_round", "deferral_rate", "output_tokens_mean", "drafter_calls_mean",
     "verifier_calls_mean", "cost_ratio", "predicted_speedup", "relative_cost",
@@ -169,6 +169,7 @@ def summarize(results: Path) -> pd.DataFrame:
             "alpha": params.get("alpha"),
             "threshold": params.get("threshold"),
             "beta": params.get("beta"),
+            "bonus": params.get("bonus"),
             "draft_length": gamma,
             "temperature": temperature,
             "n": len(rows),
@@ -196,7 +197,7 @@ def summarize(results: Path) -> pd.DataFrame:
              "seq_cascade": 5, "bild": 6, "spec_cascade": 7}
     frame = pd.DataFrame.from_records(records, columns=list(SUMMARY_COLUMNS))
     frame["_order"] = frame["method"].map(order)
-    frame = frame.sort_values(["_order", "rule", "draft_length", "beta", "alpha", "threshold"],
+    frame = frame.sort_values(["_order", "rule", "bonus", "draft_length", "beta", "alpha", "threshold"],
                               na_position="first", kind="stable")
     return frame.drop(columns="_order").reset_index(drop=True)
 
@@ -214,5 +215,7 @@ def group_key(row) -> str:
         parts.append(row["rule"])
     if row["method"] in ("lossy_spec_decode", "bild") and not pd.isna(row.get("beta")):
         parts.append(f"beta={row['beta']:g}")
+    if row.get("bonus") == "verifier":
+        parts.append("bonus=verifier")
     return " ".join(parts)
 
