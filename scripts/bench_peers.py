@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 import transformers
 
-from speccascade_bench.decoding import DecodeSettings, decode, leviathan_speedup
+from speccascade_bench.decoding import DecodeSettings, decode
 from speccascade_bench.lm import load_pair
 from speccascade_bench.timing import timed
 from speccascade_bench.toy.language import make_splits
+from speccascade_bench.tradeoff import leviathan_speedup
 
 PAIR = Path(__file__).resolve().parent.parent / "speccascade_bench" / "toy" / "pair"
 

@@ -276,11 +276,3 @@ def decode(method: str, pair: ModelPair, input_ids: Tensor, settings: DecodeSett
     if method not in DECODERS:
         raise ValueError(f"unknown method {method!r}{suggest(method, DECODERS)}")
     return DECODERS[method](pair, input_ids, settings, dict(params or {}), generator)
-
-
-def leviathan_speedup(acceptance: float, gamma: int, cost_ratio: float) -> float:
-    """Leviathan et al.'s expected wall-time improvement over the verifier alone."""
-    if acceptance >= 1.0:
-        return (gamma + 1) / (gamma * cost_ratio + 1)
-    return (1 - acceptance ** (gamma + 1)) / ((1 - acceptance) * (gamma * cost_ratio + 1))
-

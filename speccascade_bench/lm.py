@@ -7,6 +7,7 @@ output, computed once. Rolling back a rejected draft crops the cache; nothing is
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from dataclasses import dataclass
@@ -26,10 +27,10 @@ class ModelLoadError(RuntimeError):
     """A model or tokenizer could not be loaded, or a pair does not fit together."""
 
 
-def _cache_kwarg(model) -> str:
-    """The forward() keyword of the KV cache: `cache` in transformers 5.x, `past_key_values` before."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+@functools.cache
+def _forward_params(model_class: type) -> frozenset[str]:
+    """The keyword names of a model class's forward(), looked up once per class (not per example)."""
+    return frozenset(inspect.signature(model_class.forward).parameters)
 
 
 class CachedDecoder:
@@ -45,8 +46,10 @@ class CachedDecoder:
         self.device = input_ids.device
         self.calls = 0
         self._cache = None
-        self._cache_kwarg = _cache_kwarg(model)
-        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        params = _forward_params(type(model))
+        # The KV cache keyword: `cache` in transformers 5.x, `past_key_values` before.
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._keeps_logits = "logits_to_keep" in params
         self.is_encoder_decoder = bool(model.config.is_encoder_decoder)
         if self.is_encoder_decoder:
             with torch.inference_mode():

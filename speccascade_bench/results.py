@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from .metrics import corpus_score
+from .tradeoff import leviathan_speedup
 
 EXAMPLE_FIELDS = (
     "example_id", "run_id", "method", "params", "prediction", "reference", "output_tokens", "input_tokens",
@@ -159,8 +160,6 @@ def summarize(results: Path) -> pd.DataFrame:
         gamma = params.get("draft_length")
         predicted = math.nan
         if gamma and drafted and not math.isnan(cost_ratio):
-            from .decoding import leviathan_speedup
-
             predicted = leviathan_speedup(acceptance, gamma, cost_ratio)
         records.append({
             "run_id": run_id,

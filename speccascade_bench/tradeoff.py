@@ -52,3 +52,11 @@ def best_quality_within(points: Sequence[tuple[float, float]], max_latency: floa
             if best is None or at_limit > best.value:
                 best = Reading(at_limit, True)
     return best
+
+
+def leviathan_speedup(acceptance: float, gamma: int, cost_ratio: float) -> float:
+    """Leviathan et al.'s expected wall-time improvement over the verifier alone, from the acceptance
+    rate a, the draft length gamma and the per-call cost ratio c (drafter / verifier)."""
+    if acceptance >= 1.0:
+        return (gamma + 1) / (gamma * cost_ratio + 1)
+    return (1 - acceptance ** (gamma + 1)) / ((1 - acceptance) * (gamma * cost_ratio + 1))

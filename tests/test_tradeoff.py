@@ -27,3 +27,12 @@ def test_best_quality_within_the_verifier_latency():
     assert best_quality_within(NEVER, 1.0).value == pytest.approx(18.0)
     assert not best_quality_within(NEVER, 1.0).interpolated
     assert best_quality_within([(1.5, 30.0), (2.0, 31.0)], 1.0) is None
+
+
+def test_leviathan_speedup_formula():
+    from speccascade_bench.tradeoff import leviathan_speedup
+
+    # a = 0.8, gamma = 4, c = 0.1: (1 - 0.8^5) / (0.2 * 1.4)
+    assert leviathan_speedup(0.8, 4, 0.1) == pytest.approx((1 - 0.8**5) / (0.2 * 1.4))
+    assert leviathan_speedup(1.0, 4, 0.0) == pytest.approx(5.0)
+    assert leviathan_speedup(0.0, 4, 0.0) == pytest.approx(1.0)
