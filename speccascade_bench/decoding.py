@@ -30,6 +30,14 @@ class DecodeSettings:
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    def scaled(self, logits: Tensor) -> Tensor:
+        """The sampling distribution of [..., V] logits at these settings' temperature and top_p."""
+        return rules.scaled_probs(logits, self.temperature, self.top_p)
+
+    def sample(self, logits: Tensor, generator: torch.Generator | None) -> int:
+        """One token from [V] logits at these settings."""
+        return rules.sample(self.scaled(logits), generator)
+
 
 @dataclass
 class DecodeResult:
@@ -76,7 +84,7 @@ def autoregressive(decoder: CachedDecoder, settings: DecodeSettings, eos: int,
     logprob = 0.0
     while not _finished(tokens, eos, settings.max_new_tokens):
         logits = decoder.logits()[-1]
-        token = rules.sample(rules.scaled_probs(logits, settings.temperature, settings.top_p), generator)
+        token = settings.sample(logits, generator)
         if track_logprob:
             logprob += float(torch.log_softmax(logits, -1)[token])
         tokens.append(token)
@@ -128,7 +136,7 @@ def decode_token_cascade(pair, input_ids, settings, params, generator) -> Decode
             verifier.extend(result.tokens[len(verifier.generated):])
             logits = verifier.logits()[-1]
             result.deferred += 1
-        token = rules.sample(rules.scaled_probs(logits, settings.temperature, settings.top_p), generator)
+        token = settings.sample(logits, generator)
         result.tokens.append(token)
         drafter.extend([token])
     result.drafter_calls = drafter.calls
@@ -150,7 +158,7 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
     while not _finished(result.tokens, eos, limit):
         draft_logits = drafter.logits()[-1]
         if run < max_run and float(torch.softmax(draft_logits, -1).max()) >= fallback:
-            token = rules.sample(rules.scaled_probs(draft_logits, settings.temperature, settings.top_p), generator)
+            token = settings.sample(draft_logits, generator)
             result.tokens.append(token)
             drafter.extend([token])
             run += 1
@@ -165,7 +173,7 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
         cross_entropy = -torch.log_softmax(logits[:-1], -1).gather(-1, drafted_ids[:, None])[:, 0]
         rolled_back = (cross_entropy > rollback).nonzero()
         kept = int(rolled_back[0]) if rolled_back.numel() else len(drafted)
-        token = rules.sample(rules.scaled_probs(logits[kept], settings.temperature, settings.top_p), generator)
+        token = settings.sample(logits[kept], generator)
         result.rounds += 1
         result.drafted += len(drafted)
         result.accepted += kept
@@ -197,7 +205,7 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodeSetti
         draft_scaled: list[Tensor] = []
         for _ in range(min(gamma, limit - base)):
             logits = drafter.logits()[-1]
-            scaled = rules.scaled_probs(logits, settings.temperature, settings.top_p)
+            scaled = settings.scaled(logits)
             token = rules.sample(scaled, generator)
             draft_logits.append(logits)
             draft_scaled.append(scaled)
@@ -210,7 +218,7 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodeSetti
         if needs_draft_at_bonus and bonus_kept:  # q at the bonus position, for a cascade's bonus target
             logits = drafter.logits()[-1]
             draft_logits.append(logits)
-            draft_scaled.append(rules.scaled_probs(logits, settings.temperature, settings.top_p))
+            draft_scaled.append(settings.scaled(logits))
         verifier.extend(draft_tokens)
         verifier_logits = verifier.logits(keep=k + 1)
         draft = Dists(torch.softmax(torch.stack(draft_logits), -1), torch.stack(draft_scaled))

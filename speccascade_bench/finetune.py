@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -13,8 +12,6 @@ import torch
 from .config import FinetuneConfig, TaskConfig
 from .data import get_field, load_rows, select_indices
 from .metrics import corpus_score
-
-log = logging.getLogger(__name__)
 
 
 def load_tokenizer(name: str):

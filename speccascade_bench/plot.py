@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .results import group_key, read_manifest, write_summary
+from .results import read_manifest, with_curves, write_summary
 
 POINT_METHODS = ("drafter", "verifier", "spec_decode")
 MARKERS = {"drafter": "s", "verifier": "*", "spec_decode": "D"}
@@ -36,7 +36,7 @@ def _figure(frame, cfg: dict, column: str, label: str, stem: Path) -> list[Path]
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    frame = frame.assign(curve=[group_key(row) for _, row in frame.iterrows()])
+    frame = with_curves(frame)
     for curve, rows in frame.groupby("curve", sort=False):
         method = rows["method"].iloc[0]
         if method in POINT_METHODS and len(rows) == 1:

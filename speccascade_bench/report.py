@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import group_key, read_manifest, write_summary
+from .results import read_manifest, with_curves, write_summary
 from .tradeoff import best_quality_within, latency_to_match
 
 COLUMNS = [
@@ -47,7 +47,7 @@ def tradeoff_table(frame: pd.DataFrame) -> str:
     lines = [f"Trade-off against the verifier (quality {target:.2f}, relative latency 1):", "",
              "| curve | points | latency to match verifier | speed-up | best quality at latency <= 1 |",
              "| --- | --- | --- | --- | --- |"]
-    curves = frame.assign(curve=[group_key(row) for _, row in frame.iterrows()])
+    curves = with_curves(frame)
     for curve, rows in curves.groupby("curve", sort=False):
         if curve == "verifier":
             continue

@@ -207,6 +207,11 @@ def write_summary(results: Path) -> pd.DataFrame:
     return frame
 
 
+def with_curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """The summary with a `curve` column: the curve each row belongs to (see `group_key`)."""
+    return frame.assign(curve=[group_key(row) for _, row in frame.iterrows()])
+
+
 def group_key(row) -> str:
     """The curve a summary row belongs to: its method and every parameter but the swept one."""
     parts = [row["method"]]

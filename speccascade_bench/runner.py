@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import platform
 import shutil
 import subprocess
@@ -22,8 +21,6 @@ from .decoding import DecodeSettings, decode
 from .presets import is_preset
 from .results import ExampleWriter, ResultsError, examples_dir, read_lines, seq_cascade_rows, write_summary
 from .timing import timed
-
-log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (run_id, done, total)
 
