@@ -29,9 +29,9 @@ toy-pair: $(TOY_DATA)
 	$(BIN)/scb finetune --config configs/toy/verifier.yaml --max-steps 4000
 
 demo: $(TOY_DATA)
-	$(BIN)/scb run --config configs/demo.yaml
-	$(BIN)/scb plot results/demo
-	$(BIN)/scb report results/demo
+	$(BIN)/scb run --config configs/toy_t1.yaml
+	$(BIN)/scb plot results/toy_t1
+	$(BIN)/scb report results/toy_t1
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -54,4 +54,4 @@ bench-quick: install
 	$(BIN)/python scripts/bench_peers.py --quick
 
 clean-results:
-	rm -rf results/demo results/ci
+	rm -rf results/toy_t1 results/toy_t0 results/ci

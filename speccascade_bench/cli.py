@@ -57,11 +57,11 @@ def finetune(config: Path = typer.Option(..., "--config", "-c", help="fine-tunin
     typer.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
 
 
-def _load(config: Path):
+def _load(config: Path, variant: str | None = None):
     from .config import load_run_config
 
     try:
-        return load_run_config(config)
+        return load_run_config(config, variant)
     except ConfigError as exc:
         _fail(str(exc))
 
@@ -77,20 +77,27 @@ def _quiet_libraries() -> None:
     datasets.logging.set_verbosity_error()
 
 
+VARIANT_HELP = "a variant of the config (its `variants` section), e.g. greedy"
+
+
 @app.command()
-def validate(config: Path = typer.Option(..., "--config", "-c", help="run config (YAML)")) -> None:
-    """Check a config completely without loading any model or dataset."""
-    from .config import validate_resources
+def validate(config: Path = typer.Option(..., "--config", "-c", help="run config (YAML)"),
+             variant: str = typer.Option(None, help=VARIANT_HELP + "; default: the base and every variant")) -> None:
+    """Check a config and its variants completely without loading any model or dataset."""
+    from .config import load_run_configs, validate_resources
     from .runner import plan
 
-    cfg = _load(config)
     try:
-        validate_resources(cfg)
+        configs = [_load(config, variant)] if variant else load_run_configs(config)
+        for cfg in configs:
+            validate_resources(cfg)
     except ConfigError as exc:
         _fail(str(exc))
-    decoded, derived = plan(cfg)
-    typer.echo(f"{config}: ok ({len(decoded)} decoded method runs, {len(derived)} derived): "
-               + ", ".join(r.run_id for r in decoded + derived))
+    for cfg in configs:
+        decoded, derived = plan(cfg)
+        label = f"{config} [{cfg.variant}]" if cfg.variant else str(config)
+        typer.echo(f"{label}: ok, {cfg.name} -> {cfg.output} ({len(decoded)} decoded method runs, "
+                   f"{len(derived)} derived): " + ", ".join(r.run_id for r in decoded + derived))
 
 
 @app.command()
@@ -110,6 +117,7 @@ def methods() -> None:
 
 @app.command()
 def run(config: Path = typer.Option(..., "--config", "-c", help="run config (YAML)"),
+        variant: str = typer.Option(None, help=VARIANT_HELP),
         output: Path = typer.Option(None, help="results folder (default: the config's output)"),
         limit: int = typer.Option(None, min=1, help="decode only the first N selected examples"),
         device: str = typer.Option(None, help="auto | cpu | cuda (default: the config's)"),
@@ -126,7 +134,7 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="run config (YAM
 
     if device is not None and device not in ("auto", "cpu", "cuda"):
         _fail(f"--device must be auto, cpu or cuda, got {device!r}")
-    cfg = _load(config)
+    cfg = _load(config, variant)
     _quiet_libraries()
     options = RunOptions(output=output, limit=limit, device=device, fresh=fresh,
                          methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None)

@@ -8,6 +8,7 @@ local data file) run in `validate_resources`.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,8 @@ class RunConfig:
     methods: tuple[MethodRun, ...]
     output: str
     file: str = ""
+    variant: str | None = None
+    variants: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict, compare=False)
 
     def method_names(self) -> list[str]:
@@ -262,10 +265,82 @@ def _methods(file: Path, data: Any, default_gamma: int) -> tuple[MethodRun, ...]
     return tuple(runs)
 
 
-def load_run_config(path: str | Path) -> RunConfig:
-    """Parse and validate a run config. Raises ConfigError naming the file and key."""
+VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.]+$")
+
+
+def load_run_config(path: str | Path, variant: str | None = None) -> RunConfig:
+    """Parse and validate a run config, or one of its `variants`. Raises ConfigError naming the file and key.
+
+    A variant is a partial config under `variants.<name>` merged over the base (mappings merge key by
+    key, anything else replaces). Its name is `<base name>-<variant>` and its output folder the base's
+    with `-<variant>` appended, unless the variant sets them."""
     file = Path(path)
     data = _read_yaml(file)
+    variants = _variants(file, data)
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != "variants"}
+    base = _run_config(file, data, None, tuple(variants))
+    if variant is None:
+        return base
+    if variant not in variants:
+        known = ", ".join(variants) or "none"
+        raise ConfigError(file, "variants", f"unknown variant {variant!r}{suggest(variant, variants)}; "
+                          f"the config has: {known}")
+    overlay = variants[variant] or {}
+    merged = _merge(data, overlay)
+    if "name" not in overlay:
+        merged["name"] = f"{base.name}-{variant}"
+    if "output" not in overlay:
+        merged["output"] = f"{base.output.rstrip('/')}-{variant}"
+    try:
+        return _run_config(file, merged, variant, tuple(variants))
+    except ConfigError as exc:
+        located = _has_key(overlay, exc.key)
+        key = f"variants.{variant}.{exc.key}" if located else exc.key
+        message = exc.message if located else f"{exc.message} (in variant {variant!r})"
+        raise ConfigError(file, key, message) from None
+
+
+def load_run_configs(path: str | Path) -> list[RunConfig]:
+    """The base config and every variant, each validated."""
+    base = load_run_config(path)
+    return [base] + [load_run_config(path, name) for name in base.variants]
+
+
+def _variants(file: Path, data: Any) -> dict[str, dict]:
+    if not isinstance(data, dict) or "variants" not in data:
+        return {}
+    variants = data["variants"]
+    if not isinstance(variants, dict):
+        raise ConfigError(file, "variants", f"must be a mapping of variant names to partial configs, got "
+                          f"{type(variants).__name__}")
+    for name, overlay in variants.items():
+        if not isinstance(name, str) or not VARIANT_NAME.match(name):
+            raise ConfigError(file, "variants", f"variant name {name!r} must be letters, digits, '_' or '.'")
+        if overlay is not None and not isinstance(overlay, dict):
+            raise ConfigError(file, f"variants.{name}", f"must be a mapping, got {type(overlay).__name__}")
+        if overlay and "variants" in overlay:
+            raise ConfigError(file, f"variants.{name}.variants", "variants do not nest")
+    return variants
+
+
+def _merge(base: dict, overlay: dict) -> dict:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _has_key(data: Any, dotted: str) -> bool:
+    """Whether a dotted key such as `decoding.temperature` or `methods[2].alpha` starts in `data`."""
+    head = re.split(r"[.\[]", dotted, maxsplit=1)[0]
+    return isinstance(data, dict) and head in data
+
+
+def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str, ...]) -> RunConfig:
     top = _Section(file, "", data, ("name", "task", "models", "decoding", "methods", "timing", "output"))
     name = top.get("name", str)
     task = _task(file, top.get("task", dict), default_split="test")
@@ -288,7 +363,7 @@ def load_run_config(path: str | Path) -> RunConfig:
     timing = TimingConfig(warmup=t.number("warmup", int, 2, low=0), trials=t.number("trials", int, 1, low=1))
     methods = _methods(file, top.get("methods", list), decoding.draft_length)
     output = top.get("output", str, f"results/{name}")
-    return RunConfig(name, task, models, decoding, timing, methods, output, str(file), data)
+    return RunConfig(name, task, models, decoding, timing, methods, output, str(file), variant, variants, data)
 
 
 def validate_resources(config: RunConfig) -> None:
@@ -321,6 +396,8 @@ class FinetuneConfig:
     tokenizer: str | None
     max_steps: int
     batch_size: int
+    gradient_accumulation_steps: int
+    gradient_checkpointing: bool
     learning_rate: float
     warmup_steps: int
     weight_decay: float
@@ -353,13 +430,15 @@ def load_finetune_config(path: str | Path) -> FinetuneConfig:
     if architecture is not None and tokenizer is None:
         raise m.error("tokenizer", "is required with architecture (e.g. byt5, or a hub name or path)")
     t = _Section(file, "training", top.get("training", dict, {}),
-                 ("max_steps", "batch_size", "learning_rate", "warmup_steps", "weight_decay",
-                  "max_target_tokens", "eval_split", "eval_examples", "eval_steps", "save_steps", "seed",
-                  "save_dtype", "bf16"))
+                 ("max_steps", "batch_size", "gradient_accumulation_steps", "gradient_checkpointing",
+                  "learning_rate", "warmup_steps", "weight_decay", "max_target_tokens", "eval_split",
+                  "eval_examples", "eval_steps", "save_steps", "seed", "save_dtype", "bf16"))
     return FinetuneConfig(
         name=name, task=task, pretrained=pretrained, architecture=architecture, tokenizer=tokenizer,
         max_steps=t.number("max_steps", int, 1000, low=1),
         batch_size=t.number("batch_size", int, 32, low=1),
+        gradient_accumulation_steps=t.number("gradient_accumulation_steps", int, 1, low=1),
+        gradient_checkpointing=t.get("gradient_checkpointing", bool, False),
         learning_rate=t.number("learning_rate", float, 1e-3, low=0.0, low_open=True),
         warmup_steps=t.number("warmup_steps", int, 0, low=0),
         weight_decay=t.number("weight_decay", float, 0.0, low=0.0),

@@ -94,7 +94,8 @@ def _nvidia_driver() -> str | None:
 
 def _manifest_config(config: RunConfig) -> dict:
     return {
-        "name": config.name, "file": config.file, "task": asdict(config.task), "models": asdict(config.models),
+        "name": config.name, "file": config.file, "variant": config.variant,
+        "task": asdict(config.task), "models": asdict(config.models),
         "decoding": asdict(config.decoding), "timing": asdict(config.timing),
         "methods": [{"run_id": r.run_id, "method": r.method, "params": r.params} for r in config.methods],
     }

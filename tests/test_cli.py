@@ -156,6 +156,23 @@ def test_changed_settings_refuse_to_mix_results(workspace):
     assert result.exit_code == 2 and "--fresh" in result.output
 
 
+def test_variant_runs_into_its_own_folder_with_its_settings(workspace):
+    out = workspace / "base"
+    path = make_config(workspace, out, variants={"greedy": {"decoding": {"temperature": 0.0}}})
+    result = CliRunner().invoke(app, ["run", "-c", str(path), "--variant", "greedy", "--methods",
+                                      "verifier,spec_decode", "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    variant_out = workspace / "base-greedy"
+    assert not out.exists() and (variant_out / "manifest.json").exists()
+    manifest = json.loads((variant_out / "manifest.json").read_text())
+    assert manifest["config"]["variant"] == "greedy" and manifest["config"]["name"] == "tiny-greedy"
+    assert manifest["config"]["decoding"]["temperature"] == 0.0
+    rows = {run: read_lines(variant_out / "examples" / f"{run}.jsonl") for run in ("verifier", "spec_decode-g3")}
+    assert [r["prediction"] for r in rows["verifier"]] == [r["prediction"] for r in rows["spec_decode-g3"]]
+    result = CliRunner().invoke(app, ["run", "-c", str(path), "--variant", "gredy"])
+    assert result.exit_code == 2 and "did you mean 'greedy'" in result.output
+
+
 def test_unreachable_hub_model_and_dataset_fail_with_a_message(workspace, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -148,3 +148,51 @@ def test_shape_presets_validate_and_unknown_ones_are_refused(tmp_path, data_file
     with pytest.raises(ConfigError) as info:
         validate_resources(load_run_config(write(tmp_path, config)))
     assert info.value.key == "models.verifier" and "did you mean 't5-v1_1-large'" in info.value.message
+
+
+def test_variant_merges_over_the_base_and_names_its_own_output(tmp_path, data_file):
+    config = base_config(data_file)
+    config["output"] = "runs/t"
+    config["variants"] = {"greedy": {"decoding": {"temperature": 0.0}},
+                          "pair": {"models": {"verifier": "google/t5-v1_1-xl"}, "name": "custom", "output": "o"}}
+    path = write(tmp_path, config)
+    base = load_run_config(path)
+    assert base.variant is None and base.variants == ("greedy", "pair") and base.output == "runs/t"
+    greedy = load_run_config(path, "greedy")
+    assert (greedy.name, greedy.output, greedy.variant) == ("t-greedy", "runs/t-greedy", "greedy")
+    assert greedy.decoding.temperature == 0.0
+    assert greedy.decoding.draft_length == 5 and greedy.decoding.max_new_tokens == 8  # merged, not replaced
+    assert greedy.models == base.models and greedy.methods == base.methods
+    pair = load_run_config(path, "pair")
+    assert (pair.name, pair.output, pair.models.verifier, pair.models.drafter) == \
+        ("custom", "o", "google/t5-v1_1-xl", "google/t5-v1_1-small")
+
+
+def test_variant_errors_name_the_variant_key(tmp_path, data_file):
+    config = base_config(data_file)
+    config["variants"] = {"hot": {"decoding": {"temperature": -1.0}}, "nested": {"variants": {}}}
+    path = write(tmp_path, config)
+    with pytest.raises(ConfigError, match="nested.variants: variants do not nest"):
+        load_run_config(path)
+    config["variants"] = {"hot": {"decoding": {"temperature": -1.0}}}
+    path = write(tmp_path, config)
+    load_run_config(path)  # the base itself is fine
+    with pytest.raises(ConfigError) as err:
+        load_run_config(path, "hot")
+    assert err.value.key == "variants.hot.decoding.temperature" and "[0, inf]" in err.value.message
+    with pytest.raises(ConfigError, match=r"unknown variant 'hott' \(did you mean 'hot'\?\)"):
+        load_run_config(path, "hott")
+    result = CliRunner().invoke(app, ["validate", "--config", str(path)])
+    assert result.exit_code == 2 and "variants.hot.decoding.temperature" in result.output
+    config["variants"] = ["greedy"]
+    with pytest.raises(ConfigError, match="variants: must be a mapping"):
+        load_run_config(write(tmp_path, config))
+
+
+def test_validate_lists_the_base_and_every_variant(tmp_path, data_file):
+    config = base_config(data_file)
+    config["variants"] = {"g3": {"decoding": {"draft_length": 3}}}
+    result = CliRunner().invoke(app, ["validate", "--config", str(write(tmp_path, config))])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2 and "[g3]: ok, t-g3 -> results/t-g3" in lines[1] and "spec_cascade-opt-a0.1-g3" in lines[1]
