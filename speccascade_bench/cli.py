@@ -167,14 +167,20 @@ def report(results: Path = typer.Argument(..., help="results folder of `scb run`
 
 
 @app.command()
-def plot(results: Path = typer.Argument(..., help="results folder of `scb run`"),
-         out: Path = typer.Option(None, help="folder for the figures (default: the results folder)")) -> None:
-    """Draw quality against latency relative to the verifier (PNG and PDF)."""
-    from .plot import plot_results
+def plot(results: list[Path] = typer.Argument(..., help="results folders of `scb run` (e.g. one per task)"),
+         out: Path = typer.Option(None, help="folder for the figures (default: each results folder; with "
+                                  "several folders the combined figure goes to the first one's parent)")) -> None:
+    """Draw quality against latency relative to the verifier (PNG and PDF), one figure per results
+    folder; with several folders also a combined figure with a panel per folder."""
+    from .plot import plot_combined, plot_results
     from .results import ResultsError
 
     try:
-        paths = plot_results(results, out)
+        paths = []
+        for folder in results:
+            paths += plot_results(folder, out / folder.name if out and len(results) > 1 else out)
+        if len(results) > 1:
+            paths += plot_combined(results, out or results[0].parent)
     except ResultsError as exc:
         _fail(str(exc))
     for path in paths:

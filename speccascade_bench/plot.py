@@ -25,27 +25,75 @@ def plot_results(results: Path, out: Path | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, (column, label) in FIGURES.items():
-        paths += _figure(frame, manifest["config"], column, label, out / name)
+        fig, ax = _subplots(1)
+        _draw(ax[0], frame, manifest["config"], column, label, _colors([frame]))
+        ax[0].legend(fontsize=8, loc="best")
+        paths += _save(fig, out / name)
     return paths
 
 
-def _figure(frame, cfg: dict, column: str, label: str, stem: Path) -> list[Path]:
+def plot_combined(folders: list[Path], out: Path) -> list[Path]:
+    """One figure with a panel per results folder (e.g. one per task), for each x axis; returns the
+    PNG and PDF paths (`combined_quality_latency.*`, `combined_quality_cost.*` in `out`)."""
+    runs = [(read_manifest(folder)["config"], write_summary(folder)) for folder in folders]
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    colors = _colors([frame for _, frame in runs])  # one colour per curve across the panels
+    for name, (column, label) in FIGURES.items():
+        fig, axes = _subplots(len(runs))
+        for ax, (cfg, frame) in zip(axes, runs, strict=True):
+            _draw(ax, frame, cfg, column, label, colors)
+        handles, labels = {}, []
+        for ax in axes:
+            for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+                if text not in handles:
+                    handles[text] = handle
+                    labels.append(text)
+        fig.legend([handles[t] for t in labels], labels, fontsize=8, loc="outside right center")
+        paths += _save(fig, out / f"combined_{name}")
+    return paths
+
+
+def _colors(frames) -> dict[str, tuple]:
+    from matplotlib import colormaps
+
+    curves = list(dict.fromkeys(curve for frame in frames for curve in with_curves(frame)["curve"]))
+    palette = colormaps["tab20"].colors
+    return {curve: palette[(2 * i) % 20 + (2 * i) // 20 % 2] for i, curve in enumerate(curves)}
+
+
+def _subplots(panels: int):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    width = 7.5 if panels == 1 else 5.2 * panels + 2.5
+    fig, axes = plt.subplots(1, panels, figsize=(width, 5), squeeze=False, layout="constrained")
+    return fig, list(axes[0])
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def _draw(ax, frame, cfg: dict, column: str, label: str, colors: dict[str, tuple]) -> None:
     frame = with_curves(frame)
     for curve, rows in frame.groupby("curve", sort=False):
         method = rows["method"].iloc[0]
         if method in POINT_METHODS and len(rows) == 1:
             ax.scatter(rows[column], rows["quality"], marker=MARKERS[method], s=90, zorder=3,
-                       label=curve, edgecolors="black")
+                       label=curve, edgecolors="black", color=colors[curve])
             continue
         sweep = "threshold" if rows["alpha"].isna().all() else "alpha"
         rows = rows.sort_values(sweep)
-        ax.plot(rows[column], rows["quality"], marker="o", markersize=4, label=curve)
+        ax.plot(rows[column], rows["quality"], marker="o", markersize=4, label=curve, color=colors[curve])
     verifier = frame[frame["method"] == "verifier"]
     if len(verifier):
         ax.axhline(verifier["quality"].iloc[0], color="grey", linestyle=":", linewidth=1)
@@ -56,11 +104,3 @@ def _figure(frame, cfg: dict, column: str, label: str, stem: Path) -> list[Path]
     ax.set_title(f"{cfg['name']}: T={cfg['decoding']['temperature']:g}, "
                  f"gamma={cfg['decoding']['draft_length']}, n={n}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return paths
-

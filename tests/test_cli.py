@@ -103,6 +103,30 @@ def test_run_report_plot_round_trip(workspace):
                                                     ("quality_latency", "quality_cost") for ext in ("png", "pdf"))
 
 
+def test_plot_of_several_folders_adds_a_combined_figure_with_a_panel_each(workspace):
+    from matplotlib.image import imread
+
+    folders = []
+    for name, temperature in (("task_a", 1.0), ("task_b", 0.0)):
+        out = workspace / name
+        config = make_config(workspace, out, temperature=temperature, name=name)
+        result = CliRunner().invoke(app, ["run", "-c", str(config), "--limit", "2", "--methods",
+                                          "verifier,drafter,spec_decode,spec_cascade"])
+        assert result.exit_code == 0, result.output
+        folders.append(out)
+    figures = workspace / "combined"
+    plotted = CliRunner().invoke(app, ["plot", *map(str, folders), "--out", str(figures)])
+    assert plotted.exit_code == 0, plotted.output
+    for name in ("task_a", "task_b"):
+        assert (figures / name / "quality_latency.png").exists() and (figures / name / "quality_cost.pdf").exists()
+    single = imread(figures / "task_a" / "quality_latency.png")
+    combined = imread(figures / "combined_quality_latency.png")
+    assert combined.shape[1] > 1.5 * single.shape[1]  # one panel per folder, side by side
+    assert (figures / "combined_quality_cost.pdf").read_bytes()[:5] == b"%PDF-"
+    missing = CliRunner().invoke(app, ["plot", str(folders[0]), str(workspace / "nowhere")])
+    assert missing.exit_code == 2 and "nowhere" in missing.output
+
+
 def test_greedy_run_spec_decode_matches_verifier_outputs(workspace):
     out = workspace / "greedy"
     config = make_config(workspace, out, temperature=0.0)
