@@ -21,6 +21,8 @@ from .presets import PREFIX, T5_V1_1_SHAPES, is_preset, preset_shape
 METRICS = ("bleu", "rouge2", "rougeL", "chrf")
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
+CACHES = ("dynamic", "static")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 LOCAL_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
@@ -115,6 +117,8 @@ class ModelsConfig:
     tokenizer: str | None = None
     dtype: str = "float32"
     device: str = "auto"
+    cache: str = "dynamic"
+    compile: str = "none"
 
 
 @dataclass(frozen=True)
@@ -344,12 +348,16 @@ def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str,
     top = _Section(file, "", data, ("name", "task", "models", "decoding", "methods", "timing", "output"))
     name = top.get("name", str)
     task = _task(file, top.get("task", dict), default_split="test")
-    m = _Section(file, "models", top.get("models", dict), ("drafter", "verifier", "tokenizer", "dtype", "device"))
+    m = _Section(file, "models", top.get("models", dict),
+                 ("drafter", "verifier", "tokenizer", "dtype", "device", "cache", "compile"))
     models = ModelsConfig(
         drafter=m.get("drafter", str), verifier=m.get("verifier", str),
         tokenizer=m.get("tokenizer", str, None, nullable=True),
         dtype=m.choice("dtype", DTYPES, "float32"), device=m.choice("device", DEVICES, "auto"),
+        cache=m.choice("cache", CACHES, "dynamic"), compile=m.choice("compile", COMPILE_MODES, "none"),
     )
+    if models.compile != "none" and models.cache != "static":
+        raise m.error("compile", "needs cache: static (compiled steps need fixed cache shapes)")
     d = _Section(file, "decoding", top.get("decoding", dict, {}),
                  ("max_new_tokens", "temperature", "top_p", "draft_length", "seed"))
     decoding = DecodingConfig(

@@ -3,13 +3,18 @@
 This is the only layer that calls models. `CachedDecoder` holds one model's state for one example:
 the token sequence so far, how much of it the KV cache covers, and (encoder-decoder models) the encoder
 output, computed once. Rolling back a rejected draft crops the cache; nothing is recomputed.
+
+Two cache kinds: dynamic (transformers' default, grows per token) and static (`StaticShapes`:
+preallocated once per model at fixed sizes, reset per example, rolled back by moving the write
+position). Static shapes allow `torch.compile` of the decode steps, with CUDA graphs in mode
+`reduce-overhead`, as in gpt-fast.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,6 +35,32 @@ def _forward_params(model_class: type) -> frozenset[str]:
     return frozenset(inspect.signature(model_class.forward).parameters)
 
 
+@dataclass(frozen=True)
+class StaticShapes:
+    """Fixed sizes for static KV caches, so that every decode step has one of a few shapes.
+
+    Encoder-decoder: the decoder cache holds `max_new_tokens + 1` positions and the encoder output is
+    zero-padded (and masked) to `max_source_tokens`. Decoder-only: the cache holds the prompt, at most
+    `max_source_tokens`, plus `max_new_tokens + 1`. With `compile_mode` set, forwards of at most
+    `max_step_tokens` new tokens after an example's first forward run through `torch.compile(model,
+    mode=compile_mode)`; the first forward (prefill) and longer catch-ups run eagerly."""
+
+    max_new_tokens: int
+    max_source_tokens: int
+    max_step_tokens: int
+    compile_mode: str | None = None
+
+
+@dataclass
+class _StaticState:
+    """One model's preallocated cache and compiled step, shared by its decoders one example at a time."""
+
+    cache: object
+    capacity: int
+    step: object | None
+    owner: object = None
+
+
 class CachedDecoder:
     """One model decoding one example, with a KV cache.
 
@@ -38,7 +69,8 @@ class CachedDecoder:
     model on the rest, in one forward call.
     """
 
-    def __init__(self, model, input_ids: Tensor, start_token_id: int | None):
+    def __init__(self, model, input_ids: Tensor, start_token_id: int | None,
+                 static: tuple[StaticShapes, _StaticState] | None = None):
         self.model = model
         self.device = input_ids.device
         self.calls = 0
@@ -48,6 +80,7 @@ class CachedDecoder:
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self._keeps_logits = "logits_to_keep" in params
         self.is_encoder_decoder = bool(model.config.is_encoder_decoder)
+        self._encoder_mask = None
         if self.is_encoder_decoder:
             with torch.inference_mode():
                 self._encoder_outputs = model.get_encoder()(input_ids=input_ids)
@@ -57,6 +90,24 @@ class CachedDecoder:
             self.tokens = input_ids[0].tolist()
         self.prompt_length = len(self.tokens)
         self.cached = 0
+        self._static = None
+        if static is not None:
+            self._take_static(*static, source_length=input_ids.shape[1])
+
+    def _take_static(self, shapes: StaticShapes, state: _StaticState, source_length: int) -> None:
+        if source_length > shapes.max_source_tokens:
+            raise ValueError(f"the input has {source_length} tokens; the static cache holds "
+                             f"{shapes.max_source_tokens} (task.max_source_tokens)")
+        with torch.inference_mode():  # the cache tensors were made in inference mode
+            state.cache.reset()
+        state.owner = self
+        self._static, self._cache, self._max_step = state, state.cache, shapes.max_step_tokens
+        if self.is_encoder_decoder:  # pad the encoder output to the cross-attention cache's fixed length
+            hidden = self._encoder_outputs.last_hidden_state  # [1, L, d]
+            pad = shapes.max_source_tokens - source_length
+            self._encoder_outputs.last_hidden_state = torch.nn.functional.pad(hidden, (0, 0, 0, pad))
+            self._encoder_mask = torch.zeros(1, shapes.max_source_tokens, dtype=torch.long, device=self.device)
+            self._encoder_mask[0, :source_length] = 1
 
     @property
     def generated(self) -> list[int]:
@@ -71,7 +122,9 @@ class CachedDecoder:
             raise ValueError("cannot truncate into the prompt")
         del self.tokens[length:]
         if self.cached > length:
-            self._cache.crop(length - self.cached)  # negative: remove that many positions
+            self_attention = getattr(self._cache, "self_attention_cache", self._cache)
+            with torch.inference_mode():
+                self_attention.crop(length - self.cached)  # negative: remove that many positions
             self.cached = length
 
     @torch.inference_mode()
@@ -83,12 +136,22 @@ class CachedDecoder:
             raise ValueError(f"asked for {keep} logits but only {len(new)} tokens are uncached")
         ids = torch.tensor([new], device=self.device)
         kwargs = {self._cache_kwarg: self._cache, "use_cache": True}
+        forward = self.model
+        if self._static is not None:
+            if self._static.owner is not self:
+                raise RuntimeError("this decoder's static cache was taken by a newer decoder of the same model")
+            if len(self.tokens) > self._static.capacity:
+                raise ValueError(f"{len(self.tokens)} tokens overflow the static cache of {self._static.capacity}")
+            if self._static.step is not None and self.calls > 0 and len(new) <= self._max_step:
+                forward = self._static.step
         if self.is_encoder_decoder:
-            out = self.model(encoder_outputs=self._encoder_outputs, decoder_input_ids=ids, **kwargs)
+            if self._encoder_mask is not None:
+                kwargs["attention_mask"] = self._encoder_mask
+            out = forward(encoder_outputs=self._encoder_outputs, decoder_input_ids=ids, **kwargs)
         else:
-            if self._keeps_logits:
+            if self._keeps_logits and self._static is None:  # static: one graph per input length, not per keep
                 kwargs["logits_to_keep"] = keep
-            out = self.model(input_ids=ids, **kwargs)
+            out = forward(input_ids=ids, **kwargs)
         self._cache = getattr(out, "cache", None) or out.past_key_values
         self.cached = len(self.tokens)
         self.calls += 1
@@ -104,6 +167,42 @@ class ModelPair:
     tokenizer: object
     device: torch.device
     dtype: torch.dtype
+    static: StaticShapes | None = None
+    _static_states: dict[str, _StaticState] = field(default_factory=dict, repr=False)
+
+    def use_static_caches(self, shapes: StaticShapes) -> None:
+        """Preallocate a static KV cache per model at `shapes`' sizes (and compile the decode steps when
+        `shapes.compile_mode` is set). Every later decoder of the pair uses them."""
+        from transformers import EncoderDecoderCache, StaticCache
+
+        self.static = shapes
+        for role in ("drafter", "verifier"):
+            model = getattr(self, role)
+            config = model.config.get_text_config(decoder=True)
+            if model.config.is_encoder_decoder:
+                capacity = shapes.max_new_tokens + 1
+                cache = EncoderDecoderCache(StaticCache(config=config, max_cache_len=capacity),
+                                            StaticCache(config=config, max_cache_len=shapes.max_source_tokens))
+            else:
+                capacity = shapes.max_source_tokens + shapes.max_new_tokens + 1
+                cache = StaticCache(config=config, max_cache_len=capacity)
+            step = None
+            if shapes.compile_mode is not None:
+                step = torch.compile(model, mode=shapes.compile_mode, dynamic=False)
+            self._static_states[role] = _StaticState(cache, capacity, step)
+
+    def compile_steps(self, input_ids: Tensor) -> None:
+        """Run each model's decode step once at every compiled shape (1 to `max_step_tokens` new tokens),
+        so that no compilation happens inside a timed region."""
+        if self.static is None or self.static.compile_mode is None:
+            return
+        for role in ("drafter", "verifier"):
+            decoder = self.decoder(role, input_ids)
+            decoder.logits()
+            for n in range(1, self.static.max_step_tokens + 1):
+                decoder.extend([self.eos_token_id] * n)
+                decoder.logits(keep=n)
+                decoder.truncate(decoder.prompt_length)
 
     @property
     def eos_token_id(self) -> int:
@@ -118,7 +217,8 @@ class ModelPair:
         return bool(self.verifier.config.is_encoder_decoder)
 
     def decoder(self, role: str, input_ids: Tensor) -> CachedDecoder:
-        return CachedDecoder(getattr(self, role), input_ids, self.start_token_id)
+        static = (self.static, self._static_states[role]) if self.static is not None else None
+        return CachedDecoder(getattr(self, role), input_ids, self.start_token_id, static)
 
     def encode(self, text: str, max_tokens: int) -> Tensor:
         """Tokenise one input: [1, L] ids on the pair's device."""

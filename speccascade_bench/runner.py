@@ -18,6 +18,7 @@ import torch
 from .config import ConfigError, MethodRun, RunConfig, validate_resources
 from .data import Example, load_examples
 from .decoding import DecodeSettings, decode
+from .lm import StaticShapes
 from .presets import is_preset
 from .results import ExampleWriter, ResultsError, examples_dir, read_lines, seq_cascade_rows, write_summary
 from .timing import timed
@@ -52,6 +53,15 @@ def plan(config: RunConfig, methods: tuple[str, ...] | None = None) -> tuple[lis
         if not any(r.method == name for r in decoded):
             decoded.insert(0, MethodRun(name, {}))
     return decoded, derived
+
+
+def static_shapes(config: RunConfig, runs: list[MethodRun]) -> StaticShapes:
+    """The static cache sizes of a run: its token limits, and a compiled step as long as the longest
+    verification (draft length + 1) of any method run."""
+    longest = max([int(r.params.get("draft_length", config.decoding.draft_length)) for r in runs]
+                  + [config.decoding.draft_length])
+    mode = None if config.models.compile == "none" else config.models.compile
+    return StaticShapes(config.decoding.max_new_tokens, config.task.max_source_tokens, longest + 1, mode)
 
 
 def _versions() -> dict[str, str]:
@@ -163,6 +173,9 @@ def run(config: RunConfig, options: RunOptions = RunOptions(), progress: Progres
     settings = DecodeSettings(config.decoding.max_new_tokens, config.decoding.temperature, config.decoding.top_p,
                               config.decoding.draft_length)
     inputs = {ex.example_id: pair.encode(ex.source, config.task.max_source_tokens) for ex in examples}
+    if config.models.cache == "static":
+        pair.use_static_caches(static_shapes(config, decoded))
+        pair.compile_steps(next(iter(inputs.values())))
     files = {run.run_id: examples_dir(out) / f"{run.run_id}.jsonl" for run in decoded}
     done = {run_id: {row["example_id"] for row in read_lines(path)} for run_id, path in files.items()}
     todo = [(ex, run) for ex in examples for run in decoded if ex.example_id not in done[run.run_id]]

@@ -197,6 +197,21 @@ def test_variant_runs_into_its_own_folder_with_its_settings(workspace):
     assert result.exit_code == 2 and "did you mean 'greedy'" in result.output
 
 
+def test_static_cache_run_reproduces_the_dynamic_cache_run(workspace):
+    outputs = {}
+    for cache in ("dynamic", "static"):
+        out = workspace / f"cache_{cache}"
+        models = {"drafter": str(workspace / "drafter"), "verifier": str(workspace / "verifier"), "device": "cpu",
+                  "cache": cache}
+        path = make_config(workspace, out, temperature=0.0, models=models)
+        result = CliRunner().invoke(app, ["run", "-c", str(path), "--methods", "verifier,spec_decode,spec_cascade"])
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "manifest.json").read_text())["config"]["models"]["cache"] == cache
+        outputs[cache] = {p.stem: [(r["prediction"], r["output_tokens"], r["drafted"], r["accepted"], r["rounds"])
+                                   for r in read_lines(p)] for p in sorted((out / "examples").glob("*.jsonl"))}
+    assert len(outputs["static"]) == 5 and outputs["static"] == outputs["dynamic"]
+
+
 def test_unreachable_hub_model_and_dataset_fail_with_a_message(workspace, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -82,6 +82,9 @@ BAD = [
     ("duplicate method run", "methods.1", {"method": "verifier"}, "methods[1]", "duplicates"),
     ("bad device", "models.device", "tpu", "models.device", "unknown value"),
     ("draft length zero", "decoding.draft_length", 0, "decoding.draft_length", "must be in"),
+    ("unknown cache kind", "models.cache", "paged", "models.cache", "choose from dynamic, static"),
+    ("compile without a static cache", "models.compile", "reduce-overhead", "models.compile", "needs cache: static"),
+    ("unknown compile mode", "models.compile", "fast", "models.compile", "unknown value 'fast'"),
 ]
 
 

@@ -1,0 +1,80 @@
+"""The static-cache fast path: preallocated caches (and compiled decode steps) give the same greedy
+outputs and counters as transformers' dynamic caches, for every method and both model families."""
+
+import pytest
+import torch
+
+from speccascade_bench.decoding import DecodeSettings, decode
+from speccascade_bench.lm import StaticShapes
+
+from .helpers import EOS, prompt, tiny_pair
+
+FAMILIES = ["t5", "llama"]
+METHOD_RUNS = [
+    ("drafter", {}), ("verifier", {}), ("spec_decode", {}), ("spec_decode", {"draft_length": 1}),
+    ("lossy_spec_decode", {"alpha": 0.4, "beta": 1.0}), ("token_cascade", {"alpha": 0.4}),
+    ("seq_cascade", {"threshold": -1.0}), ("bild", {"alpha": 0.6, "beta": 1.0}),
+    *[("spec_cascade", {"rule": rule, "alpha": 0.3}) for rule in ("chow", "diff", "opt", "token_v1", "token_v2")],
+    ("spec_cascade", {"rule": "token_v3", "alpha": 0.5, "bonus": "verifier"}),
+]
+COUNTERS = ("tokens", "drafter_calls", "verifier_calls", "drafted", "accepted", "rounds", "deferred")
+
+
+def _static_pair(family, compile_mode=None, max_new=24, gamma=5):
+    pair = tiny_pair(family, seed=0)
+    pair.use_static_caches(StaticShapes(max_new_tokens=max_new, max_source_tokens=8, max_step_tokens=gamma + 1,
+                                        compile_mode=compile_mode))
+    return pair
+
+
+def _run(pair, method, params, seed, max_new=24, gamma=5, temperature=0.0):
+    settings = DecodeSettings(max_new_tokens=max_new, temperature=temperature, draft_length=gamma)
+    result = decode(method, pair, prompt(seed), settings, params, torch.Generator().manual_seed(seed))
+    return {name: getattr(result, name) for name in COUNTERS}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_static_caches_match_dynamic_caches_for_every_method(family):
+    dynamic, static = tiny_pair(family, seed=0), _static_pair(family)
+    ended = 0
+    for seed in range(4):
+        for max_new in (7, 24):
+            for method, params in METHOD_RUNS:
+                expected = _run(dynamic, method, params, seed, max_new)
+                assert _run(static, method, params, seed, max_new) == expected, (method, params, seed)
+                ended += EOS in expected["tokens"]
+    assert ended > 0, "no case reached EOS"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_static_caches_are_reused_and_checked(family):
+    pair = _static_pair(family, max_new=6)
+    first = pair.decoder("verifier", prompt(0))
+    first.logits()
+    second = pair.decoder("verifier", prompt(1))  # takes over (and resets) the verifier's cache
+    first.extend([3])
+    with pytest.raises(RuntimeError, match="taken by a newer decoder"):
+        first.logits()
+    second.logits()
+    second.extend([3] * 30)
+    with pytest.raises(ValueError, match="overflow the static cache"):
+        second.logits()
+    with pytest.raises(ValueError, match="max_source_tokens"):
+        pair.decoder("drafter", prompt(0, length=9))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_compiled_steps_keep_spec_decode_exact(family):
+    torch._dynamo.reset()
+    gamma = 3
+    dynamic, compiled = tiny_pair(family, seed=0), _static_pair(family, "default", max_new=12, gamma=gamma)
+    compiled.compile_steps(prompt(0))
+    graphs = dict(torch._dynamo.utils.counters["stats"])
+    assert graphs["unique_graphs"] >= gamma + 1  # every step shape, compiled up front (the models share graphs)
+    for seed in range(3):
+        verifier = _run(dynamic, "verifier", {}, seed, max_new=12, gamma=gamma)
+        assert _run(compiled, "verifier", {}, seed, max_new=12, gamma=gamma) == verifier
+        spec = _run(compiled, "spec_decode", {}, seed, max_new=12, gamma=gamma)
+        assert spec["tokens"] == verifier["tokens"]
+        assert spec == _run(dynamic, "spec_decode", {}, seed, max_new=12, gamma=gamma)
+    assert dict(torch._dynamo.utils.counters["stats"]) == graphs  # nothing compiled while decoding
