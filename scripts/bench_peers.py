@@ -2,12 +2,17 @@
 
 Ratios, each measured in this one process, examples interleaved:
   - `verifier` (this suite, autoregressive) vs `generate(do_sample=False)` of the verifier
+  - the same on the fast path: the suite with static caches and compiled steps vs `generate()` with
+    `cache_implementation="static"` and a compile config (transformers' gpt-fast-style loop)
   - `spec_decode` vs assisted generation (`generate(assistant_model=drafter)`, constant draft length
     gamma, confidence threshold 0), greedy and sampling at temperature 1
   - measured speed-up of `spec_decode` over `verifier` vs Leviathan et al.'s prediction from the measured
-    acceptance rate a and per-call cost ratio c
+    acceptance rate a and per-call cost ratio c, for the dynamic-cache and the compiled loops
+
+Every case decodes every example once untimed first (compilation and warm-up), then once timed.
 
 Usage: python scripts/bench_peers.py [--quick] [--examples N] [--drafter PATH --verifier PATH]
+         [--compile-mode default|reduce-overhead|max-autotune|none]
 It reports; it asserts nothing about time.
 """
 
@@ -22,7 +27,7 @@ import torch
 import transformers
 
 from speccascade_bench.decoding import DecodeSettings, decode
-from speccascade_bench.lm import load_pair
+from speccascade_bench.lm import ModelPair, StaticShapes, load_pair
 from speccascade_bench.timing import timed
 from speccascade_bench.toy.language import make_splits
 from speccascade_bench.tradeoff import leviathan_speedup
@@ -30,13 +35,15 @@ from speccascade_bench.tradeoff import leviathan_speedup
 PAIR = Path(__file__).resolve().parent.parent / "speccascade_bench" / "toy" / "pair"
 
 
-def _generate(pair, ids, max_new, sample: bool, assistant: bool, seed: int):
+def _generate(pair, ids, max_new, sample: bool, assistant: bool, seed: int, compile_config=None):
     kwargs = {"max_new_tokens": max_new, "do_sample": sample}
     if sample:
         kwargs.update(temperature=1.0, top_k=0, top_p=1.0)
         torch.manual_seed(seed)
     if assistant:
         kwargs["assistant_model"] = pair.drafter
+    if compile_config is not None:
+        kwargs.update(cache_implementation="static", compile_config=compile_config)
     with torch.inference_mode():
         out = pair.verifier.generate(ids, **kwargs)
     start = 1 if pair.is_encoder_decoder else ids.shape[1]
@@ -52,6 +59,9 @@ def main() -> None:
     parser.add_argument("--gamma", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile-mode", default="default",
+                        help="torch.compile mode of the fast-path cases (reduce-overhead for CUDA graphs); none "
+                             "leaves them out")
     args = parser.parse_args()
     n = 6 if args.quick else args.examples
     transformers.utils.logging.set_verbosity_error()
@@ -65,9 +75,17 @@ def main() -> None:
     greedy = DecodeSettings(args.max_new_tokens, 0.0, 1.0, args.gamma)
     sampled = DecodeSettings(args.max_new_tokens, 1.0, 1.0, args.gamma)
     device = pair.device
+    fast = None
+    if args.compile_mode != "none":
+        fast = ModelPair(pair.drafter, pair.verifier, pair.tokenizer, pair.device, pair.dtype)
+        shapes = StaticShapes(args.max_new_tokens, max(x.shape[1] for x in inputs), args.gamma + 1,
+                              (1, args.gamma + 1), args.compile_mode)
+        fast.use_static_caches(shapes, inputs[0])
+        peer_compile = transformers.CompileConfig(mode=args.compile_mode, dynamic=False)
+        peer_compile._compile_all_devices = device.type == "cpu"  # transformers compiles on GPUs only by default
 
-    def ours(method, settings, i):
-        return decode(method, pair, inputs[i], settings, {}, torch.Generator(device).manual_seed(i))
+    def ours(method, settings, i, on=pair):
+        return decode(method, on, inputs[i], settings, {}, torch.Generator(device).manual_seed(i))
 
     cases = {
         "verifier greedy (suite)": lambda i: ours("verifier", greedy, i),
@@ -79,7 +97,15 @@ def main() -> None:
         "assisted T=1 (generate)": lambda i: _generate(pair, inputs[i], args.max_new_tokens, True, True, i),
         "drafter greedy (suite)": lambda i: ours("drafter", greedy, i),
     }
-    for i in range(min(2, n)):  # warm-up, not recorded
+    if fast is not None:
+        cases.update({
+            "verifier greedy (suite, compiled)": lambda i: ours("verifier", greedy, i, fast),
+            "verifier greedy (generate, static compiled)":
+                lambda i: _generate(pair, inputs[i], args.max_new_tokens, False, False, i, peer_compile),
+            "spec_decode greedy (suite, compiled)": lambda i: ours("spec_decode", greedy, i, fast),
+            "drafter greedy (suite, compiled)": lambda i: ours("drafter", greedy, i, fast),
+        })
+    for i in range(n):  # warm-up and compilation, not recorded
         for fn in cases.values():
             fn(i)
     seconds = {name: [] for name in cases}
@@ -100,11 +126,14 @@ def main() -> None:
                                            tokens("verifier greedy (generate)"), strict=True))
     same_assist = sum(a == b for a, b in zip(tokens("assisted greedy (generate)"),
                                              tokens("verifier greedy (generate)"), strict=True))
-    ver_calls = sum(o.verifier_calls for o in outputs["verifier greedy (suite)"])
-    dr_calls = sum(o.drafter_calls for o in outputs["drafter greedy (suite)"])
-    c = (total["drafter greedy (suite)"] / dr_calls) / (total["verifier greedy (suite)"] / ver_calls)
+    def cost_ratio(suffix: str = "") -> float:
+        drafter, verifier = f"drafter greedy (suite{suffix})", f"verifier greedy (suite{suffix})"
+        per_call = {name: total[name] / sum(o.drafter_calls + o.verifier_calls for o in outputs[name])
+                    for name in (drafter, verifier)}
+        return per_call[drafter] / per_call[verifier]
 
-    print(f"# bench_peers: {n} toy examples, gamma {args.gamma}, max_new_tokens {args.max_new_tokens}")
+    print(f"# bench_peers: {n} examples, gamma {args.gamma}, max_new_tokens {args.max_new_tokens}, "
+          f"compile mode {args.compile_mode}")
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device "
           f"{device}; torch {torch.__version__}, transformers {transformers.__version__}")
     print()
@@ -115,23 +144,44 @@ def main() -> None:
     print()
     print("| ratio | value | goal |")
     print("| --- | --- | --- |")
-    for label, ours_case, peer_case, goal in (
+    ratios = [
         ("verifier (suite) / generate, greedy", "verifier greedy (suite)", "verifier greedy (generate)", "<= 1.0"),
         ("spec_decode / assisted, greedy", "spec_decode greedy (suite)", "assisted greedy (generate)", "<= 0.5"),
         ("spec_decode / assisted, T=1", "spec_decode T=1 (suite)", "assisted T=1 (generate)", "<= 0.5"),
-    ):
+    ]
+    speedups = [("greedy", "spec_decode greedy (suite)", "verifier greedy (suite)", ""),
+                ("T=1", "spec_decode T=1 (suite)", "verifier T=1 (suite)", "")]
+    if fast is not None:
+        ratios += [
+            ("verifier compiled (suite) / generate static compiled, greedy", "verifier greedy (suite, compiled)",
+             "verifier greedy (generate, static compiled)", "<= 1.0"),
+            ("verifier compiled (suite) / verifier (suite), greedy", "verifier greedy (suite, compiled)",
+             "verifier greedy (suite)", "-"),
+            ("spec_decode compiled / assisted, greedy", "spec_decode greedy (suite, compiled)",
+             "assisted greedy (generate)", "<= 0.5"),
+        ]
+        speedups.append(("greedy, compiled", "spec_decode greedy (suite, compiled)",
+                         "verifier greedy (suite, compiled)", ", compiled"))
+    for label, ours_case, peer_case, goal in ratios:
         print(f"| {label} | {total[ours_case] / total[peer_case]:.3f} | {goal} |")
-    for label, spec, base in (("greedy", "spec_decode greedy (suite)", "verifier greedy (suite)"),
-                              ("T=1", "spec_decode T=1 (suite)", "verifier T=1 (suite)")):
+    for label, spec, base, suffix in speedups:
         results = outputs[spec]
         a = sum(o.accepted for o in results) / sum(o.drafted for o in results)
+        c = cost_ratio(suffix)
         measured = total[base] / total[spec]
         predicted = leviathan_speedup(a, args.gamma, c)
         print(f"| spec_decode speed-up / predicted, {label} (a={a:.3f}, c={c:.3f}) | {measured:.2f} / "
               f"{predicted:.2f} = {measured / predicted:.3f} | >= 0.9 |")
     print()
-    print(f"identical to generate() greedy: suite verifier {same_ar}/{n}, suite spec_decode {same_spec}/{n}, "
-          f"assisted generation {same_assist}/{n}")
+    line = (f"identical to generate() greedy: suite verifier {same_ar}/{n}, suite spec_decode {same_spec}/{n}, "
+            f"assisted generation {same_assist}/{n}")
+    if fast is not None:
+        reference = tokens("verifier greedy (generate)")
+        for name in ("verifier greedy (suite, compiled)", "spec_decode greedy (suite, compiled)",
+                     "verifier greedy (generate, static compiled)"):
+            same = sum(a == b for a, b in zip(tokens(name), reference, strict=True))
+            line += f", {name.replace(' greedy', '')} {same}/{n}"
+    print(line)
 
 
 if __name__ == "__main__":

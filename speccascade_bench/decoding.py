@@ -36,7 +36,12 @@ class DecodeSettings:
 
     def sample(self, logits: Tensor, generator: torch.Generator | None) -> int:
         """One token from [V] logits at these settings."""
-        return rules.sample(self.scaled(logits), generator)
+        return self.draw(self.scaled(logits), generator)
+
+    def draw(self, scaled: Tensor, generator: torch.Generator | None) -> int:
+        """One token from a [V] distribution made by `scaled`; at temperature 0 (one-hot) its argmax,
+        without a multinomial call."""
+        return int(scaled.argmax()) if self.greedy else rules.sample(scaled, generator)
 
 
 @dataclass
@@ -206,7 +211,7 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodeSetti
         for _ in range(min(gamma, limit - base)):
             logits = drafter.logits()[-1]
             scaled = settings.scaled(logits)
-            token = rules.sample(scaled, generator)
+            token = settings.draw(scaled, generator)
             draft_logits.append(logits)
             draft_scaled.append(scaled)
             draft_tokens.append(token)

@@ -41,23 +41,30 @@ class StaticShapes:
 
     Encoder-decoder: the decoder cache holds `max_new_tokens + 1` positions and the encoder output is
     zero-padded (and masked) to `max_source_tokens`. Decoder-only: the cache holds the prompt, at most
-    `max_source_tokens`, plus `max_new_tokens + 1`. With `compile_mode` set, forwards of at most
-    `max_step_tokens` new tokens after an example's first forward run through `torch.compile(model,
-    mode=compile_mode)`; the first forward (prefill) and longer catch-ups run eagerly."""
+    `max_source_tokens`, plus `max_new_tokens + 1`.
+
+    With `compile_mode` set, decoder forwards run through `torch.compile(model, mode=compile_mode)` at
+    the shapes compiled up front: 1 to `max_step_tokens` new tokens, and for an encoder-decoder
+    example's first forward (which also fills the cross-attention cache) `first_step_tokens` new
+    tokens. Every other forward (a decoder-only prompt's prefill, a longer catch-up, the encoder) runs
+    eagerly, so that nothing compiles inside a timed region."""
 
     max_new_tokens: int
     max_source_tokens: int
     max_step_tokens: int
+    first_step_tokens: tuple[int, ...] = (1,)
     compile_mode: str | None = None
 
 
 @dataclass
 class _StaticState:
-    """One model's preallocated cache and compiled step, shared by its decoders one example at a time."""
+    """One model's preallocated cache and compiled step, shared by its decoders one example at a time.
+    `compiled` holds the (first forward of an example?, new tokens) shapes the step was compiled for."""
 
     cache: object
     capacity: int
     step: object | None
+    compiled: set[tuple[bool, int]] = field(default_factory=set)
     owner: object = None
 
 
@@ -101,7 +108,7 @@ class CachedDecoder:
         with torch.inference_mode():  # the cache tensors were made in inference mode
             state.cache.reset()
         state.owner = self
-        self._static, self._cache, self._max_step = state, state.cache, shapes.max_step_tokens
+        self._static, self._cache = state, state.cache
         if self.is_encoder_decoder:  # pad the encoder output to the cross-attention cache's fixed length
             hidden = self._encoder_outputs.last_hidden_state  # [1, L, d]
             pad = shapes.max_source_tokens - source_length
@@ -142,7 +149,7 @@ class CachedDecoder:
                 raise RuntimeError("this decoder's static cache was taken by a newer decoder of the same model")
             if len(self.tokens) > self._static.capacity:
                 raise ValueError(f"{len(self.tokens)} tokens overflow the static cache of {self._static.capacity}")
-            if self._static.step is not None and self.calls > 0 and len(new) <= self._max_step:
+            if (self.calls == 0, len(new)) in self._static.compiled:
                 forward = self._static.step
         if self.is_encoder_decoder:
             if self._encoder_mask is not None:
@@ -170,11 +177,14 @@ class ModelPair:
     static: StaticShapes | None = None
     _static_states: dict[str, _StaticState] = field(default_factory=dict, repr=False)
 
-    def use_static_caches(self, shapes: StaticShapes) -> None:
-        """Preallocate a static KV cache per model at `shapes`' sizes (and compile the decode steps when
-        `shapes.compile_mode` is set). Every later decoder of the pair uses them."""
+    def use_static_caches(self, shapes: StaticShapes, sample_input: Tensor | None = None) -> None:
+        """Preallocate a static KV cache per model at `shapes`' sizes; every later decoder of the pair uses
+        them. With `shapes.compile_mode`, also compile each model's decode step at every shape it will
+        be called with, by decoding `sample_input` ([1, L] ids) untimed."""
         from transformers import EncoderDecoderCache, StaticCache
 
+        if shapes.compile_mode is not None and sample_input is None:
+            raise ValueError("compiling the decode steps needs a sample input")
         self.static = shapes
         for role in ("drafter", "verifier"):
             model = getattr(self, role)
@@ -186,23 +196,31 @@ class ModelPair:
             else:
                 capacity = shapes.max_source_tokens + shapes.max_new_tokens + 1
                 cache = StaticCache(config=config, max_cache_len=capacity)
-            step = None
-            if shapes.compile_mode is not None:
-                step = torch.compile(model, mode=shapes.compile_mode, dynamic=False)
+            step = None if shapes.compile_mode is None else torch.compile(model, mode=shapes.compile_mode,
+                                                                          dynamic=False)
             self._static_states[role] = _StaticState(cache, capacity, step)
+            if step is not None:
+                self._compile_steps(role, sample_input)
 
-    def compile_steps(self, input_ids: Tensor) -> None:
-        """Run each model's decode step once at every compiled shape (1 to `max_step_tokens` new tokens),
-        so that no compilation happens inside a timed region."""
-        if self.static is None or self.static.compile_mode is None:
-            return
-        for role in ("drafter", "verifier"):
-            decoder = self.decoder(role, input_ids)
-            decoder.logits()
-            for n in range(1, self.static.max_step_tokens + 1):
-                decoder.extend([self.eos_token_id] * n)
+    def _compile_steps(self, role: str, input_ids: Tensor) -> None:
+        shapes, state = self.static, self._static_states[role]
+        self.decoder(role, input_ids).logits()  # eager: transformers allocates the static tensors here
+        if self.is_encoder_decoder:
+            first = [(True, n) for n in shapes.first_step_tokens]
+        else:
+            first = []  # a decoder-only model's first forward is its prompt: any length, eager
+        wanted = first + [(False, n) for n in range(1, shapes.max_step_tokens + 1)]
+        # Both models' forwards run transformers' shared wrapper code, whose compiled variants dynamo
+        # counts together against its recompile limit.
+        limit = max(torch._dynamo.config.recompile_limit, 2 * len(wanted) + 2)
+        with torch._dynamo.config.patch(recompile_limit=limit):
+            for is_first, n in wanted:
+                state.compiled.add((is_first, n))
+                decoder = self.decoder(role, input_ids)
+                if not is_first:
+                    decoder.logits()
+                decoder.extend([self.eos_token_id] * (n - 1 if is_first else n))
                 decoder.logits(keep=n)
-                decoder.truncate(decoder.prompt_length)
 
     @property
     def eos_token_id(self) -> int:

@@ -56,12 +56,14 @@ def plan(config: RunConfig, methods: tuple[str, ...] | None = None) -> tuple[lis
 
 
 def static_shapes(config: RunConfig, runs: list[MethodRun]) -> StaticShapes:
-    """The static cache sizes of a run: its token limits, and a compiled step as long as the longest
-    verification (draft length + 1) of any method run."""
-    longest = max([int(r.params.get("draft_length", config.decoding.draft_length)) for r in runs]
-                  + [config.decoding.draft_length])
+    """The static cache sizes of a run: its token limits, and compiled steps up to the longest
+    verification (draft length + 1) of any method run; an encoder-decoder verifier's first forward
+    scores the start token and a full draft."""
+    gammas = {int(r.params.get("draft_length", config.decoding.draft_length)) for r in runs}
+    gammas.add(config.decoding.draft_length)
     mode = None if config.models.compile == "none" else config.models.compile
-    return StaticShapes(config.decoding.max_new_tokens, config.task.max_source_tokens, longest + 1, mode)
+    return StaticShapes(config.decoding.max_new_tokens, config.task.max_source_tokens, max(gammas) + 1,
+                        tuple(sorted({1} | {g + 1 for g in gammas})), mode)
 
 
 def _versions() -> dict[str, str]:
@@ -174,8 +176,7 @@ def run(config: RunConfig, options: RunOptions = RunOptions(), progress: Progres
                               config.decoding.draft_length)
     inputs = {ex.example_id: pair.encode(ex.source, config.task.max_source_tokens) for ex in examples}
     if config.models.cache == "static":
-        pair.use_static_caches(static_shapes(config, decoded))
-        pair.compile_steps(next(iter(inputs.values())))
+        pair.use_static_caches(static_shapes(config, decoded), next(iter(inputs.values())))
     files = {run.run_id: examples_dir(out) / f"{run.run_id}.jsonl" for run in decoded}
     done = {run_id: {row["example_id"] for row in read_lines(path)} for run_id, path in files.items()}
     todo = [(ex, run) for ex in examples for run in decoded if ex.example_id not in done[run.run_id]]
