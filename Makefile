@@ -46,12 +46,16 @@ ci-run: $(TOY_DATA)
 	$(BIN)/scb plot results/ci > /dev/null
 	$(BIN)/python scripts/check_results.py results/ci
 
-# The suite's loops against generate() and assisted generation on the toy pair (ratios, no assertions).
+# The suite's loops against generate(), its static-cache compiled path and assisted generation on the
+# toy pair; then per-token latency over output length and memory over examples (reports, no assertions).
 bench: install
 	$(BIN)/python scripts/bench_peers.py
+	$(BIN)/python scripts/bench_scaling.py
+	$(BIN)/python scripts/bench_scaling.py --cache static
 
 bench-quick: install
 	$(BIN)/python scripts/bench_peers.py --quick
+	$(BIN)/python scripts/bench_scaling.py --quick
 
 clean-results:
 	rm -rf results/toy_t1 results/toy_t0 results/ci

@@ -84,8 +84,10 @@ def main() -> None:
         peer_compile = transformers.CompileConfig(mode=args.compile_mode, dynamic=False)
         peer_compile._compile_all_devices = device.type == "cpu"  # transformers compiles on GPUs only by default
 
-    def ours(method, settings, i, on=pair):
-        return decode(method, on, inputs[i], settings, {}, torch.Generator(device).manual_seed(i))
+    def ours(method, settings, i, on=pair, params=None):
+        return decode(method, on, inputs[i], settings, params or {}, torch.Generator(device).manual_seed(i))
+
+    cascade = {"rule": "token_v2", "alpha": 0.1}
 
     cases = {
         "verifier greedy (suite)": lambda i: ours("verifier", greedy, i),
@@ -94,6 +96,7 @@ def main() -> None:
         "assisted greedy (generate)": lambda i: _generate(pair, inputs[i], args.max_new_tokens, False, True, i),
         "verifier T=1 (suite)": lambda i: ours("verifier", sampled, i),
         "spec_decode T=1 (suite)": lambda i: ours("spec_decode", sampled, i),
+        "spec_cascade token_v2 a=0.1 T=1 (suite)": lambda i: ours("spec_cascade", sampled, i, params=cascade),
         "assisted T=1 (generate)": lambda i: _generate(pair, inputs[i], args.max_new_tokens, True, True, i),
         "drafter greedy (suite)": lambda i: ours("drafter", greedy, i),
     }
@@ -149,8 +152,10 @@ def main() -> None:
         ("spec_decode / assisted, greedy", "spec_decode greedy (suite)", "assisted greedy (generate)", "<= 0.5"),
         ("spec_decode / assisted, T=1", "spec_decode T=1 (suite)", "assisted T=1 (generate)", "<= 0.5"),
     ]
-    speedups = [("greedy", "spec_decode greedy (suite)", "verifier greedy (suite)", ""),
-                ("T=1", "spec_decode T=1 (suite)", "verifier T=1 (suite)", "")]
+    speedups = [("spec_decode, greedy", "spec_decode greedy (suite)", "verifier greedy (suite)", ""),
+                ("spec_decode, T=1", "spec_decode T=1 (suite)", "verifier T=1 (suite)", ""),
+                ("spec_cascade token_v2 a=0.1, T=1", "spec_cascade token_v2 a=0.1 T=1 (suite)",
+                 "verifier T=1 (suite)", "")]
     if fast is not None:
         ratios += [
             ("verifier compiled (suite) / generate static compiled, greedy", "verifier greedy (suite, compiled)",
@@ -160,7 +165,7 @@ def main() -> None:
             ("spec_decode compiled / assisted, greedy", "spec_decode greedy (suite, compiled)",
              "assisted greedy (generate)", "<= 0.5"),
         ]
-        speedups.append(("greedy, compiled", "spec_decode greedy (suite, compiled)",
+        speedups.append(("spec_decode, greedy, compiled", "spec_decode greedy (suite, compiled)",
                          "verifier greedy (suite, compiled)", ", compiled"))
     for label, ours_case, peer_case, goal in ratios:
         print(f"| {label} | {total[ours_case] / total[peer_case]:.3f} | {goal} |")
@@ -170,7 +175,7 @@ def main() -> None:
         c = cost_ratio(suffix)
         measured = total[base] / total[spec]
         predicted = leviathan_speedup(a, args.gamma, c)
-        print(f"| spec_decode speed-up / predicted, {label} (a={a:.3f}, c={c:.3f}) | {measured:.2f} / "
+        print(f"| speed-up / predicted: {label} (a={a:.3f}, c={c:.3f}) | {measured:.2f} / "
               f"{predicted:.2f} = {measured / predicted:.3f} | >= 0.9 |")
     print()
     line = (f"identical to generate() greedy: suite verifier {same_ar}/{n}, suite spec_decode {same_spec}/{n}, "
