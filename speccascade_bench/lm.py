@@ -162,7 +162,8 @@ class CachedDecoder:
         self._cache = getattr(out, "cache", None) or out.past_key_values
         self.cached = len(self.tokens)
         self.calls += 1
-        return out.logits[0, -keep:].float()
+        # A copy: a step compiled with CUDA graphs reuses its output buffer on the next call.
+        return out.logits[0, -keep:].to(dtype=torch.float32, copy=True)
 
 
 @dataclass
