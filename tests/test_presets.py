@@ -38,3 +38,16 @@ def test_preset_pair_runs_and_is_marked_as_random(tmp_path):
     assert manifest["random_weights"] == ["drafter", "verifier"]
     report = CliRunner().invoke(app, ["report", str(tmp_path / "out")])
     assert "random weights" in report.output
+
+
+def test_latency_preset_config_compares_the_fast_path_with_dynamic_caches():
+    from pathlib import Path
+
+    from speccascade_bench.config import load_run_configs
+
+    base, dynamic, cpu = load_run_configs(Path(__file__).parent.parent / "configs" / "latency_presets.yaml")
+    assert (base.models.drafter, base.models.verifier) == ("random:t5-v1_1-small", "random:t5-v1_1-large")
+    assert (base.models.cache, base.models.compile, base.models.device) == ("static", "reduce-overhead", "cuda")
+    assert (dynamic.models.cache, dynamic.models.compile) == ("dynamic", "none")
+    assert dynamic.methods == base.methods and dynamic.decoding == base.decoding
+    assert (cpu.models.device, cpu.models.cache, cpu.models.compile) == ("cpu", "static", "none")
