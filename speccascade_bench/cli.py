@@ -144,7 +144,7 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="run config (YAM
         task = bar.add_task(cfg.name, total=None)
 
         def progress(run_id: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description=f"{cfg.name} {run_id}".strip())
+            bar.update(task, completed=done, total=total or None, description=f"{cfg.name} {run_id}".strip())
 
         try:
             out = run_benchmark(cfg, options, progress)

@@ -176,6 +176,8 @@ def run(config: RunConfig, options: RunOptions = RunOptions(), progress: Progres
                               config.decoding.draft_length)
     inputs = {ex.example_id: pair.encode(ex.source, config.task.max_source_tokens) for ex in examples}
     if config.models.cache == "static":
+        if progress and config.models.compile != "none":
+            progress("compiling decode steps", 0, 0)
         pair.use_static_caches(static_shapes(config, decoded), next(iter(inputs.values())))
     files = {run.run_id: examples_dir(out) / f"{run.run_id}.jsonl" for run in decoded}
     done = {run_id: {row["example_id"] for row in read_lines(path)} for run_id, path in files.items()}

@@ -65,7 +65,7 @@ def test_static_caches_are_reused_and_checked(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_compiled_steps_keep_spec_decode_exact(family):
+def test_compiled_steps_keep_every_method_exact(family):
     torch._dynamo.reset()
     gamma = 3
     dynamic, compiled = tiny_pair(family, seed=0), _static_pair(family, "default", max_new=12, gamma=gamma)
@@ -77,5 +77,7 @@ def test_compiled_steps_keep_spec_decode_exact(family):
         assert _run(compiled, "verifier", {}, seed, max_new=12, gamma=gamma) == verifier
         spec = _run(compiled, "spec_decode", {}, seed, max_new=12, gamma=gamma)
         assert spec["tokens"] == verifier["tokens"]
-        assert spec == _run(dynamic, "spec_decode", {}, seed, max_new=12, gamma=gamma)
+        for method, params in METHOD_RUNS:
+            expected = _run(dynamic, method, params, seed, max_new=12, gamma=gamma)
+            assert _run(compiled, method, params, seed, max_new=12, gamma=gamma) == expected, (method, params)
     assert dict(torch._dynamo.utils.counters["stats"]) == graphs  # nothing compiled while decoding
