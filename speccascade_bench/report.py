@@ -85,6 +85,11 @@ def build_report(results: Path) -> str:
     if len(cost_ratio):
         header.append(f"- measured step-cost ratio c (drafter / verifier, per forward call): "
                       f"{cost_ratio.iloc[0]:.3f}")
+    spread = frame["trial_cv"].dropna()
+    if len(spread):
+        header.append(f"- spread of repeated timings (per example, std / mean over its trials, averaged): "
+                      f"median {100 * spread.median():.1f}%, largest {100 * spread.max():.1f}% "
+                      f"({frame.loc[spread.idxmax(), 'run_id']})")
     header += [
         "",
         "Quality is the corpus score; latency the mean seconds per example; relative latency is against the "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +25,7 @@ EXAMPLE_FIELDS = (
 )
 SUMMARY_COLUMNS = (
     "run_id", "method", "rule", "alpha", "threshold", "beta", "bonus", "draft_length", "temperature", "n", "metric",
-    "quality", "latency_mean_s", "latency_p50_s", "latency_std_s", "relative_latency", "speedup",
+    "quality", "latency_mean_s", "latency_p50_s", "latency_std_s", "trial_cv", "relative_latency", "speedup",
     "acceptance_rate", "tokens_per_round", "deferral_rate", "output_tokens_mean", "drafter_calls_mean",
     "verifier_calls_mean", "cost_ratio", "predicted_speedup", "relative_cost",
 )
@@ -97,6 +98,18 @@ def load_examples(results: Path) -> dict[str, list[dict]]:
         if by_id:
             runs[path.stem] = [by_id[i] for i in sorted(by_id)]
     return runs
+
+
+def _trial_cv(rows: list[dict]) -> float:
+    """The spread of repeated timings: the mean over examples of the standard deviation of an example's
+    timed trials over their mean (NaN with one trial per example, or for derived runs)."""
+    spreads = []
+    for row in rows:
+        trials = row.get("latency_trials_s") or []
+        if len(trials) > 1:
+            mean = sum(trials) / len(trials)
+            spreads.append(statistics.pstdev(trials) / mean if mean > 0 else math.nan)
+    return _mean(spreads) if spreads else math.nan
 
 
 def seq_cascade_rows(drafter: list[dict], verifier: list[dict], rate: float, run_id: str,
@@ -177,6 +190,7 @@ def summarize(results: Path) -> pd.DataFrame:
             "latency_mean_s": latencies.mean(),
             "latency_p50_s": latencies.median(),
             "latency_std_s": latencies.std(ddof=0),
+            "trial_cv": _trial_cv(rows),
             "relative_latency": relative,
             "speedup": 1.0 / relative if relative else math.nan,
             "acceptance_rate": acceptance,

@@ -89,6 +89,11 @@ def test_run_report_plot_round_trip(workspace):
     report = cli.invoke(app, ["report", str(out)])
     assert report.exit_code == 0, report.output
     assert "| verifier | 6 |" in report.output and "spec_cascade-opt-a0.5-g3" in report.output
+    assert "spread of repeated timings" in report.output  # two trials per example
+    summary = (out / "summary.csv").read_text().splitlines()
+    verifier_row = dict(zip(header, next(line for line in summary if line.startswith("verifier,")).split(","),
+                            strict=True))
+    assert 0 <= float(verifier_row["trial_cv"]) < 1
     assert "Trade-off against the verifier" in report.output and "| spec_cascade opt | 2 |" in report.output
     assert (out / "report.md").read_text().strip() == report.output.strip()
 
