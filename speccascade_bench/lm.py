@@ -66,6 +66,7 @@ class _StaticState:
     step: object | None
     compiled: set[tuple[bool, int]] = field(default_factory=set)
     owner: object = None
+    cuda_graphs: bool = False
 
 
 class CachedDecoder:
@@ -151,6 +152,8 @@ class CachedDecoder:
                 raise ValueError(f"{len(self.tokens)} tokens overflow the static cache of {self._static.capacity}")
             if (self.calls == 0, len(new)) in self._static.compiled:
                 forward = self._static.step
+                if self._static.cuda_graphs:  # each call is a new step; earlier outputs were copied out
+                    torch.compiler.cudagraph_mark_step_begin()
         if self.is_encoder_decoder:
             if self._encoder_mask is not None:
                 kwargs["attention_mask"] = self._encoder_mask
@@ -199,7 +202,8 @@ class ModelPair:
                 cache = StaticCache(config=config, max_cache_len=capacity)
             step = None if shapes.compile_mode is None else torch.compile(model, mode=shapes.compile_mode,
                                                                           dynamic=False)
-            self._static_states[role] = _StaticState(cache, capacity, step)
+            cuda_graphs = shapes.compile_mode == "reduce-overhead" and self.device.type == "cuda"
+            self._static_states[role] = _StaticState(cache, capacity, step, cuda_graphs=cuda_graphs)
             if step is not None:
                 self._compile_steps(role, sample_input)
 

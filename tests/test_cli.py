@@ -202,19 +202,22 @@ def test_variant_runs_into_its_own_folder_with_its_settings(workspace):
     assert result.exit_code == 2 and "did you mean 'greedy'" in result.output
 
 
-def test_static_cache_run_reproduces_the_dynamic_cache_run(workspace):
+def test_static_and_compiled_runs_reproduce_the_dynamic_cache_run(workspace):
     outputs = {}
-    for cache in ("dynamic", "static"):
-        out = workspace / f"cache_{cache}"
+    for cache, compile_mode in (("dynamic", "none"), ("static", "none"), ("static", "default")):
+        out = workspace / f"cache_{cache}_{compile_mode}"
         models = {"drafter": str(workspace / "drafter"), "verifier": str(workspace / "verifier"), "device": "cpu",
-                  "cache": cache}
+                  "cache": cache, "compile": compile_mode}
         path = make_config(workspace, out, temperature=0.0, models=models)
         result = CliRunner().invoke(app, ["run", "-c", str(path), "--methods", "verifier,spec_decode,spec_cascade"])
         assert result.exit_code == 0, result.output
-        assert json.loads((out / "manifest.json").read_text())["config"]["models"]["cache"] == cache
-        outputs[cache] = {p.stem: [(r["prediction"], r["output_tokens"], r["drafted"], r["accepted"], r["rounds"])
-                                   for r in read_lines(p)] for p in sorted((out / "examples").glob("*.jsonl"))}
-    assert len(outputs["static"]) == 5 and outputs["static"] == outputs["dynamic"]
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert (manifest["config"]["models"]["cache"], manifest["config"]["models"]["compile"]) == (cache, compile_mode)
+        outputs[cache, compile_mode] = {
+            p.stem: [(r["prediction"], r["output_tokens"], r["drafted"], r["accepted"], r["rounds"])
+                     for r in read_lines(p)] for p in sorted((out / "examples").glob("*.jsonl"))}
+    assert len(outputs["dynamic", "none"]) == 5
+    assert outputs["static", "none"] == outputs["dynamic", "none"] == outputs["static", "default"]
 
 
 def test_unreachable_hub_model_and_dataset_fail_with_a_message(workspace, monkeypatch):
