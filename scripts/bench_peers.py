@@ -19,7 +19,6 @@ It reports; it asserts nothing about time.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import transformers
 
 from speccascade_bench.decoding import DecodeSettings, decode
 from speccascade_bench.lm import ModelPair, StaticShapes, load_pair
+from speccascade_bench.runner import device_info
 from speccascade_bench.timing import timed
 from speccascade_bench.toy.language import make_splits
 from speccascade_bench.tradeoff import leviathan_speedup
@@ -137,8 +137,8 @@ def main() -> None:
 
     print(f"# bench_peers: {n} examples, gamma {args.gamma}, max_new_tokens {args.max_new_tokens}, "
           f"compile mode {args.compile_mode}")
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device "
-          f"{device}; torch {torch.__version__}, transformers {transformers.__version__}")
+    hardware = ", ".join(f"{k} {v}" for k, v in device_info(device).items())
+    print(f"machine: {hardware}; {pair.dtype}; torch {torch.__version__}, transformers {transformers.__version__}")
     print()
     print("| case | total s | median ms/example |")
     print("| --- | --- | --- |")

@@ -14,7 +14,6 @@ It reports; it asserts nothing about time.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import transformers
 
 from speccascade_bench.decoding import DecodeSettings, decode
 from speccascade_bench.lm import StaticShapes, load_pair
+from speccascade_bench.runner import device_info
 from speccascade_bench.toy.language import make_splits
 
 PAIR = Path(__file__).resolve().parent.parent / "speccascade_bench" / "toy" / "pair"
@@ -71,8 +71,8 @@ def main() -> None:
     transformers.utils.logging.disable_progress_bar()
 
     print(f"# bench_scaling: cache {args.cache}, device {args.device}")
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
-          f"torch {torch.__version__}, transformers {transformers.__version__}")
+    hardware = ", ".join(f"{k} {v}" for k, v in device_info(torch.device(args.device)).items())
+    print(f"machine: {hardware}; torch {torch.__version__}, transformers {transformers.__version__}")
 
     pair = load_pair(model, model, device=args.device)
     source = pair.encode("translate English to German: the small house is by the river.", 64)
