@@ -48,6 +48,21 @@ def step_times(pair, input_ids, length: int) -> list[float]:
     return seconds
 
 
+def recompute_seconds(pair, input_ids, position: int, repeats: int = 5) -> float:
+    """Median seconds of one step without a cache: a forward over the whole sequence up to `position`
+    (what a loop that re-ran the prefix would pay there). For reference only."""
+    seconds = []
+    for _ in range(repeats):
+        decoder = pair.decoder("verifier", input_ids)  # a fresh, empty cache
+        decoder.extend([decoder.tokens[-1]] * position)
+        _sync(pair.device)
+        start = time.perf_counter()
+        decoder.logits()
+        _sync(pair.device)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
 def resident_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -89,6 +104,11 @@ def main() -> None:
     for start in range(0, length, block):
         median = statistics.median(seconds[start:start + block])
         print(f"| {start}-{min(start + block, length) - 1} | {1000 * median:.2f} | {median / first:.2f} |")
+    if args.cache == "dynamic":
+        early, late = block // 2, length - block // 2
+        print(f"\nFor reference, one step with no cache (a forward over the whole prefix): "
+              f"{1000 * recompute_seconds(pair, source, early):.1f} ms at position {early}, "
+              f"{1000 * recompute_seconds(pair, source, late):.1f} ms at position {late}.")
 
     pair = load_pair(str(PAIR / "drafter"), str(PAIR / "verifier"), device=args.device)
     if args.cache == "static":
