@@ -269,7 +269,7 @@ def _methods(file: Path, data: Any, default_gamma: int) -> tuple[MethodRun, ...]
     return tuple(runs)
 
 
-VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.]+$")
+VARIANT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def load_run_config(path: str | Path, variant: str | None = None) -> RunConfig:
@@ -320,7 +320,7 @@ def _variants(file: Path, data: Any) -> dict[str, dict]:
                           f"{type(variants).__name__}")
     for name, overlay in variants.items():
         if not isinstance(name, str) or not VARIANT_NAME.match(name):
-            raise ConfigError(file, "variants", f"variant name {name!r} must be letters, digits, '_' or '.'")
+            raise ConfigError(file, "variants", f"variant name {name!r} must be letters, digits, '_' or '-'")
         if overlay is not None and not isinstance(overlay, dict):
             raise ConfigError(file, f"variants.{name}", f"must be a mapping, got {type(overlay).__name__}")
         if overlay and "variants" in overlay:
@@ -339,9 +339,15 @@ def _merge(base: dict, overlay: dict) -> dict:
 
 
 def _has_key(data: Any, dotted: str) -> bool:
-    """Whether a dotted key such as `decoding.temperature` or `methods[2].alpha` starts in `data`."""
-    head = re.split(r"[.\[]", dotted, maxsplit=1)[0]
-    return isinstance(data, dict) and head in data
+    """Whether the value at a dotted key such as `decoding.temperature` or `methods[2].alpha` comes from
+    `data` (a variant's overlay; a list in it replaces the base's whole list)."""
+    for part in re.findall(r"[^.\[\]]+", dotted):
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+        if isinstance(data, list):
+            return True
+    return True
 
 
 def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str, ...]) -> RunConfig:

@@ -199,3 +199,15 @@ def test_validate_lists_the_base_and_every_variant(tmp_path, data_file):
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 2 and "[g3]: ok, t-g3 -> results/t-g3" in lines[1] and "spec_cascade-opt-a0.1-g3" in lines[1]
+
+
+def test_variant_error_in_a_replaced_method_list_is_located_in_the_variant(tmp_path, data_file):
+    config = base_config(data_file)
+    config["variants"] = {"bad": {"methods": [{"method": "verifier"}, {"method": "token_cascade", "alpha": 2.0}]},
+                          "bad_name.x": {}}
+    with pytest.raises(ConfigError, match="variant name 'bad_name.x'"):
+        load_run_config(write(tmp_path, config))
+    del config["variants"]["bad_name.x"]
+    with pytest.raises(ConfigError) as err:
+        load_run_config(write(tmp_path, config), "bad")
+    assert err.value.key == "variants.bad.methods[1].alpha"
