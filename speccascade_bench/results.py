@@ -173,7 +173,8 @@ def summarize(results: Path) -> pd.DataFrame:
         gamma = params.get("draft_length")
         predicted = math.nan
         if gamma and drafted and not math.isnan(cost_ratio):
-            predicted = leviathan_speedup(acceptance, gamma, cost_ratio)
+            target_bonus = rows[0]["method"] == "spec_cascade" and params.get("bonus", "target") == "target"
+            predicted = leviathan_speedup(acceptance, gamma, cost_ratio, gamma + 1 if target_bonus else gamma)
         records.append({
             "run_id": run_id,
             "method": rows[0]["method"],

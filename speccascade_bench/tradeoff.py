@@ -54,9 +54,13 @@ def best_quality_within(points: Sequence[tuple[float, float]], max_latency: floa
     return best
 
 
-def leviathan_speedup(acceptance: float, gamma: int, cost_ratio: float) -> float:
+def leviathan_speedup(acceptance: float, gamma: int, cost_ratio: float, drafter_calls: int | None = None) -> float:
     """Leviathan et al.'s expected wall-time improvement over the verifier alone, from the acceptance
-    rate a, the draft length gamma and the per-call cost ratio c (drafter / verifier)."""
+    rate a, the draft length gamma and the per-call cost ratio c (drafter / verifier):
+    `(1 - a^(gamma+1)) / ((1 - a)(gamma c + 1))`. `drafter_calls` replaces gamma in the cost of a round
+    for a method that calls the drafter more often (a speculative cascade whose bonus token is drawn
+    from its target needs the drafter's distribution at the bonus position: gamma + 1 calls)."""
+    calls = gamma if drafter_calls is None else drafter_calls
     if acceptance >= 1.0:
-        return (gamma + 1) / (gamma * cost_ratio + 1)
-    return (1 - acceptance ** (gamma + 1)) / ((1 - acceptance) * (gamma * cost_ratio + 1))
+        return (gamma + 1) / (calls * cost_ratio + 1)
+    return (1 - acceptance ** (gamma + 1)) / ((1 - acceptance) * (calls * cost_ratio + 1))

@@ -36,3 +36,5 @@ def test_leviathan_speedup_formula():
     assert leviathan_speedup(0.8, 4, 0.1) == pytest.approx((1 - 0.8**5) / (0.2 * 1.4))
     assert leviathan_speedup(1.0, 4, 0.0) == pytest.approx(5.0)
     assert leviathan_speedup(0.0, 4, 0.0) == pytest.approx(1.0)
+    # a cascade that also asks the drafter at the bonus position pays gamma + 1 drafter calls per round
+    assert leviathan_speedup(0.8, 4, 0.1, drafter_calls=5) == pytest.approx((1 - 0.8**5) / (0.2 * 1.5))
