@@ -171,7 +171,8 @@ def main() -> None:
         print(f"| {label} | {total[ours_case] / total[peer_case]:.3f} | {goal} |")
     for label, spec, base, suffix in speedups:
         results = outputs[spec]
-        a = sum(o.accepted for o in results) / sum(o.drafted for o in results)
+        accepted = sum(o.accepted for o in results)  # per judged position, as the formula takes it
+        a = accepted / (accepted + sum(o.rejections for o in results))
         c = cost_ratio(suffix)
         measured = total[base] / total[spec]
         calls = args.gamma + 1 if spec.startswith("spec_cascade") else args.gamma  # + the bonus position

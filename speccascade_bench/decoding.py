@@ -55,6 +55,7 @@ class DecodeResult:
     accepted: int = 0
     rounds: int = 0
     accepted_per_round: list[int] = field(default_factory=list)
+    rejections: int = 0              # rounds that ended at a rejected draft token (not all accepted)
     deferred: float = 0.0            # positions deferred to the verifier (expected mass for token rules)
     drafter_logprob: float | None = None  # sum of unscaled log q over the drafter's own output tokens
 
@@ -183,6 +184,7 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
         result.drafted += len(drafted)
         result.accepted += kept
         result.accepted_per_round.append(kept)
+        result.rejections += kept < len(drafted)
         result.deferred += 1
         result.tokens = result.tokens[: start + kept] + [token]
         for decoder in (drafter, verifier):
@@ -239,6 +241,7 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodeSetti
         result.drafted += k
         result.accepted += outcome.accepted
         result.accepted_per_round.append(outcome.accepted)
+        result.rejections += outcome.accepted < k
         for decoder in (drafter, verifier):
             decoder.truncate(decoder.prompt_length + base + outcome.accepted)
             decoder.extend(new_tokens[outcome.accepted:])

@@ -14,6 +14,7 @@ COLUMNS = [
     ("run_id", "run", "{}"), ("n", "n", "{:d}"), ("quality", "quality", "{:.2f}"),
     ("latency_mean_s", "latency (ms)", "{:.1f}"), ("relative_latency", "rel. latency", "{:.3f}"),
     ("speedup", "speed-up", "{:.2f}x"), ("acceptance_rate", "accept", "{:.3f}"),
+    ("acceptance_prob", "accept prob", "{:.3f}"),
     ("tokens_per_round", "tok/round", "{:.2f}"), ("deferral_rate", "deferral", "{:.3f}"),
     ("predicted_speedup", "predicted", "{:.2f}x"), ("of_predicted", "of predicted", "{:.2f}"),
     ("output_tokens_mean", "out tokens", "{:.1f}"),
@@ -95,8 +96,9 @@ def build_report(results: Path) -> str:
     header += [
         "",
         "Quality is the corpus score; latency the mean seconds per example; relative latency is against the "
-        "verifier on the same examples; predicted is Leviathan et al.'s speed-up from the measured acceptance "
-        "rate and c, and 'of predicted' the measured speed-up over it.",
+        "verifier on the same examples; accept is accepted / drafted tokens, accept prob the per-position "
+        "acceptance probability (accepted / judged positions); predicted is Leviathan et al.'s speed-up from "
+        "accept prob and c, and 'of predicted' the measured speed-up over it.",
         "",
     ]
     text = "\n".join(header) + markdown_table(frame) + "\n\n" + tradeoff_table(frame)

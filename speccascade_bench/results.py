@@ -21,13 +21,13 @@ from .tradeoff import leviathan_speedup
 EXAMPLE_FIELDS = (
     "example_id", "run_id", "method", "params", "prediction", "reference", "output_tokens", "input_tokens",
     "latency_s", "latency_trials_s", "drafter_calls", "verifier_calls", "drafted", "accepted", "rounds",
-    "accepted_per_round", "deferred", "confidence",
+    "accepted_per_round", "rejections", "deferred", "confidence",
 )
 SUMMARY_COLUMNS = (
     "run_id", "method", "rule", "alpha", "threshold", "beta", "bonus", "draft_length", "temperature", "n", "metric",
     "quality", "latency_mean_s", "latency_p50_s", "latency_std_s", "trial_cv", "relative_latency", "speedup",
-    "acceptance_rate", "tokens_per_round", "deferral_rate", "output_tokens_mean", "drafter_calls_mean",
-    "verifier_calls_mean", "cost_ratio", "predicted_speedup", "relative_cost",
+    "acceptance_rate", "acceptance_prob", "tokens_per_round", "deferral_rate", "output_tokens_mean",
+    "drafter_calls_mean", "verifier_calls_mean", "cost_ratio", "predicted_speedup", "relative_cost",
 )
 
 
@@ -100,6 +100,18 @@ def load_examples(results: Path) -> dict[str, list[dict]]:
     return runs
 
 
+def _acceptance_prob(rows: list[dict]) -> float:
+    """The per-position acceptance probability that Leviathan et al.'s formula takes: accepted draft
+    tokens over the draft positions the verifier decided on (each accepted one, plus the rejected one
+    that ends a round). Draft tokens after a rejection were never judged, so accepted / drafted is
+    lower than this whenever rounds end early. NaN for results recorded without `rejections`."""
+    if any("rejections" not in row for row in rows):
+        return math.nan
+    accepted = sum(row["accepted"] for row in rows)
+    judged = accepted + sum(row["rejections"] for row in rows)
+    return accepted / judged if judged else math.nan
+
+
 def _trial_cv(rows: list[dict]) -> float:
     """The spread of repeated timings: the mean over examples of the standard deviation of an example's
     timed trials over their mean (NaN with one trial per example, or for derived runs)."""
@@ -170,11 +182,12 @@ def summarize(results: Path) -> pd.DataFrame:
         n_rounds = sum(row["rounds"] for row in rows)
         tokens = sum(row["output_tokens"] for row in rows)
         acceptance = accepted / drafted if drafted else math.nan
+        acceptance_prob = _acceptance_prob(rows)
         gamma = params.get("draft_length")
         predicted = math.nan
-        if gamma and drafted and not math.isnan(cost_ratio):
+        if gamma and drafted and not math.isnan(cost_ratio) and not math.isnan(acceptance_prob):
             target_bonus = rows[0]["method"] == "spec_cascade" and params.get("bonus", "target") == "target"
-            predicted = leviathan_speedup(acceptance, gamma, cost_ratio, gamma + 1 if target_bonus else gamma)
+            predicted = leviathan_speedup(acceptance_prob, gamma, cost_ratio, gamma + 1 if target_bonus else gamma)
         records.append({
             "run_id": run_id,
             "method": rows[0]["method"],
@@ -195,6 +208,7 @@ def summarize(results: Path) -> pd.DataFrame:
             "relative_latency": relative,
             "speedup": 1.0 / relative if relative else math.nan,
             "acceptance_rate": acceptance,
+            "acceptance_prob": acceptance_prob,
             "tokens_per_round": tokens / n_rounds if n_rounds else math.nan,
             "deferral_rate": sum(row["deferred"] for row in rows) / tokens if tokens else math.nan,
             "output_tokens_mean": tokens / len(rows),

@@ -150,7 +150,8 @@ def _record(example: Example, run: MethodRun, result, prediction: str, latencies
         "input_tokens": input_tokens, "latency_s": sum(latencies) / len(latencies),
         "latency_trials_s": latencies, "drafter_calls": result.drafter_calls,
         "verifier_calls": result.verifier_calls, "drafted": result.drafted, "accepted": result.accepted,
-        "rounds": result.rounds, "accepted_per_round": result.accepted_per_round, "deferred": result.deferred,
+        "rounds": result.rounds, "accepted_per_round": result.accepted_per_round, "rejections": result.rejections,
+        "deferred": result.deferred,
         "confidence": result.confidence,
     }
 

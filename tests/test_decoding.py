@@ -6,7 +6,7 @@ import torch
 from scipy.stats import chisquare
 
 from speccascade_bench.decoding import DecodeSettings, decode
-from speccascade_bench.lm import ModelLoadError, check_compatible
+from speccascade_bench.lm import ModelLoadError, ModelPair, check_compatible
 
 from .helpers import EOS, VOCAB, prompt, tiny_llama, tiny_pair, tiny_t5
 
@@ -98,6 +98,7 @@ def test_counters_are_consistent(pairs):
                     assert r.accepted <= r.drafted <= 4 * r.rounds
                     assert r.verifier_calls == r.rounds
                     assert sum(r.accepted_per_round) == r.accepted and len(r.accepted_per_round) == r.rounds
+                    assert sum(k < 4 for k in r.accepted_per_round) >= r.rejections >= 0
                     assert 1 <= r.output_length <= 20
                     assert 0 <= r.deferred <= r.drafted + r.rounds
             for temperature in (0.0, 1.0):
@@ -113,6 +114,16 @@ def test_counters_are_consistent(pairs):
             assert drafter.verifier_calls == 0 and drafter.drafter_calls == drafter.output_length
             verifier = _greedy("verifier", pair, seed)
             assert verifier.drafter_calls == 0 and verifier.verifier_calls == verifier.output_length
+
+
+def test_a_drafter_identical_to_the_verifier_is_never_rejected(pairs):
+    for pair in pairs:
+        same = ModelPair(pair.verifier, pair.verifier, None, torch.device("cpu"), torch.float32)
+        for seed in SEEDS:
+            for temperature in (0.0, 1.0):
+                settings = DecodeSettings(max_new_tokens=20, temperature=temperature, draft_length=4)
+                r = decode("spec_decode", same, prompt(seed), settings, {}, torch.Generator().manual_seed(seed))
+                assert r.rejections == 0 and r.accepted == r.drafted > 0
 
 
 def test_token_cascade_never_calls_verifier_without_deferral(pairs):

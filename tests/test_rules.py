@@ -1,6 +1,8 @@
 """The pure maths: scaled distributions, deferral rules on hand-computed examples and at their extremes,
 cascade targets, and the speculative sampler's output distribution (statistical tests, fixed seeds)."""
 
+import math
+
 import pytest
 import torch
 from scipy.stats import chisquare
@@ -180,3 +182,28 @@ def test_cascade_sampler_matches_target(rule, alpha):
     first, bonus = _run_rounds(target_fn, True)
     _assert_matches(first, pi[0])
     _assert_matches(bonus, pi[1])
+
+
+def test_acceptance_probability_is_estimated_per_judged_position():
+    """Rounds of 4 drafts with the same draft and verifier distributions at every position accept each
+    judged draft with probability alpha = sum(min(q, p)) = 0.55. accepted / (accepted + rejections)
+    recovers alpha, and the mean tokens per round is Leviathan's (1 - alpha^5) / (1 - alpha); accepted /
+    drafted does not estimate alpha (drafts after a rejection are never judged)."""
+    from speccascade_bench.results import _acceptance_prob
+
+    gamma, rounds = 4, 4000
+    alpha = float(torch.minimum(DRAFT, VERIFY).sum())
+    generator = torch.Generator().manual_seed(99)
+    draft = Dists(DRAFT.repeat(gamma, 1), DRAFT.repeat(gamma, 1))
+    target = rules.lossless_target(draft, Dists(VERIFY.repeat(gamma + 1, 1), VERIFY.repeat(gamma + 1, 1)))
+    rows, tokens = [], 0
+    for _ in range(rounds):
+        drafts = torch.multinomial(DRAFT, gamma, replacement=True, generator=generator)
+        outcome = rules.verify_round(drafts, draft.scaled, target, generator)
+        rows.append({"accepted": outcome.accepted, "rejections": int(outcome.accepted < gamma)})
+        tokens += outcome.accepted + 1
+    accepted = sum(row["accepted"] for row in rows)
+    assert _acceptance_prob(rows) == pytest.approx(alpha, abs=0.02)
+    assert tokens / rounds == pytest.approx((1 - alpha ** (gamma + 1)) / (1 - alpha), rel=0.03)
+    assert accepted / (gamma * rounds) < alpha - 0.2
+    assert math.isnan(_acceptance_prob([{"accepted": 3}]))  # recorded without rejections
