@@ -172,15 +172,11 @@ def plot(results: list[Path] = typer.Argument(..., help="results folders of `scb
                                   "several folders the combined figure goes to the first one's parent)")) -> None:
     """Draw quality against latency relative to the verifier (PNG and PDF), one figure per results
     folder; with several folders also a combined figure with a panel per folder."""
-    from .plot import plot_combined, plot_results
+    from .plot import plot_folders
     from .results import ResultsError
 
     try:
-        paths = []
-        for folder in results:
-            paths += plot_results(folder, out / folder.name if out and len(results) > 1 else out)
-        if len(results) > 1:
-            paths += plot_combined(results, out or results[0].parent)
+        paths = plot_folders(results, out)
     except ResultsError as exc:
         _fail(str(exc))
     for path in paths:

@@ -16,26 +16,34 @@ FIGURES = {
 }
 
 
-def plot_results(results: Path, out: Path | None = None) -> list[Path]:
-    """Draw quality against relative latency, and against relative call cost; returns the PNG and PDF
-    paths."""
-    manifest = read_manifest(results)
-    frame = write_summary(results)
-    out = out or results
+def plot_folders(folders: list[Path], out: Path | None = None) -> list[Path]:
+    """Draw quality against relative latency, and against relative call cost, for each results folder
+    (into `out`, or into each folder; with several folders into `out/<folder name>`), and with several
+    folders a combined figure with a panel per folder (`combined_*` in `out`, or in the first folder's
+    parent). Each folder's summary is computed once. Returns the PNG and PDF paths."""
+    runs = [(read_manifest(folder)["config"], with_curves(write_summary(folder))) for folder in folders]
+    paths = []
+    for folder, (cfg, frame) in zip(folders, runs, strict=True):
+        target = out / folder.name if out and len(folders) > 1 else out or folder
+        paths += _plot_one(cfg, frame, target)
+    if len(folders) > 1:
+        paths += _plot_combined(runs, out or folders[0].parent)
+    return paths
+
+
+def _plot_one(cfg: dict, frame, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
+    colors = _colors([frame])
     for name, (column, label) in FIGURES.items():
         fig, ax = _subplots(1)
-        _draw(ax[0], frame, manifest["config"], column, label, _colors([frame]))
+        _draw(ax[0], frame, cfg, column, label, colors)
         ax[0].legend(fontsize=8, loc="best")
         paths += _save(fig, out / name)
     return paths
 
 
-def plot_combined(folders: list[Path], out: Path) -> list[Path]:
-    """One figure with a panel per results folder (e.g. one per task), for each x axis; returns the
-    PNG and PDF paths (`combined_quality_latency.*`, `combined_quality_cost.*` in `out`)."""
-    runs = [(read_manifest(folder)["config"], write_summary(folder)) for folder in folders]
+def _plot_combined(runs: list[tuple[dict, object]], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     colors = _colors([frame for _, frame in runs])  # one colour per curve across the panels
@@ -55,9 +63,10 @@ def plot_combined(folders: list[Path], out: Path) -> list[Path]:
 
 
 def _colors(frames) -> dict[str, tuple]:
+    """A colour per curve of frames that have a `curve` column (`with_curves`)."""
     from matplotlib import colormaps
 
-    curves = list(dict.fromkeys(curve for frame in frames for curve in with_curves(frame)["curve"]))
+    curves = list(dict.fromkeys(curve for frame in frames for curve in frame["curve"]))
     palette = colormaps["tab20"].colors
     return {curve: palette[(2 * i) % 20 + (2 * i) // 20 % 2] for i, curve in enumerate(curves)}
 
@@ -84,7 +93,7 @@ def _save(fig, stem: Path) -> list[Path]:
 
 
 def _draw(ax, frame, cfg: dict, column: str, label: str, colors: dict[str, tuple]) -> None:
-    frame = with_curves(frame)
+    """One panel; `frame` is a summary with its `curve` column."""
     for curve, rows in frame.groupby("curve", sort=False):
         method = rows["method"].iloc[0]
         if method in POINT_METHODS and len(rows) == 1:
