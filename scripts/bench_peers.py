@@ -30,7 +30,7 @@ from speccascade_bench.lm import ModelPair, StaticShapes, load_pair
 from speccascade_bench.runner import device_info
 from speccascade_bench.timing import timed
 from speccascade_bench.toy.language import make_splits
-from speccascade_bench.tradeoff import leviathan_speedup
+from speccascade_bench.tradeoff import acceptance_probability, drafter_calls_per_round, leviathan_speedup
 
 PAIR = Path(__file__).resolve().parent.parent / "speccascade_bench" / "toy" / "pair"
 
@@ -171,11 +171,11 @@ def main() -> None:
         print(f"| {label} | {total[ours_case] / total[peer_case]:.3f} | {goal} |")
     for label, spec, base, suffix in speedups:
         results = outputs[spec]
-        accepted = sum(o.accepted for o in results)  # per judged position, as the formula takes it
-        a = accepted / (accepted + sum(o.rejections for o in results))
+        a = acceptance_probability(sum(o.accepted for o in results), sum(o.rejections for o in results))
         c = cost_ratio(suffix)
         measured = total[base] / total[spec]
-        calls = args.gamma + 1 if spec.startswith("spec_cascade") else args.gamma  # + the bonus position
+        method = spec.split()[0]
+        calls = drafter_calls_per_round(method, cascade if method == "spec_cascade" else {}, args.gamma)
         predicted = leviathan_speedup(a, args.gamma, c, calls)
         print(f"| speed-up / predicted: {label} (a={a:.3f}, c={c:.3f}) | {measured:.2f} / "
               f"{predicted:.2f} = {measured / predicted:.3f} | >= 0.9 |")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .metrics import corpus_score
-from .tradeoff import leviathan_speedup
+from .tradeoff import acceptance_probability, drafter_calls_per_round, leviathan_speedup
 
 EXAMPLE_FIELDS = (
     "example_id", "run_id", "method", "params", "prediction", "reference", "output_tokens", "input_tokens",
@@ -101,15 +101,10 @@ def load_examples(results: Path) -> dict[str, list[dict]]:
 
 
 def _acceptance_prob(rows: list[dict]) -> float:
-    """The per-position acceptance probability that Leviathan et al.'s formula takes: accepted draft
-    tokens over the draft positions the verifier decided on (each accepted one, plus the rejected one
-    that ends a round). Draft tokens after a rejection were never judged, so accepted / drafted is
-    lower than this whenever rounds end early. NaN for results recorded without `rejections`."""
+    """`acceptance_probability` over a run's rows; NaN for results recorded without `rejections`."""
     if any("rejections" not in row for row in rows):
         return math.nan
-    accepted = sum(row["accepted"] for row in rows)
-    judged = accepted + sum(row["rejections"] for row in rows)
-    return accepted / judged if judged else math.nan
+    return acceptance_probability(sum(row["accepted"] for row in rows), sum(row["rejections"] for row in rows))
 
 
 def _trial_cv(rows: list[dict]) -> float:
@@ -186,8 +181,8 @@ def summarize(results: Path) -> pd.DataFrame:
         gamma = params.get("draft_length")
         predicted = math.nan
         if gamma and drafted and not math.isnan(cost_ratio) and not math.isnan(acceptance_prob):
-            target_bonus = rows[0]["method"] == "spec_cascade" and params.get("bonus", "target") == "target"
-            predicted = leviathan_speedup(acceptance_prob, gamma, cost_ratio, gamma + 1 if target_bonus else gamma)
+            calls = drafter_calls_per_round(rows[0]["method"], params, gamma)
+            predicted = leviathan_speedup(acceptance_prob, gamma, cost_ratio, calls)
         records.append({
             "run_id": run_id,
             "method": rows[0]["method"],

@@ -6,6 +6,7 @@ straight lines. Values read between two measured points are interpolated and mar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,6 +53,20 @@ def best_quality_within(points: Sequence[tuple[float, float]], max_latency: floa
             if best is None or at_limit > best.value:
                 best = Reading(at_limit, True)
     return best
+
+
+def acceptance_probability(accepted: int, rejections: int) -> float:
+    """The per-position acceptance probability a of Leviathan et al.'s formula: accepted draft tokens
+    over the draft positions the verifier judged (each accepted one, plus the rejected one that ends a
+    round). Draft tokens after a rejection are never judged, so accepted / drafted is lower."""
+    judged = accepted + rejections
+    return accepted / judged if judged else math.nan
+
+
+def drafter_calls_per_round(method: str, params: dict, gamma: int) -> int:
+    """Drafter calls of one speculative round: gamma, plus one for a speculative cascade whose bonus
+    token is drawn from its target (it needs the drafter's distribution at the bonus position)."""
+    return gamma + 1 if method == "spec_cascade" and params.get("bonus", "target") == "target" else gamma
 
 
 def leviathan_speedup(acceptance: float, gamma: int, cost_ratio: float, drafter_calls: int | None = None) -> float:
