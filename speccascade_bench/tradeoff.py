@@ -69,13 +69,18 @@ def drafter_calls_per_round(method: str, params: dict, gamma: int) -> int:
     return gamma + 1 if method == "spec_cascade" and params.get("bonus", "target") == "target" else gamma
 
 
-def leviathan_speedup(acceptance: float, gamma: int, cost_ratio: float, drafter_calls: int | None = None) -> float:
+def leviathan_speedup(acceptance: float, gamma: int, cost_ratio: float, drafter_calls: int | None = None,
+                      verify_cost: float = 1.0) -> float:
     """Leviathan et al.'s expected wall-time improvement over the verifier alone, from the acceptance
     rate a, the draft length gamma and the per-call cost ratio c (drafter / verifier):
     `(1 - a^(gamma+1)) / ((1 - a)(gamma c + 1))`. `drafter_calls` replaces gamma in the cost of a round
     for a method that calls the drafter more often (a speculative cascade whose bonus token is drawn
-    from its target needs the drafter's distribution at the bonus position: gamma + 1 calls)."""
+    from its target needs the drafter's distribution at the bonus position: gamma + 1 calls).
+
+    The formula prices the verifier call that scores a round's gamma + 1 positions at one verifier step.
+    `verify_cost` r replaces that 1 where the machine charges more (`(gamma c + r)` in the denominator):
+    the bound a loop can reach on hardware where a wider call costs r steps."""
     calls = gamma if drafter_calls is None else drafter_calls
     if acceptance >= 1.0:
-        return (gamma + 1) / (calls * cost_ratio + 1)
-    return (1 - acceptance ** (gamma + 1)) / ((1 - acceptance) * (calls * cost_ratio + 1))
+        return (gamma + 1) / (calls * cost_ratio + verify_cost)
+    return (1 - acceptance ** (gamma + 1)) / ((1 - acceptance) * (calls * cost_ratio + verify_cost))

@@ -38,3 +38,6 @@ def test_leviathan_speedup_formula():
     assert leviathan_speedup(0.0, 4, 0.0) == pytest.approx(1.0)
     # a cascade that also asks the drafter at the bonus position pays gamma + 1 drafter calls per round
     assert leviathan_speedup(0.8, 4, 0.1, drafter_calls=5) == pytest.approx((1 - 0.8**5) / (0.2 * 1.5))
+    # a machine where the verifier call over gamma + 1 positions costs r = 1.3 one-token steps
+    assert leviathan_speedup(0.8, 4, 0.1, verify_cost=1.3) == pytest.approx((1 - 0.8**5) / (0.2 * 1.7))
+    assert leviathan_speedup(1.0, 4, 0.0, verify_cost=2.0) == pytest.approx(2.5)
