@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 TOY_DATA := data/toy/test.jsonl
 
-.PHONY: install demo test lint toy-data toy-pair ci-run bench bench-quick clean-results
+.PHONY: install demo test lint toy-data toy-pair ci-run bench bench-quick bench-gpu clean-results
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,10 @@ bench: install
 bench-quick: install
 	$(BIN)/python scripts/bench_peers.py --quick
 	$(BIN)/python scripts/bench_scaling.py --quick
+
+# On a GPU: the whole timing protocol of docs/PERFORMANCE.md, outputs in results/gpu-<date>/.
+bench-gpu: install
+	PYTHON=$(BIN)/python bash scripts/gpu_protocol.sh
 
 clean-results:
 	rm -rf results/toy_t1 results/toy_t0 results/ci

@@ -8,6 +8,7 @@
    on CUDA, allocated device memory) is read after each; it should level off after the first examples.
 
 Usage: python scripts/bench_scaling.py [--quick] [--model random:t5-v1_1-small] [--cache dynamic|static]
+         [--compile-mode none|default|reduce-overhead|max-autotune] [--device cpu|cuda]
 It reports; it asserts nothing about time.
 """
 
@@ -24,14 +25,10 @@ import transformers
 from speccascade_bench.decoding import DecodeSettings, decode
 from speccascade_bench.lm import StaticShapes, load_pair
 from speccascade_bench.runner import device_info
+from speccascade_bench.timing import synchronize
 from speccascade_bench.toy.language import make_splits
 
 PAIR = Path(__file__).resolve().parent.parent / "speccascade_bench" / "toy" / "pair"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def step_times(pair, input_ids, length: int) -> list[float]:
@@ -39,10 +36,10 @@ def step_times(pair, input_ids, length: int) -> list[float]:
     decoder = pair.decoder("verifier", input_ids)
     seconds = []
     for _ in range(length):
-        _sync(pair.device)
+        synchronize(pair.device)
         start = time.perf_counter()
         token = int(decoder.logits()[-1].argmax())
-        _sync(pair.device)
+        synchronize(pair.device)
         seconds.append(time.perf_counter() - start)
         decoder.extend([token])
     return seconds
@@ -55,10 +52,10 @@ def recompute_seconds(pair, input_ids, position: int, repeats: int = 5) -> float
     for _ in range(repeats):
         decoder = pair.decoder("verifier", input_ids)  # a fresh, empty cache
         decoder.extend([decoder.tokens[-1]] * position)
-        _sync(pair.device)
+        synchronize(pair.device)
         start = time.perf_counter()
         decoder.logits()
-        _sync(pair.device)
+        synchronize(pair.device)
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
 
@@ -79,20 +76,26 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=400, help="examples of the memory test")
     parser.add_argument("--cache", choices=("dynamic", "static"), default="dynamic")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile-mode", choices=("none", "default", "reduce-overhead", "max-autotune"),
+                        default="none", help="compile the decode steps (static caches only; reduce-overhead adds CUDA "
+                                             "graphs on a GPU)")
     args = parser.parse_args()
+    if args.compile_mode != "none" and args.cache != "static":
+        parser.error("--compile-mode needs --cache static")
+    compile_mode = None if args.compile_mode == "none" else args.compile_mode
     length, examples = (128, 40) if args.quick else (args.length, args.examples)
     model = str(PAIR / "verifier") if args.quick else args.model
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
-    print(f"# bench_scaling: cache {args.cache}, device {args.device}")
+    print(f"# bench_scaling: cache {args.cache}, compile {args.compile_mode}, device {args.device}")
     hardware = ", ".join(f"{k} {v}" for k, v in device_info(torch.device(args.device)).items())
     print(f"machine: {hardware}; torch {torch.__version__}, transformers {transformers.__version__}")
 
     pair = load_pair(model, model, device=args.device)
     source = pair.encode("translate English to German: the small house is by the river.", 64)
     if args.cache == "static":
-        pair.use_static_caches(StaticShapes(length, 64, 1))
+        pair.use_static_caches(StaticShapes(length, 64, 1, (1,), compile_mode), source)
     step_times(pair, source, 8)  # warm-up
     seconds = step_times(pair, source, length)
     block = max(1, length // 8)
@@ -111,9 +114,9 @@ def main() -> None:
               f"{1000 * recompute_seconds(pair, source, late):.1f} ms at position {late}.")
 
     pair = load_pair(str(PAIR / "drafter"), str(PAIR / "verifier"), device=args.device)
-    if args.cache == "static":
-        pair.use_static_caches(StaticShapes(64, 512, 6))
     sources = [row["src"] for row in make_splits(0, {"train": 20000, "validation": 200, "test": 500})["test"]]
+    if args.cache == "static":
+        pair.use_static_caches(StaticShapes(64, 512, 6, (1, 6), compile_mode), pair.encode(sources[0], 512))
     settings = DecodeSettings(64, 1.0, 1.0, 5)
     rss, device_mb = [], []
     for i in range(examples):
