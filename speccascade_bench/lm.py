@@ -12,6 +12,7 @@ position). Static shapes allow `torch.compile` of the decode steps, with CUDA gr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ class _StaticState:
     compiled: set[tuple[bool, int]] = field(default_factory=set)
     owner: object = None
     cuda_graphs: bool = False
+    warm: bool = False  # every shape compiled: calls may skip dynamo's guard checks
 
 
 class CachedDecoder:
@@ -145,6 +147,7 @@ class CachedDecoder:
         ids = torch.tensor([new], device=self.device)
         kwargs = {self._cache_kwarg: self._cache, "use_cache": True}
         forward = self.model
+        guards = contextlib.nullcontext()
         if self._static is not None:
             if self._static.owner is not self:
                 raise RuntimeError("this decoder's static cache was taken by a newer decoder of the same model")
@@ -152,16 +155,23 @@ class CachedDecoder:
                 raise ValueError(f"{len(self.tokens)} tokens overflow the static cache of {self._static.capacity}")
             if (self.calls == 0, len(new)) in self._static.compiled:
                 forward = self._static.step
+                # Every shape the step sees was compiled up front and nothing compiles while decoding (the
+                # tests check both), so dynamo need only tell its compiled variants apart, not re-check
+                # every guard (tensor metadata of each parameter and input) on every call.
+                if self._static.warm:
+                    guards = torch.compiler.set_stance(skip_guard_eval_unsafe=True)
                 if self._static.cuda_graphs:  # each call is a new step; earlier outputs were copied out
                     torch.compiler.cudagraph_mark_step_begin()
         if self.is_encoder_decoder:
             if self._encoder_mask is not None:
                 kwargs["attention_mask"] = self._encoder_mask
-            out = forward(encoder_outputs=self._encoder_outputs, decoder_input_ids=ids, **kwargs)
+            with guards:
+                out = forward(encoder_outputs=self._encoder_outputs, decoder_input_ids=ids, **kwargs)
         else:
             if self._keeps_logits and self._static is None:  # static: one graph per input length, not per keep
                 kwargs["logits_to_keep"] = keep
-            out = forward(input_ids=ids, **kwargs)
+            with guards:
+                out = forward(input_ids=ids, **kwargs)
         self._cache = getattr(out, "cache", None) or out.past_key_values
         self.cached = len(self.tokens)
         self.calls += 1
@@ -226,6 +236,7 @@ class ModelPair:
                     decoder.logits()
                 decoder.extend([self.eos_token_id] * (n - 1 if is_first else n))
                 decoder.logits(keep=n)
+        state.warm = True
 
     @property
     def eos_token_id(self) -> int:
