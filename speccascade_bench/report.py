@@ -17,6 +17,7 @@ COLUMNS = [
     ("acceptance_prob", "accept prob", "{:.3f}"),
     ("tokens_per_round", "tok/round", "{:.2f}"), ("deferral_rate", "deferral", "{:.3f}"),
     ("predicted_speedup", "predicted", "{:.2f}x"), ("of_predicted", "of predicted", "{:.2f}"),
+    ("verify_cost", "r", "{:.2f}"), ("of_predicted_at_r", "of pred. at r", "{:.2f}"),
     ("output_tokens_mean", "out tokens", "{:.1f}"),
 ]
 
@@ -32,7 +33,8 @@ def _cell(value, fmt: str, column: str) -> str:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    frame = frame.assign(of_predicted=frame["speedup"] / frame["predicted_speedup"])  # measured / predicted
+    frame = frame.assign(of_predicted=frame["speedup"] / frame["predicted_speedup"],  # measured / predicted
+                         of_predicted_at_r=frame["speedup"] / frame["predicted_speedup_at_r"])
     lines = ["| " + " | ".join(header for _, header, _ in COLUMNS) + " |",
              "|" + "|".join(" --- " for _ in COLUMNS) + "|"]
     for _, row in frame.iterrows():
@@ -98,7 +100,9 @@ def build_report(results: Path) -> str:
         "Quality is the corpus score; latency the mean seconds per example; relative latency is against the "
         "verifier on the same examples; accept is accepted / drafted tokens, accept prob the per-position "
         "acceptance probability (accepted / judged positions); predicted is Leviathan et al.'s speed-up from "
-        "accept prob and c, and 'of predicted' the measured speed-up over it.",
+        "accept prob and c, and 'of predicted' the measured speed-up over it; r is what a verifier call over "
+        "gamma + 1 positions cost in one-token steps on this machine (the formula assumes 1), and 'of pred. "
+        "at r' the measured speed-up over the prediction priced with it.",
         "",
     ]
     text = "\n".join(header) + markdown_table(frame) + "\n\n" + tradeoff_table(frame)

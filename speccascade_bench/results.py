@@ -2,6 +2,7 @@
 
     manifest.json           resolved config, versions, device, dtype, git commit, start time
     examples/<run_id>.jsonl one line per example and method run, appended and flushed as it finishes
+    call_costs.json         what a verifier call over gamma + 1 positions costs in one-token steps (r), per gamma
     summary.csv             one row per method run (written by `scb run` and `scb report`)
 """
 
@@ -27,8 +28,10 @@ SUMMARY_COLUMNS = (
     "run_id", "method", "rule", "alpha", "threshold", "beta", "bonus", "draft_length", "temperature", "n", "metric",
     "quality", "latency_mean_s", "latency_p50_s", "latency_std_s", "trial_cv", "relative_latency", "speedup",
     "acceptance_rate", "acceptance_prob", "tokens_per_round", "deferral_rate", "output_tokens_mean",
-    "drafter_calls_mean", "verifier_calls_mean", "cost_ratio", "predicted_speedup", "relative_cost",
+    "drafter_calls_mean", "verifier_calls_mean", "cost_ratio", "predicted_speedup", "verify_cost",
+    "predicted_speedup_at_r", "relative_cost",
 )
+CALL_COSTS_FILE = "call_costs.json"
 
 
 class ResultsError(RuntimeError):
@@ -157,6 +160,8 @@ def summarize(results: Path) -> pd.DataFrame:
     metric = manifest["config"]["task"]["metric"]
     temperature = manifest["config"]["decoding"]["temperature"]
     runs = load_examples(results)
+    costs_path = results / CALL_COSTS_FILE
+    verify_costs = json.loads(costs_path.read_text())["verify_call_cost"] if costs_path.exists() else {}
     verifier = {row["example_id"]: row["latency_s"] for row in runs.get("verifier", [])}
     step_cost = {}
     for role in ("drafter", "verifier"):
@@ -179,10 +184,12 @@ def summarize(results: Path) -> pd.DataFrame:
         acceptance = accepted / drafted if drafted else math.nan
         acceptance_prob = _acceptance_prob(rows)
         gamma = params.get("draft_length")
-        predicted = math.nan
+        predicted = predicted_at_r = math.nan
+        verify_cost = verify_costs.get(str(gamma), math.nan) if gamma else math.nan
         if gamma and drafted and not math.isnan(cost_ratio) and not math.isnan(acceptance_prob):
             calls = drafter_calls_per_round(rows[0]["method"], params, gamma)
             predicted = leviathan_speedup(acceptance_prob, gamma, cost_ratio, calls)
+            predicted_at_r = leviathan_speedup(acceptance_prob, gamma, cost_ratio, calls, verify_cost)
         records.append({
             "run_id": run_id,
             "method": rows[0]["method"],
@@ -211,6 +218,8 @@ def summarize(results: Path) -> pd.DataFrame:
             "verifier_calls_mean": _mean(row["verifier_calls"] for row in rows),
             "cost_ratio": cost_ratio,
             "predicted_speedup": predicted,
+            "verify_cost": verify_cost,
+            "predicted_speedup_at_r": predicted_at_r,
             # Machine-independent view: counted calls weighted by the measured per-call costs.
             "relative_cost": (_mean(row["drafter_calls"] for row in rows) * step_cost["drafter"]
                               + _mean(row["verifier_calls"] for row in rows) * step_cost["verifier"])

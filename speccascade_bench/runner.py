@@ -20,8 +20,16 @@ from .data import Example, load_examples
 from .decoding import DecodeSettings, decode
 from .lm import StaticShapes
 from .presets import is_preset
-from .results import ExampleWriter, ResultsError, examples_dir, read_lines, seq_cascade_rows, write_summary
-from .timing import timed
+from .results import (
+    CALL_COSTS_FILE,
+    ExampleWriter,
+    ResultsError,
+    examples_dir,
+    read_lines,
+    seq_cascade_rows,
+    write_summary,
+)
+from .timing import timed, wide_call_cost
 
 Progress = Callable[[str, int, int], None]  # (run_id, done, total)
 
@@ -196,6 +204,9 @@ def run(config: RunConfig, options: RunOptions = RunOptions(), progress: Progres
         for example in examples[: config.timing.warmup]:
             for run in decoded:
                 decode_once(example, run)
+        if progress:
+            progress("measuring call costs", 0, 0)
+        record_call_costs(out, pair, config, decoded, [inputs[ex.example_id] for ex in examples[:3]])
     writers = {run_id: ExampleWriter(path) for run_id, path in files.items()}
     try:
         for i, (example, run) in enumerate(todo):
@@ -216,6 +227,21 @@ def run(config: RunConfig, options: RunOptions = RunOptions(), progress: Progres
     _write_derived(out, derived)
     write_summary(out)
     return out
+
+
+def record_call_costs(out: Path, pair, config: RunConfig, runs: list[MethodRun], inputs: list[torch.Tensor]) -> None:
+    """Write what one verifier call over gamma + 1 positions costs, in one-token verifier steps, for each
+    draft length gamma of the runs (`timing.wide_call_cost`, from three positions spread over the output
+    length), to CALL_COSTS_FILE; the summary prices Leviathan et al.'s prediction with it."""
+    gammas = sorted({int(r.params["draft_length"]) for r in runs if "draft_length" in r.params})
+    if not gammas:
+        return
+    costs = {}
+    for gamma in gammas:
+        room = max(1, config.decoding.max_new_tokens - gamma - 1)  # a static cache holds max_new_tokens + 1
+        positions = tuple(sorted({max(1, room * k // 4) for k in (1, 2, 3)}))
+        costs[str(gamma)] = wide_call_cost(pair, "verifier", inputs, gamma + 1, positions)
+    (out / CALL_COSTS_FILE).write_text(json.dumps({"verify_call_cost": costs, "inputs": len(inputs)}, indent=2))
 
 
 def _write_derived(out: Path, derived: list[MethodRun]) -> None:

@@ -12,6 +12,7 @@ from speccascade_bench import runner
 from speccascade_bench.cli import app
 from speccascade_bench.config import load_run_config
 from speccascade_bench.results import EXAMPLE_FIELDS, SUMMARY_COLUMNS, read_lines
+from speccascade_bench.tradeoff import leviathan_speedup
 
 from .helpers import perturbed, tiny_t5
 
@@ -94,6 +95,17 @@ def test_run_report_plot_round_trip(workspace):
     verifier_row = dict(zip(header, next(line for line in summary if line.startswith("verifier,")).split(","),
                             strict=True))
     assert 0 <= float(verifier_row["trial_cv"]) < 1
+    # r, the cost of a verifier call over gamma + 1 positions in one-token steps, prices a second prediction
+    costs = json.loads((out / "call_costs.json").read_text())["verify_call_cost"]
+    assert set(costs) == {"3"} and costs["3"] > 0
+    spec_row = dict(zip(header, next(line for line in summary if line.startswith("spec_decode-g3,")).split(","),
+                        strict=True))
+    assert float(spec_row["verify_cost"]) == pytest.approx(costs["3"], rel=1e-5)
+    expected = leviathan_speedup(float(spec_row["acceptance_prob"]), 3, float(spec_row["cost_ratio"]),
+                                 verify_cost=float(spec_row["verify_cost"]))
+    assert float(spec_row["predicted_speedup_at_r"]) == pytest.approx(expected, rel=1e-4)
+    assert verifier_row["verify_cost"] == "" and verifier_row["predicted_speedup_at_r"] == ""
+    assert "of pred. at r" in report.output
     assert "Trade-off against the verifier" in report.output and "| spec_cascade opt | 2 |" in report.output
     assert (out / "report.md").read_text().strip() == report.output.strip()
 
