@@ -240,7 +240,7 @@ def record_call_costs(out: Path, pair, config: RunConfig, runs: list[MethodRun],
     for gamma in gammas:
         room = max(1, config.decoding.max_new_tokens - gamma - 1)  # a static cache holds max_new_tokens + 1
         positions = tuple(sorted({max(1, room * k // 4) for k in (1, 2, 3)}))
-        costs[str(gamma)] = wide_call_cost(pair, "verifier", inputs, gamma + 1, positions)
+        costs[str(gamma)] = wide_call_cost(pair, "verifier", inputs, gamma + 1, positions, repeats=5)
     (out / CALL_COSTS_FILE).write_text(json.dumps({"verify_call_cost": costs, "inputs": len(inputs)}, indent=2))
 
 
