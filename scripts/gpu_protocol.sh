@@ -4,20 +4,22 @@
 #
 #   bash scripts/gpu_protocol.sh [OUT_DIR]        (default results/gpu-<date>)
 #
-# Stages (each writes OUT_DIR/<stage>.md, or .log when it failed or ran out of time):
-#   1. gpu.txt          nvidia-smi and torch's view of the card
-#   2. peers            bench_peers.py on the toy pair: the suite against generate(), assisted generation and
-#                       transformers' static compiled loop, and the speed-ups against Leviathan's prediction,
-#                       with the compiled cases in mode reduce-overhead (CUDA graphs)
-#   3. scaling_dynamic  bench_scaling.py: per-token latency over 512 positions and memory over examples
-#   4. scaling_static   the same with static caches and CUDA-graph steps
-#   5. presets_dynamic  `scb run` of configs/latency_presets.yaml (T5 v1.1 small drafting for large, random
-#                       weights, bfloat16) with transformers' dynamic caches
-#   6. presets_static   the same on the fast path (static caches, CUDA graphs)
-# Environment: PYTHON (default python3), STAGES (the stages to run, default all: "peers scaling_dynamic
-# scaling_static presets_dynamic presets_static"), EXAMPLES (bench_peers examples, default 60), LIMIT
-# (preset-run examples, default 20), STAGE_SECONDS (each stage's limit, default 900), DEVICE (default cuda;
-# cpu runs the same commands on a CPU, as a check of the script), QUICK=1 (the benchmarks' --quick sizes).
+# Stages (each writes OUT_DIR/<stage>.md, or .log when it failed or ran out of time), after gpu.txt
+# (nvidia-smi and torch's view of the card):
+#   exactness        tests/test_static_cache.py on the GPU: static caches, compiled steps and CUDA graphs give
+#                    the dynamic-cache outputs for every method (needs pytest)
+#   peers            bench_peers.py on the toy pair: the suite against generate(), assisted generation and
+#                    transformers' static compiled loop, and the speed-ups against Leviathan's prediction, with
+#                    the compiled cases in mode reduce-overhead (CUDA graphs)
+#   scaling_dynamic  bench_scaling.py: per-token latency over 512 positions and memory over examples
+#   scaling_static   the same with static caches and CUDA-graph steps
+#   presets_dynamic  `scb run` of configs/latency_presets.yaml (T5 v1.1 small drafting for large, random
+#                    weights, bfloat16) with transformers' dynamic caches
+#   presets_static   the same on the fast path (static caches, CUDA graphs)
+# Environment: PYTHON (default python3); STAGES (the stages to run, default all, in the order above);
+# EXAMPLES (bench_peers examples, default 60); LIMIT (preset-run examples, default 20); STAGE_SECONDS (each
+# stage's limit, default 900); DEVICE (default cuda; cpu runs the same commands on a CPU, as a check of the
+# script); QUICK=1 (the benchmarks' --quick sizes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-results/gpu-$(date +%F)}
@@ -25,7 +27,7 @@ py=${PYTHON:-python3}
 examples=${EXAMPLES:-60}
 limit=${LIMIT:-20}
 stage_seconds=${STAGE_SECONDS:-900}
-stages=" ${STAGES:-peers scaling_dynamic scaling_static presets_dynamic presets_static} "
+stages=" ${STAGES:-exactness peers scaling_dynamic scaling_static presets_dynamic presets_static} "
 device=${DEVICE:-cuda}
 quick=()
 [ "${QUICK:-0}" = 1 ] && quick=(--quick)
@@ -53,6 +55,7 @@ stage() {  # stage NAME COMMAND...: run under the time limit; keep the output as
 'transformers', transformers.__version__); print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device')"; } > "$out/gpu.txt" 2>&1
 cat "$out/gpu.txt"
 
+stage exactness "$py" -m pytest -q -p no:cacheprovider tests/test_static_cache.py --device "$device"
 stage peers "$py" scripts/bench_peers.py --device "$device" --compile-mode reduce-overhead --examples "$examples" \
     "${quick[@]}"
 stage scaling_dynamic "$py" scripts/bench_scaling.py --device "$device" "${quick[@]}"

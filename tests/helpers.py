@@ -42,11 +42,12 @@ def perturbed(model, noise: float, seed: int):
     return drafter
 
 
-def tiny_pair(family: str, seed: int = 0, noise: float = 0.3) -> ModelPair:
+def tiny_pair(family: str, seed: int = 0, noise: float = 0.3, device: torch.device | str = "cpu") -> ModelPair:
     build = tiny_t5 if family == "t5" else tiny_llama
     verifier = build(seed)
     drafter = perturbed(verifier, noise, seed + 1000)
-    return ModelPair(drafter, verifier, tokenizer=None, device=torch.device("cpu"), dtype=torch.float32)
+    device = torch.device(device)
+    return ModelPair(drafter.to(device), verifier.to(device), tokenizer=None, device=device, dtype=torch.float32)
 
 
 def prompt(seed: int, length: int = 6) -> torch.Tensor:
