@@ -234,14 +234,15 @@ def record_call_costs(out: Path, pair, config: RunConfig, runs: list[MethodRun],
     draft length gamma of the runs (`timing.wide_call_cost`, from three positions spread over the output
     length), to CALL_COSTS_FILE; the summary prices Leviathan et al.'s prediction with it."""
     gammas = sorted({int(r.params["draft_length"]) for r in runs if "draft_length" in r.params})
-    if not gammas:
-        return
     costs = {}
     for gamma in gammas:
-        room = max(1, config.decoding.max_new_tokens - gamma - 1)  # a static cache holds max_new_tokens + 1
+        room = config.decoding.max_new_tokens - gamma - 1  # a position and a call must fit in max_new_tokens
+        if room < 1:  # outputs too short to time a call over gamma + 1 positions after the first
+            continue
         positions = tuple(sorted({max(1, room * k // 4) for k in (1, 2, 3)}))
         costs[str(gamma)] = wide_call_cost(pair, "verifier", inputs, gamma + 1, positions, repeats=5)
-    (out / CALL_COSTS_FILE).write_text(json.dumps({"verify_call_cost": costs, "inputs": len(inputs)}, indent=2))
+    if costs:
+        (out / CALL_COSTS_FILE).write_text(json.dumps({"verify_call_cost": costs, "inputs": len(inputs)}, indent=2))
 
 
 def _write_derived(out: Path, derived: list[MethodRun]) -> None:
