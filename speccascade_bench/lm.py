@@ -71,6 +71,19 @@ class _StaticState:
     warm: bool = False  # every shape compiled: calls may skip dynamo's guard checks
 
 
+def _crop(cache, positions: int) -> None:
+    """Remove the last `positions` positions from a (self-attention) KV cache. A static cache keeps its
+    write position per layer in `cumulative_length`. Static layers have their own `crop` in transformers
+    5.24 but not in 5.17, where the position is moved back here as that `crop` does."""
+    layers = getattr(cache, "layers", None)
+    if layers and not hasattr(type(layers[0]), "crop") and hasattr(layers[0], "cumulative_length"):
+        for layer in layers:
+            if getattr(layer, "is_initialized", False):
+                layer.cumulative_length.sub_(positions)
+        return
+    cache.crop(-positions)  # negative: remove that many positions
+
+
 class CachedDecoder:
     """One model decoding one example, with a KV cache.
 
@@ -134,7 +147,7 @@ class CachedDecoder:
         if self.cached > length:
             self_attention = getattr(self._cache, "self_attention_cache", self._cache)
             with torch.inference_mode():
-                self_attention.crop(length - self.cached)  # negative: remove that many positions
+                _crop(self_attention, self.cached - length)
             self.cached = length
 
     @torch.inference_mode()

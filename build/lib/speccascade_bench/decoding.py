@@ -1,0 +1,294 @@
+"""Every decoding method behind one signature, `decode(pair, input_ids, settings, params, generator)`.
+
+The speculative methods (`spec_decode`, `lossy_spec_decode`, `spec_cascade`) are one loop,
+`speculative_sample`, with different target functions from `rules`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import rules
+from .lm import CachedDecoder, ModelPair
+from .methods import METHODS, suggest
+from .rules import Dists
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    draft_length: int = 5
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def scaled(self, logits: Tensor) -> Tensor:
+        """The sampling distribution of [..., V] logits at these settings' temperature and top_p."""
+        return rules.scaled_probs(logits, self.temperature, self.top_p)
+
+    def sample(self, logits: Tensor, generator: torch.Generator | None) -> int:
+        """One token from [V] logits at these settings."""
+        return self.draw(self.scaled(logits), generator)
+
+    def draw(self, scaled: Tensor, generator: torch.Generator | None) -> int:
+        """One token from a [V] distribution made by `scaled`; at temperature 0 (one-hot) its argmax,
+        without a multinomial call."""
+        return int(scaled.argmax()) if self.greedy else rules.sample(scaled, generator)
+
+
+@dataclass
+class DecodeResult:
+    """Output ids (without the prompt or start token) and the counters of one decode."""
+
+    tokens: list[int] = field(default_factory=list)
+    drafter_calls: int = 0
+    verifier_calls: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    rounds: int = 0
+    accepted_per_round: list[int] = field(default_factory=list)
+    rejections: int = 0              # rounds that ended at a rejected draft token (not all accepted)
+    deferred: float = 0.0            # positions deferred to the verifier (expected mass for token rules)
+    drafter_logprob: float | None = None  # sum of unscaled log q over the drafter's own output tokens
+
+    @property
+    def output_length(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def confidence(self) -> float | None:
+        """Sequence confidence of a drafter output: the mean unscaled token log-probability."""
+        if self.drafter_logprob is None:
+            return None
+        return self.drafter_logprob / max(1, len(self.tokens))
+
+
+def _finished(tokens: list[int], eos: int, limit: int) -> bool:
+    return len(tokens) >= limit or (bool(tokens) and tokens[-1] == eos)
+
+
+def _clip(tokens: list[int], eos: int, limit: int) -> list[int]:
+    """Cut after the first EOS and at the token limit."""
+    if eos in tokens:
+        tokens = tokens[: tokens.index(eos) + 1]
+    return tokens[:limit]
+
+
+def autoregressive(decoder: CachedDecoder, settings: DecodeSettings, eos: int,
+                   generator: torch.Generator | None, track_logprob: bool = False) -> tuple[list[int], float]:
+    """Decode with one model alone; returns the tokens and (if tracked) the sum of their unscaled
+    log-probabilities."""
+    tokens: list[int] = []
+    logprob = 0.0
+    while not _finished(tokens, eos, settings.max_new_tokens):
+        logits = decoder.logits()[-1]
+        token = settings.sample(logits, generator)
+        if track_logprob:
+            logprob += float(torch.log_softmax(logits, -1)[token])
+        tokens.append(token)
+        decoder.extend([token])
+    return tokens, logprob
+
+
+def decode_drafter(pair, input_ids, settings, params, generator) -> DecodeResult:
+    decoder = pair.decoder("drafter", input_ids)
+    tokens, logprob = autoregressive(decoder, settings, pair.eos_token_id, generator, track_logprob=True)
+    return DecodeResult(tokens, drafter_calls=decoder.calls, drafter_logprob=logprob)
+
+
+def decode_verifier(pair, input_ids, settings, params, generator) -> DecodeResult:
+    decoder = pair.decoder("verifier", input_ids)
+    tokens, _ = autoregressive(decoder, settings, pair.eos_token_id, generator)
+    return DecodeResult(tokens, verifier_calls=decoder.calls, deferred=float(len(tokens)))
+
+
+def decode_seq_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:
+    """Chow on the sequence confidence: keep the drafter's output unless its mean log q is below the
+    threshold, else decode again from scratch with the verifier. (A deferral-rate sweep is evaluated
+    from the drafter's and verifier's outputs instead; see `results.seq_cascade_rows`.)"""
+    if "threshold" not in params:
+        raise ValueError("seq_cascade decodes one example only with an absolute threshold; deferral rates "
+                         "(alpha) are evaluated over a whole run from the drafter and verifier outputs")
+    draft = decode_drafter(pair, input_ids, settings, params, generator)
+    if draft.confidence >= params["threshold"]:
+        return draft
+    verified = decode_verifier(pair, input_ids, settings, params, generator)
+    verified.drafter_calls, verified.drafter_logprob = draft.drafter_calls, draft.drafter_logprob
+    return verified
+
+
+def decode_token_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:
+    """Paper Alg. 2: per position, keep the drafter's token when max q >= 1 - alpha, else ask the
+    verifier, which catches up on all tokens since its last call in one forward."""
+    alpha, eos = params["alpha"], pair.eos_token_id
+    drafter = pair.decoder("drafter", input_ids)
+    verifier: CachedDecoder | None = None  # built (and its encoder run) at the first deferral only
+    result = DecodeResult()
+    while not _finished(result.tokens, eos, settings.max_new_tokens):
+        draft_logits = drafter.logits()[-1]
+        if not rules.chow_defers(torch.softmax(draft_logits, -1), alpha):
+            logits = draft_logits
+        else:
+            if verifier is None:
+                verifier = pair.decoder("verifier", input_ids)
+            verifier.extend(result.tokens[len(verifier.generated):])
+            logits = verifier.logits()[-1]
+            result.deferred += 1
+        token = settings.sample(logits, generator)
+        result.tokens.append(token)
+        drafter.extend([token])
+    result.drafter_calls = drafter.calls
+    result.verifier_calls = 0 if verifier is None else verifier.calls
+    return result
+
+
+def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
+    """BiLD (Kim et al. 2023). Fallback: when max q < alpha, or after draft_length drafter tokens in a
+    row, the verifier catches up on the drafter's tokens in one forward. Rollback: the first of them
+    whose cross-entropy -log p(x) exceeds beta is replaced, with everything after it, by the verifier's
+    token; otherwise the verifier emits the next token. Decisions use unscaled p and q."""
+    fallback, rollback, eos, limit = params["alpha"], params["beta"], pair.eos_token_id, settings.max_new_tokens
+    max_run = _gamma(settings, params)
+    drafter = pair.decoder("drafter", input_ids)
+    verifier: CachedDecoder | None = None  # built (and its encoder run) at the first fallback only
+    result = DecodeResult()
+    run = 0
+    while not _finished(result.tokens, eos, limit):
+        draft_logits = drafter.logits()[-1]
+        if run < max_run and float(torch.softmax(draft_logits, -1).max()) >= fallback:
+            token = settings.sample(draft_logits, generator)
+            result.tokens.append(token)
+            drafter.extend([token])
+            run += 1
+            continue
+        if verifier is None:
+            verifier = pair.decoder("verifier", input_ids)
+        start = len(verifier.generated)
+        drafted = result.tokens[start:]
+        verifier.extend(drafted)
+        logits = verifier.logits(keep=len(drafted) + 1)  # [len(drafted) + 1, V]
+        drafted_ids = torch.tensor(drafted, dtype=torch.long, device=logits.device)
+        cross_entropy = -torch.log_softmax(logits[:-1], -1).gather(-1, drafted_ids[:, None])[:, 0]
+        rolled_back = (cross_entropy > rollback).nonzero()
+        kept = int(rolled_back[0]) if rolled_back.numel() else len(drafted)
+        token = settings.sample(logits[kept], generator)
+        result.rounds += 1
+        result.drafted += len(drafted)
+        result.accepted += kept
+        result.accepted_per_round.append(kept)
+        result.rejections += kept < len(drafted)
+        result.deferred += 1
+        result.tokens = result.tokens[: start + kept] + [token]
+        for decoder in (drafter, verifier):
+            decoder.truncate(decoder.prompt_length + start + kept)
+            decoder.extend([token])
+        run = 0
+    result.tokens = _clip(result.tokens, eos, limit)
+    result.drafter_calls = drafter.calls
+    result.verifier_calls = 0 if verifier is None else verifier.calls
+    return result
+
+
+def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodeSettings, gamma: int,
+                       target_fn: rules.TargetFn, needs_draft_at_bonus: bool,
+                       generator: torch.Generator | None) -> DecodeResult:
+    """The generic speculative sampler (paper Alg. 4): draft up to gamma tokens, score them with one
+    verifier forward, accept a prefix by the target's rule, roll both caches back past the rejection."""
+    eos, limit = pair.eos_token_id, settings.max_new_tokens
+    drafter, verifier = pair.decoder("drafter", input_ids), pair.decoder("verifier", input_ids)
+    result = DecodeResult()
+    while not _finished(result.tokens, eos, limit):
+        base = len(result.tokens)
+        draft_tokens: list[int] = []
+        draft_logits: list[Tensor] = []
+        draft_scaled: list[Tensor] = []
+        for _ in range(min(gamma, limit - base)):
+            logits = drafter.logits()[-1]
+            scaled = settings.scaled(logits)
+            token = settings.draw(scaled, generator)
+            draft_logits.append(logits)
+            draft_scaled.append(scaled)
+            draft_tokens.append(token)
+            drafter.extend([token])
+            if token == eos:
+                break
+        k = len(draft_tokens)
+        bonus_kept = draft_tokens[-1] != eos and base + k < limit
+        if needs_draft_at_bonus and bonus_kept:  # q at the bonus position, for a cascade's bonus target
+            logits = drafter.logits()[-1]
+            draft_logits.append(logits)
+            draft_scaled.append(settings.scaled(logits))
+        verifier.extend(draft_tokens)
+        verifier_logits = verifier.logits(keep=k + 1)
+        draft = Dists(torch.softmax(torch.stack(draft_logits), -1), torch.stack(draft_scaled))
+        target = target_fn(draft, Dists.from_logits(verifier_logits, settings.temperature, settings.top_p))
+        outcome = rules.verify_round(torch.tensor(draft_tokens, device=verifier_logits.device),
+                                     draft.scaled[:k], target, generator)
+        new_tokens = draft_tokens[: outcome.accepted]
+        if outcome.next_token is not None:
+            new_tokens.append(outcome.next_token)
+        decided = min(outcome.accepted + 1, target.deferral.shape[0])
+        result.deferred += float(target.deferral[:decided].sum())
+        result.rounds += 1
+        result.drafted += k
+        result.accepted += outcome.accepted
+        result.accepted_per_round.append(outcome.accepted)
+        result.rejections += outcome.accepted < k
+        for decoder in (drafter, verifier):
+            decoder.truncate(decoder.prompt_length + base + outcome.accepted)
+            decoder.extend(new_tokens[outcome.accepted:])
+        result.tokens = _clip(result.tokens + new_tokens, eos, limit)
+    result.drafter_calls, result.verifier_calls = drafter.calls, verifier.calls
+    return result
+
+
+def _gamma(settings: DecodeSettings, params: dict) -> int:
+    return int(params.get("draft_length", settings.draft_length))
+
+
+def decode_spec(pair, input_ids, settings, params, generator) -> DecodeResult:
+    return speculative_sample(pair, input_ids, settings, _gamma(settings, params), rules.lossless_target,
+                              False, generator)
+
+
+def decode_lossy_spec(pair, input_ids, settings, params, generator) -> DecodeResult:
+    target = rules.lossy_target(params["alpha"], params.get("beta", 1.0), settings.greedy)
+    return speculative_sample(pair, input_ids, settings, _gamma(settings, params), target, False, generator)
+
+
+def decode_spec_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:
+    from_verifier = params.get("bonus", "target") == "verifier"
+    target = rules.cascade_rule_target(params["rule"], params["alpha"], bonus_from_verifier=from_verifier)
+    return speculative_sample(pair, input_ids, settings, _gamma(settings, params), target, not from_verifier,
+                              generator)
+
+
+Decoder = Callable[[ModelPair, Tensor, DecodeSettings, dict[str, Any], "torch.Generator | None"], DecodeResult]
+
+DECODERS: dict[str, Decoder] = {
+    "drafter": decode_drafter,
+    "verifier": decode_verifier,
+    "seq_cascade": decode_seq_cascade,
+    "token_cascade": decode_token_cascade,
+    "spec_decode": decode_spec,
+    "lossy_spec_decode": decode_lossy_spec,
+    "spec_cascade": decode_spec_cascade,
+    "bild": decode_bild,
+}
+assert set(DECODERS) == set(METHODS), "every registered method needs a decoder"
+
+
+def decode(method: str, pair: ModelPair, input_ids: Tensor, settings: DecodeSettings,
+           params: dict[str, Any] | None = None, generator: torch.Generator | None = None) -> DecodeResult:
+    """Decode one input ([1, L] ids) with a named method at batch size 1."""
+    if method not in DECODERS:
+        raise ValueError(f"unknown method {method!r}{suggest(method, DECODERS)}")
+    return DECODERS[method](pair, input_ids, settings, dict(params or {}), generator)

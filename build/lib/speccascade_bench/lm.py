@@ -1,0 +1,328 @@
+"""Models: loading a drafter/verifier pair and driving one model's decoder with a KV cache.
+
+This is the only layer that calls models. `CachedDecoder` holds one model's state for one example:
+the token sequence so far, how much of it the KV cache covers, and (encoder-decoder models) the encoder
+output, computed once. Rolling back a rejected draft crops the cache; nothing is recomputed.
+
+Two cache kinds: dynamic (transformers' default, grows per token) and static (`StaticShapes`:
+preallocated once per model at fixed sizes, reset per example, rolled back by moving the write
+position). Static shapes allow `torch.compile` of the decode steps, with CUDA graphs in mode
+`reduce-overhead`, as in gpt-fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .presets import build_preset, is_preset
+
+_SPECIAL_TOKENS = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be loaded, or a pair does not fit together."""
+
+
+@functools.cache
+def _forward_params(model_class: type) -> frozenset[str]:
+    """The keyword names of a model class's forward(), looked up once per class (not per example)."""
+    return frozenset(inspect.signature(model_class.forward).parameters)
+
+
+@dataclass(frozen=True)
+class StaticShapes:
+    """Fixed sizes for static KV caches, so that every decode step has one of a few shapes.
+
+    Encoder-decoder: the decoder cache holds `max_new_tokens + 1` positions and the encoder output is
+    zero-padded (and masked) to `max_source_tokens`. Decoder-only: the cache holds the prompt, at most
+    `max_source_tokens`, plus `max_new_tokens + 1`.
+
+    With `compile_mode` set, decoder forwards run through `torch.compile(model, mode=compile_mode)` at
+    the shapes compiled up front: 1 to `max_step_tokens` new tokens, and for an encoder-decoder
+    example's first forward (which also fills the cross-attention cache) `first_step_tokens` new
+    tokens. Every other forward (a decoder-only prompt's prefill, a longer catch-up, the encoder) runs
+    eagerly, so that nothing compiles inside a timed region."""
+
+    max_new_tokens: int
+    max_source_tokens: int
+    max_step_tokens: int
+    first_step_tokens: tuple[int, ...] = (1,)
+    compile_mode: str | None = None
+
+
+@dataclass
+class _StaticState:
+    """One model's preallocated cache and compiled step, shared by its decoders one example at a time.
+    `compiled` holds the (first forward of an example?, new tokens) shapes the step was compiled for."""
+
+    cache: object
+    capacity: int
+    step: object | None
+    compiled: set[tuple[bool, int]] = field(default_factory=set)
+    owner: object = None
+    cuda_graphs: bool = False
+    warm: bool = False  # every shape compiled: calls may skip dynamo's guard checks
+
+
+class CachedDecoder:
+    """One model decoding one example, with a KV cache.
+
+    `tokens` is the decoder's whole sequence: the decoder start token (encoder-decoder) or the prompt
+    (decoder-only), then the generated tokens. The cache covers `tokens[:cached]`; `logits()` runs the
+    model on the rest, in one forward call.
+    """
+
+    def __init__(self, model, input_ids: Tensor, start_token_id: int | None,
+                 static: tuple[StaticShapes, _StaticState] | None = None):
+        self.model = model
+        self.device = input_ids.device
+        self.calls = 0
+        self._cache = None
+        params = _forward_params(type(model))
+        # The KV cache keyword: `cache` in transformers 5.x, `past_key_values` before.
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._keeps_logits = "logits_to_keep" in params
+        self.is_encoder_decoder = bool(model.config.is_encoder_decoder)
+        self._encoder_mask = None
+        if self.is_encoder_decoder:
+            with torch.inference_mode():
+                self._encoder_outputs = model.get_encoder()(input_ids=input_ids)
+            self.tokens: list[int] = [start_token_id]
+        else:
+            self._encoder_outputs = None
+            self.tokens = input_ids[0].tolist()
+        self.prompt_length = len(self.tokens)
+        self.cached = 0
+        self._static = None
+        if static is not None:
+            self._take_static(*static, source_length=input_ids.shape[1])
+
+    def _take_static(self, shapes: StaticShapes, state: _StaticState, source_length: int) -> None:
+        if source_length > shapes.max_source_tokens:
+            raise ValueError(f"the input has {source_length} tokens; the static cache holds "
+                             f"{shapes.max_source_tokens} (task.max_source_tokens)")
+        with torch.inference_mode():  # the cache tensors were made in inference mode
+            state.cache.reset()
+        state.owner = self
+        self._static, self._cache = state, state.cache
+        if self.is_encoder_decoder:  # pad the encoder output to the cross-attention cache's fixed length
+            hidden = self._encoder_outputs.last_hidden_state  # [1, L, d]
+            pad = shapes.max_source_tokens - source_length
+            self._encoder_outputs.last_hidden_state = torch.nn.functional.pad(hidden, (0, 0, 0, pad))
+            self._encoder_mask = torch.zeros(1, shapes.max_source_tokens, dtype=torch.long, device=self.device)
+            self._encoder_mask[0, :source_length] = 1
+
+    @property
+    def generated(self) -> list[int]:
+        return self.tokens[self.prompt_length:]
+
+    def extend(self, new_tokens: list[int]) -> None:
+        self.tokens.extend(new_tokens)
+
+    def truncate(self, length: int) -> None:
+        """Drop tokens past `length` and crop the cache to match."""
+        if length < self.prompt_length:
+            raise ValueError("cannot truncate into the prompt")
+        del self.tokens[length:]
+        if self.cached > length:
+            self_attention = getattr(self._cache, "self_attention_cache", self._cache)
+            with torch.inference_mode():
+                self_attention.crop(length - self.cached)  # negative: remove that many positions
+            self.cached = length
+
+    @torch.inference_mode()
+    def logits(self, keep: int = 1) -> Tensor:
+        """Run the uncached tokens through the model; returns float32 logits [keep, V] of the last `keep`
+        positions (each the next-token distribution after that position)."""
+        new = self.tokens[self.cached:]
+        if len(new) < keep:
+            raise ValueError(f"asked for {keep} logits but only {len(new)} tokens are uncached")
+        ids = torch.tensor([new], device=self.device)
+        kwargs = {self._cache_kwarg: self._cache, "use_cache": True}
+        forward = self.model
+        guards = contextlib.nullcontext()
+        if self._static is not None:
+            if self._static.owner is not self:
+                raise RuntimeError("this decoder's static cache was taken by a newer decoder of the same model")
+            if len(self.tokens) > self._static.capacity:
+                raise ValueError(f"{len(self.tokens)} tokens overflow the static cache of {self._static.capacity}")
+            if (self.calls == 0, len(new)) in self._static.compiled:
+                forward = self._static.step
+                # Every shape the step sees was compiled up front and nothing compiles while decoding (the
+                # tests check both), so dynamo need only tell its compiled variants apart, not re-check
+                # every guard (tensor metadata of each parameter and input) on every call.
+                if self._static.warm:
+                    guards = torch.compiler.set_stance(skip_guard_eval_unsafe=True)
+                if self._static.cuda_graphs:  # each call is a new step; earlier outputs were copied out
+                    torch.compiler.cudagraph_mark_step_begin()
+        if self.is_encoder_decoder:
+            if self._encoder_mask is not None:
+                kwargs["attention_mask"] = self._encoder_mask
+            with guards:
+                out = forward(encoder_outputs=self._encoder_outputs, decoder_input_ids=ids, **kwargs)
+        else:
+            if self._keeps_logits and self._static is None:  # static: one graph per input length, not per keep
+                kwargs["logits_to_keep"] = keep
+            with guards:
+                out = forward(input_ids=ids, **kwargs)
+        self._cache = getattr(out, "cache", None) or out.past_key_values
+        self.cached = len(self.tokens)
+        self.calls += 1
+        # A copy: a step compiled with CUDA graphs reuses its output buffer on the next call.
+        return out.logits[0, -keep:].to(dtype=torch.float32, copy=True)
+
+
+@dataclass
+class ModelPair:
+    """A drafter and a verifier that share a vocabulary, with their tokenizer."""
+
+    drafter: object
+    verifier: object
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+    static: StaticShapes | None = None
+    _static_states: dict[str, _StaticState] = field(default_factory=dict, repr=False)
+
+    def use_static_caches(self, shapes: StaticShapes, sample_input: Tensor | None = None) -> None:
+        """Preallocate a static KV cache per model at `shapes`' sizes; every later decoder of the pair uses
+        them. With `shapes.compile_mode`, also compile each model's decode step at every shape it will
+        be called with, by decoding `sample_input` ([1, L] ids) untimed."""
+        from transformers import EncoderDecoderCache, StaticCache
+
+        if shapes.compile_mode is not None and sample_input is None:
+            raise ValueError("compiling the decode steps needs a sample input")
+        self.static = shapes
+        for role in ("drafter", "verifier"):
+            model = getattr(self, role)
+            config = model.config.get_text_config(decoder=True)
+            if model.config.is_encoder_decoder:
+                capacity = shapes.max_new_tokens + 1
+                cache = EncoderDecoderCache(StaticCache(config=config, max_cache_len=capacity),
+                                            StaticCache(config=config, max_cache_len=shapes.max_source_tokens))
+            else:
+                capacity = shapes.max_source_tokens + shapes.max_new_tokens + 1
+                cache = StaticCache(config=config, max_cache_len=capacity)
+            step = None if shapes.compile_mode is None else torch.compile(model, mode=shapes.compile_mode,
+                                                                          dynamic=False)
+            cuda_graphs = shapes.compile_mode == "reduce-overhead" and self.device.type == "cuda"
+            self._static_states[role] = _StaticState(cache, capacity, step, cuda_graphs=cuda_graphs)
+            if step is not None:
+                self._compile_steps(role, sample_input)
+
+    def _compile_steps(self, role: str, input_ids: Tensor) -> None:
+        shapes, state = self.static, self._static_states[role]
+        self.decoder(role, input_ids).logits()  # eager: transformers allocates the static tensors here
+        if self.is_encoder_decoder:
+            first = [(True, n) for n in shapes.first_step_tokens]
+        else:
+            first = []  # a decoder-only model's first forward is its prompt: any length, eager
+        wanted = first + [(False, n) for n in range(1, shapes.max_step_tokens + 1)]
+        # Both models' forwards run transformers' shared wrapper code, whose compiled variants dynamo
+        # counts together against its recompile limit.
+        limit = max(torch._dynamo.config.recompile_limit, 2 * len(wanted) + 2)
+        with torch._dynamo.config.patch(recompile_limit=limit):
+            for is_first, n in wanted:
+                state.compiled.add((is_first, n))
+                decoder = self.decoder(role, input_ids)
+                if not is_first:
+                    decoder.logits()
+                decoder.extend([self.eos_token_id] * (n - 1 if is_first else n))
+                decoder.logits(keep=n)
+        state.warm = True
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.verifier.config.eos_token_id
+
+    @property
+    def start_token_id(self) -> int | None:
+        return getattr(self.verifier.config, "decoder_start_token_id", None)
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return bool(self.verifier.config.is_encoder_decoder)
+
+    def decoder(self, role: str, input_ids: Tensor) -> CachedDecoder:
+        static = (self.static, self._static_states[role]) if self.static is not None else None
+        return CachedDecoder(getattr(self, role), input_ids, self.start_token_id, static)
+
+    def encode(self, text: str, max_tokens: int) -> Tensor:
+        """Tokenise one input: [1, L] ids on the pair's device."""
+        ids = self.tokenizer(text, truncation=True, max_length=max_tokens, return_tensors="pt").input_ids
+        return ids.to(self.device)
+
+    def decode(self, tokens: list[int]) -> str:
+        """Text of output ids; ids the tokenizer does not know (random-weight presets) are dropped."""
+        known = len(self.tokenizer)
+        return self.tokenizer.decode([t for t in tokens if t < known], skip_special_tokens=True)
+
+
+def check_compatible(drafter_config, verifier_config, names: tuple[str, str] = ("drafter", "verifier")) -> None:
+    """Refuse a pair that does not share the vocabulary, special tokens and architecture family."""
+    problems = []
+    if drafter_config.is_encoder_decoder != verifier_config.is_encoder_decoder:
+        problems.append("one is an encoder-decoder model and the other is decoder-only")
+    if drafter_config.vocab_size != verifier_config.vocab_size:
+        problems.append(f"vocab_size {drafter_config.vocab_size} != {verifier_config.vocab_size}")
+    for attr in _SPECIAL_TOKENS:
+        a, b = getattr(drafter_config, attr, None), getattr(verifier_config, attr, None)
+        if a != b:
+            problems.append(f"{attr} {a} != {b}")
+    if problems:
+        raise ModelLoadError(f"the {names[0]} and the {names[1]} do not share a vocabulary: " + "; ".join(problems))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was requested but CUDA is not available")
+    return torch.device(device)
+
+
+def _load_model(name: str, role: str, device: torch.device, dtype: torch.dtype):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    if is_preset(name):
+        with torch.device(device):
+            model = build_preset(name)
+        return model.to(dtype).eval()
+    try:
+        config = AutoConfig.from_pretrained(name)
+        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        model = auto.from_pretrained(name, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        where = "local path" if Path(name).exists() else "hub name"
+        raise ModelLoadError(
+            f"could not load the {role} {name!r} ({where}): {exc}. Without network access, give a local path or "
+            "a model already in the Hugging Face cache."
+        ) from None
+    return model.to(device).eval()
+
+
+def load_pair(drafter: str, verifier: str, tokenizer: str | None = None, device: str = "auto",
+              dtype: str = "float32") -> ModelPair:
+    """Load a drafter/verifier pair by hub name or local path and check that they fit together."""
+    from transformers import AutoTokenizer
+
+    from .finetune import load_tokenizer
+
+    torch_device = resolve_device(device)
+    torch_dtype = getattr(torch, dtype)
+    drafter_model = _load_model(drafter, "drafter", torch_device, torch_dtype)
+    verifier_model = _load_model(verifier, "verifier", torch_device, torch_dtype)
+    check_compatible(drafter_model.config, verifier_model.config)
+    name = tokenizer or ("byt5" if is_preset(verifier) else verifier)
+    try:
+        tok = load_tokenizer(name) if name == "byt5" else AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not load the tokenizer {name!r}: {exc}") from None
+    return ModelPair(drafter_model, verifier_model, tok, torch_device, torch_dtype)

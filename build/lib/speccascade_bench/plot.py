@@ -1,0 +1,115 @@
+"""`scb plot`: quality against latency relative to the verifier, one curve per method (and rule)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .results import read_manifest, with_curves, write_summary
+
+POINT_METHODS = ("drafter", "verifier", "spec_decode")
+MARKERS = {"drafter": "s", "verifier": "*", "spec_decode": "D"}
+
+
+FIGURES = {
+    "quality_latency": ("relative_latency", "latency relative to the verifier"),
+    "quality_cost": ("relative_cost", "cost relative to the verifier (counted calls x measured per-call cost)"),
+}
+
+
+def plot_folders(folders: list[Path], out: Path | None = None) -> list[Path]:
+    """Draw quality against relative latency, and against relative call cost, for each results folder
+    (into `out`, or into each folder; with several folders into `out/<folder name>`), and with several
+    folders a combined figure with a panel per folder (`combined_*` in `out`, or in the first folder's
+    parent). Each folder's summary is computed once. Returns the PNG and PDF paths."""
+    runs = [(read_manifest(folder)["config"], with_curves(write_summary(folder))) for folder in folders]
+    paths = []
+    for folder, (cfg, frame) in zip(folders, runs, strict=True):
+        target = out / folder.name if out and len(folders) > 1 else out or folder
+        paths += _plot_one(cfg, frame, target)
+    if len(folders) > 1:
+        paths += _plot_combined(runs, out or folders[0].parent)
+    return paths
+
+
+def _plot_one(cfg: dict, frame, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    colors = _colors([frame])
+    for name, (column, label) in FIGURES.items():
+        fig, ax = _subplots(1)
+        _draw(ax[0], frame, cfg, column, label, colors)
+        ax[0].legend(fontsize=8, loc="best")
+        paths += _save(fig, out / name)
+    return paths
+
+
+def _plot_combined(runs: list[tuple[dict, object]], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    colors = _colors([frame for _, frame in runs])  # one colour per curve across the panels
+    for name, (column, label) in FIGURES.items():
+        fig, axes = _subplots(len(runs))
+        for ax, (cfg, frame) in zip(axes, runs, strict=True):
+            _draw(ax, frame, cfg, column, label, colors)
+        handles, labels = {}, []
+        for ax in axes:
+            for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+                if text not in handles:
+                    handles[text] = handle
+                    labels.append(text)
+        fig.legend([handles[t] for t in labels], labels, fontsize=8, loc="outside right center")
+        paths += _save(fig, out / f"combined_{name}")
+    return paths
+
+
+def _colors(frames) -> dict[str, tuple]:
+    """A colour per curve of frames that have a `curve` column (`with_curves`)."""
+    from matplotlib import colormaps
+
+    curves = list(dict.fromkeys(curve for frame in frames for curve in frame["curve"]))
+    palette = colormaps["tab20"].colors
+    return {curve: palette[(2 * i) % 20 + (2 * i) // 20 % 2] for i, curve in enumerate(curves)}
+
+
+def _subplots(panels: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 7.5 if panels == 1 else 5.2 * panels + 2.5
+    fig, axes = plt.subplots(1, panels, figsize=(width, 5), squeeze=False, layout="constrained")
+    return fig, list(axes[0])
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def _draw(ax, frame, cfg: dict, column: str, label: str, colors: dict[str, tuple]) -> None:
+    """One panel; `frame` is a summary with its `curve` column."""
+    for curve, rows in frame.groupby("curve", sort=False):
+        method = rows["method"].iloc[0]
+        if method in POINT_METHODS and len(rows) == 1:
+            ax.scatter(rows[column], rows["quality"], marker=MARKERS[method], s=90, zorder=3,
+                       label=curve, edgecolors="black", color=colors[curve])
+            continue
+        sweep = "threshold" if rows["alpha"].isna().all() else "alpha"
+        rows = rows.sort_values(sweep)
+        ax.plot(rows[column], rows["quality"], marker="o", markersize=4, label=curve, color=colors[curve])
+    verifier = frame[frame["method"] == "verifier"]
+    if len(verifier):
+        ax.axhline(verifier["quality"].iloc[0], color="grey", linestyle=":", linewidth=1)
+        ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel(label)
+    ax.set_ylabel(f"{cfg['task']['metric']} (corpus)")
+    n = int(frame["n"].max()) if len(frame) else 0
+    ax.set_title(f"{cfg['name']}: T={cfg['decoding']['temperature']:g}, "
+                 f"gamma={cfg['decoding']['draft_length']}, n={n}")
+    ax.grid(alpha=0.3)

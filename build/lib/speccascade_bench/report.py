@@ -1,0 +1,110 @@
+"""`scb report`: the summary table in Markdown, from the results files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .results import read_manifest, with_curves, write_summary
+from .tradeoff import best_quality_within, latency_to_match
+
+COLUMNS = [
+    ("run_id", "run", "{}"), ("n", "n", "{:d}"), ("quality", "quality", "{:.2f}"),
+    ("latency_mean_s", "latency (ms)", "{:.1f}"), ("relative_latency", "rel. latency", "{:.3f}"),
+    ("speedup", "speed-up", "{:.2f}x"), ("acceptance_rate", "accept", "{:.3f}"),
+    ("acceptance_prob", "accept prob", "{:.3f}"),
+    ("tokens_per_round", "tok/round", "{:.2f}"), ("deferral_rate", "deferral", "{:.3f}"),
+    ("predicted_speedup", "predicted", "{:.2f}x"), ("of_predicted", "of predicted", "{:.2f}"),
+    ("verify_cost", "r", "{:.2f}"), ("of_predicted_at_r", "of pred. at r", "{:.2f}"),
+    ("output_tokens_mean", "out tokens", "{:.1f}"),
+]
+
+
+def _cell(value, fmt: str, column: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if column == "latency_mean_s":
+        value = 1000 * value
+    if fmt == "{:d}":
+        value = int(value)
+    return fmt.format(value)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    frame = frame.assign(of_predicted=frame["speedup"] / frame["predicted_speedup"],  # measured / predicted
+                         of_predicted_at_r=frame["speedup"] / frame["predicted_speedup_at_r"])
+    lines = ["| " + " | ".join(header for _, header, _ in COLUMNS) + " |",
+             "|" + "|".join(" --- " for _ in COLUMNS) + "|"]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(_cell(row[c], f, c) for c, _, f in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def tradeoff_table(frame: pd.DataFrame) -> str:
+    """Per curve: (i) the lowest relative latency at which it matches the verifier's quality, with the
+    speed-up, and (ii) the best quality it reaches without exceeding the verifier's latency."""
+    verifier = frame[frame["method"] == "verifier"]
+    if verifier.empty:
+        return ""
+    target = float(verifier["quality"].iloc[0])
+    lines = [f"Trade-off against the verifier (quality {target:.2f}, relative latency 1):", "",
+             "| curve | points | latency to match verifier | speed-up | best quality at latency <= 1 |",
+             "| --- | --- | --- | --- | --- |"]
+    curves = with_curves(frame)
+    for curve, rows in curves.groupby("curve", sort=False):
+        if curve == "verifier":
+            continue
+        points = list(zip(rows["relative_latency"], rows["quality"], strict=True))
+        match = latency_to_match(points, target)
+        best = best_quality_within(points, 1.0)
+        lines.append(f"| {curve} | {len(points)} | {match.text() if match else 'not reached'} | "
+                     f"{f'{1 / match.value:.2f}x' if match else '-'} | "
+                     f"{best.text('{:.2f}') if best else 'not reached'} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_report(results: Path) -> str:
+    """The report as Markdown; also writes summary.csv and report.md into the results directory."""
+    manifest = read_manifest(results)
+    frame = write_summary(results)
+    cfg = manifest["config"]
+    hardware = manifest.get("hardware", {})
+    device = hardware.get("gpu") or hardware.get("cpu") or hardware.get("device")
+    cost_ratio = frame["cost_ratio"].dropna()
+    header = [
+        f"# {cfg['name']}: {cfg['task']['dataset']} ({cfg['task']['metric']})",
+        "",
+        f"- drafter `{cfg['models']['drafter']}`, verifier `{cfg['models']['verifier']}`, "
+        f"{manifest.get('dtype')} on {hardware.get('device')} ({device})",
+        f"- temperature {cfg['decoding']['temperature']}, top_p {cfg['decoding']['top_p']}, draft length "
+        f"{cfg['decoding']['draft_length']}, max new tokens {cfg['decoding']['max_new_tokens']}, "
+        f"{cfg['timing']['trials']} timing trial(s), {cfg['timing']['warmup']} warm-up example(s)",
+        f"- started {manifest.get('started_at')}, commit {manifest.get('git_commit')}, versions "
+        + ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items()),
+    ]
+    if manifest.get("random_weights"):
+        header.append(f"- **random weights** ({', '.join(manifest['random_weights'])}: shape presets): quality is "
+                      "meaningless here; latencies and per-call costs are real")
+    if len(cost_ratio):
+        header.append(f"- measured step-cost ratio c (drafter / verifier, per forward call): "
+                      f"{cost_ratio.iloc[0]:.3f}")
+    spread = frame["trial_cv"].dropna()
+    if len(spread):
+        header.append(f"- spread of repeated timings (per example, std / mean over its trials, averaged): "
+                      f"median {100 * spread.median():.1f}%, largest {100 * spread.max():.1f}% "
+                      f"({frame.loc[spread.idxmax(), 'run_id']})")
+    header += [
+        "",
+        "Quality is the corpus score; latency the mean seconds per example; relative latency is against the "
+        "verifier on the same examples; accept is accepted / drafted tokens, accept prob the per-position "
+        "acceptance probability (accepted / judged positions); predicted is Leviathan et al.'s speed-up from "
+        "accept prob and c, and 'of predicted' the measured speed-up over it; r is what a verifier call over "
+        "gamma + 1 positions cost in one-token steps on this machine (the formula assumes 1), and 'of pred. "
+        "at r' the measured speed-up over the prediction priced with it.",
+        "",
+    ]
+    text = "\n".join(header) + markdown_table(frame) + "\n\n" + tradeoff_table(frame)
+    (results / "report.md").write_text(text, encoding="utf-8")
+    return text

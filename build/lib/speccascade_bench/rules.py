@@ -1,0 +1,238 @@
+"""The maths of every method: pure functions over probability tensors, randomness passed in.
+
+Shapes: `[n, V]` is n positions over a vocabulary of V tokens. "Unscaled" distributions are
+softmax(logits); "scaled" ones are softmax(logits / temperature), one-hot at the argmax when the
+temperature is 0, then restricted to the nucleus when top_p < 1. Deferral decisions use unscaled
+distributions; sampling, mixtures and the OPT TV term use scaled ones (ALGORITHMS.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def scaled_probs(logits: Tensor, temperature: float, top_p: float = 1.0) -> Tensor:
+    """[..., V] logits -> [..., V] sampling distribution at `temperature` (0 = greedy) with nucleus `top_p`."""
+    logits = logits.float()
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p >= 1.0:
+        return probs
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    mass_before = sorted_probs.cumsum(-1) - sorted_probs
+    sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)  # keeps at least the top token
+    nucleus = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return nucleus / nucleus.sum(-1, keepdim=True)
+
+
+@dataclass(frozen=True)
+class Dists:
+    """One model's distributions at n positions: `probs` unscaled [n, V], `scaled` for sampling [n, V]."""
+
+    probs: Tensor
+    scaled: Tensor
+
+    @classmethod
+    def from_logits(cls, logits: Tensor, temperature: float, top_p: float = 1.0) -> Dists:
+        return cls(torch.softmax(logits.float(), dim=-1), scaled_probs(logits, temperature, top_p))
+
+    def head(self, n: int) -> Dists:
+        return Dists(self.probs[:n], self.scaled[:n])
+
+    def __len__(self) -> int:
+        return self.probs.shape[0]
+
+
+def sample(probs: Tensor, generator: torch.Generator | None) -> int:
+    """One token id from a [V] distribution (need not be normalised)."""
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def tv_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Total variation distance per position: [..., V] x [..., V] -> [...]."""
+    return 0.5 * (a - b).abs().sum(-1)
+
+
+def normalize(weights: Tensor) -> Tensor:
+    return weights / weights.sum(-1, keepdim=True)
+
+
+# ---- deferral rules (paper eqs. 2, 5, 10): [n] booleans, True = defer to the verifier -------------
+
+def chow_defers(draft_probs: Tensor, alpha: float) -> Tensor:
+    """Eq. 2 on unscaled drafter probabilities [..., V] -> [...]: defer iff max q < 1 - alpha."""
+    return draft_probs.amax(-1) < 1.0 - alpha
+
+
+def defer_chow(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
+    """Eq. 2: defer iff max q < 1 - alpha (the verifier is not consulted)."""
+    return chow_defers(draft.probs, alpha)
+
+
+def defer_diff(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
+    """Eq. 5: defer iff max q < max p - alpha."""
+    return draft.probs.amax(-1) < verifier.probs.amax(-1) - alpha
+
+
+def defer_opt(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
+    """Eq. 10: defer iff max q < max p - alpha * D_TV(p^tau, q^tau)."""
+    tv = tv_distance(verifier.scaled, draft.scaled)
+    return draft.probs.amax(-1) < verifier.probs.amax(-1) - alpha * tv
+
+
+# ---- token-specific rules (eqs. 13-15): [n, V] booleans r(v), True = token v is deferred ------------
+
+def token_defer_v1(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
+    """Eq. 13: r(v) iff q(v) < max p - alpha."""
+    return draft.probs < verifier.probs.amax(-1, keepdim=True) - alpha
+
+
+def token_defer_v2(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
+    """Eq. 14: r(v) iff p(v) < max p - alpha."""
+    return verifier.probs < verifier.probs.amax(-1, keepdim=True) - alpha
+
+
+def token_defer_v3(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
+    """Eq. 15: r(v) iff p(v) < (1 - alpha) * max p."""
+    return verifier.probs < (1.0 - alpha) * verifier.probs.amax(-1, keepdim=True)
+
+
+DEFERRAL_RULES = {"chow": defer_chow, "diff": defer_diff, "opt": defer_opt}
+TOKEN_RULES = {"token_v1": token_defer_v1, "token_v2": token_defer_v2, "token_v3": token_defer_v3}
+
+
+def cascade_target(draft_scaled: Tensor, verifier_scaled: Tensor, defer: Tensor) -> Tensor:
+    """Eq. 6: pi = (1 - r) q^tau + r p^tau, with r [n] in {0, 1}."""
+    r = defer.to(draft_scaled.dtype).unsqueeze(-1)
+    return (1.0 - r) * draft_scaled + r * verifier_scaled
+
+
+def token_cascade_target(draft_scaled: Tensor, verifier_scaled: Tensor, token_defer: Tensor) -> Tensor:
+    """Eq. 11: pi(v) = q^tau(v) (1 - r(v)) + p^tau(v) * eta, eta = sum_u r(u) q^tau(u)."""
+    r = token_defer.to(draft_scaled.dtype)
+    eta = (r * draft_scaled).sum(-1, keepdim=True)
+    return draft_scaled * (1.0 - r) + verifier_scaled * eta
+
+
+# ---- targets of the generic speculative sampler ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    """What one verification round needs at its k drafted positions and its bonus position.
+
+    accept:   [k, V]  draft x_i is accepted with probability min(1, accept[i, x_i] / q^tau_i(x_i))
+    residual: [k, V]  unnormalised distribution of the replacement at the first rejection
+    bonus:    [V]     distribution of the bonus token when all k drafts are accepted; None when the
+                      drafter's distribution at the bonus position was not computed (the bonus would
+                      be discarded: EOS or the token limit is reached inside the draft)
+    deferral: [k + 1] (or [k]) the probability that each position is deferred to the verifier
+    """
+
+    accept: Tensor
+    residual: Tensor
+    bonus: Tensor | None
+    deferral: Tensor
+
+
+# A target function maps drafter Dists [k or k + 1 positions] and verifier Dists [k + 1] to a Target.
+TargetFn = Callable[[Dists, Dists], Target]
+
+
+def _mixture_target(pi: Tensor, draft: Dists, verifier: Dists, deferral: Tensor,
+                    bonus_from_verifier: bool = False) -> Target:
+    """The generic sampler's target for a distribution pi [k or k + 1, V] (paper Alg. 4). The bonus token
+    comes from pi at the bonus position when pi covers it, else optionally from the verifier."""
+    k = len(verifier) - 1
+    bonus = pi[k] if pi.shape[0] > k else None
+    if bonus is None and bonus_from_verifier:
+        bonus = verifier.scaled[k]
+        deferral = torch.cat([deferral, deferral.new_ones(1)])
+    return Target(accept=pi[:k], residual=(pi[:k] - draft.scaled[:k]).clamp_min(0.0), bonus=bonus,
+                  deferral=deferral)
+
+
+def lossless_target(draft: Dists, verifier: Dists) -> Target:
+    """Speculative sampling (Leviathan et al. Alg. 1): pi = p^tau."""
+    return _mixture_target(verifier.scaled, draft, verifier, torch.zeros(len(verifier), device=verifier.probs.device))
+
+
+def lossy_target(alpha: float, beta: float, greedy: bool) -> TargetFn:
+    """Tran-Thien lossy speculative decoding; at temperature 0, Leviathan's greedy lenience."""
+
+    def target(draft: Dists, verifier: Dists) -> Target:
+        k = len(verifier) - 1
+        no_deferral = torch.zeros(k + 1, device=verifier.probs.device)
+        if greedy:
+            p = verifier.probs[:k]
+            accept = (p >= (1.0 - alpha) * p.amax(-1, keepdim=True)).to(p.dtype)
+            return Target(accept, verifier.scaled[:k], verifier.scaled[k], no_deferral)
+        p_scaled, q_scaled = verifier.scaled[:k], draft.scaled[:k]
+        return Target(
+            accept=p_scaled / (1.0 - alpha),
+            residual=(p_scaled - beta * q_scaled).clamp_min(0.0),
+            bonus=verifier.scaled[k],
+            deferral=no_deferral,
+        )
+
+    return target
+
+
+def cascade_mixture(rule: str, alpha: float, draft: Dists, verifier: Dists) -> tuple[Tensor, Tensor]:
+    """The target pi [n, V] of a named deferral rule and each position's deferral probability [n]:
+    r in {0, 1} for chow/diff/opt, the deferred drafter mass eta for the token rules."""
+    if rule in DEFERRAL_RULES:
+        defer = DEFERRAL_RULES[rule](draft, verifier, alpha)
+        return cascade_target(draft.scaled, verifier.scaled, defer), defer.float()
+    if rule in TOKEN_RULES:
+        token_defer = TOKEN_RULES[rule](draft, verifier, alpha)
+        eta = (token_defer.float() * draft.scaled).sum(-1)
+        return token_cascade_target(draft.scaled, verifier.scaled, token_defer), eta
+    raise ValueError(f"unknown deferral rule {rule!r}")
+
+
+def cascade_rule_target(rule: str, alpha: float, bonus_from_verifier: bool = False) -> TargetFn:
+    """A speculative cascade's target (paper eqs. 6 and 11) for a named deferral rule. The bonus token
+    is drawn from the target at the bonus position when the drafter's distribution there is given,
+    else (with `bonus_from_verifier`) from the verifier's."""
+    if rule not in DEFERRAL_RULES and rule not in TOKEN_RULES:
+        raise ValueError(f"unknown deferral rule {rule!r}")
+
+    def target(draft: Dists, verifier: Dists) -> Target:
+        pi, deferral = cascade_mixture(rule, alpha, draft, verifier.head(len(draft)))
+        return _mixture_target(pi, draft, verifier, deferral, bonus_from_verifier)
+
+    return target
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    accepted: int           # drafts accepted, 0..k
+    next_token: int | None  # the replacement or the bonus token; None when no bonus was available
+
+
+def verify_round(draft_tokens: Tensor, draft_scaled: Tensor, target: Target,
+                 generator: torch.Generator | None) -> RoundOutcome:
+    """One round of the generic speculative sampler (paper Alg. 4) for k drafts.
+
+    draft_tokens [k] were sampled from draft_scaled [k, V]. The first draft that fails its acceptance
+    test is replaced by a sample from the normalised residual; if all pass, a bonus token is sampled.
+    """
+    k = draft_tokens.shape[0]
+    positions = torch.arange(k, device=draft_tokens.device)
+    draft_mass = draft_scaled[positions, draft_tokens]
+    accept_prob = (target.accept[positions, draft_tokens] / draft_mass).clamp(max=1.0)
+    uniforms = torch.rand(k, generator=generator, device=draft_scaled.device)
+    rejected = (uniforms >= accept_prob).nonzero()
+    if rejected.numel() == 0:
+        bonus = None if target.bonus is None else sample(target.bonus, generator)
+        return RoundOutcome(k, bonus)
+    i = int(rejected[0])
+    residual = target.residual[i]
+    if float(residual.sum()) <= 0.0:  # rejection of probability ~0: fall back to the target itself
+        residual = target.accept[i].clamp_min(0.0)
+    return RoundOutcome(i, sample(residual, generator))

@@ -1,0 +1,86 @@
+"""Reading a quality-latency curve the way the paper's Table 2 does.
+
+A curve is its measured points (relative latency, quality), taken in order of latency and joined by
+straight lines. Values read between two measured points are interpolated and marked as such.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Reading:
+    value: float
+    interpolated: bool
+
+    def text(self, fmt: str = "{:.3f}") -> str:
+        return fmt.format(self.value) + (" (interp.)" if self.interpolated else "")
+
+
+def _sorted(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    return sorted((float(x), float(y)) for x, y in points)
+
+
+def latency_to_match(points: Sequence[tuple[float, float]], quality: float) -> Reading | None:
+    """The lowest relative latency at which the curve reaches `quality`, or None if it never does."""
+    curve = _sorted(points)
+    for i, (latency, q) in enumerate(curve):
+        if q >= quality:
+            if i == 0:
+                return Reading(latency, False)
+            prev_latency, prev_q = curve[i - 1]
+            share = (quality - prev_q) / (q - prev_q)
+            crossing = prev_latency + share * (latency - prev_latency)
+            return Reading(crossing, crossing != latency)
+    return None
+
+
+def best_quality_within(points: Sequence[tuple[float, float]], max_latency: float = 1.0) -> Reading | None:
+    """The best quality the curve reaches at relative latency <= max_latency, or None if no part of it
+    is that fast."""
+    curve = _sorted(points)
+    best: Reading | None = None
+    for i, (latency, q) in enumerate(curve):
+        if latency <= max_latency:
+            if best is None or q > best.value:
+                best = Reading(q, False)
+        elif i > 0 and curve[i - 1][0] < max_latency:
+            prev_latency, prev_q = curve[i - 1]
+            at_limit = prev_q + (q - prev_q) * (max_latency - prev_latency) / (latency - prev_latency)
+            if best is None or at_limit > best.value:
+                best = Reading(at_limit, True)
+    return best
+
+
+def acceptance_probability(accepted: int, rejections: int) -> float:
+    """The per-position acceptance probability a of Leviathan et al.'s formula: accepted draft tokens
+    over the draft positions the verifier judged (each accepted one, plus the rejected one that ends a
+    round). Draft tokens after a rejection are never judged, so accepted / drafted is lower."""
+    judged = accepted + rejections
+    return accepted / judged if judged else math.nan
+
+
+def drafter_calls_per_round(method: str, params: dict, gamma: int) -> int:
+    """Drafter calls of one speculative round: gamma, plus one for a speculative cascade whose bonus
+    token is drawn from its target (it needs the drafter's distribution at the bonus position)."""
+    return gamma + 1 if method == "spec_cascade" and params.get("bonus", "target") == "target" else gamma
+
+
+def leviathan_speedup(acceptance: float, gamma: int, cost_ratio: float, drafter_calls: int | None = None,
+                      verify_cost: float = 1.0) -> float:
+    """Leviathan et al.'s expected wall-time improvement over the verifier alone, from the acceptance
+    rate a, the draft length gamma and the per-call cost ratio c (drafter / verifier):
+    `(1 - a^(gamma+1)) / ((1 - a)(gamma c + 1))`. `drafter_calls` replaces gamma in the cost of a round
+    for a method that calls the drafter more often (a speculative cascade whose bonus token is drawn
+    from its target needs the drafter's distribution at the bonus position: gamma + 1 calls).
+
+    The formula prices the verifier call that scores a round's gamma + 1 positions at one verifier step.
+    `verify_cost` r replaces that 1 where the machine charges more (`(gamma c + r)` in the denominator):
+    the bound a loop can reach on hardware where a wider call costs r steps."""
+    calls = gamma if drafter_calls is None else drafter_calls
+    if acceptance >= 1.0:
+        return (gamma + 1) / (calls * cost_ratio + verify_cost)
+    return (1 - acceptance ** (gamma + 1)) / ((1 - acceptance) * (calls * cost_ratio + verify_cost))
