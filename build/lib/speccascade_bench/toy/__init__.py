@@ -1,1 +1,0 @@
-"""The offline default: a generated translation task and a small T5 pair trained on it."""
