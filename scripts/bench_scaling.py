@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -25,7 +24,7 @@ import transformers
 from speccascade_bench.decoding import DecodeSettings, decode
 from speccascade_bench.lm import StaticShapes, load_pair
 from speccascade_bench.runner import device_info
-from speccascade_bench.timing import synchronize
+from speccascade_bench.timing import timed
 from speccascade_bench.toy.language import make_splits
 
 PAIR = Path(__file__).resolve().parent.parent / "speccascade_bench" / "toy" / "pair"
@@ -36,11 +35,8 @@ def step_times(pair, input_ids, length: int) -> list[float]:
     decoder = pair.decoder("verifier", input_ids)
     seconds = []
     for _ in range(length):
-        synchronize(pair.device)
-        start = time.perf_counter()
-        token = int(decoder.logits()[-1].argmax())
-        synchronize(pair.device)
-        seconds.append(time.perf_counter() - start)
+        token, step = timed(lambda: int(decoder.logits()[-1].argmax()), pair.device)
+        seconds.append(step)
         decoder.extend([token])
     return seconds
 
@@ -52,11 +48,7 @@ def recompute_seconds(pair, input_ids, position: int, repeats: int = 5) -> float
     for _ in range(repeats):
         decoder = pair.decoder("verifier", input_ids)  # a fresh, empty cache
         decoder.extend([decoder.tokens[-1]] * position)
-        synchronize(pair.device)
-        start = time.perf_counter()
-        decoder.logits()
-        synchronize(pair.device)
-        seconds.append(time.perf_counter() - start)
+        seconds.append(timed(decoder.logits, pair.device)[1])
     return statistics.median(seconds)
 
 
