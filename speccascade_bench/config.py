@@ -100,6 +100,7 @@ class TaskConfig:
     target: str
     subset: str | None = None
     split: str = "test"
+    revision: str | None = None
     prefix: str = ""
     metric: str = "bleu"
     limit: int | None = None
@@ -191,12 +192,13 @@ def _read_yaml(path: Path) -> Any:
 
 
 def _task(file: Path, data: Any, *, default_split: str) -> TaskConfig:
-    s = _Section(file, "task", data, ("dataset", "subset", "split", "source", "target", "prefix", "metric",
-                                      "limit", "max_source_tokens"))
+    s = _Section(file, "task", data, ("dataset", "subset", "split", "revision", "source", "target", "prefix",
+                                      "metric", "limit", "max_source_tokens"))
     return TaskConfig(
         dataset=s.get("dataset", str),
         subset=s.get("subset", str, None, nullable=True),
         split=s.get("split", str, default_split),
+        revision=s.get("revision", str, None, nullable=True),
         source=s.get("source", str),
         target=s.get("target", str),
         prefix=s.get("prefix", str, ""),

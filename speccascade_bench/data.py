@@ -89,7 +89,7 @@ def load_rows(task: TaskConfig):
         # A local file is one split; `task.split` names it only for the results.
         return datasets.load_dataset(builder, data_files=str(path), split="train")
     try:
-        return datasets.load_dataset(task.dataset, task.subset, split=task.split)
+        return datasets.load_dataset(task.dataset, task.subset, split=task.split, revision=task.revision)
     except Exception as exc:  # datasets raises many types for an unreachable or unknown hub dataset
         raise DataError(
             f"could not load dataset {task.dataset!r} (subset {task.subset!r}, split {task.split!r}) from the "
