@@ -1,16 +1,22 @@
-"""The `scb` command line. Each verb parses its options, loads a config and calls one package function."""
+"""The `scb` command line. Each verb parses its options, loads a config and calls one package function.
+
+Expected failures (a bad config, missing or unreadable files, a model or dataset that cannot be loaded,
+a results folder that does not fit) end every verb the same way, in `_Verbs.invoke`: one line
+`error: <message>` on stderr and exit code 2. `--debug` (or SCB_DEBUG=1) shows their traceback instead.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 from pathlib import Path
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from .config import ConfigError, load_finetune_config
-
-app = typer.Typer(help="Benchmark cascades, speculative decoding and speculative cascades.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
 
 
 def _fail(message: str) -> None:
@@ -18,8 +24,49 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _expected(exc: Exception) -> bool:
+    """An error of bad input or of the environment, worth one line rather than a traceback."""
+    if isinstance(exc, ConfigError | OSError | UnicodeDecodeError):
+        return True
+    from .data import DataError
+    from .lm import ModelLoadError
+    from .results import ResultsError
+
+    return isinstance(exc, DataError | ModelLoadError | ResultsError)
+
+
+def _message(exc: Exception) -> str:
+    """One line for an expected error. The package's errors name their file; an OSError names its own."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
+        return f"{where}: {exc.strerror or exc}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({exc.reason} at byte {exc.start})"
+    return " ".join(str(exc).split())
+
+
+class _Verbs(TyperGroup):
+    """The verbs, each run so that an expected error becomes `error: <message>` and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if (ctx.obj or {}).get("debug") or not _expected(exc):
+                raise
+            _fail(_message(exc))
+
+
+app = typer.Typer(cls=_Verbs, help="Benchmark cascades, speculative decoding and speculative cascades.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log details")) -> None:
+def main(ctx: typer.Context,
+         verbose: bool = typer.Option(False, "--verbose", "-v", help="log details"),
+         debug: bool = typer.Option(False, "--debug", envvar="SCB_DEBUG",
+                                    help="show the traceback of an error instead of one line")) -> None:
+    ctx.obj = {"debug": debug}
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
 
 
@@ -47,10 +94,7 @@ def finetune(config: Path = typer.Option(..., "--config", "-c", help="fine-tunin
 
     from .finetune import finetune as run_finetune
 
-    try:
-        cfg = load_finetune_config(config)
-    except ConfigError as exc:
-        _fail(str(exc))
+    cfg = load_finetune_config(config)
     if max_steps is not None:
         cfg = replace(cfg, max_steps=max_steps)
     summary = run_finetune(cfg, fresh=fresh)
@@ -60,10 +104,7 @@ def finetune(config: Path = typer.Option(..., "--config", "-c", help="fine-tunin
 def _load(config: Path, variant: str | None = None):
     from .config import load_run_config
 
-    try:
-        return load_run_config(config, variant)
-    except ConfigError as exc:
-        _fail(str(exc))
+    return load_run_config(config, variant)
 
 
 def _quiet_libraries() -> None:
@@ -87,12 +128,9 @@ def validate(config: Path = typer.Option(..., "--config", "-c", help="run config
     from .config import load_run_configs, validate_resources
     from .runner import plan
 
-    try:
-        configs = [_load(config, variant)] if variant else load_run_configs(config)
-        for cfg in configs:
-            validate_resources(cfg)
-    except ConfigError as exc:
-        _fail(str(exc))
+    configs = [_load(config, variant)] if variant else load_run_configs(config)
+    for cfg in configs:
+        validate_resources(cfg)
     for cfg in configs:
         decoded, derived = plan(cfg)
         label = f"{config} [{cfg.variant}]" if cfg.variant else str(config)
@@ -126,9 +164,6 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="run config (YAM
     """Decode every selected example with every configured method run, recording quality and latency."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .data import DataError
-    from .lm import ModelLoadError
-    from .results import ResultsError
     from .runner import RunOptions
     from .runner import run as run_benchmark
 
@@ -140,30 +175,55 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="run config (YAM
                          methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),
                TimeRemainingColumn())
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(cfg.name, total=None)
+    signals: list[int] = []
+    try:
+        with _signals_as_interrupts(signals), Progress(*columns, transient=False) as bar:
+            task = bar.add_task(cfg.name, total=None)
 
-        def progress(run_id: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total or None, description=f"{cfg.name} {run_id}".strip())
+            def progress(run_id: str, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total or None, description=f"{cfg.name} {run_id}".strip())
 
-        try:
             out = run_benchmark(cfg, options, progress)
-        except (ConfigError, DataError, ModelLoadError, ResultsError) as exc:
-            bar.stop()
-            _fail(str(exc))
+    except KeyboardInterrupt:
+        from .results import count_examples
+
+        folder = Path(output or cfg.output)
+        kept = count_examples(folder) if folder.is_dir() else 0
+        typer.echo(f"interrupted; {kept} examples kept in {folder}; run the same command to resume", err=True)
+        raise typer.Exit(128 + (signals[0] if signals else signal.SIGINT)) from None
     typer.echo(f"results: {out}")
+
+
+@contextlib.contextmanager
+def _signals_as_interrupts(received: list[int]):
+    """SIGINT and SIGTERM raise KeyboardInterrupt (recorded in `received`), so that either one stops a run
+    through the same path: the progress display restores the terminal, finished examples stay on disk."""
+
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave the handlers alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @app.command()
 def report(results: Path = typer.Argument(..., help="results folder of `scb run`")) -> None:
-    """Print the summary table in Markdown (also written to RESULTS/report.md and summary.csv)."""
-    from .report import build_report
-    from .results import ResultsError
+    """Print the summary table in Markdown (also written to RESULTS/report.md and summary.csv when the
+    folder is writable; otherwise a one-line note on stderr says so)."""
+    from .report import write_report
 
-    try:
-        typer.echo(build_report(results))
-    except ResultsError as exc:
-        _fail(str(exc))
+    text, not_written = write_report(results)
+    typer.echo(text)
+    if not_written is not None:
+        typer.echo(f"note: report.md and summary.csv not written into {results}: {_message(not_written)}", err=True)
 
 
 @app.command()
@@ -173,12 +233,8 @@ def plot(results: list[Path] = typer.Argument(..., help="results folders of `scb
     """Draw quality against latency relative to the verifier (PNG and PDF), one figure per results
     folder; with several folders also a combined figure with a panel per folder."""
     from .plot import plot_folders
-    from .results import ResultsError
 
-    try:
-        paths = plot_folders(results, out)
-    except ResultsError as exc:
-        _fail(str(exc))
+    paths = plot_folders(results, out)
     for path in paths:
         typer.echo(str(path))
 

@@ -1,37 +1,84 @@
 """Typed, strictly validated YAML configs for `scb run` and `scb finetune`.
 
-Every error names the file and the dotted key. Loading never touches a model or a dataset; the checks
-that need the filesystem (a local dataset or model path that does not exist, a field missing from a
-local data file) run in `validate_resources`.
+Every error names the file and the dotted key. Each section of a config is a dataclass whose fields are
+the section's keys: a field's type, default and valid range are written once, on the field, and the
+reader derives the allowed keys, the type checks and the defaults from it. Loading never touches a model
+or a dataset; the checks that need the filesystem are in `validate_resources`.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
-from dataclasses import dataclass, field
+import reprlib
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .data import DataError, check_local_fields, looks_like_path
 from .methods import METHODS, alpha_param, suggest
 from .presets import PREFIX, T5_V1_1_SHAPES, is_preset, preset_shape
 
-METRICS = ("bleu", "rouge2", "rougeL", "chrf")
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 CACHES = ("dynamic", "static")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
-LOCAL_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+METRICS = ("bleu", "rouge2", "rougeL", "chrf")
+# A run or variant name: it becomes a folder name, so no separators, no leading dot, nothing empty.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 100_000  # values in a loaded config, aliases expanded: bounds any walk over it
+MAX_MESSAGE = 400
+
+_repr = reprlib.Repr()
+_repr.maxstring, _repr.maxother, _repr.maxlist, _repr.maxdict, _repr.maxlevel = 60, 60, 4, 4, 2
+
+
+def short(value: Any) -> str:
+    """A repr of a config value bounded in size, whatever the value (a 1 MB string, an alias bomb)."""
+    return _repr.repr(value)
 
 
 class ConfigError(ValueError):
     """A config problem, located by file and dotted key."""
 
     def __init__(self, file: str | Path, key: str, message: str):
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE] + "..."
+        key = key if len(key) <= 100 else key[:100] + "..."
         self.file, self.key, self.message = str(file), key, message
         super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+
+
+def option(default: Any = MISSING, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+           high_open: bool = False, choices: tuple[str, ...] = (), pattern: re.Pattern | None = None,
+           section: str = "", internal: bool = False) -> Any:
+    """A config field: its default (none: required), its valid range or choices, the name pattern a string
+    must match, the section it is read from (for flat dataclasses such as FinetuneConfig), or `internal`
+    for a field that is not a key of the file."""
+    metadata = {"low": low, "high": high, "low_open": low_open, "high_open": high_open, "choices": choices,
+                "pattern": pattern, "section": section, "internal": internal}
+    return field(default=default, metadata=metadata)
+
+
+_KINDS = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict}
+
+
+def _kind(f: Field) -> tuple[type, bool]:
+    """The Python type of a field's value and whether it may be null, from its annotation."""
+    text = str(f.type)
+    nullable = text.endswith("| None")
+    base = text.removesuffix("| None").strip().split("[")[0]
+    return _KINDS[base], nullable
+
+
+def keys_of(cls, section: str = "") -> tuple[str, ...]:
+    """The keys a config section accepts: its dataclass's fields (those of `section` for a flat one)."""
+    return tuple(f.name for f in fields(cls) if not f.metadata.get("internal")
+                 and f.metadata.get("section", "") == section)
 
 
 class _Section:
@@ -45,8 +92,8 @@ class _Section:
             raise ConfigError(file, prefix or "(top level)", f"must be a mapping, got {type(data).__name__}")
         for key in data:
             if key not in allowed:
-                raise ConfigError(file, self.key(str(key)), f"unknown key{suggest(str(key), allowed)}; "
-                                  f"allowed: {', '.join(allowed)}")
+                raise ConfigError(file, self.key(short(key) if not isinstance(key, str) else key),
+                                  f"unknown key{suggest(str(key)[:100], allowed)}; allowed: {', '.join(allowed)}")
         self.data = data
 
     def key(self, name: str) -> str:
@@ -68,13 +115,15 @@ class _Section:
             value = float(value)
         if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
             names = " or ".join(k.__name__ for k in kinds)
-            raise self.error(name, f"must be {names}, got {type(value).__name__} {value!r}")
+            raise self.error(name, f"must be {names}, got {type(value).__name__} {short(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(name, f"must be a finite number, got {value}")
         return value
 
     def choice(self, name: str, choices: tuple[str, ...], default: Any = ...) -> str:
         value = self.get(name, str, default)
         if value not in choices:
-            raise self.error(name, f"unknown value {value!r}{suggest(value, choices)}; choose from "
+            raise self.error(name, f"unknown value {short(value)}{suggest(value[:100], choices)}; choose from "
                              f"{', '.join(choices)}")
         return value
 
@@ -89,22 +138,47 @@ class _Section:
             lo = "-inf" if low is None else f"{low:g}"
             hi = "inf" if high is None else f"{high:g}"
             interval = f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
-            raise self.error(name, f"must be in {interval}, got {value}")
+            raise self.error(name, f"must be in {interval}, got {value:g}")
         return value
+
+    def fields(self, cls, section: str = "", only: tuple[str, ...] | None = None, **defaults: Any) -> dict[str, Any]:
+        """The fields of `cls` (those of `section` for a flat one, or just `only`), each read with its type,
+        range and default; `defaults` overrides a field's default for this kind of file."""
+        values = {}
+        for f in fields(cls):
+            meta = f.metadata
+            if meta.get("internal") or meta.get("section", "") != section or only is not None and f.name not in only:
+                continue
+            kind, nullable = _kind(f)
+            default = defaults.get(f.name, ... if f.default is MISSING else f.default)
+            if meta.get("choices"):
+                values[f.name] = self.choice(f.name, meta["choices"], default)
+            elif kind in (int, float):
+                values[f.name] = self.number(f.name, kind, default, low=meta.get("low"), high=meta.get("high"),
+                                             low_open=meta.get("low_open"), high_open=meta.get("high_open"),
+                                             nullable=nullable)
+            else:
+                value = values[f.name] = self.get(f.name, kind, default, nullable=nullable)
+                if kind is str and value is not None and default is ... and not value.strip():
+                    raise self.error(f.name, "must not be empty")
+                if kind is str and value is not None and meta.get("pattern") and not meta["pattern"].match(value):
+                    raise self.error(f.name, f"{short(value)} must be letters, digits, '_', '.', '+' or '-', "
+                                     "starting with a letter or digit")
+        return values
 
 
 @dataclass(frozen=True)
 class TaskConfig:
-    dataset: str
-    source: str
-    target: str
-    subset: str | None = None
-    split: str = "test"
-    revision: str | None = None
-    prefix: str = ""
-    metric: str = "bleu"
-    limit: int | None = None
-    max_source_tokens: int = 512
+    dataset: str = option()
+    source: str = option()
+    target: str = option()
+    subset: str | None = option(None)
+    split: str = option("test")  # a fine-tuning config's default is "train"
+    revision: str | None = option(None)
+    prefix: str = option("")
+    metric: str = option("bleu", choices=METRICS)
+    limit: int | None = option(None, low=1, high=10_000_000)
+    max_source_tokens: int = option(512, low=1, high=131_072)
 
     @property
     def is_local(self) -> bool:
@@ -113,33 +187,45 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class ModelsConfig:
-    drafter: str
-    verifier: str
-    tokenizer: str | None = None
-    dtype: str = "float32"
-    device: str = "auto"
-    cache: str = "dynamic"
-    compile: str = "none"
+    drafter: str = option()
+    verifier: str = option()
+    tokenizer: str | None = option(None)
+    dtype: str = option("float32", choices=DTYPES)
+    device: str = option("auto", choices=DEVICES)
+    cache: str = option("dynamic", choices=CACHES)
+    compile: str = option("none", choices=COMPILE_MODES)
+
+
+MIN_TEMPERATURE = 0.01  # below it (but above 0, which is greedy) logits / temperature overflow
 
 
 @dataclass(frozen=True)
 class DecodingConfig:
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float = 1.0
-    draft_length: int = 5
-    seed: int = 0
+    """How every method of a run decodes. `draft_length` is the default gamma of the speculative methods;
+    a method entry may override it."""
+
+    max_new_tokens: int = option(64, low=1, high=32_768)
+    temperature: float = option(0.0, low=0.0, high=100.0)
+    top_p: float = option(1.0, low=0.0, high=1.0, low_open=True)
+    draft_length: int = option(5, low=1, high=64)
+    seed: int = option(0, low=0, high=2**32 - 1)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
 
 
 @dataclass(frozen=True)
 class TimingConfig:
-    warmup: int = 2
-    trials: int = 1
+    warmup: int = option(2, low=0, high=1000)
+    trials: int = option(1, low=1, high=100)
 
 
 @dataclass(frozen=True)
 class MethodRun:
-    """One method at one parameter setting: a curve point. `run_id` names its results file."""
+    """One method at one parameter setting: a curve point. `run_id` names its results file: the method,
+    then each parameter in the registry's order (numbers after their tag, a required choice as its value,
+    an optional choice as `name_value` when it is not the default)."""
 
     method: str
     params: dict[str, Any]
@@ -147,65 +233,106 @@ class MethodRun:
     @property
     def run_id(self) -> str:
         parts = [self.method]
-        for key in ("rule", "alpha", "threshold", "beta", "draft_length", "bonus"):
-            if key in self.params and not (key == "bonus" and self.params[key] == "target"):
-                value = self.params[key]
-                short = {"alpha": "a", "threshold": "t", "beta": "b", "draft_length": "g"}.get(key, "")
-                parts.append(f"{short}{value:g}" if isinstance(value, float | int) else f"{key}_{value}"
-                             if key == "bonus" else str(value))
+        for param in METHODS[self.method].params:
+            if param.name not in self.params:
+                continue
+            value = self.params[param.name]
+            if not param.choices:
+                parts.append(f"{param.tag or param.name}{value:g}")
+            elif param.required:
+                parts.append(str(value))
+            elif value != param.default:
+                parts.append(f"{param.name}_{value}")
         return "-".join(parts)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    name: str
-    task: TaskConfig
-    models: ModelsConfig
-    decoding: DecodingConfig
-    timing: TimingConfig
-    methods: tuple[MethodRun, ...]
-    output: str
-    file: str = ""
-    variant: str | None = None
-    variants: tuple[str, ...] = ()
-    raw: dict = field(default_factory=dict, compare=False)
+    name: str = option(pattern=NAME)
+    task: TaskConfig = option()
+    models: ModelsConfig = option()
+    methods: tuple[MethodRun, ...] = option()
+    decoding: DecodingConfig = option(DecodingConfig())
+    timing: TimingConfig = option(TimingConfig())
+    output: str = option("")  # default results/<name>
+    file: str = option("", internal=True)
+    variant: str | None = option(None, internal=True)
+    variants: tuple[str, ...] = option((), internal=True)
+    raw: dict = field(default_factory=dict, compare=False, metadata={"internal": True})
 
     def method_names(self) -> list[str]:
         return list(dict.fromkeys(m.method for m in self.methods))
 
 
-def looks_like_path(name: str) -> bool:
-    """A dataset or model given as a local path rather than a hub name."""
-    if is_preset(name):
-        return False
-    return (name.startswith((".", "/", "~")) or name.endswith(LOCAL_DATA_SUFFIXES) or Path(name).exists()
-            or name.count("/") > 1)
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int):
+        super().__init__(f"duplicate key {short(key)} (line {line})")
+        self.key = key
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, list | dict):
+                continue  # unhashable: the mapping constructor reports it
+            if key in seen:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _check_size(data: Any) -> None:
+    """Walk the loaded config, aliases expanded, and refuse it past MAX_CONFIG_NODES values."""
+    stack, count = [data], 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_NODES:
+            raise ValueError(f"has more than {MAX_CONFIG_NODES} values once its aliases are expanded")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def parse_yaml(text: str) -> Any:
+    """Strict YAML: duplicate keys, files over MAX_CONFIG_BYTES and alias bombs are refused (yaml.YAMLError
+    or ValueError)."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ValueError(f"is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise ValueError("is nested too deeply") from None
+    _check_size(data)
+    return data
 
 
 def _read_yaml(path: Path) -> Any:
     if not path.exists():
         raise ConfigError(path, "", "config file not found")
+    if path.is_dir():
+        raise ConfigError(path, "", "is a folder, not a config file")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", f"not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read the config: {exc.strerror or exc}") from None
+    try:
+        return parse_yaml(text)
+    except _DuplicateKey as exc:
+        raise ConfigError(path, "", str(exc)) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(path, "", f"not valid YAML: {exc}") from None
-
-
-def _task(file: Path, data: Any, *, default_split: str) -> TaskConfig:
-    s = _Section(file, "task", data, ("dataset", "subset", "split", "revision", "source", "target", "prefix",
-                                      "metric", "limit", "max_source_tokens"))
-    return TaskConfig(
-        dataset=s.get("dataset", str),
-        subset=s.get("subset", str, None, nullable=True),
-        split=s.get("split", str, default_split),
-        revision=s.get("revision", str, None, nullable=True),
-        source=s.get("source", str),
-        target=s.get("target", str),
-        prefix=s.get("prefix", str, ""),
-        metric=s.choice("metric", METRICS, "bleu"),
-        limit=s.number("limit", int, None, low=1, nullable=True),
-        max_source_tokens=s.number("max_source_tokens", int, 512, low=1),
-    )
+        raise ConfigError(path, "", f"not valid YAML: {' '.join(str(exc).split())}") from None
+    except ValueError as exc:
+        raise ConfigError(path, "", f"the config {exc}") from None
 
 
 def _as_list(value: Any) -> list:
@@ -224,8 +351,8 @@ def _methods(file: Path, data: Any, default_gamma: int) -> tuple[MethodRun, ...]
         if not isinstance(name, str):
             raise ConfigError(file, f"{prefix}.method", "is required (a method name)")
         if name not in METHODS:
-            raise ConfigError(file, f"{prefix}.method", f"unknown method {name!r}{suggest(name, METHODS)}; "
-                              f"known: {', '.join(METHODS)}")
+            raise ConfigError(file, f"{prefix}.method", f"unknown method {short(name)}"
+                              f"{suggest(name[:100], METHODS)}; known: {', '.join(METHODS)}")
         spec = METHODS[name]
         s = _Section(file, prefix, entry, ("method", *(p.name for p in spec.params)))
         choices = {p.name: s.choice(p.name, p.choices, ... if p.required else p.default)
@@ -245,20 +372,24 @@ def _methods(file: Path, data: Any, default_gamma: int) -> tuple[MethodRun, ...]
             values = _as_list(entry[param.name])
             if not values:
                 raise s.error(param.name, "must not be an empty list")
-            kind = int if param.name == "draft_length" else float
+            if len(values) > 1000:
+                raise s.error(param.name, f"sweeps {len(values)} values; at most 1000")
+            kind = int if param.integer else float
             for value in values:
                 ok = isinstance(value, int) if kind is int else isinstance(value, int | float)
                 if isinstance(value, bool) or not ok:
-                    raise s.error(param.name, f"must be {kind.__name__} or a list of them, got {value!r}")
+                    raise s.error(param.name, f"must be {kind.__name__} or a list of them, got {short(value)}")
                 problem = checked.check(float(value))
                 if problem:
                     where = f" for rule {rule!r}" if rule else ""
                     raise s.error(param.name, f"{problem}{where}")
             grid[param.name] = [kind(v) for v in values]
-        if name == "seq_cascade" and "alpha" in grid and "threshold" in grid:
-            raise s.error("threshold", "give either alpha (deferral rate) or threshold, not both")
-        if name == "seq_cascade" and not grid:
-            raise s.error("alpha", "seq_cascade needs alpha (deferral rates) or threshold")
+        if spec.one_of:
+            given = [p for p in spec.one_of if p in grid]
+            if len(given) != 1:
+                problem = "not both" if given else f"{name} needs one"
+                raise s.error(given[-1] if given else spec.one_of[0],
+                              f"give either {' or '.join(spec.one_of)}, {problem}")
         if "draft_length" not in grid and spec.param("draft_length"):
             grid["draft_length"] = [default_gamma]
         keys = list(grid)
@@ -268,6 +399,8 @@ def _methods(file: Path, data: Any, default_gamma: int) -> tuple[MethodRun, ...]
             if any(r.run_id == run.run_id for r in runs):
                 raise ConfigError(file, prefix, f"duplicates the method run {run.run_id!r}")
             runs.append(run)
+            if len(runs) > 10_000:
+                raise ConfigError(file, prefix, "the methods expand to more than 10000 method runs")
     return tuple(runs)
 
 
@@ -290,7 +423,7 @@ def load_run_config(path: str | Path, variant: str | None = None) -> RunConfig:
         return base
     if variant not in variants:
         known = ", ".join(variants) or "none"
-        raise ConfigError(file, "variants", f"unknown variant {variant!r}{suggest(variant, variants)}; "
+        raise ConfigError(file, "variants", f"unknown variant {short(variant)}{suggest(variant[:100], variants)}; "
                           f"the config has: {known}")
     overlay = variants[variant] or {}
     merged = _merge(data, overlay)
@@ -322,7 +455,7 @@ def _variants(file: Path, data: Any) -> dict[str, dict]:
                           f"{type(variants).__name__}")
     for name, overlay in variants.items():
         if not isinstance(name, str) or not VARIANT_NAME.match(name):
-            raise ConfigError(file, "variants", f"variant name {name!r} must be letters, digits, '_' or '-'")
+            raise ConfigError(file, "variants", f"variant name {short(name)} must be letters, digits, '_' or '-'")
         if overlay is not None and not isinstance(overlay, dict):
             raise ConfigError(file, f"variants.{name}", f"must be a mapping, got {type(overlay).__name__}")
         if overlay and "variants" in overlay:
@@ -353,51 +486,44 @@ def _has_key(data: Any, dotted: str) -> bool:
 
 
 def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str, ...]) -> RunConfig:
-    top = _Section(file, "", data, ("name", "task", "models", "decoding", "methods", "timing", "output"))
-    name = top.get("name", str)
-    task = _task(file, top.get("task", dict), default_split="test")
-    m = _Section(file, "models", top.get("models", dict),
-                 ("drafter", "verifier", "tokenizer", "dtype", "device", "cache", "compile"))
-    models = ModelsConfig(
-        drafter=m.get("drafter", str), verifier=m.get("verifier", str),
-        tokenizer=m.get("tokenizer", str, None, nullable=True),
-        dtype=m.choice("dtype", DTYPES, "float32"), device=m.choice("device", DEVICES, "auto"),
-        cache=m.choice("cache", CACHES, "dynamic"), compile=m.choice("compile", COMPILE_MODES, "none"),
-    )
+    top = _Section(file, "", data, keys_of(RunConfig))
+    name = top.fields(RunConfig, only=("name",))["name"]
+    task = TaskConfig(**_Section(file, "task", top.get("task", dict), keys_of(TaskConfig)).fields(TaskConfig))
+    m = _Section(file, "models", top.get("models", dict), keys_of(ModelsConfig))
+    models = ModelsConfig(**m.fields(ModelsConfig))
     if models.compile != "none" and models.cache != "static":
         raise m.error("compile", "needs cache: static (compiled steps need fixed cache shapes)")
-    d = _Section(file, "decoding", top.get("decoding", dict, {}),
-                 ("max_new_tokens", "temperature", "top_p", "draft_length", "seed"))
-    decoding = DecodingConfig(
-        max_new_tokens=d.number("max_new_tokens", int, 64, low=1),
-        temperature=d.number("temperature", float, 0.0, low=0.0),
-        top_p=d.number("top_p", float, 1.0, low=0.0, high=1.0, low_open=True),
-        draft_length=d.number("draft_length", int, 5, low=1, high=64),
-        seed=d.get("seed", int, 0),
-    )
-    t = _Section(file, "timing", top.get("timing", dict, {}), ("warmup", "trials"))
-    timing = TimingConfig(warmup=t.number("warmup", int, 2, low=0), trials=t.number("trials", int, 1, low=1))
+    d = _Section(file, "decoding", top.get("decoding", dict, {}), keys_of(DecodingConfig))
+    decoding = DecodingConfig(**d.fields(DecodingConfig))
+    if 0 < decoding.temperature < MIN_TEMPERATURE:
+        raise d.error("temperature", f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got "
+                      f"{decoding.temperature:g}")
+    t = _Section(file, "timing", top.get("timing", dict, {}), keys_of(TimingConfig))
+    timing = TimingConfig(**t.fields(TimingConfig))
     methods = _methods(file, top.get("methods", list), decoding.draft_length)
     output = top.get("output", str, f"results/{name}")
-    return RunConfig(name, task, models, decoding, timing, methods, output, str(file), variant, variants, data)
+    if not output.strip():
+        raise top.error("output", "must not be empty")
+    return RunConfig(name, task, models, methods, decoding, timing, output, str(file), variant, variants, data)
 
 
 def validate_resources(config: RunConfig) -> None:
     """Filesystem checks: local dataset and model paths exist, local data has the named fields."""
-    from .data import check_local_fields  # local import: reads a file header only
-
     file = config.file
     if config.task.is_local:
         path = Path(config.task.dataset).expanduser()
         if not path.exists():
             raise ConfigError(file, "task.dataset", f"local dataset file not found: {path}")
-        check_local_fields(path, config.task, file)
+        try:
+            check_local_fields(path, config.task)
+        except DataError as exc:
+            raise ConfigError(file, f"task.{exc.key or 'dataset'}", str(exc)) from None
     for role in ("drafter", "verifier", "tokenizer"):
         name = getattr(config.models, role)
         if name and is_preset(name):
             if role == "tokenizer" or preset_shape(name) not in T5_V1_1_SHAPES:
-                raise ConfigError(file, f"models.{role}", f"unknown shape preset {name!r}"
-                                  f"{suggest(preset_shape(name), T5_V1_1_SHAPES)}; presets: "
+                raise ConfigError(file, f"models.{role}", f"unknown shape preset {short(name)}"
+                                  f"{suggest(preset_shape(name)[:100], T5_V1_1_SHAPES)}; presets: "
                                   + ", ".join(PREFIX + shape for shape in T5_V1_1_SHAPES))
         elif name and looks_like_path(name) and not Path(name).expanduser().exists():
             raise ConfigError(file, f"models.{role}", f"local model path not found: {name}")
@@ -405,28 +531,36 @@ def validate_resources(config: RunConfig) -> None:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    name: str
-    task: TaskConfig
-    pretrained: str | None
-    architecture: dict[str, Any] | None
-    tokenizer: str | None
-    max_steps: int
-    batch_size: int
-    gradient_accumulation_steps: int
-    gradient_checkpointing: bool
-    learning_rate: float
-    warmup_steps: int
-    weight_decay: float
-    max_target_tokens: int
-    eval_split: str | None
-    eval_examples: int
-    eval_steps: int
-    save_steps: int
-    seed: int
-    save_dtype: str
-    bf16: str
-    output: str
-    file: str = ""
+    """A fine-tuning config: the top-level keys, then the `model` and `training` sections' fields."""
+
+    name: str = option(pattern=NAME)
+    task: TaskConfig = option()
+    output: str = option()
+    pretrained: str | None = option(None, section="model")
+    architecture: dict[str, Any] | None = option(None, section="model")  # T5Config fields
+    tokenizer: str | None = option(None, section="model")
+    max_steps: int = option(1000, low=1, high=10_000_000, section="training")
+    batch_size: int = option(32, low=1, high=65_536, section="training")
+    gradient_accumulation_steps: int = option(1, low=1, high=65_536, section="training")
+    gradient_checkpointing: bool = option(False, section="training")
+    learning_rate: float = option(1e-3, low=0.0, high=1.0, low_open=True, section="training")
+    warmup_steps: int = option(0, low=0, high=10_000_000, section="training")
+    weight_decay: float = option(0.0, low=0.0, high=1.0, section="training")
+    max_target_tokens: int = option(128, low=1, high=131_072, section="training")
+    eval_split: str | None = option(None, section="training")
+    eval_examples: int = option(200, low=1, high=10_000_000, section="training")
+    eval_steps: int = option(500, low=1, high=10_000_000, section="training")
+    save_steps: int = option(500, low=1, high=10_000_000, section="training")
+    seed: int = option(0, low=0, high=2**32 - 1, section="training")
+    save_dtype: str = option("float32", choices=DTYPES, section="training")
+    bf16: str = option("auto", choices=("auto", "true", "false"), section="training")
+    file: str = option("", internal=True)
+
+
+def _architecture_fields() -> set[str]:
+    from transformers import T5Config
+
+    return set(T5Config().to_dict())
 
 
 def load_finetune_config(path: str | Path) -> FinetuneConfig:
@@ -434,38 +568,27 @@ def load_finetune_config(path: str | Path) -> FinetuneConfig:
     file = Path(path)
     data = _read_yaml(file)
     top = _Section(file, "", data, ("name", "task", "model", "training", "output"))
-    name = top.get("name", str)
-    task = _task(file, top.get("task", dict), default_split="train")
-    m = _Section(file, "model", top.get("model", dict), ("pretrained", "architecture", "tokenizer"))
-    pretrained = m.get("pretrained", str, None, nullable=True)
-    architecture = m.get("architecture", dict, None, nullable=True)
-    if (pretrained is None) == (architecture is None):
+    name = top.fields(FinetuneConfig, only=("name",))["name"]
+    task = TaskConfig(**_Section(file, "task", top.get("task", dict), keys_of(TaskConfig))
+                      .fields(TaskConfig, split="train"))
+    m = _Section(file, "model", top.get("model", dict), keys_of(FinetuneConfig, "model"))
+    model = m.fields(FinetuneConfig, "model")
+    if (model["pretrained"] is None) == (model["architecture"] is None):
         raise m.error("pretrained", "give exactly one of pretrained (a hub name or path) or architecture "
                       "(T5Config fields, trained from scratch)")
-    tokenizer = m.get("tokenizer", str, None, nullable=True)
-    if architecture is not None and tokenizer is None:
-        raise m.error("tokenizer", "is required with architecture (e.g. byt5, or a hub name or path)")
-    t = _Section(file, "training", top.get("training", dict, {}),
-                 ("max_steps", "batch_size", "gradient_accumulation_steps", "gradient_checkpointing",
-                  "learning_rate", "warmup_steps", "weight_decay", "max_target_tokens", "eval_split",
-                  "eval_examples", "eval_steps", "save_steps", "seed", "save_dtype", "bf16"))
-    return FinetuneConfig(
-        name=name, task=task, pretrained=pretrained, architecture=architecture, tokenizer=tokenizer,
-        max_steps=t.number("max_steps", int, 1000, low=1),
-        batch_size=t.number("batch_size", int, 32, low=1),
-        gradient_accumulation_steps=t.number("gradient_accumulation_steps", int, 1, low=1),
-        gradient_checkpointing=t.get("gradient_checkpointing", bool, False),
-        learning_rate=t.number("learning_rate", float, 1e-3, low=0.0, low_open=True),
-        warmup_steps=t.number("warmup_steps", int, 0, low=0),
-        weight_decay=t.number("weight_decay", float, 0.0, low=0.0),
-        max_target_tokens=t.number("max_target_tokens", int, 128, low=1),
-        eval_split=t.get("eval_split", str, None, nullable=True),
-        eval_examples=t.number("eval_examples", int, 200, low=1),
-        eval_steps=t.number("eval_steps", int, 500, low=1),
-        save_steps=t.number("save_steps", int, 500, low=1),
-        seed=t.get("seed", int, 0),
-        save_dtype=t.choice("save_dtype", DTYPES, "float32"),
-        bf16=t.choice("bf16", ("auto", "true", "false"), "auto"),
-        output=top.get("output", str),
-        file=str(file),
-    )
+    if model["architecture"] is not None:
+        known = _architecture_fields()
+        for key, value in model["architecture"].items():
+            where = f"model.architecture.{short(key) if not isinstance(key, str) else key}"
+            if key not in known:
+                raise ConfigError(file, where, f"is not a T5Config field{suggest(str(key)[:100], known)}")
+            if not isinstance(value, int | float | str | bool) or isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(file, where, f"must be a finite number, a string or a boolean, got {short(value)}")
+        if model["tokenizer"] is None:
+            raise m.error("tokenizer", "is required with architecture (e.g. byt5, or a hub name or path)")
+    t = _Section(file, "training", top.get("training", dict, {}), keys_of(FinetuneConfig, "training"))
+    output = top.get("output", str)
+    if not output.strip():
+        raise top.error("output", "must not be empty")
+    return FinetuneConfig(name=name, task=task, output=output, **model,
+                          **t.fields(FinetuneConfig, "training"), file=str(file))

@@ -6,14 +6,32 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import ConfigError, TaskConfig
+from .presets import is_preset
+
+if TYPE_CHECKING:
+    from .config import TaskConfig
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+LOCAL_DATA_SUFFIXES = tuple(_BUILDERS)
 
 
 class DataError(RuntimeError):
-    """A dataset could not be loaded or lacks a configured field."""
+    """A dataset could not be loaded or lacks a configured field; `key` is the task's config key at fault
+    (`source`, `target`, `dataset`), when one is."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+def looks_like_path(name: str) -> bool:
+    """A dataset or model given as a local path rather than a hub name."""
+    if is_preset(name):
+        return False
+    return (name.startswith((".", "/", "~")) or name.endswith(LOCAL_DATA_SUFFIXES) or Path(name).exists()
+            or name.count("/") > 1)
 
 
 @dataclass(frozen=True)
@@ -57,24 +75,66 @@ def _first_local_row(path: Path) -> dict:
     return table[0] if table else {}
 
 
-def check_local_fields(path: Path, task: TaskConfig, file: str) -> None:
-    """Fail with a ConfigError when a local data file lacks the configured source or target field."""
+def check_local_fields(path: Path, task: TaskConfig) -> None:
+    """Fail with a DataError (its `key` the task key at fault) when a local data file cannot be read or its
+    first row lacks the configured source or target field."""
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give a data file", "dataset")
     if path.suffix.lower() not in _BUILDERS:
-        raise ConfigError(file, "task.dataset", f"unsupported file type {path.suffix!r}; use "
-                          f"{', '.join(_BUILDERS)}")
+        raise DataError(f"unsupported file type {path.suffix!r}; use {', '.join(_BUILDERS)}", "dataset")
     try:
         row = _first_local_row(path)
-    except (ValueError, OSError) as exc:
-        raise ConfigError(file, "task.dataset", f"cannot read {path}: {exc}") from None
-    if not row:
-        raise ConfigError(file, "task.dataset", f"{path} has no rows")
+    except (ValueError, OSError, IndexError) as exc:
+        raise DataError(f"cannot read {path}: {_one_line(exc)}", "dataset") from None
+    if not isinstance(row, dict) or not row:
+        raise DataError(f"{path} has no rows", "dataset")
     for key in ("source", "target"):
         dotted = getattr(task, key)
         try:
             get_field(row, dotted)
         except KeyError:
-            raise ConfigError(file, f"task.{key}", f"field {dotted!r} not found in {path}; its fields: "
-                              f"{', '.join(row)}") from None
+            raise DataError(f"field {dotted!r} not found in {path}; its fields: {', '.join(map(str, row))}",
+                            key) from None
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _locate_unreadable_line(path: Path) -> str | None:
+    """Where a local text data file stops being UTF-8 (or, for JSONL, JSON): 'line N: problem', or None."""
+    if path.suffix.lower() == ".parquet":
+        return None
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {number}: not UTF-8 text (byte {exc.start})"
+            if path.suffix.lower() == ".jsonl" and line.strip():
+                try:
+                    json.loads(line)
+                except ValueError as exc:
+                    return f"line {number}: not a JSON object ({_one_line(exc, 80)})"
+    return None
+
+
+# How `datasets` refuses a repository that holds only a loading script: 4.0 and later raise
+# "Dataset scripts are no longer supported, but found X.py"; 2.20 to 3.x ask for trust_remote_code.
+_LOADING_SCRIPT_ERRORS = ("Dataset scripts are no longer supported", "contains custom code which must be executed")
+
+
+def is_loading_script_error(exc: Exception) -> bool:
+    """Whether `datasets` refused a dataset because it ships only a Python loading script."""
+    return isinstance(exc, RuntimeError | ValueError) and any(s in str(exc) for s in _LOADING_SCRIPT_ERRORS)
+
+
+def loading_script_message(task: TaskConfig) -> str:
+    """One line for a hub dataset that ships only a loading script, with the two ways out."""
+    return (f"dataset {task.dataset!r} ships only a loading script, which this version of `datasets` does not "
+            "run; set `task.revision: refs/convert/parquet` (the hub's parquet conversion of it) or point "
+            "`task.dataset` at a repository with data files (e.g. `wmt/wmt14` instead of `wmt14`)")
 
 
 def load_rows(task: TaskConfig):
@@ -87,10 +147,16 @@ def load_rows(task: TaskConfig):
         if builder is None:
             raise DataError(f"unsupported data file type {path.suffix!r}: {path}")
         # A local file is one split; `task.split` names it only for the results.
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
+        try:
+            return datasets.load_dataset(builder, data_files=str(path), split="train")
+        except Exception as exc:  # datasets wraps a parser's error in its own types
+            where = _locate_unreadable_line(path)
+            raise DataError(f"cannot read {path}: {where or _one_line(exc)}", "dataset") from None
     try:
         return datasets.load_dataset(task.dataset, task.subset, split=task.split, revision=task.revision)
     except Exception as exc:  # datasets raises many types for an unreachable or unknown hub dataset
+        if is_loading_script_error(exc):
+            raise DataError(loading_script_message(task), "dataset") from None
         raise DataError(
             f"could not load dataset {task.dataset!r} (subset {task.subset!r}, split {task.split!r}) from the "
             f"Hugging Face hub or its cache: {type(exc).__name__}: {exc}. Without network access, use a "
@@ -111,13 +177,21 @@ def load_examples(task: TaskConfig, seed: int, limit: int | None = None) -> list
     indices = select_indices(len(rows), task.limit, seed)
     if limit is not None:
         indices = indices[:limit]
-    examples = []
-    for i in indices:
-        row = rows[i]
-        try:
-            source, reference = get_field(row, task.source), get_field(row, task.target)
-        except KeyError as exc:
-            raise DataError(f"dataset {task.dataset!r} row {i} has no field {exc.args[0]!r}; its fields: "
-                            f"{', '.join(row)}") from None
-        examples.append(Example(i, task.prefix + str(source), str(reference)))
-    return examples
+    return [Example(i, task.prefix + text_field(rows[i], task, "source", i), text_field(rows[i], task, "target", i))
+            for i in indices]
+
+
+def text_field(row: dict, task: TaskConfig, key: str, index: int) -> str:
+    """The text of a row's `task.source` or `task.target` field (`key`); a DataError naming the dataset, the
+    row and the field when it is missing, null or not text."""
+    dotted = getattr(task, key)
+    where = f"{task.dataset}: row {index} (0-based): field {dotted!r} (task.{key})"
+    try:
+        value = get_field(row, dotted)
+    except KeyError:
+        raise DataError(f"{where} is missing; the row's fields: {', '.join(map(str, row))}", key) from None
+    if value is None:
+        raise DataError(f"{where} is null", key)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise DataError(f"{where} must be text, got {type(value).__name__}", key)
+    return str(value)

@@ -151,19 +151,106 @@ def decode_token_cascade(pair, input_ids, settings, params, generator) -> Decode
 
 
 def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
-    """BiLD (Kim et al. 2023). Fallback: when max q < alpha, or after draft_length drafter tokens in a
-    row, the verifier catches up on the drafter's tokens in one forward. Rollback: the first of them
-    whose cross-entropy -log p(x) exceeds beta is replaced, with everything after it, by the verifier's
-    token; otherwise the verifier emits the next token. Decisions use unscaled p and q."""
-    fallback, rollback, eos, limit = params["alpha"], params["beta"], pair.eos_token_id, settings.max_new_tokens
-    max_run = _gamma(settings, params)
+    """BiLD (Kim et al. 2023). `alpha` is the fallback threshold on the drafter's max probability, `beta`
+    the rollback threshold on the verifier's cross-entropy -log p(x) of a drafter token (nats), and
+    `draft_length` the most drafter tokens in a row. Every decision uses unscaled p and q; every emitted
+    token is drawn from its model's scaled distribution (its argmax at temperature 0).
+
+    `loop: reference` (the default) is the greedy loop of the authors' `T5BiLDModel`:
+    1. The verifier emits the first token.
+    2. The drafter then emits tokens while its max probability is at least alpha, and at most
+       `draft_length` in a row; when it is below alpha, its token is discarded. After `draft_length`
+       tokens the verifier takes over without another drafter call.
+    3. The verifier scores the drafter's tokens since its own last token in one forward. At the first
+       whose cross-entropy is above beta it draws its own token there; if that is the drafter's token,
+       nothing is rolled back (the later tokens are not tested either), else it replaces the drafter's,
+       everything after it is dropped, and the verifier, in a second call, also emits the token that
+       follows the replacement. Without a rollback it emits the next token. Then back to 2.
+    4. Decoding ends at an EOS from either model or at the token limit; drafter tokens after the
+       verifier's last call are never checked. Unlike the reference, whose EOS test skips a rollback's
+       replacement (so that its decoding continues after that EOS), a replacement EOS ends decoding too.
+
+    `loop: drafter_first` is the loop of earlier versions of this suite: the drafter starts, and takes
+    over again right after every verifier token, a rollback's replacement included; a full run of
+    `draft_length` tokens still asks the drafter once more (an unused call); and the first drafter token
+    above beta is always replaced, with everything after it, even by the same token.
+
+    Counters: a round is one verifier turn (the first one scores no drafter token); `drafted` and
+    `accepted` count the drafter tokens it scored and kept; `deferred` counts tokens the verifier emitted,
+    one per verifier call."""
+    loop = params.get("loop", "reference")
+    alpha, beta, max_run = params["alpha"], params["beta"], _gamma(settings, params)
+    if loop == "drafter_first":
+        return _bild_drafter_first(pair, input_ids, settings, alpha, beta, max_run, generator)
+    if loop != "reference":
+        loops = METHODS["bild"].param("loop").choices
+        raise ValueError(f"unknown BiLD loop {loop!r}{suggest(loop, loops)}; known: {', '.join(loops)}")
+    eos, limit = pair.eos_token_id, settings.max_new_tokens
+    drafter, verifier = pair.decoder("drafter", input_ids), pair.decoder("verifier", input_ids)
+    result = DecodeResult()
+    tokens = result.tokens
+
+    def emit(logits: Tensor) -> None:  # one verifier token from [V] logits
+        token = settings.sample(logits, generator)
+        tokens.append(token)
+        verifier.extend([token])
+        result.deferred += 1
+
+    while True:
+        # The verifier's turn: score the drafter's tokens since its own last one, then emit one or two tokens.
+        start = len(verifier.generated)
+        drafted = tokens[start:]
+        verifier.extend(drafted)
+        logits = verifier.logits(keep=len(drafted) + 1)  # [len(drafted) + 1, V]
+        drafted_ids = torch.tensor(drafted, dtype=torch.long, device=logits.device)
+        index = rules.bild_rollback_index(logits[:-1], drafted_ids, beta)
+        replacement = None
+        if index is not None:
+            replacement = settings.sample(logits[index], generator)
+            if replacement == drafted[index]:  # the reference keeps the whole draft then
+                index = None
+        kept = len(drafted) if index is None else index
+        result.rounds += 1
+        result.drafted += len(drafted)
+        result.accepted += kept
+        result.accepted_per_round.append(kept)
+        result.rejections += index is not None
+        if index is None:
+            emit(logits[-1])
+        else:
+            del tokens[start + index:]
+            for decoder in (drafter, verifier):
+                decoder.truncate(decoder.prompt_length + start + index)
+            tokens.append(replacement)
+            verifier.extend([replacement])
+            result.deferred += 1
+            if not _finished(tokens, eos, limit):
+                emit(verifier.logits()[-1])
+        # The drafter's turn: at most max_run tokens, while it is confident enough.
+        for _ in range(max_run):
+            if _finished(tokens, eos, limit):
+                break
+            drafter.extend(tokens[len(drafter.generated):])
+            draft_logits = drafter.logits()[-1]
+            if rules.bild_falls_back(torch.softmax(draft_logits, -1), alpha):
+                break
+            tokens.append(settings.sample(draft_logits, generator))
+        if _finished(tokens, eos, limit):
+            break
+    result.drafter_calls, result.verifier_calls = drafter.calls, verifier.calls
+    return result
+
+
+def _bild_drafter_first(pair, input_ids, settings, alpha, beta, max_run, generator) -> DecodeResult:
+    """BiLD's `drafter_first` loop (see `decode_bild`)."""
+    eos, limit = pair.eos_token_id, settings.max_new_tokens
     drafter = pair.decoder("drafter", input_ids)
     verifier: CachedDecoder | None = None  # built (and its encoder run) at the first fallback only
     result = DecodeResult()
     run = 0
     while not _finished(result.tokens, eos, limit):
         draft_logits = drafter.logits()[-1]
-        if run < max_run and float(torch.softmax(draft_logits, -1).max()) >= fallback:
+        if run < max_run and not rules.bild_falls_back(torch.softmax(draft_logits, -1), alpha):
             token = settings.sample(draft_logits, generator)
             result.tokens.append(token)
             drafter.extend([token])
@@ -176,9 +263,8 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
         verifier.extend(drafted)
         logits = verifier.logits(keep=len(drafted) + 1)  # [len(drafted) + 1, V]
         drafted_ids = torch.tensor(drafted, dtype=torch.long, device=logits.device)
-        cross_entropy = -torch.log_softmax(logits[:-1], -1).gather(-1, drafted_ids[:, None])[:, 0]
-        rolled_back = (cross_entropy > rollback).nonzero()
-        kept = int(rolled_back[0]) if rolled_back.numel() else len(drafted)
+        rolled_back = rules.bild_rollback_index(logits[:-1], drafted_ids, beta)
+        kept = len(drafted) if rolled_back is None else rolled_back
         token = settings.sample(logits[kept], generator)
         result.rounds += 1
         result.drafted += len(drafted)

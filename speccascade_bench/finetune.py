@@ -3,33 +3,33 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from .config import FinetuneConfig, TaskConfig
-from .data import get_field, load_rows, select_indices
+from .config import ConfigError, FinetuneConfig, TaskConfig
+from .data import DataError, check_local_fields, get_field, load_rows, looks_like_path, select_indices
+from .lm import ModelLoadError, check_tokenizer, damaged_weights, load_tokenizer, model_load_error
 from .metrics import corpus_score
 
-
-def load_tokenizer(name: str):
-    """`byt5` gives a byte-level tokenizer that needs no files; anything else is a hub name or path."""
-    if name == "byt5":
-        from transformers import ByT5Tokenizer
-
-        return ByT5Tokenizer()
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(name)
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")  # the trainer's checkpoint folders
+# What a checkpoint of the trainer needs for a faithful resume, besides the model weights.
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 
 
 def _build_model(config: FinetuneConfig, tokenizer):
+    from safetensors import SafetensorError
     from transformers import AutoModelForSeq2SeqLM, T5Config, T5ForConditionalGeneration
 
     if config.pretrained:
-        return AutoModelForSeq2SeqLM.from_pretrained(config.pretrained)
+        try:
+            return AutoModelForSeq2SeqLM.from_pretrained(config.pretrained)
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise model_load_error(config.pretrained, "pretrained model", exc) from None
     try:
         t5_config = T5Config(
             vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -41,6 +41,77 @@ def _build_model(config: FinetuneConfig, tokenizer):
     return T5ForConditionalGeneration(t5_config)
 
 
+def check_resources(config: FinetuneConfig) -> None:
+    """The checks that need no model or dataset loaded: local data files (the training file and a local
+    evaluation file) exist and hold the configured fields, local model and tokenizer paths exist, and the
+    output is a folder."""
+    file = config.file
+    if config.task.is_local:
+        local = [("task.dataset", config.task)]
+        if config.eval_split:
+            local.append(("training.eval_split", eval_task(config.task, config.eval_split)))
+        for key, task in local:
+            path = Path(task.dataset).expanduser()
+            if not path.exists():
+                raise ConfigError(file, key, f"local data file not found: {path}")
+            try:
+                check_local_fields(path, task)
+            except DataError as exc:
+                where = key if exc.key in (None, "dataset") else f"task.{exc.key}"
+                raise ConfigError(file, where, str(exc)) from None
+    for key, name in (("model.pretrained", config.pretrained), ("model.tokenizer", config.tokenizer)):
+        if name and looks_like_path(name) and not Path(name).expanduser().exists():
+            raise ConfigError(file, key, f"local path not found: {name}")
+    out = Path(config.output).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(file, "output", f"{out} is a file, not a folder")
+
+
+def checkpoints_by_step(checkpoints: Path) -> list[Path]:
+    """The trainer's `checkpoint-<step>` folders, oldest first; it resumes from the last one."""
+    if not checkpoints.is_dir():
+        return []
+    found = [p for p in checkpoints.iterdir() if _CHECKPOINT.match(p.name) and p.is_dir()]
+    return sorted(found, key=lambda p: int(_CHECKPOINT.match(p.name).group(1)))
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a trainer checkpoint cannot be resumed from (a missing or truncated file, as an interrupted save
+    leaves), or None. Reads file headers and the small JSON files only."""
+    for name in CHECKPOINT_FILES:
+        if not (folder / name).is_file():
+            return f"{name} is missing"
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("pytorch_model*.bin")):
+        return "it holds no model weights"
+    damaged = damaged_weights(folder)
+    if damaged:
+        return f"{damaged[0].name} is damaged: {damaged[1]}"
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".json":
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                return f"{path.name} is not valid JSON (truncated?)"
+        elif path.suffix in (".pt", ".pth", ".bin") and not zipfile.is_zipfile(path):  # torch.save writes zip files
+            return f"{path.name} is truncated or not a file written by torch.save"
+    return None
+
+
+def resume_point(checkpoints: Path) -> Path | None:
+    """The last checkpoint, checked before anything loads; ModelLoadError naming it when it is damaged.
+    Nothing is deleted: the message says how to recover."""
+    found = checkpoints_by_step(checkpoints)
+    if not found:
+        return None
+    last = found[-1]
+    problem = checkpoint_problem(last)
+    if problem is None:
+        return last
+    recover = f"delete that folder to resume from {found[-2].name}" if len(found) > 1 else "delete that folder"
+    raise ModelLoadError(f"the checkpoint {last} is damaged ({problem}), so training cannot resume from it; "
+                         f"{recover}, or start over with --fresh")
+
+
 def eval_task(task: TaskConfig, eval_split: str) -> TaskConfig:
     """The evaluation data: another split of a hub dataset, or another file beside a local one."""
     return replace(task, dataset=eval_split) if task.is_local else replace(task, split=eval_split)
@@ -48,6 +119,14 @@ def eval_task(task: TaskConfig, eval_split: str) -> TaskConfig:
 
 def _tokenized(task: TaskConfig, tokenizer, limit: int | None, seed: int, max_target: int):
     rows = load_rows(task)
+    if len(rows) == 0:
+        raise DataError(f"dataset {task.dataset!r} has no rows")
+    for key in (task.source, task.target):
+        try:
+            get_field(rows[0], key)
+        except KeyError:
+            raise DataError(f"dataset {task.dataset!r} has no field {key!r}; its fields: "
+                            f"{', '.join(rows.column_names)}") from None
     rows = rows.select(select_indices(len(rows), limit, seed))
 
     def encode(row):
@@ -79,11 +158,15 @@ def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
     """Train, save the model and tokenizer with `save_pretrained` to `config.output`; returns a summary."""
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-    tokenizer = load_tokenizer(config.tokenizer or config.pretrained)
-    model = _build_model(config, tokenizer)
-    train = _tokenized(config.task, tokenizer, config.task.limit, config.seed, config.max_target_tokens)
-    out = Path(config.output)
+    check_resources(config)
+    out = Path(config.output).expanduser()
     checkpoints = out / "checkpoints"
+    resume_from = None if fresh else resume_point(checkpoints)
+    tokenizer_name = config.tokenizer or config.pretrained
+    tokenizer = load_tokenizer(tokenizer_name, "model.tokenizer")
+    train = _tokenized(config.task, tokenizer, config.task.limit, config.seed, config.max_target_tokens)
+    model = _build_model(config, tokenizer)
+    check_tokenizer(tokenizer, model, tokenizer_name, "model.tokenizer")
     bf16 = config.bf16 == "true" or (config.bf16 == "auto" and torch.cuda.is_available()
                                      and torch.cuda.is_bf16_supported())
     args = Seq2SeqTrainingArguments(
@@ -109,12 +192,11 @@ def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
     )
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train,
                              data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
-    resume = not fresh and checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - start
     summary = {"name": config.name, "steps": config.max_steps, "train_seconds": round(seconds, 1),
-               "parameters": sum(p.numel() for p in model.parameters()), "resumed": resume}
+               "parameters": sum(p.numel() for p in model.parameters()), "resumed": resume_from is not None}
     if config.eval_split:
         rows = load_rows(eval_task(config.task, config.eval_split))
         rows = rows.select(select_indices(len(rows), config.eval_examples, config.seed))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 RULES = ("chow", "diff", "opt", "token_v1", "token_v2", "token_v3")
 
@@ -34,6 +34,9 @@ class Param:
     required: bool = False
     sweepable: bool = True
     choices: tuple[str, ...] = ()
+    tag: str = ""              # the prefix of its value in a run id (alpha 0.3 -> a0.3); default: its name
+    integer: bool = False
+    labels_curve: bool = False  # part of a curve's name (not the swept parameter that traces the curve)
 
     def range_text(self) -> str:
         if self.choices:
@@ -60,41 +63,52 @@ class MethodSpec:
     params: tuple[Param, ...] = field(default_factory=tuple)
     uses_drafter: bool = True
     uses_verifier: bool = True
+    one_of: tuple[str, ...] = ()     # exactly one of these parameters must be given
+    derived_by: str | None = None    # a run setting this parameter is evaluated from the baselines' outputs
+    marker: str | None = None        # drawn as a single point with this marker (no parameter to sweep)
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
 
 
-DRAFT_LENGTH = Param("draft_length", "tokens drafted per round (gamma); defaults to decoding.draft_length", 1, 64)
+DRAFT_LENGTH = Param("draft_length", "tokens drafted per round (gamma); defaults to decoding.draft_length", 1, 64,
+                     tag="g", integer=True)
+# The baselines every run records: the verifier is the reference of relative latency and quality; both give
+# the per-call costs of the summary.
+REFERENCE = "verifier"
+DRAFTER = "drafter"
 
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("drafter", "autoregressive decoding with the drafter alone", uses_verifier=False),
-        MethodSpec("verifier", "autoregressive decoding with the verifier alone", uses_drafter=False),
+        MethodSpec(DRAFTER, "autoregressive decoding with the drafter alone", uses_verifier=False, marker="s"),
+        MethodSpec(REFERENCE, "autoregressive decoding with the verifier alone", uses_drafter=False, marker="*"),
         MethodSpec(
             "seq_cascade",
             "Chow cascade on a sequence confidence: defer the whole output to the verifier when the "
             "drafter's mean token log-probability is low",
             (
                 Param("alpha", "deferral rate: the fraction of examples deferred (a quantile of the confidence)",
-                      0.0, 1.0),
-                Param("threshold", "absolute confidence threshold (mean log q); defer when below", None, 0.0),
+                      0.0, 1.0, tag="a"),
+                Param("threshold", "absolute confidence threshold (mean log q); defer when below", None, 0.0,
+                      tag="t"),
             ),
+            one_of=("alpha", "threshold"),
+            derived_by="alpha",
         ),
         MethodSpec(
             "token_cascade",
             "Chow cascade per token: defer a position to the verifier when max q < 1 - alpha",
-            (Param("alpha", "deferral parameter", 0.0, 1.0, required=True),),
+            (Param("alpha", "deferral parameter", 0.0, 1.0, required=True, tag="a"),),
         ),
-        MethodSpec("spec_decode", "lossless speculative decoding / sampling", (DRAFT_LENGTH,)),
+        MethodSpec("spec_decode", "lossless speculative decoding / sampling", (DRAFT_LENGTH,), marker="D"),
         MethodSpec(
             "lossy_spec_decode",
             "lossy speculative decoding (Tran-Thien): accept with min(1, p / ((1 - alpha) q)), "
             "residual norm(max(0, p - beta q))",
             (
-                Param("alpha", "lenience: 0 is lossless", 0.0, 1.0, high_open=True, required=True),
-                Param("beta", "residual weight of the drafter", 0.0, 1.0, default=1.0),
+                Param("alpha", "lenience: 0 is lossless", 0.0, 1.0, high_open=True, required=True, tag="a"),
+                Param("beta", "residual weight of the drafter", 0.0, 1.0, default=1.0, tag="b", labels_curve=True),
                 DRAFT_LENGTH,
             ),
         ),
@@ -102,25 +116,33 @@ METHODS: dict[str, MethodSpec] = {
             "spec_cascade",
             "speculative cascade: speculative sampling towards a deferral-rule target",
             (
-                Param("rule", "deferral rule", required=True, sweepable=False, choices=RULES),
-                Param("alpha", "deferral parameter; its range depends on the rule", required=True),
+                Param("rule", "deferral rule", required=True, sweepable=False, choices=RULES, labels_curve=True),
+                Param("alpha", "deferral parameter; its range depends on the rule", required=True, tag="a"),
                 DRAFT_LENGTH,
                 Param("bonus", "distribution of the bonus token after a fully accepted draft: the target "
                       "(needs one more drafter step) or the verifier's", default="target", sweepable=False,
-                      choices=("target", "verifier")),
+                      choices=("target", "verifier"), labels_curve=True),
             ),
         ),
         MethodSpec(
             "bild",
-            "Big Little Decoder (Kim et al. 2023): the drafter decodes until its max probability falls below "
-            "alpha (fallback) or it has emitted draft_length tokens in a row; the verifier then scores those "
-            "tokens in one call, rolls back from the first whose cross-entropy under it exceeds beta, and "
-            "emits the next token",
+            "Big Little Decoder (Kim et al. 2023): the verifier emits the first token; the drafter then decodes "
+            "until its max probability falls below alpha (fallback) or it has emitted draft_length tokens in a "
+            "row; the verifier scores those tokens in one call, rolls back from the first whose cross-entropy "
+            "under it exceeds beta (and then also emits the token after its replacement), or else emits the "
+            "next token",
             (
-                Param("alpha", "fallback threshold on the drafter's max probability", 0.0, 1.0, required=True),
-                Param("beta", "rollback threshold on -log p(token) in nats", 0.0, None, required=True),
+                Param("alpha", "fallback threshold on the drafter's max probability", 0.0, 1.0, required=True,
+                      tag="a"),
+                Param("beta", "rollback threshold on -log p(token) in nats", 0.0, None, required=True, tag="b",
+                      labels_curve=True),
                 Param("draft_length", "most drafter tokens in a row before the verifier is called; defaults "
-                      "to decoding.draft_length", 1, 4096),
+                      "to decoding.draft_length", 1, 4096, tag="g", integer=True),
+                Param("loop", "reference: the authors' T5BiLDModel greedy loop (the verifier emits the first "
+                      "token, and the token after a rollback's replacement); drafter_first: this suite's earlier "
+                      "loop (the drafter starts, and takes over right after every verifier token)",
+                      default="reference", sweepable=False, choices=("reference", "drafter_first"),
+                      labels_curve=True),
             ),
         ),
     )
@@ -140,4 +162,4 @@ def alpha_param(method: str, rule: str | None) -> Param | None:
     if base is None or method != "spec_cascade" or rule is None:
         return base
     low, high = RULE_ALPHA_RANGE[rule]
-    return Param("alpha", base.description, low, high, required=True)
+    return replace(base, low=low, high=high)

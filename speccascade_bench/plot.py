@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from .results import read_manifest, with_curves, write_summary
+from .results import ResultsError, read_manifest, summarize, with_curves
 
 POINT_METHODS = ("drafter", "verifier", "spec_decode")
 MARKERS = {"drafter": "s", "verifier": "*", "spec_decode": "D"}
@@ -18,17 +19,39 @@ FIGURES = {
 
 def plot_folders(folders: list[Path], out: Path | None = None) -> list[Path]:
     """Draw quality against relative latency, and against relative call cost, for each results folder
-    (into `out`, or into each folder; with several folders into `out/<folder name>`), and with several
-    folders a combined figure with a panel per folder (`combined_*` in `out`, or in the first folder's
-    parent). Each folder's summary is computed once. Returns the PNG and PDF paths."""
-    runs = [(read_manifest(folder)["config"], with_curves(write_summary(folder))) for folder in folders]
+    (into `out`, or into each folder; with several folders into `out/<folder label>`, see
+    `folder_labels`), and with several folders a combined figure with a panel per folder (`combined_*`
+    in `out`, or in the first folder's parent). Reads the results files only: with `out`, nothing is
+    written into the results folders. Returns the PNG and PDF paths."""
+    labels = folder_labels(folders)
+    runs = [(read_manifest(folder)["config"], with_curves(summarize(folder))) for folder in folders]
     paths = []
-    for folder, (cfg, frame) in zip(folders, runs, strict=True):
-        target = out / folder.name if out and len(folders) > 1 else out or folder
+    for folder, label, (cfg, frame) in zip(folders, labels, runs, strict=True):
+        target = out / label if out and len(folders) > 1 else out or folder
         paths += _plot_one(cfg, frame, target)
     if len(folders) > 1:
         paths += _plot_combined(runs, out or folders[0].parent)
     return paths
+
+
+def folder_labels(folders: list[Path]) -> list[str]:
+    """A distinct label per results folder: its name, prefixed with as many parent folders as it takes to
+    tell apart folders of the same name (runs/a/wmt and runs/b/wmt: a_wmt and b_wmt)."""
+    paths = [Path(os.path.abspath(folder)) for folder in folders]
+    for i, path in enumerate(paths):
+        if path in paths[:i]:
+            raise ResultsError(f"{folders[i]} is given twice")
+    names = [path.relative_to(path.anchor).parts for path in paths]
+    depths = [1] * len(paths)
+    while True:
+        labels = ["_".join(parts[-depth:]) for parts, depth in zip(names, depths, strict=True)]
+        clashing = [i for i, label in enumerate(labels) if labels.count(label) > 1]
+        if not clashing:
+            return labels
+        if all(depths[i] >= len(names[i]) for i in clashing):  # names that join alike (a_b/c, a/b_c): number them
+            return [f"{label}_{i}" if i in clashing else label for i, label in enumerate(labels)]
+        for i in clashing:
+            depths[i] += 1
 
 
 def _plot_one(cfg: dict, frame, out: Path) -> list[Path]:

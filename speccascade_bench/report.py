@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import read_manifest, with_curves, write_summary
+from .results import read_manifest, summarize, with_curves, write_summary
 from .tradeoff import best_quality_within, latency_to_match
 
 COLUMNS = [
@@ -65,10 +65,27 @@ def tradeoff_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_report(results: Path) -> str:
-    """The report as Markdown; also writes summary.csv and report.md into the results directory."""
+def write_report(results: Path) -> tuple[str, OSError | None]:
+    """The report as Markdown, also written with summary.csv into the results folder. A folder that cannot
+    be written (a read-only archive) still gets its report: returns the text and the error that stopped
+    the writing, or None."""
+    try:
+        frame = write_summary(results)
+    except OSError as exc:
+        return build_report(results), exc
+    text = build_report(results, frame)
+    try:
+        (results / "report.md").write_text(text, encoding="utf-8")
+    except OSError as exc:
+        return text, exc
+    return text, None
+
+
+def build_report(results: Path, frame: pd.DataFrame | None = None) -> str:
+    """The report as Markdown, from the results files and their summary (computed if not given); writes
+    nothing."""
     manifest = read_manifest(results)
-    frame = write_summary(results)
+    frame = summarize(results) if frame is None else frame
     cfg = manifest["config"]
     hardware = manifest.get("hardware", {})
     device = hardware.get("gpu") or hardware.get("cpu") or hardware.get("device")
@@ -105,6 +122,4 @@ def build_report(results: Path) -> str:
         "at r' the measured speed-up over the prediction priced with it.",
         "",
     ]
-    text = "\n".join(header) + markdown_table(frame) + "\n\n" + tradeoff_table(frame)
-    (results / "report.md").write_text(text, encoding="utf-8")
-    return text
+    return "\n".join(header) + markdown_table(frame) + "\n\n" + tradeoff_table(frame)

@@ -4,14 +4,26 @@
     examples/<run_id>.jsonl one line per example and method run, appended and flushed as it finishes
     call_costs.json         what a verifier call over gamma + 1 positions costs in one-token steps (r), per gamma
     summary.csv             one row per method run (written by `scb run` and `scb report`)
+    report.md, quality_*.png/pdf   written by `scb report` and `scb plot`
+    .scb.lock               held by the run writing into the folder
+
+Guarantees: a folder is adopted only if it is empty or holds a readable manifest; one run at a time
+writes into it (an exclusive lock); a resumed run must match the manifest's task, models, decoding,
+timing and hardware; `--fresh` deletes only the files listed above; the manifest is replaced atomically.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import errno
+import fcntl
 import json
 import math
 import os
+import platform
 import statistics
+import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -32,10 +44,19 @@ SUMMARY_COLUMNS = (
     "predicted_speedup_at_r", "relative_cost",
 )
 CALL_COSTS_FILE = "call_costs.json"
+MANIFEST_FILE = "manifest.json"
+LOCK_FILE = ".scb.lock"
+FORMAT = "speccascade-bench results"
+# Every file the suite writes into a results folder (besides examples/*.jsonl): what --fresh may delete.
+WRITTEN_FILES = (MANIFEST_FILE, CALL_COSTS_FILE, "summary.csv", "report.md", "quality_latency.png",
+                 "quality_latency.pdf", "quality_cost.png", "quality_cost.pdf")
+# A resumed run must match the folder's manifest in these config sections and hardware fields.
+RESUME_SECTIONS = ("task", "models", "decoding", "timing")
+RESUME_HARDWARE = ("device", "cpu", "gpu", "torch_threads")
 
 
 class ResultsError(RuntimeError):
-    """A results directory is missing files or holds another run."""
+    """A results directory is missing files, is damaged, is in use, or holds another run."""
 
 
 def examples_dir(results: Path) -> Path:
@@ -43,16 +64,39 @@ def examples_dir(results: Path) -> Path:
 
 
 def read_lines(path: Path) -> list[dict]:
-    """The complete lines of a results file; a torn last line (an interrupted write) is ignored."""
+    """The complete lines of a results file; a torn last line (an interrupted write) is ignored. A complete
+    line that is not an example record is a ResultsError naming the file and the line."""
     if not path.exists():
         return []
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
             if not line.endswith("\n"):
                 break  # torn write: the example will be decoded again
-            rows.append(json.loads(line))
+            row, problem = _parse_record(line)
+            if problem:
+                raise ResultsError(f"{path}: line {number} {problem}; delete that line (its example is decoded "
+                                   "again) or move the file aside")
+            rows.append(row)
     return rows
+
+
+def _parse_record(line: str) -> tuple[dict, str | None]:
+    """An example record from one line, and why the line is not one (None when it is)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return {}, "is not JSON"
+    if not isinstance(row, dict):
+        return {}, "is not a JSON object"
+    if not isinstance(row.get("example_id"), int) or isinstance(row.get("example_id"), bool):
+        return row, "has no integer example_id"
+    if not isinstance(row.get("params"), dict) or not isinstance(row.get("method"), str):
+        return row, "has no method and params"
+    latency = row.get("latency_s")
+    if not isinstance(latency, int | float) or isinstance(latency, bool) or not math.isfinite(latency) or latency < 0:
+        return row, "has no finite latency_s"
+    return row, None
 
 
 def repair(path: Path) -> None:
@@ -70,24 +114,209 @@ class ExampleWriter:
     """Appends one JSON line per finished example and forces it to disk."""
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        repair(path)
-        self._file = path.open("a", encoding="utf-8")
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            repair(path)
+            self._file = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     def write(self, row: dict) -> None:
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise ResultsError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         self._file.close()
 
 
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Replace `path` with `data` as JSON so that a reader sees the old file or the new one, never a torn one:
+    write a temporary file beside it, force it to disk, rename it over the old one, force the rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 def read_manifest(results: Path) -> dict:
-    path = results / "manifest.json"
+    """The folder's manifest; a ResultsError saying how to recover when it is missing, empty or damaged."""
+    path = results / MANIFEST_FILE
+    if results.exists() and not results.is_dir():
+        raise ResultsError(f"{results} is a file, not a results directory")
+    if not path.is_file():
+        raise ResultsError(f"{results} is not a results directory: {MANIFEST_FILE} not found")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"{path} is unreadable ({' '.join(str(exc).split())[:120]}); restore it from a copy, or "
+                           "move the folder aside and run again into a new one") from None
+    config = manifest.get("config") if isinstance(manifest, dict) else None
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("task", "decoding")):
+        raise ResultsError(f"{path} is not a manifest of this suite (no config); restore it from a copy, or move "
+                           "the folder aside and run again into a new one")
+    return manifest
+
+
+def check_output(out: Path) -> bool:
+    """Whether `out` already holds results. Refuses (ResultsError) a path this suite must not write into: a
+    file, or a folder that is neither empty nor a results folder with a readable manifest."""
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"{out} is a file; give --output a folder")
+    if not out.exists():
+        return False
+    entries = {entry.name for entry in out.iterdir()}
+    if not entries - {LOCK_FILE}:
+        return False
+    if MANIFEST_FILE not in entries:
+        if "examples" in entries:
+            raise ResultsError(f"{out} holds results but no {MANIFEST_FILE}; restore it from a copy, or move the "
+                               "folder aside and run again into a new one")
+        raise ResultsError(f"{out} exists and is not a results folder of this suite; choose another --output "
+                           "(nothing was written)")
+    read_manifest(out)
+    return True
+
+
+def clean(out: Path) -> int:
+    """Delete what this suite wrote into a results folder (WRITTEN_FILES and examples/*.jsonl) and nothing
+    else; returns how many files were deleted. The folder must pass `check_output`."""
+    deleted = 0
+    for name in WRITTEN_FILES:
+        path = out / name
+        if path.is_file():
+            path.unlink()
+            deleted += 1
+    folder = examples_dir(out)
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.is_file() and path.suffix in (".jsonl", ".tmp"):
+                path.unlink()
+                deleted += 1
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return deleted
+
+
+class RunLock:
+    """An exclusive lock on a results folder for the lifetime of one run (flock on LOCK_FILE, which holds
+    the owner's pid). The kernel releases it when the process ends, however it ends."""
+
+    def __init__(self, out: Path):
+        self.path = out / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = self.path.read_text().strip() or "unknown"
+            raise ResultsError(f"{self.path.parent} is in use by another scb run (pid {holder}); wait for it to "
+                               "finish or give another --output") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock; the file stays (deleting it would race a waiting run)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for package in ("speccascade-bench", "torch", "transformers", "datasets", "sacrebleu", "rouge-score"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def start_manifest(out: Path, resolved: dict, hardware: dict, **fields) -> None:
+    """Write a new run's manifest, or check a resumed run against the folder's (`check_resume`) and record
+    the resume. `resolved` is the run's config as the manifest stores it; `fields` are further entries."""
+    path = out / MANIFEST_FILE
     if not path.exists():
-        raise ResultsError(f"{results} is not a results directory: manifest.json not found")
-    return json.loads(path.read_text())
+        write_json_atomic(path, {"format": FORMAT, "config": resolved, "hardware": hardware,
+                                 "versions": package_versions(), "git_commit": git_commit(), "started_at": _now(),
+                                 **fields})
+        return
+    previous = check_resume(out, resolved, hardware)
+    previous.setdefault("resumed_at", []).append(_now())
+    previous["config"]["methods"] = resolved["methods"]
+    write_json_atomic(path, previous)
+
+
+def check_resume(out: Path, resolved: dict, hardware: dict) -> dict:
+    """The folder's manifest, after checking that a run with config `resolved` on `hardware` may add to it:
+    the same task, models, decoding and timing, on the same device, CPU, GPU and thread count."""
+    if not (out / MANIFEST_FILE).exists():
+        return {}
+    previous = read_manifest(out)
+    old = previous["config"]
+    differ = [k for k in RESUME_SECTIONS if k in old and old[k] != resolved[k]]
+    if differ:
+        raise ResultsError(f"{out} holds results of another {', '.join(differ)} configuration; use --fresh to "
+                           "start over or --output for another folder")
+    old_hw = previous.get("hardware", {})
+    moved = [k for k in RESUME_HARDWARE if k in old_hw and old_hw.get(k) != hardware.get(k)]
+    if moved:
+        change = ", ".join(f"{k} {old_hw.get(k)} -> {hardware.get(k)}" for k in moved)
+        raise ResultsError(f"{out} was measured on other hardware ({change}); latencies would mix: use "
+                           "--output for another folder, or --fresh to start over")
+    return previous
+
+
+def count_examples(out: Path) -> int:
+    """How many example lines the folder's example files hold (finished examples of every method run)."""
+    folder = examples_dir(out)
+    if not folder.is_dir():
+        return 0
+    total = 0
+    for path in folder.glob("*.jsonl"):
+        with path.open("rb") as f:
+            total += sum(1 for line in f if line.endswith(b"\n"))
+    return total
 
 
 def load_examples(results: Path) -> dict[str, list[dict]]:

@@ -236,3 +236,22 @@ def verify_round(draft_tokens: Tensor, draft_scaled: Tensor, target: Target,
     if float(residual.sum()) <= 0.0:  # rejection of probability ~0: fall back to the target itself
         residual = target.accept[i].clamp_min(0.0)
     return RoundOutcome(i, sample(residual, generator))
+
+
+# ---- BiLD (Kim et al. 2023): fallback and rollback decisions -----------------------------------------
+
+def bild_falls_back(draft_probs: Tensor, alpha: float) -> Tensor:
+    """BiLD's fallback test on unscaled drafter probabilities [..., V] -> [...]: the drafter hands control to
+    the verifier iff its max probability is below the fallback threshold alpha (so never at alpha 0)."""
+    return draft_probs.amax(-1) < alpha
+
+
+def bild_rollback_index(verifier_logits: Tensor, drafted_ids: Tensor, beta: float) -> int | None:
+    """BiLD's rollback test on the verifier's logits (or log-probabilities) [k, V] at the positions of k
+    drafted tokens `drafted_ids` [k]: the index of the first drafted token whose cross-entropy under the
+    verifier, -log p(x) (unscaled), is above the rollback threshold beta; None when none is (or k is 0)."""
+    if drafted_ids.numel() == 0:
+        return None
+    cross_entropy = -torch.log_softmax(verifier_logits.float(), -1).gather(-1, drafted_ids[:, None])[:, 0]
+    above = (cross_entropy > beta).nonzero()
+    return int(above[0]) if above.numel() else None

@@ -3,14 +3,12 @@ the results per example so that an interrupted run resumes where it stopped."""
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
 import json
 import platform
-import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -22,16 +20,24 @@ from .lm import StaticShapes
 from .presets import is_preset
 from .results import (
     CALL_COSTS_FILE,
+    LOCK_FILE,
     ExampleWriter,
     ResultsError,
+    RunLock,
+    check_output,
+    check_resume,
+    clean,
     examples_dir,
     read_lines,
     seq_cascade_rows,
+    start_manifest,
+    write_json_atomic,
     write_summary,
 )
 from .timing import timed, wide_call_cost
 
 Progress = Callable[[str, int, int], None]  # (run_id, done, total)
+PROBE_POSITIONS = 256  # call costs are probed within the first this many output positions
 
 
 @dataclass(frozen=True)
@@ -74,25 +80,6 @@ def static_shapes(config: RunConfig, runs: list[MethodRun]) -> StaticShapes:
                         tuple(sorted({1} | {g + 1 for g in gammas})), mode)
 
 
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for package in ("speccascade-bench", "torch", "transformers", "datasets", "sacrebleu", "rouge-score"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            out[package] = "not installed"
-    return out
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def device_info(device: torch.device) -> dict:
     info = {"device": str(device), "cpu": platform.processor() or platform.machine(),
             "torch_threads": torch.get_num_threads()}
@@ -112,42 +99,14 @@ def _nvidia_driver() -> str | None:
         return None
 
 
-def _manifest_config(config: RunConfig) -> dict:
+def manifest_config(config: RunConfig) -> dict:
+    """The run's config as its manifest records it."""
     return {
         "name": config.name, "file": config.file, "variant": config.variant,
         "task": asdict(config.task), "models": asdict(config.models),
         "decoding": asdict(config.decoding), "timing": asdict(config.timing),
         "methods": [{"run_id": r.run_id, "method": r.method, "params": r.params} for r in config.methods],
     }
-
-
-def _prepare_output(config: RunConfig, out: Path, fresh: bool, limit: int | None, device: torch.device) -> None:
-    manifest_path = out / "manifest.json"
-    resolved = _manifest_config(config)
-    if fresh and out.exists():
-        shutil.rmtree(out)
-    if manifest_path.exists():
-        previous = json.loads(manifest_path.read_text())
-        keys = ("task", "models", "decoding")
-        if any(previous["config"][k] != resolved[k] for k in keys):
-            raise ResultsError(f"{out} holds results of a different task, model pair or decoding settings; "
-                               "use --fresh to start over or --output for another folder")
-        previous.setdefault("resumed_at", []).append(dt.datetime.now(dt.timezone.utc).isoformat())
-        previous["config"]["methods"] = resolved["methods"]
-        manifest_path.write_text(json.dumps(previous, indent=2) + "\n")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "config": resolved,
-        "limit": limit,
-        "versions": _versions(),
-        "hardware": device_info(device),
-        "dtype": config.models.dtype,
-        "random_weights": [role for role in ("drafter", "verifier") if is_preset(getattr(config.models, role))],
-        "git_commit": _git_commit(),
-        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-    }
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def _record(example: Example, run: MethodRun, result, prediction: str, latencies: list[float],
@@ -174,13 +133,60 @@ def run(config: RunConfig, options: RunOptions = RunOptions(), progress: Progres
     validate_resources(config)
     decoded, derived = plan(config, options.methods)
     out = Path(options.output or config.output)
+    check_output(out)
     device = resolve_device(config.models.device)
     examples = load_examples(config.task, config.decoding.seed, options.limit)
     if not examples:
         raise ResultsError("the task selected no examples")
-    pair = load_pair(config.models.drafter, config.models.verifier, config.models.tokenizer,
-                     config.models.device, config.models.dtype)
-    _prepare_output(config, out, options.fresh, options.limit, device)
+    resolved, hardware = manifest_config(config), device_info(device)
+    with _results_folder(out, options.fresh):
+        check_resume(out, resolved, hardware)
+        files = {run.run_id: examples_dir(out) / f"{run.run_id}.jsonl" for run in decoded}
+        done = {run_id: {row["example_id"] for row in read_lines(path)} for run_id, path in files.items()}
+        todo = [(ex, run) for ex in examples for run in decoded if ex.example_id not in done[run.run_id]]
+        pair = load_pair(config.models.drafter, config.models.verifier, config.models.tokenizer,
+                         config.models.device, config.models.dtype)
+        _write(start_manifest, out, resolved, hardware, limit=options.limit, dtype=config.models.dtype,
+               random_weights=[role for role in ("drafter", "verifier") if is_preset(getattr(config.models, role))])
+        _decode_all(config, pair, out, decoded, examples, todo, device, progress)
+        _write_derived(out, derived)
+        write_summary(out)
+    return out
+
+
+def _write(function, out: Path, *args, **kwargs):
+    """Call a function that writes into the results folder; an OSError becomes a ResultsError."""
+    try:
+        return function(out, *args, **kwargs)
+    except OSError as exc:
+        raise ResultsError(f"cannot write the results to {out}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _results_folder(out: Path, fresh: bool):
+    """Hold the results folder for a run: create it, lock it (results.RunLock) and, with `fresh`, delete
+    what earlier runs wrote there. A folder this run created is removed again if the run fails before
+    writing anything into it; an unwritable folder is a ResultsError."""
+    created = not out.exists()
+    lock = RunLock(out)
+    try:
+        _write(lambda path: path.mkdir(parents=True, exist_ok=True), out)
+        _write(lambda path: lock.acquire(), out)
+        if fresh and check_output(out):
+            _write(clean, out)
+        yield
+    except BaseException:
+        if created and lock.held and {entry.name for entry in out.iterdir()} == {LOCK_FILE}:
+            (out / LOCK_FILE).unlink()
+            out.rmdir()
+        raise
+    finally:
+        lock.release()
+
+
+def _decode_all(config: RunConfig, pair, out: Path, decoded: list[MethodRun], examples: list[Example],
+                todo: list[tuple[Example, MethodRun]], device: torch.device, progress: Progress | None) -> None:
+    """Decode, time and append the `todo` examples to the (locked) results folder."""
     settings = DecodeSettings(config.decoding.max_new_tokens, config.decoding.temperature, config.decoding.top_p,
                               config.decoding.draft_length)
     inputs = {ex.example_id: pair.encode(ex.source, config.task.max_source_tokens) for ex in examples}
@@ -188,9 +194,6 @@ def run(config: RunConfig, options: RunOptions = RunOptions(), progress: Progres
         if progress and config.models.compile != "none":
             progress("compiling decode steps", 0, 0)
         pair.use_static_caches(static_shapes(config, decoded), next(iter(inputs.values())))
-    files = {run.run_id: examples_dir(out) / f"{run.run_id}.jsonl" for run in decoded}
-    done = {run_id: {row["example_id"] for row in read_lines(path)} for run_id, path in files.items()}
-    todo = [(ex, run) for ex in examples for run in decoded if ex.example_id not in done[run.run_id]]
 
     def generator(example_id: int) -> torch.Generator:
         # The same seed for every method and trial of an example: common random numbers.
@@ -206,8 +209,8 @@ def run(config: RunConfig, options: RunOptions = RunOptions(), progress: Progres
                 decode_once(example, run)
         if progress:
             progress("measuring call costs", 0, 0)
-        record_call_costs(out, pair, config, decoded, [inputs[ex.example_id] for ex in examples[:3]])
-    writers = {run_id: ExampleWriter(path) for run_id, path in files.items()}
+        _write(record_call_costs, out, pair, config, decoded, [inputs[ex.example_id] for ex in examples[:3]])
+    writers = {run.run_id: ExampleWriter(examples_dir(out) / f"{run.run_id}.jsonl") for run in decoded}
     try:
         for i, (example, run) in enumerate(todo):
             if progress:
@@ -224,9 +227,6 @@ def run(config: RunConfig, options: RunOptions = RunOptions(), progress: Progres
     finally:
         for writer in writers.values():
             writer.close()
-    _write_derived(out, derived)
-    write_summary(out)
-    return out
 
 
 def record_call_costs(out: Path, pair, config: RunConfig, runs: list[MethodRun], inputs: list[torch.Tensor]) -> None:
@@ -236,13 +236,14 @@ def record_call_costs(out: Path, pair, config: RunConfig, runs: list[MethodRun],
     gammas = sorted({int(r.params["draft_length"]) for r in runs if "draft_length" in r.params})
     costs = {}
     for gamma in gammas:
-        room = config.decoding.max_new_tokens - gamma - 1  # a position and a call must fit in max_new_tokens
+        # A position and a call must fit in the outputs; positions past PROBE_POSITIONS are not probed.
+        room = min(config.decoding.max_new_tokens, PROBE_POSITIONS) - gamma - 1
         if room < 1:  # outputs too short to time a call over gamma + 1 positions after the first
             continue
         positions = tuple(sorted({max(1, room * k // 4) for k in (1, 2, 3)}))
         costs[str(gamma)] = wide_call_cost(pair, "verifier", inputs, gamma + 1, positions, repeats=5)
     if costs:
-        (out / CALL_COSTS_FILE).write_text(json.dumps({"verify_call_cost": costs, "inputs": len(inputs)}, indent=2))
+        write_json_atomic(out / CALL_COSTS_FILE, {"verify_call_cost": costs, "inputs": len(inputs)})
 
 
 def _write_derived(out: Path, derived: list[MethodRun]) -> None:

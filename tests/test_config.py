@@ -182,7 +182,7 @@ def test_variant_errors_name_the_variant_key(tmp_path, data_file):
     load_run_config(path)  # the base itself is fine
     with pytest.raises(ConfigError) as err:
         load_run_config(path, "hot")
-    assert err.value.key == "variants.hot.decoding.temperature" and "[0, inf]" in err.value.message
+    assert err.value.key == "variants.hot.decoding.temperature" and "[0, 100]" in err.value.message
     with pytest.raises(ConfigError, match=r"unknown variant 'hott' \(did you mean 'hot'\?\)"):
         load_run_config(path, "hott")
     result = CliRunner().invoke(app, ["validate", "--config", str(path)])
