@@ -102,8 +102,9 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _locate_unreadable_line(path: Path) -> str | None:
-    """Where a local text data file stops being UTF-8 (or, for JSONL, JSON): 'line N: problem', or None."""
+def _locate_unreadable_line(path: Path, parse: bool = True) -> str | None:
+    """Where a local text data file stops being UTF-8 (or, for JSONL with `parse`, JSON): 'line N: problem',
+    or None."""
     if path.suffix.lower() == ".parquet":
         return None
     with path.open("rb") as f:
@@ -112,7 +113,7 @@ def _locate_unreadable_line(path: Path) -> str | None:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 return f"line {number}: not UTF-8 text (byte {exc.start})"
-            if path.suffix.lower() == ".jsonl" and line.strip():
+            if parse and path.suffix.lower() == ".jsonl" and line.strip():
                 try:
                     json.loads(line)
                 except ValueError as exc:
@@ -146,7 +147,11 @@ def load_rows(task: TaskConfig):
         builder = _BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise DataError(f"unsupported data file type {path.suffix!r}: {path}")
-        # A local file is one split; `task.split` names it only for the results.
+        # A local file is one split; `task.split` names it only for the results. Arrow's readers take bytes
+        # that are not UTF-8 into text columns and fail only when a row is read: check the text first.
+        where = _locate_unreadable_line(path, parse=False)
+        if where:
+            raise DataError(f"cannot read {path}: {where}", "dataset")
         try:
             return datasets.load_dataset(builder, data_files=str(path), split="train")
         except Exception as exc:  # datasets wraps a parser's error in its own types

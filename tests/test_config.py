@@ -85,6 +85,18 @@ BAD = [
     ("unknown cache kind", "models.cache", "paged", "models.cache", "choose from dynamic, static"),
     ("compile without a static cache", "models.compile", "reduce-overhead", "models.compile", "needs cache: static"),
     ("unknown compile mode", "models.compile", "fast", "models.compile", "unknown value 'fast'"),
+    ("NaN temperature", "decoding.temperature", float("nan"), "decoding.temperature", "finite number"),
+    ("infinite temperature", "decoding.temperature", float("inf"), "decoding.temperature", "finite number"),
+    ("denormal temperature", "decoding.temperature", 1e-320, "decoding.temperature", "must be 0 (greedy) or"),
+    ("NaN top_p", "decoding.top_p", float("nan"), "decoding.top_p", "finite number"),
+    ("overflowing seed", "decoding.seed", 2**70, "decoding.seed", "must be in [0, 4.29497e+09]"),
+    ("negative seed", "decoding.seed", -1, "decoding.seed", "must be in"),
+    ("huge max_new_tokens", "decoding.max_new_tokens", 10**9, "decoding.max_new_tokens", "must be in [1, 32768]"),
+    ("huge max_source_tokens", "task.max_source_tokens", 10**9, "task.max_source_tokens", "must be in"),
+    ("huge trials", "timing", {"trials": 10**6}, "timing.trials", "must be in [1, 100]"),
+    ("NaN alpha", "methods.1.alpha", float("nan"), "methods[1].alpha", "finite number"),
+    ("empty dataset", "task.dataset", "", "task.dataset", "must not be empty"),
+    ("huge sweep", "methods.1.alpha", [0.1] * 2000, "methods[1].alpha", "at most 1000"),
 ]
 
 
@@ -211,3 +223,87 @@ def test_variant_error_in_a_replaced_method_list_is_located_in_the_variant(tmp_p
     with pytest.raises(ConfigError) as err:
         load_run_config(write(tmp_path, config), "bad")
     assert err.value.key == "variants.bad.methods[1].alpha"
+
+
+def _yaml_error(tmp_path, text: str) -> ConfigError:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_run_config(path)
+    assert len(str(info.value)) < 600  # short, whatever the value
+    result = CliRunner().invoke(app, ["validate", "--config", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output and len(result.output) < 700
+    return info.value
+
+
+def test_duplicate_yaml_keys_are_refused_with_their_line(tmp_path, data_file):
+    text = yaml.safe_dump(base_config(data_file), sort_keys=False)
+    text = text.replace("  temperature: 1.0\n", "  temperature: 1.0\n  temperature: 0.0\n")
+    error = _yaml_error(tmp_path, text)
+    assert "duplicate key 'temperature' (line" in error.message
+
+
+def test_an_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path, data_file):
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+               f"*a{i - 1}, *a{i - 1}]" for i in range(1, 9)]
+    bomb = "\n".join(levels) + "\nname: *a8\n"
+    assert len(bomb) < 900
+    error = _yaml_error(tmp_path, bomb)
+    assert "aliases are expanded" in error.message
+
+
+def test_a_huge_value_gives_a_short_message(tmp_path, data_file):
+    config = base_config(data_file)
+    config["decoding"]["max_new_tokens"] = "x" * 1_000_000
+    error = _yaml_error(tmp_path, yaml.safe_dump(config))
+    assert error.key == "decoding.max_new_tokens" and "must be int" in error.message
+    config = base_config(data_file)
+    config["x" * 100_000] = 1
+    assert "unknown key" in _yaml_error(tmp_path, yaml.safe_dump(config)).message
+
+
+def test_finetune_architecture_fields_are_checked_against_t5config(tmp_path, data_file):
+    config = {"name": "ft", "task": {"dataset": str(data_file), "source": "src", "target": "tgt"},
+              "model": {"architecture": {"d_modle": 64, "num_layers": 1}, "tokenizer": "byt5"},
+              "output": str(tmp_path / "out")}
+    path = write(tmp_path, config)
+    with pytest.raises(ConfigError) as info:
+        load_finetune_config(path)
+    assert info.value.key == "model.architecture.d_modle" and "did you mean 'd_model'" in info.value.message
+    config["model"]["architecture"] = {"d_model": float("nan")}
+    with pytest.raises(ConfigError, match="finite number"):
+        load_finetune_config(write(tmp_path, config))
+    config["model"]["architecture"] = {"d_model": 64, "num_layers": 1}
+    assert load_finetune_config(write(tmp_path, config)).architecture == {"d_model": 64, "num_layers": 1}
+
+
+@pytest.mark.parametrize(("rows", "words"), [
+    ([{"src": "a", "tgt": "b"}, {"src": "c", "tgt": None}], ("row 1", "'tgt'", "task.target", "is null")),
+    ([{"src": "a", "tgt": "b"}, {"tgt": "d"}], ("row 1", "'src'", "task.source", "is null")),  # datasets: null
+    ([{"src": "a", "tgt": "b"}, {"src": ["c"], "tgt": "d"}], ("row 1", "'src'", "must be text")),
+])
+def test_bad_rows_are_named_before_any_model_loads(tmp_path, rows, words, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = base_config(data)
+    config["models"] = {"drafter": "no-such-org/drafter", "verifier": "no-such-org/verifier"}
+    config["output"] = str(tmp_path / "out")
+    result = CliRunner().invoke(app, ["run", "--config", str(write(tmp_path, config))])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    for word in (str(data), *words):
+        assert word in result.output, (word, result.output)
+    assert "no-such-org" not in result.output and not (tmp_path / "out").exists()
+
+
+def test_a_non_utf8_row_deep_in_a_file_is_named_before_any_model_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = tmp_path / "rows.jsonl"
+    good = "".join(json.dumps({"src": f"s{i}", "tgt": f"t{i}"}) + "\n" for i in range(5000))
+    data.write_bytes(good.encode() + b'{"src": "\xff\xfe", "tgt": "x"}\n')
+    config = base_config(data)
+    config["models"] = {"drafter": "no-such-org/drafter", "verifier": "no-such-org/verifier"}
+    result = CliRunner().invoke(app, ["run", "--config", str(write(tmp_path, config))])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert str(data) in result.output and "line 5001: not UTF-8 text" in result.output

@@ -1,0 +1,223 @@
+"""What `scb run` guarantees about its results folder: it writes only into an empty folder or one of its own
+results folders, `--fresh` deletes only the files it wrote, one run at a time holds a folder, a resume
+must match the folder's task, models, decoding, timing and hardware, and an interrupt keeps every
+finished example. Each refusal happens before any model loads."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from transformers import ByT5Tokenizer
+from typer.testing import CliRunner
+
+from speccascade_bench.cli import app
+from speccascade_bench.results import (
+    MANIFEST_FILE,
+    ResultsError,
+    RunLock,
+    check_output,
+    read_lines,
+    write_json_atomic,
+)
+
+from .helpers import perturbed, tiny_t5
+
+N = 3
+
+
+@pytest.fixture(scope="module")
+def pair_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folder")
+    tokenizer = ByT5Tokenizer()
+    verifier = tiny_t5(0, vocab=len(tokenizer))
+    verifier.config.eos_token_id, verifier.config.decoder_start_token_id = 1, 0
+    for name, model in (("verifier", verifier), ("drafter", perturbed(verifier, 0.3, 1))):
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    with (root / "task.jsonl").open("w") as f:
+        for i in range(N):
+            f.write(json.dumps({"src": f"sentence {i}", "tgt": f"Satz {i}"}) + "\n")
+    return root
+
+
+def config(root, output, file="c", **overrides) -> str:
+    data = {
+        "name": "tiny",
+        "task": {"dataset": str(root / "task.jsonl"), "source": "src", "target": "tgt"},
+        "models": {"drafter": str(root / "drafter"), "verifier": str(root / "verifier"), "device": "cpu"},
+        "decoding": {"max_new_tokens": 4, "temperature": 0.0, "draft_length": 2},
+        "methods": [{"method": "verifier"}, {"method": "spec_decode"}],
+        "timing": {"warmup": 0, "trials": 1},
+        "output": str(output),
+    }
+    for key, value in overrides.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    path = root / f"{file}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def scb(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def failed(result, *words):
+    """The command ended with one `error:` line naming every word, and no traceback."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.output.count("error:") == 1, result.output
+    for word in words:
+        assert word in result.output, (word, result.output)
+    return result.output
+
+
+def test_a_folder_that_is_not_a_results_folder_is_refused_and_left_alone(pair_dir, tmp_path):
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "paper.tex").write_text("keep me")
+    for extra in ((), ("--fresh",)):
+        failed(scb("run", "-c", config(pair_dir, project), *extra), str(project), "not a results folder")
+        assert (project / "paper.tex").read_text() == "keep me" and (project / ".git").is_dir()
+        assert sorted(p.name for p in project.iterdir()) == [".git", "paper.tex"]
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    failed(scb("run", "-c", config(pair_dir, a_file)), "is a file")
+    assert a_file.read_text() == "x"
+    with pytest.raises(ResultsError, match="not a results folder"):
+        check_output(Path("/"))
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("name", "", ("name", "must not be empty")),
+    ("name", "../up", ("name", "must be letters")),
+    ("output", "", ("output", "must not be empty")),
+    ("output", "  ", ("output", "must not be empty")),
+])
+def test_empty_or_unsafe_names_and_outputs_are_invalid(pair_dir, tmp_path, key, value, words):
+    output = value if key == "output" else tmp_path / "x"
+    overrides = {} if key == "output" else {key: value}
+    failed(scb("validate", "-c", config(pair_dir, output, **overrides)), *words)
+
+
+def test_fresh_deletes_only_what_the_suite_wrote(pair_dir, tmp_path):
+    out = tmp_path / "res"
+    assert scb("run", "-c", config(pair_dir, out)).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "examples" / "by_hand.csv").write_text("mine too")
+    (out / "figures").mkdir()
+    assert scb("report", out).exit_code == 0 and (out / "report.md").exists()
+    result = scb("run", "-c", config(pair_dir, out), "--fresh", "--methods", "verifier", "--limit", "1")
+    assert result.exit_code == 0, result.output
+    assert (out / "notes.txt").read_text() == "mine" and (out / "examples" / "by_hand.csv").exists()
+    assert (out / "figures").is_dir() and not (out / "report.md").exists()
+    assert sorted(p.name for p in (out / "examples").glob("*.jsonl")) == ["verifier.jsonl"]
+    assert len(read_lines(out / "examples" / "verifier.jsonl")) == 1
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "garbage", "not a manifest"])
+def test_a_damaged_manifest_is_refused_with_a_way_out(pair_dir, tmp_path, damage):
+    out = tmp_path / "res"
+    assert scb("run", "-c", config(pair_dir, out), "--methods", "verifier").exit_code == 0
+    before = (out / "examples" / "verifier.jsonl").read_text()
+    manifest = out / MANIFEST_FILE
+    if damage == "missing":
+        manifest.unlink()
+    else:
+        manifest.write_text({"empty": "", "garbage": "{not json", "not a manifest": "[1, 2]"}[damage])
+    hot = config(pair_dir, out, file="hot", decoding={"temperature": 1.0})
+    for extra in ((), ("--fresh",)):
+        message = failed(scb("run", "-c", hot, *extra), "manifest.json")
+        assert "restore it" in message and "move the folder aside" in message
+    assert (out / "examples" / "verifier.jsonl").read_text() == before
+    failed(scb("report", out), "manifest.json")
+
+
+def test_the_manifest_is_replaced_atomically(tmp_path):
+    path = tmp_path / MANIFEST_FILE
+    write_json_atomic(path, {"a": 1})
+    write_json_atomic(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert [p.name for p in tmp_path.iterdir()] == [MANIFEST_FILE]  # no temporary file left behind
+
+
+def test_a_second_run_into_a_held_folder_is_refused_with_the_holders_pid(pair_dir, tmp_path):
+    out = tmp_path / "res"
+    assert scb("run", "-c", config(pair_dir, out), "--methods", "verifier").exit_code == 0
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from speccascade_bench.results import RunLock\n"
+        f"lock = RunLock(Path({str(out)!r})); lock.acquire(); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = (out / "examples" / "verifier.jsonl").read_text()
+        for extra in ((), ("--fresh",)):
+            failed(scb("run", "-c", config(pair_dir, out), *extra), "in use by another scb run", f"pid {holder.pid}")
+        assert (out / "examples" / "verifier.jsonl").read_text() == before
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with RunLock(out):  # the kernel released the killed holder's lock
+        pass
+    assert scb("run", "-c", config(pair_dir, out)).exit_code == 0
+
+
+def test_resume_refuses_other_timing_or_hardware(pair_dir, tmp_path):
+    out = tmp_path / "res"
+    assert scb("run", "-c", config(pair_dir, out), "--methods", "verifier", "--limit", "1").exit_code == 0
+    failed(scb("run", "-c", config(pair_dir, out, file="t", timing={"trials": 3})), "timing", "--fresh")
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    manifest["hardware"].update(device="cuda:0", gpu="NVIDIA H100 80GB HBM3")
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest))
+    failed(scb("run", "-c", config(pair_dir, out)), "other hardware", "device cuda:0 -> cpu")
+    assert len(read_lines(out / "examples" / "verifier.jsonl")) == 1
+
+
+def test_a_garbage_line_in_a_results_file_is_one_line_from_run_and_report(pair_dir, tmp_path):
+    out = tmp_path / "res"
+    assert scb("run", "-c", config(pair_dir, out)).exit_code == 0
+    path = out / "examples" / "spec_decode-g2.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + "garbage\n" + "".join(lines[1:]))
+    failed(scb("run", "-c", config(pair_dir, out)), "spec_decode-g2.jsonl: line 2 is not JSON")
+    failed(scb("report", out), "spec_decode-g2.jsonl: line 2")
+    path.write_text(lines[0] + json.dumps({**json.loads(lines[1]), "latency_s": float("nan")}) + "\n")
+    failed(scb("report", out), "line 2 has no finite latency_s")
+
+
+def test_a_failed_first_run_leaves_no_folder_behind(pair_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "new"
+    failed(scb("run", "-c", config(pair_dir, out, models={"verifier": "no-such-org/model"})), "no-such-org/model")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_says_what_was_kept_and_the_rerun_resumes(pair_dir, tmp_path, sig, code):
+    rows = [{"src": "a long sentence to decode " * 3, "tgt": "x"} for _ in range(2000)]
+    (tmp_path / "long.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "res"
+    path = config(pair_dir, out, task={"dataset": str(tmp_path / "long.jsonl")},
+                  decoding={"max_new_tokens": 16}, methods=[{"method": "verifier"}])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "speccascade_bench.cli", "run", "-c", path], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    verifier = out / "examples" / "verifier.jsonl"
+    deadline = time.monotonic() + 120
+    while not (verifier.exists() and len(read_lines(verifier)) >= 2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    kept = len(read_lines(verifier))
+    assert 2 <= kept < len(rows)
+    assert f"interrupted; {kept} examples kept in {out}; run the same command to resume" in stderr
+    assert "Traceback" not in stderr
+    result = scb("run", "-c", path, "--limit", str(kept + 1))
+    assert result.exit_code == 0, result.output
+    ids = [row["example_id"] for row in read_lines(verifier)]
+    assert ids == list(range(kept + 1))
