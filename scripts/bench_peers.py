@@ -28,11 +28,16 @@ import torch
 import transformers
 
 from speccascade_bench.decoding import DecodeSettings, decode
-from speccascade_bench.lm import ModelPair, StaticShapes, load_pair
-from speccascade_bench.runner import device_info
+from speccascade_bench.lm import ModelPair, load_pair
+from speccascade_bench.runner import device_info, shapes_for
 from speccascade_bench.timing import timed, wide_call_cost
 from speccascade_bench.toy.language import make_splits
-from speccascade_bench.tradeoff import acceptance_probability, drafter_calls_per_round, leviathan_speedup
+from speccascade_bench.tradeoff import (
+    acceptance_probability,
+    drafter_calls_per_round,
+    leviathan_speedup,
+    per_call_cost,
+)
 
 PAIR = Path(__file__).resolve().parent.parent / "speccascade_bench" / "toy" / "pair"
 
@@ -80,8 +85,7 @@ def main() -> None:
     fast = None
     if args.compile_mode != "none":
         fast = ModelPair(pair.drafter, pair.verifier, pair.tokenizer, pair.device, pair.dtype)
-        shapes = StaticShapes(args.max_new_tokens, max(x.shape[1] for x in inputs), args.gamma + 1,
-                              (1, args.gamma + 1), args.compile_mode)
+        shapes = shapes_for(args.max_new_tokens, max(x.shape[1] for x in inputs), [args.gamma], args.compile_mode)
         fast.use_static_caches(shapes, inputs[0])
         peer_compile = transformers.CompileConfig(mode=args.compile_mode, dynamic=False)
         peer_compile._compile_all_devices = device.type == "cpu"  # transformers compiles on GPUs only by default
@@ -138,9 +142,8 @@ def main() -> None:
                                              tokens("verifier greedy (generate)"), strict=True))
     def cost_ratio(suffix: str = "") -> float:
         drafter, verifier = f"drafter greedy (suite{suffix})", f"verifier greedy (suite{suffix})"
-        per_call = {name: total[name] / sum(o.drafter_calls + o.verifier_calls for o in outputs[name])
-                    for name in (drafter, verifier)}
-        return per_call[drafter] / per_call[verifier]
+        return (per_call_cost(seconds[drafter], [o.drafter_calls for o in outputs[drafter]])
+                / per_call_cost(seconds[verifier], [o.verifier_calls for o in outputs[verifier]]))
 
     print(f"# bench_peers: {n} examples, gamma {args.gamma}, max_new_tokens {args.max_new_tokens}, "
           f"compile mode {args.compile_mode}")
@@ -181,8 +184,7 @@ def main() -> None:
         a = acceptance_probability(sum(o.accepted for o in results), sum(o.rejections for o in results))
         c = cost_ratio(suffix)
         measured = total[base] / total[spec]
-        method = spec.split()[0]
-        calls = drafter_calls_per_round(method, cascade if method == "spec_cascade" else {}, args.gamma)
+        calls = drafter_calls_per_round(cascade if spec.startswith("spec_cascade") else {}, args.gamma)
         predicted = leviathan_speedup(a, args.gamma, c, calls)
         r = verify_cost[suffix]
         bound = leviathan_speedup(a, args.gamma, c, calls, verify_cost=r)

@@ -22,8 +22,8 @@ import torch
 import transformers
 
 from speccascade_bench.decoding import DecodeSettings, decode
-from speccascade_bench.lm import StaticShapes, load_pair
-from speccascade_bench.runner import device_info
+from speccascade_bench.lm import load_pair
+from speccascade_bench.runner import device_info, shapes_for
 from speccascade_bench.timing import timed
 from speccascade_bench.toy.language import make_splits
 
@@ -87,7 +87,7 @@ def main() -> None:
     pair = load_pair(model, model, device=args.device)
     source = pair.encode("translate English to German: the small house is by the river.", 64)
     if args.cache == "static":
-        pair.use_static_caches(StaticShapes(length, 64, 1, (1,), compile_mode), source)
+        pair.use_static_caches(shapes_for(length, 64, (), compile_mode), source)
     step_times(pair, source, 8)  # warm-up
     seconds = step_times(pair, source, length)
     block = max(1, length // 8)
@@ -108,7 +108,7 @@ def main() -> None:
     pair = load_pair(str(PAIR / "drafter"), str(PAIR / "verifier"), device=args.device)
     sources = [row["src"] for row in make_splits(0, {"train": 20000, "validation": 200, "test": 500})["test"]]
     if args.cache == "static":
-        pair.use_static_caches(StaticShapes(64, 512, 6, (1, 6), compile_mode), pair.encode(sources[0], 512))
+        pair.use_static_caches(shapes_for(64, 512, [5], compile_mode), pair.encode(sources[0], 512))
     settings = DecodeSettings(64, 1.0, 1.0, 5)
     rss, device_mb = [], []
     for i in range(examples):

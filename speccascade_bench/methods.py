@@ -163,3 +163,7 @@ def alpha_param(method: str, rule: str | None) -> Param | None:
         return base
     low, high = RULE_ALPHA_RANGE[rule]
     return replace(base, low=low, high=high)
+
+
+# Every parameter name of the registry, in order of first appearance: the summary's parameter columns.
+PARAMETERS = tuple(dict.fromkeys(param.name for spec in METHODS.values() for param in spec.params))

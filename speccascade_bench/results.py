@@ -28,8 +28,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .methods import DRAFTER, METHODS, PARAMETERS, REFERENCE
 from .metrics import corpus_score
-from .tradeoff import acceptance_probability, drafter_calls_per_round, leviathan_speedup
+from .tradeoff import acceptance_probability, drafter_calls_per_round, leviathan_speedup, per_call_cost
 
 EXAMPLE_FIELDS = (
     "example_id", "run_id", "method", "params", "prediction", "reference", "output_tokens", "input_tokens",
@@ -37,7 +38,7 @@ EXAMPLE_FIELDS = (
     "accepted_per_round", "rejections", "deferred", "confidence",
 )
 SUMMARY_COLUMNS = (
-    "run_id", "method", "rule", "alpha", "threshold", "beta", "bonus", "draft_length", "temperature", "n", "metric",
+    "run_id", "method", *PARAMETERS, "temperature", "n", "metric",
     "quality", "latency_mean_s", "latency_p50_s", "latency_std_s", "trial_cv", "relative_latency", "speedup",
     "acceptance_rate", "acceptance_prob", "tokens_per_round", "deferral_rate", "output_tokens_mean",
     "drafter_calls_mean", "verifier_calls_mean", "cost_ratio", "predicted_speedup", "verify_cost",
@@ -391,14 +392,13 @@ def summarize(results: Path) -> pd.DataFrame:
     runs = load_examples(results)
     costs_path = results / CALL_COSTS_FILE
     verify_costs = json.loads(costs_path.read_text())["verify_call_cost"] if costs_path.exists() else {}
-    verifier = {row["example_id"]: row["latency_s"] for row in runs.get("verifier", [])}
+    verifier = {row["example_id"]: row["latency_s"] for row in runs.get(REFERENCE, [])}
     step_cost = {}
-    for role in ("drafter", "verifier"):
-        rows = runs.get(role, [])
-        calls = sum(row[f"{role}_calls"] for row in rows)
-        step_cost[role] = sum(row["latency_s"] for row in rows) / calls if calls else math.nan
+    for method, role in ((DRAFTER, "drafter"), (REFERENCE, "verifier")):  # the one-model runs give per-call costs
+        rows = runs.get(method, [])
+        step_cost[role] = per_call_cost([row["latency_s"] for row in rows], [row[f"{role}_calls"] for row in rows])
     cost_ratio = step_cost["drafter"] / step_cost["verifier"]
-    verifier_cost = _mean(row["verifier_calls"] for row in runs.get("verifier", [])) * step_cost["verifier"]
+    verifier_cost = _mean(row["verifier_calls"] for row in runs.get(REFERENCE, [])) * step_cost["verifier"]
     records = []
     for run_id, rows in runs.items():
         params = rows[0]["params"]
@@ -416,18 +416,13 @@ def summarize(results: Path) -> pd.DataFrame:
         predicted = predicted_at_r = math.nan
         verify_cost = verify_costs.get(str(gamma), math.nan) if gamma else math.nan
         if gamma and drafted and not math.isnan(cost_ratio) and not math.isnan(acceptance_prob):
-            calls = drafter_calls_per_round(rows[0]["method"], params, gamma)
+            calls = drafter_calls_per_round(params, gamma)
             predicted = leviathan_speedup(acceptance_prob, gamma, cost_ratio, calls)
             predicted_at_r = leviathan_speedup(acceptance_prob, gamma, cost_ratio, calls, verify_cost)
         records.append({
             "run_id": run_id,
             "method": rows[0]["method"],
-            "rule": params.get("rule"),
-            "alpha": params.get("alpha"),
-            "threshold": params.get("threshold"),
-            "beta": params.get("beta"),
-            "bonus": params.get("bonus"),
-            "draft_length": gamma,
+            **{name: params.get(name) for name in PARAMETERS},
             "temperature": temperature,
             "n": len(rows),
             "metric": metric,
@@ -454,13 +449,11 @@ def summarize(results: Path) -> pd.DataFrame:
                               + _mean(row["verifier_calls"] for row in rows) * step_cost["verifier"])
             / verifier_cost,
         })
-    order = {"verifier": 0, "drafter": 1, "spec_decode": 2, "lossy_spec_decode": 3, "token_cascade": 4,
-             "seq_cascade": 5, "bild": 6, "spec_cascade": 7}
     frame = pd.DataFrame.from_records(records, columns=list(SUMMARY_COLUMNS))
-    frame["_order"] = frame["method"].map(order)
-    frame = frame.sort_values(["_order", "rule", "bonus", "draft_length", "beta", "alpha", "threshold"],
-                              na_position="first", kind="stable")
-    return frame.drop(columns="_order").reset_index(drop=True)
+    frame["_order"] = frame["method"].map({name: i for i, name in enumerate(METHODS)})  # the registry's order
+    frame["_curve"] = [group_key(row) for _, row in frame.iterrows()]
+    frame = frame.sort_values(["_order", "_curve", "draft_length", *PARAMETERS], na_position="first", kind="stable")
+    return frame.drop(columns=["_order", "_curve"]).reset_index(drop=True)
 
 
 def write_summary(results: Path) -> pd.DataFrame:
@@ -475,13 +468,19 @@ def with_curves(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def group_key(row) -> str:
-    """The curve a summary row belongs to: its method and every parameter but the swept one."""
+    """The curve a summary row belongs to: its method and the parameters that name a curve (the registry's
+    `labels_curve`: a rule, beta, a non-default choice), not the swept one."""
+    spec = METHODS.get(row["method"])
     parts = [row["method"]]
-    if isinstance(row.get("rule"), str):
-        parts.append(row["rule"])
-    if row["method"] in ("lossy_spec_decode", "bild") and not pd.isna(row.get("beta")):
-        parts.append(f"beta={row['beta']:g}")
-    if row.get("bonus") == "verifier":
-        parts.append("bonus=verifier")
+    for param in spec.params if spec else ():
+        value = row.get(param.name)
+        if not param.labels_curve or value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if not param.choices:
+            parts.append(f"{param.name}={value:g}")
+        elif param.required:
+            parts.append(str(value))
+        elif value != param.default:
+            parts.append(f"{param.name}={value}")
     return " ".join(parts)
 

@@ -17,6 +17,7 @@ from .config import ConfigError, MethodRun, RunConfig, validate_resources
 from .data import Example, load_examples
 from .decoding import DecodeSettings, decode
 from .lm import StaticShapes
+from .methods import DRAFTER, METHODS, REFERENCE
 from .presets import is_preset
 from .results import (
     CALL_COSTS_FILE,
@@ -60,9 +61,9 @@ def plan(config: RunConfig, methods: tuple[str, ...] | None = None) -> tuple[lis
         if unknown:
             raise ConfigError(config.file, "methods", f"--methods names {', '.join(sorted(unknown))}, which the "
                               f"config does not configure (it has {', '.join(config.method_names())})")
-    derived = [r for r in runs if r.method == "seq_cascade" and "alpha" in r.params]
+    derived = [r for r in runs if METHODS[r.method].derived_by in r.params]
     decoded = [r for r in runs if r not in derived]
-    needed = ["verifier"] + (["drafter"] if derived else [])
+    needed = [REFERENCE] + ([DRAFTER] if derived else [])
     for name in reversed(needed):
         if not any(r.method == name for r in decoded):
             decoded.insert(0, MethodRun(name, {}))
@@ -71,13 +72,18 @@ def plan(config: RunConfig, methods: tuple[str, ...] | None = None) -> tuple[lis
 
 def static_shapes(config: RunConfig, runs: list[MethodRun]) -> StaticShapes:
     """The static cache sizes of a run: its token limits, and compiled steps up to the longest
-    verification (draft length + 1) of any method run; an encoder-decoder verifier's first forward
-    scores the start token and a full draft."""
+    verification (draft length + 1) of any method run."""
     gammas = {int(r.params.get("draft_length", config.decoding.draft_length)) for r in runs}
     gammas.add(config.decoding.draft_length)
     mode = None if config.models.compile == "none" else config.models.compile
-    return StaticShapes(config.decoding.max_new_tokens, config.task.max_source_tokens, max(gammas) + 1,
-                        tuple(sorted({1} | {g + 1 for g in gammas})), mode)
+    return shapes_for(config.decoding.max_new_tokens, config.task.max_source_tokens, gammas, mode)
+
+
+def shapes_for(max_new_tokens: int, max_source_tokens: int, gammas, compile_mode: str | None) -> StaticShapes:
+    """Static cache sizes for these token limits, with compiled steps of one token and of every draft length
+    + 1 (a verification; an encoder-decoder verifier's first forward scores the start token and a full draft)."""
+    widths = sorted({1} | {int(g) + 1 for g in gammas})
+    return StaticShapes(max_new_tokens, max_source_tokens, max(widths), tuple(widths), compile_mode)
 
 
 def device_info(device: torch.device) -> dict:
@@ -247,8 +253,8 @@ def record_call_costs(out: Path, pair, config: RunConfig, runs: list[MethodRun],
 
 
 def _write_derived(out: Path, derived: list[MethodRun]) -> None:
-    drafter = read_lines(examples_dir(out) / "drafter.jsonl")
-    verifier = read_lines(examples_dir(out) / "verifier.jsonl")
+    drafter = read_lines(examples_dir(out) / f"{DRAFTER}.jsonl")
+    verifier = read_lines(examples_dir(out) / f"{REFERENCE}.jsonl")
     for run in derived:
         rows = seq_cascade_rows(drafter, verifier, run.params["alpha"], run.run_id, run.params)
         path = examples_dir(out) / f"{run.run_id}.jsonl"

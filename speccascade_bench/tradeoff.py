@@ -63,10 +63,11 @@ def acceptance_probability(accepted: int, rejections: int) -> float:
     return accepted / judged if judged else math.nan
 
 
-def drafter_calls_per_round(method: str, params: dict, gamma: int) -> int:
-    """Drafter calls of one speculative round: gamma, plus one for a speculative cascade whose bonus
-    token is drawn from its target (it needs the drafter's distribution at the bonus position)."""
-    return gamma + 1 if method == "spec_cascade" and params.get("bonus", "target") == "target" else gamma
+def drafter_calls_per_round(params: dict, gamma: int) -> int:
+    """Drafter calls of one speculative round: gamma, plus one for a method whose bonus token is drawn from
+    its target (a speculative cascade's `bonus: target`: it needs the drafter's distribution at the bonus
+    position)."""
+    return gamma + 1 if params.get("bonus") == "target" else gamma
 
 
 def leviathan_speedup(acceptance: float, gamma: int, cost_ratio: float, drafter_calls: int | None = None,
@@ -84,3 +85,10 @@ def leviathan_speedup(acceptance: float, gamma: int, cost_ratio: float, drafter_
     if acceptance >= 1.0:
         return (gamma + 1) / (calls * cost_ratio + verify_cost)
     return (1 - acceptance ** (gamma + 1)) / ((1 - acceptance) * (calls * cost_ratio + verify_cost))
+
+
+def per_call_cost(seconds: Sequence[float], calls: Sequence[int]) -> float:
+    """The measured cost of one forward call of a model: the total time of its one-model runs over their
+    total forward calls (NaN without calls)."""
+    total_calls = sum(calls)
+    return sum(seconds) / total_calls if total_calls else math.nan
