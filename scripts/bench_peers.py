@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 import transformers
 
-from speccascade_bench.decoding import DecodeSettings, decode
+from speccascade_bench.config import DecodingConfig
+from speccascade_bench.decoding import decode
 from speccascade_bench.lm import ModelPair, load_pair
 from speccascade_bench.runner import device_info, shapes_for
 from speccascade_bench.timing import timed, wide_call_cost
@@ -79,8 +80,8 @@ def main() -> None:
     config.assistant_confidence_threshold = 0.0
     sources = [row["src"] for row in make_splits(0, {"train": 20000, "validation": 200, "test": 500})["test"][:n]]
     inputs = [pair.encode(s, 512) for s in sources]
-    greedy = DecodeSettings(args.max_new_tokens, 0.0, 1.0, args.gamma)
-    sampled = DecodeSettings(args.max_new_tokens, 1.0, 1.0, args.gamma)
+    greedy = DecodingConfig(args.max_new_tokens, 0.0, 1.0, args.gamma)
+    sampled = DecodingConfig(args.max_new_tokens, 1.0, 1.0, args.gamma)
     device = pair.device
     fast = None
     if args.compile_mode != "none":

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 import transformers
 
-from speccascade_bench.decoding import DecodeSettings, decode
+from speccascade_bench.config import DecodingConfig
+from speccascade_bench.decoding import decode
 from speccascade_bench.lm import load_pair
 from speccascade_bench.runner import device_info, shapes_for
 from speccascade_bench.timing import timed
@@ -109,7 +110,7 @@ def main() -> None:
     sources = [row["src"] for row in make_splits(0, {"train": 20000, "validation": 200, "test": 500})["test"]]
     if args.cache == "static":
         pair.use_static_caches(shapes_for(64, 512, [5], compile_mode), pair.encode(sources[0], 512))
-    settings = DecodeSettings(64, 1.0, 1.0, 5)
+    settings = DecodingConfig(64, 1.0, 1.0, 5)
     rss, device_mb = [], []
     for i in range(examples):
         ids = pair.encode(sources[i % len(sources)], 512)

@@ -14,34 +14,26 @@ import torch
 from torch import Tensor
 
 from . import rules
+from .config import DecodingConfig
 from .lm import CachedDecoder, ModelPair
 from .methods import METHODS, suggest
 from .rules import Dists
 
 
-@dataclass(frozen=True)
-class DecodeSettings:
-    max_new_tokens: int = 64
-    temperature: float = 0.0
-    top_p: float = 1.0
-    draft_length: int = 5
+def scaled(settings: DecodingConfig, logits: Tensor) -> Tensor:
+    """The sampling distribution of [..., V] logits at the settings' temperature and top_p."""
+    return rules.scaled_probs(logits, settings.temperature, settings.top_p)
 
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
 
-    def scaled(self, logits: Tensor) -> Tensor:
-        """The sampling distribution of [..., V] logits at these settings' temperature and top_p."""
-        return rules.scaled_probs(logits, self.temperature, self.top_p)
+def draw(settings: DecodingConfig, distribution: Tensor, generator: torch.Generator | None) -> int:
+    """One token from a [V] distribution made by `scaled`; at temperature 0 (one-hot) its argmax, without
+    a multinomial call."""
+    return int(distribution.argmax()) if settings.greedy else rules.sample(distribution, generator)
 
-    def sample(self, logits: Tensor, generator: torch.Generator | None) -> int:
-        """One token from [V] logits at these settings."""
-        return self.draw(self.scaled(logits), generator)
 
-    def draw(self, scaled: Tensor, generator: torch.Generator | None) -> int:
-        """One token from a [V] distribution made by `scaled`; at temperature 0 (one-hot) its argmax,
-        without a multinomial call."""
-        return int(scaled.argmax()) if self.greedy else rules.sample(scaled, generator)
+def sample(settings: DecodingConfig, logits: Tensor, generator: torch.Generator | None) -> int:
+    """One token from [V] logits at the settings' temperature and top_p."""
+    return draw(settings, scaled(settings, logits), generator)
 
 
 @dataclass
@@ -82,7 +74,7 @@ def _clip(tokens: list[int], eos: int, limit: int) -> list[int]:
     return tokens[:limit]
 
 
-def autoregressive(decoder: CachedDecoder, settings: DecodeSettings, eos: int,
+def autoregressive(decoder: CachedDecoder, settings: DecodingConfig, eos: int,
                    generator: torch.Generator | None, track_logprob: bool = False) -> tuple[list[int], float]:
     """Decode with one model alone; returns the tokens and (if tracked) the sum of their unscaled
     log-probabilities."""
@@ -90,7 +82,7 @@ def autoregressive(decoder: CachedDecoder, settings: DecodeSettings, eos: int,
     logprob = 0.0
     while not _finished(tokens, eos, settings.max_new_tokens):
         logits = decoder.logits()[-1]
-        token = settings.sample(logits, generator)
+        token = sample(settings, logits, generator)
         if track_logprob:
             logprob += float(torch.log_softmax(logits, -1)[token])
         tokens.append(token)
@@ -142,7 +134,7 @@ def decode_token_cascade(pair, input_ids, settings, params, generator) -> Decode
             verifier.extend(result.tokens[len(verifier.generated):])
             logits = verifier.logits()[-1]
             result.deferred += 1
-        token = settings.sample(logits, generator)
+        token = sample(settings, logits, generator)
         result.tokens.append(token)
         drafter.extend([token])
     result.drafter_calls = drafter.calls
@@ -191,7 +183,7 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
     tokens = result.tokens
 
     def emit(logits: Tensor) -> None:  # one verifier token from [V] logits
-        token = settings.sample(logits, generator)
+        token = sample(settings, logits, generator)
         tokens.append(token)
         verifier.extend([token])
         result.deferred += 1
@@ -206,7 +198,7 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
         index = rules.bild_rollback_index(logits[:-1], drafted_ids, beta)
         replacement = None
         if index is not None:
-            replacement = settings.sample(logits[index], generator)
+            replacement = sample(settings, logits[index], generator)
             if replacement == drafted[index]:  # the reference keeps the whole draft then
                 index = None
         kept = len(drafted) if index is None else index
@@ -234,7 +226,7 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
             draft_logits = drafter.logits()[-1]
             if rules.bild_falls_back(torch.softmax(draft_logits, -1), alpha):
                 break
-            tokens.append(settings.sample(draft_logits, generator))
+            tokens.append(sample(settings, draft_logits, generator))
         if _finished(tokens, eos, limit):
             break
     result.drafter_calls, result.verifier_calls = drafter.calls, verifier.calls
@@ -251,7 +243,7 @@ def _bild_drafter_first(pair, input_ids, settings, alpha, beta, max_run, generat
     while not _finished(result.tokens, eos, limit):
         draft_logits = drafter.logits()[-1]
         if run < max_run and not rules.bild_falls_back(torch.softmax(draft_logits, -1), alpha):
-            token = settings.sample(draft_logits, generator)
+            token = sample(settings, draft_logits, generator)
             result.tokens.append(token)
             drafter.extend([token])
             run += 1
@@ -265,7 +257,7 @@ def _bild_drafter_first(pair, input_ids, settings, alpha, beta, max_run, generat
         drafted_ids = torch.tensor(drafted, dtype=torch.long, device=logits.device)
         rolled_back = rules.bild_rollback_index(logits[:-1], drafted_ids, beta)
         kept = len(drafted) if rolled_back is None else rolled_back
-        token = settings.sample(logits[kept], generator)
+        token = sample(settings, logits[kept], generator)
         result.rounds += 1
         result.drafted += len(drafted)
         result.accepted += kept
@@ -283,7 +275,7 @@ def _bild_drafter_first(pair, input_ids, settings, alpha, beta, max_run, generat
     return result
 
 
-def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodeSettings, gamma: int,
+def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingConfig, gamma: int,
                        target_fn: rules.TargetFn, needs_draft_at_bonus: bool,
                        generator: torch.Generator | None) -> DecodeResult:
     """The generic speculative sampler (paper Alg. 4): draft up to gamma tokens, score them with one
@@ -298,10 +290,10 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodeSetti
         draft_scaled: list[Tensor] = []
         for _ in range(min(gamma, limit - base)):
             logits = drafter.logits()[-1]
-            scaled = settings.scaled(logits)
-            token = settings.draw(scaled, generator)
+            distribution = scaled(settings, logits)
+            token = draw(settings, distribution, generator)
             draft_logits.append(logits)
-            draft_scaled.append(scaled)
+            draft_scaled.append(distribution)
             draft_tokens.append(token)
             drafter.extend([token])
             if token == eos:
@@ -311,7 +303,7 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodeSetti
         if needs_draft_at_bonus and bonus_kept:  # q at the bonus position, for a cascade's bonus target
             logits = drafter.logits()[-1]
             draft_logits.append(logits)
-            draft_scaled.append(settings.scaled(logits))
+            draft_scaled.append(scaled(settings, logits))
         verifier.extend(draft_tokens)
         verifier_logits = verifier.logits(keep=k + 1)
         draft = Dists(torch.softmax(torch.stack(draft_logits), -1), torch.stack(draft_scaled))
@@ -336,7 +328,7 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodeSetti
     return result
 
 
-def _gamma(settings: DecodeSettings, params: dict) -> int:
+def _gamma(settings: DecodingConfig, params: dict) -> int:
     return int(params.get("draft_length", settings.draft_length))
 
 
@@ -357,7 +349,7 @@ def decode_spec_cascade(pair, input_ids, settings, params, generator) -> DecodeR
                               generator)
 
 
-Decoder = Callable[[ModelPair, Tensor, DecodeSettings, dict[str, Any], "torch.Generator | None"], DecodeResult]
+Decoder = Callable[[ModelPair, Tensor, DecodingConfig, dict[str, Any], "torch.Generator | None"], DecodeResult]
 
 DECODERS: dict[str, Decoder] = {
     "drafter": decode_drafter,
@@ -372,7 +364,7 @@ DECODERS: dict[str, Decoder] = {
 assert set(DECODERS) == set(METHODS), "every registered method needs a decoder"
 
 
-def decode(method: str, pair: ModelPair, input_ids: Tensor, settings: DecodeSettings,
+def decode(method: str, pair: ModelPair, input_ids: Tensor, settings: DecodingConfig,
            params: dict[str, Any] | None = None, generator: torch.Generator | None = None) -> DecodeResult:
     """Decode one input ([1, L] ids) with a named method at batch size 1."""
     if method not in DECODERS:

@@ -10,8 +10,6 @@ import difflib
 import math
 from dataclasses import dataclass, field, replace
 
-RULES = ("chow", "diff", "opt", "token_v1", "token_v2", "token_v3")
-
 # Valid alpha range of each deferral rule (ALGORITHMS.md); None means unbounded.
 RULE_ALPHA_RANGE: dict[str, tuple[float | None, float | None]] = {
     "chow": (0.0, 1.0),
@@ -21,6 +19,8 @@ RULE_ALPHA_RANGE: dict[str, tuple[float | None, float | None]] = {
     "token_v2": (-1.0, 1.0),
     "token_v3": (0.0, 1.0),
 }
+# The deferral rules of spec_cascade: the one list of their names (rules.py implements each).
+RULES = tuple(RULE_ALPHA_RANGE)
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .methods import METHODS, REFERENCE
 from .results import ResultsError, read_manifest, summarize, with_curves
-
-POINT_METHODS = ("drafter", "verifier", "spec_decode")
-MARKERS = {"drafter": "s", "verifier": "*", "spec_decode": "D"}
-
 
 FIGURES = {
     "quality_latency": ("relative_latency", "latency relative to the verifier"),
@@ -119,14 +116,15 @@ def _draw(ax, frame, cfg: dict, column: str, label: str, colors: dict[str, tuple
     """One panel; `frame` is a summary with its `curve` column."""
     for curve, rows in frame.groupby("curve", sort=False):
         method = rows["method"].iloc[0]
-        if method in POINT_METHODS and len(rows) == 1:
-            ax.scatter(rows[column], rows["quality"], marker=MARKERS[method], s=90, zorder=3,
+        marker = METHODS[method].marker if method in METHODS else None
+        if marker and len(rows) == 1:
+            ax.scatter(rows[column], rows["quality"], marker=marker, s=90, zorder=3,
                        label=curve, edgecolors="black", color=colors[curve])
             continue
         sweep = "threshold" if rows["alpha"].isna().all() else "alpha"
         rows = rows.sort_values(sweep)
         ax.plot(rows[column], rows["quality"], marker="o", markersize=4, label=curve, color=colors[curve])
-    verifier = frame[frame["method"] == "verifier"]
+    verifier = frame[frame["method"] == REFERENCE]
     if len(verifier):
         ax.axhline(verifier["quality"].iloc[0], color="grey", linestyle=":", linewidth=1)
         ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)

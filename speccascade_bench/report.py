@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .methods import REFERENCE
 from .results import read_manifest, summarize, with_curves, write_summary
 from .tradeoff import best_quality_within, latency_to_match
 
@@ -45,7 +46,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def tradeoff_table(frame: pd.DataFrame) -> str:
     """Per curve: (i) the lowest relative latency at which it matches the verifier's quality, with the
     speed-up, and (ii) the best quality it reaches without exceeding the verifier's latency."""
-    verifier = frame[frame["method"] == "verifier"]
+    verifier = frame[frame["method"] == REFERENCE]
     if verifier.empty:
         return ""
     target = float(verifier["quality"].iloc[0])
@@ -54,7 +55,7 @@ def tradeoff_table(frame: pd.DataFrame) -> str:
              "| --- | --- | --- | --- | --- |"]
     curves = with_curves(frame)
     for curve, rows in curves.groupby("curve", sort=False):
-        if curve == "verifier":
+        if curve == REFERENCE:
             continue
         points = list(zip(rows["relative_latency"], rows["quality"], strict=True))
         match = latency_to_match(points, target)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .methods import RULES
+
 
 def scaled_probs(logits: Tensor, temperature: float, top_p: float = 1.0) -> Tensor:
     """[..., V] logits -> [..., V] sampling distribution at `temperature` (0 = greedy) with nucleus `top_p`."""
@@ -104,6 +106,7 @@ def token_defer_v3(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
 
 DEFERRAL_RULES = {"chow": defer_chow, "diff": defer_diff, "opt": defer_opt}
 TOKEN_RULES = {"token_v1": token_defer_v1, "token_v2": token_defer_v2, "token_v3": token_defer_v3}
+assert set(DEFERRAL_RULES) | set(TOKEN_RULES) == set(RULES), "every rule of the registry needs a function"
 
 
 def cascade_target(draft_scaled: Tensor, verifier_scaled: Tensor, defer: Tensor) -> Tensor:

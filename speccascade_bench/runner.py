@@ -15,7 +15,7 @@ import torch
 
 from .config import ConfigError, MethodRun, RunConfig, validate_resources
 from .data import Example, load_examples
-from .decoding import DecodeSettings, decode
+from .decoding import decode
 from .lm import StaticShapes
 from .methods import DRAFTER, METHODS, REFERENCE
 from .presets import is_preset
@@ -193,8 +193,7 @@ def _results_folder(out: Path, fresh: bool):
 def _decode_all(config: RunConfig, pair, out: Path, decoded: list[MethodRun], examples: list[Example],
                 todo: list[tuple[Example, MethodRun]], device: torch.device, progress: Progress | None) -> None:
     """Decode, time and append the `todo` examples to the (locked) results folder."""
-    settings = DecodeSettings(config.decoding.max_new_tokens, config.decoding.temperature, config.decoding.top_p,
-                              config.decoding.draft_length)
+    settings = config.decoding
     inputs = {ex.example_id: pair.encode(ex.source, config.task.max_source_tokens) for ex in examples}
     if config.models.cache == "static":
         if progress and config.models.compile != "none":

@@ -6,7 +6,8 @@ compiled steps are also checked with CUDA graphs (mode reduce-overhead)."""
 import pytest
 import torch
 
-from speccascade_bench.decoding import DecodeSettings, decode
+from speccascade_bench.config import DecodingConfig
+from speccascade_bench.decoding import decode
 from speccascade_bench.lm import StaticShapes
 
 from .helpers import EOS, prompt, tiny_pair
@@ -16,6 +17,7 @@ METHOD_RUNS = [
     ("drafter", {}), ("verifier", {}), ("spec_decode", {}), ("spec_decode", {"draft_length": 1}),
     ("lossy_spec_decode", {"alpha": 0.4, "beta": 1.0}), ("token_cascade", {"alpha": 0.4}),
     ("seq_cascade", {"threshold": -1.0}), ("bild", {"alpha": 0.6, "beta": 1.0}),
+    ("bild", {"alpha": 0.6, "beta": 1.0, "loop": "drafter_first"}),
     *[("spec_cascade", {"rule": rule, "alpha": 0.3}) for rule in ("chow", "diff", "opt", "token_v1", "token_v2")],
     ("spec_cascade", {"rule": "token_v3", "alpha": 0.5, "bonus": "verifier"}),
 ]
@@ -31,7 +33,7 @@ def _static_pair(family, device, compile_mode=None, max_new=24, gamma=5):
 
 
 def _run(pair, method, params, seed, max_new=24, gamma=5, temperature=0.0):
-    settings = DecodeSettings(max_new_tokens=max_new, temperature=temperature, draft_length=gamma)
+    settings = DecodingConfig(max_new_tokens=max_new, temperature=temperature, draft_length=gamma)
     result = decode(method, pair, prompt(seed).to(pair.device), settings, params,
                     torch.Generator(pair.device).manual_seed(seed))
     return {name: getattr(result, name) for name in COUNTERS}

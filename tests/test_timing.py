@@ -3,7 +3,8 @@
 import pytest
 
 from speccascade_bench import lm, timing
-from speccascade_bench.decoding import DecodeSettings, decode
+from speccascade_bench.config import DecodingConfig
+from speccascade_bench.decoding import decode
 from speccascade_bench.lm import StaticShapes
 
 from .helpers import prompt, tiny_pair
@@ -14,7 +15,7 @@ def test_wide_call_cost_times_the_asked_widths_and_leaves_decoding_alone(family,
     pair = tiny_pair(family)
     pair.use_static_caches(StaticShapes(max_new_tokens=40, max_source_tokens=8, max_step_tokens=6))
     inputs = [prompt(seed, length=4) for seed in range(2)]  # a prompt forward is not 6 wide
-    settings = DecodeSettings(max_new_tokens=12, temperature=0.0, draft_length=5)
+    settings = DecodingConfig(max_new_tokens=12, temperature=0.0, draft_length=5)
     before = [decode("spec_decode", pair, x, settings).tokens for x in inputs]
 
     clock = [0.0]

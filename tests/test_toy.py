@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from speccascade_bench.decoding import DecodeSettings, decode
+from speccascade_bench.config import DecodingConfig
+from speccascade_bench.decoding import decode
 from speccascade_bench.lm import load_pair
 from speccascade_bench.metrics import corpus_score
 from speccascade_bench.toy.language import make_lexicon, make_splits, write_splits
@@ -54,7 +55,7 @@ def test_demo_pair_loads_and_the_verifier_beats_the_drafter():
     verifier_params = sum(p.numel() for p in pair.verifier.parameters())
     assert verifier_params > 5 * drafter_params
     test = make_splits(0, SIZES)["test"][:40]
-    settings = DecodeSettings(max_new_tokens=64, temperature=0.0)
+    settings = DecodingConfig(max_new_tokens=64, temperature=0.0)
     scores = {}
     for role in ("drafter", "verifier"):
         predictions = [pair.decode(decode(role, pair, pair.encode(row["src"], 96), settings).tokens)
