@@ -5,7 +5,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from speccascade_bench.decoding import DecodeSettings, decode
+from speccascade_bench.config import DecodingConfig
+from speccascade_bench.decoding import decode
 from speccascade_bench.lm import ModelLoadError, ModelPair, check_compatible
 
 from .helpers import EOS, VOCAB, prompt, tiny_llama, tiny_pair, tiny_t5
@@ -26,8 +27,21 @@ def _generate(model, input_ids, max_new_tokens):
     return out[0, start:].tolist()
 
 
+def _drafter_after(pair, input_ids, first, max_new):
+    """The drafter's greedy output when the first token is given: that token, then the drafter's continuation."""
+    if first == EOS:
+        return [first]
+    kwargs = dict(max_new_tokens=max_new - 1, do_sample=False, eos_token_id=EOS, pad_token_id=0)
+    if pair.is_encoder_decoder:
+        out = pair.drafter.generate(input_ids, decoder_input_ids=torch.tensor([[pair.start_token_id, first]]), **kwargs)
+        return out[0, 1:].tolist()
+    ids = torch.cat([input_ids, torch.tensor([[first]])], 1)
+    out = pair.drafter.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)  # the token may be the pad id
+    return out[0, input_ids.shape[1]:].tolist()
+
+
 def _greedy(method, pair, seed, gamma=5, max_new=24, **params):
-    settings = DecodeSettings(max_new_tokens=max_new, temperature=0.0, draft_length=gamma)
+    settings = DecodingConfig(max_new_tokens=max_new, temperature=0.0, draft_length=gamma)
     return decode(method, pair, prompt(seed), settings, params, torch.Generator().manual_seed(seed))
 
 
@@ -68,8 +82,13 @@ def test_greedy_extremes_of_every_method(pairs):
             assert _greedy("token_cascade", pair, seed, alpha=0.0).tokens == verifier
             assert _greedy("lossy_spec_decode", pair, seed, alpha=0.0, beta=1.0).tokens == verifier
             assert _greedy("seq_cascade", pair, seed, threshold=-1e9).tokens == drafter
-            assert _greedy("bild", pair, seed, alpha=0.0, beta=1e9, draft_length=1000).tokens == drafter
-            assert _greedy("bild", pair, seed, alpha=1.0, beta=1e9).tokens == verifier
+            # BiLD's first token is the verifier's; with no fallback and no rollback the drafter does the rest
+            after_first = _drafter_after(pair, prompt(seed), verifier[0], 24)
+            assert _greedy("bild", pair, seed, alpha=0.0, beta=1e9, draft_length=1000).tokens == after_first
+            assert _greedy("bild", pair, seed, alpha=0.0, beta=1e9, draft_length=1000,
+                           loop="drafter_first").tokens == drafter
+            for loop in ("reference", "drafter_first"):
+                assert _greedy("bild", pair, seed, alpha=1.0, beta=1e9, loop=loop).tokens == verifier
             assert _greedy("seq_cascade", pair, seed, threshold=0.0).tokens == verifier
 
 
@@ -92,7 +111,7 @@ def test_counters_are_consistent(pairs):
         for seed in SEEDS:
             for rule in rules:
                 for temperature in (0.0, 1.0):
-                    settings = DecodeSettings(max_new_tokens=20, temperature=temperature, draft_length=4)
+                    settings = DecodingConfig(max_new_tokens=20, temperature=temperature, draft_length=4)
                     r = decode("spec_cascade", pair, prompt(seed), settings, {"rule": rule, "alpha": 0.3},
                                torch.Generator().manual_seed(seed))
                     assert r.accepted <= r.drafted <= 4 * r.rounds
@@ -102,11 +121,18 @@ def test_counters_are_consistent(pairs):
                     assert 1 <= r.output_length <= 20
                     assert 0 <= r.deferred <= r.drafted + r.rounds
             for temperature in (0.0, 1.0):
-                settings = DecodeSettings(max_new_tokens=20, temperature=temperature, draft_length=4)
-                bild = decode("bild", pair, prompt(seed), settings, {"alpha": 0.6, "beta": 1.0},
-                              torch.Generator().manual_seed(seed))
-                assert bild.verifier_calls == bild.rounds == bild.deferred
-                assert bild.accepted <= bild.drafted and 1 <= bild.output_length <= 20
+                for loop in ("reference", "drafter_first"):
+                    settings = DecodingConfig(max_new_tokens=20, temperature=temperature, draft_length=4)
+                    bild = decode("bild", pair, prompt(seed), settings, {"alpha": 0.6, "beta": 1.0, "loop": loop},
+                                  torch.Generator().manual_seed(seed))
+                    assert bild.verifier_calls == bild.deferred  # each verifier call emits one token
+                    # the reference loop's second call after a rollback emits the token after the replacement
+                    assert 0 <= bild.verifier_calls - bild.rounds <= (bild.rejections if loop == "reference" else 0)
+                    assert bild.accepted <= bild.drafted and bild.rejections <= bild.rounds
+                    assert sum(bild.accepted_per_round) == bild.accepted and len(bild.accepted_per_round) == bild.rounds
+                    unchecked = bild.output_length - bild.deferred - bild.accepted  # drafter tokens never scored
+                    assert 0 <= unchecked <= 4 and bild.drafter_calls >= bild.drafted + unchecked
+                    assert 1 <= bild.output_length <= 20
             token = _greedy("token_cascade", pair, seed, alpha=0.4)
             assert token.verifier_calls == token.deferred
             assert token.drafter_calls == token.output_length
@@ -121,7 +147,7 @@ def test_a_drafter_identical_to_the_verifier_is_never_rejected(pairs):
         same = ModelPair(pair.verifier, pair.verifier, None, torch.device("cpu"), torch.float32)
         for seed in SEEDS:
             for temperature in (0.0, 1.0):
-                settings = DecodeSettings(max_new_tokens=20, temperature=temperature, draft_length=4)
+                settings = DecodingConfig(max_new_tokens=20, temperature=temperature, draft_length=4)
                 r = decode("spec_decode", same, prompt(seed), settings, {}, torch.Generator().manual_seed(seed))
                 assert r.rejections == 0 and r.accepted == r.drafted > 0
 
@@ -143,7 +169,7 @@ def test_spec_decode_rolls_back_instead_of_recomputing(pairs):
 def test_spec_decode_first_token_distribution_matches_verifier(family):
     pair = tiny_pair(family, seed=5, noise=0.8)
     ids = prompt(3)
-    settings = DecodeSettings(max_new_tokens=1, temperature=1.0, draft_length=3)
+    settings = DecodingConfig(max_new_tokens=1, temperature=1.0, draft_length=3)
     with torch.no_grad():
         if pair.is_encoder_decoder:
             logits = pair.verifier(input_ids=ids, decoder_input_ids=torch.tensor([[0]])).logits[0, -1]
