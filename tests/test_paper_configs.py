@@ -91,7 +91,8 @@ def test_paper_variants_change_only_what_they_name(name):
     for gamma in (3, 7):
         cfg = variants[f"gamma{gamma}"]
         assert cfg.decoding.draft_length == gamma and cfg.models == base.models
-        assert {run.params["draft_length"] for run in cfg.methods if "draft_length" in run.params} == {gamma}
+        assert {run.params["draft_length"] for run in cfg.methods
+                if "draft_length" in run.params and run.method != "bild"} == {gamma}
     for variant, (drafter, verifier) in PAIRS.items():
         models = variants[variant].models
         assert (models.drafter, models.verifier) == (f"./checkpoints/t5-v1_1-{drafter}-{name}",
@@ -139,7 +140,7 @@ def test_paper_config_sweeps_bild_over_fallback_thresholds(name):
     for beta in betas:
         alphas = sorted(run.params["alpha"] for run in runs if run.params["beta"] == beta)
         assert len(alphas) >= 5 and alphas[0] <= 0.3 and alphas[-1] >= 0.8, (beta, alphas)
-    assert {run.params["draft_length"] for run in runs} == {cfg.decoding.draft_length}
+    assert {run.params["draft_length"] for run in runs} == {10}  # the drafter-run cap of BiLD's code
 
 
 def _hub_datasets():
