@@ -313,7 +313,10 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
         new_tokens = draft_tokens[: outcome.accepted]
         if outcome.next_token is not None:
             new_tokens.append(outcome.next_token)
-        decided = min(outcome.accepted + 1, target.deferral.shape[0])
+        # The positions this round decided: the accepted drafts, then the replacement's, or the bonus's when a
+        # bonus is kept (one drawn past EOS or the token limit is discarded and decides nothing).
+        decided = outcome.accepted + (outcome.accepted < k or bonus_kept)
+        decided = min(decided, target.deferral.shape[0])
         result.deferred += float(target.deferral[:decided].sum())
         result.rounds += 1
         result.drafted += k

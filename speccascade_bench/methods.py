@@ -10,7 +10,7 @@ import difflib
 import math
 from dataclasses import dataclass, field, replace
 
-# Valid alpha range of each deferral rule (ALGORITHMS.md); None means unbounded.
+# Valid alpha range of each deferral rule (docs/ALGORITHMS.md); None means unbounded.
 RULE_ALPHA_RANGE: dict[str, tuple[float | None, float | None]] = {
     "chow": (0.0, 1.0),
     "diff": (-1.0, 1.0),
@@ -120,7 +120,8 @@ METHODS: dict[str, MethodSpec] = {
                 Param("alpha", "deferral parameter; its range depends on the rule", required=True, tag="a"),
                 DRAFT_LENGTH,
                 Param("bonus", "distribution of the bonus token after a fully accepted draft: the target "
-                      "(needs one more drafter step) or the verifier's", default="target", sweepable=False,
+                      "(exact; needs one more drafter step) or the verifier's (an approximation: the output "
+                      "then no longer follows the target at that position)", default="target", sweepable=False,
                       choices=("target", "verifier"), labels_curve=True),
             ),
         ),

@@ -3,7 +3,7 @@
 Shapes: `[n, V]` is n positions over a vocabulary of V tokens. "Unscaled" distributions are
 softmax(logits); "scaled" ones are softmax(logits / temperature), one-hot at the argmax when the
 temperature is 0, then restricted to the nucleus when top_p < 1. Deferral decisions use unscaled
-distributions; sampling, mixtures and the OPT TV term use scaled ones (ALGORITHMS.md).
+distributions; sampling, mixtures and the OPT TV term use scaled ones (docs/ALGORITHMS.md).
 """
 
 from __future__ import annotations
@@ -201,7 +201,8 @@ def cascade_mixture(rule: str, alpha: float, draft: Dists, verifier: Dists) -> t
 def cascade_rule_target(rule: str, alpha: float, bonus_from_verifier: bool = False) -> TargetFn:
     """A speculative cascade's target (paper eqs. 6 and 11) for a named deferral rule. The bonus token
     is drawn from the target at the bonus position when the drafter's distribution there is given,
-    else (with `bonus_from_verifier`) from the verifier's."""
+    else (with `bonus_from_verifier`) from the verifier's: an approximation, under which the bonus
+    token no longer follows the target."""
     if rule not in DEFERRAL_RULES and rule not in TOKEN_RULES:
         raise ValueError(f"unknown deferral rule {rule!r}")
 

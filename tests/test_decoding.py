@@ -197,3 +197,16 @@ def test_mismatched_pair_is_refused():
     other.eos_token_id = 2
     with pytest.raises(ModelLoadError, match="eos_token_id"):
         check_compatible(tiny_t5(0).config, other)
+
+
+def test_a_discarded_bonus_token_is_not_counted_as_deferred(pairs):
+    """A cascade that never defers (chow at alpha 1) with its bonus from the verifier: when a draft fills the
+    token limit, the bonus drawn after it is discarded and defers nothing."""
+    for pair in pairs:
+        for seed in SEEDS:
+            result = _greedy("spec_cascade", pair, seed, gamma=4, max_new=4, rule="chow", alpha=1.0, bonus="verifier")
+            assert result.tokens == _greedy("drafter", pair, seed, max_new=4).tokens
+            assert result.deferred == 0.0
+            longer = _greedy("spec_cascade", pair, seed, gamma=4, max_new=5, rule="chow", alpha=1.0, bonus="verifier")
+            if pair.eos_token_id not in longer.tokens[:4]:  # the bonus after a full draft is kept and deferred
+                assert longer.deferred == 1.0

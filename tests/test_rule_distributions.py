@@ -11,7 +11,8 @@ import torch
 from scipy.stats import chisquare
 
 from speccascade_bench import rules
-from speccascade_bench.decoding import DecodeSettings, decode
+from speccascade_bench.config import DecodingConfig
+from speccascade_bench.decoding import decode
 from speccascade_bench.rules import Dists
 
 from .helpers import EOS, VOCAB, prompt, tiny_pair
@@ -32,7 +33,7 @@ def _sampling_dist(logits: np.ndarray, temperature: float, top_p: float) -> np.n
     if top_p >= 1.0:
         return probs
     nucleus = np.zeros_like(probs)
-    for row, kept in zip(probs, nucleus):
+    for row, kept in zip(probs, nucleus, strict=True):
         mass = 0.0
         for token in np.argsort(-row, kind="stable"):
             if mass >= top_p:
@@ -95,22 +96,26 @@ def _pvalue(counts: np.ndarray, probs: np.ndarray) -> float:
 
 def _assert_sampled_from(counts, probs, label=""):
     """Each row of counts [n, V] follows the matching row of probs [n, V]."""
-    for position, (row, dist) in enumerate(zip(counts, probs)):
+    for position, (row, dist) in enumerate(zip(counts, probs, strict=True)):
         pvalue = _pvalue(row, dist)
         assert pvalue > 1e-3, f"{label} position {position}: frequencies {row / row.sum()} vs {dist} (p = {pvalue:.2g})"
 
 
 def _assert_not_sampled_from(counts, probs, label=""):
     """Some row of counts [n, V] is far from the matching row of probs [n, V]."""
-    pvalues = [_pvalue(row, dist) for row, dist in zip(counts, probs)]
+    pvalues = [_pvalue(row, dist) for row, dist in zip(counts, probs, strict=True)]
     assert min(pvalues) < 1e-6, f"{label}: cannot tell the sampler from {probs} (p = {pvalues})"
 
 
 # ---- the generic sampler on fixed distributions ---------------------------------------------------------
 
 # Three positions over six tokens: two drafted positions and the bonus position.
-DRAFT_LOGITS = [[2.4, 0.7, -0.5, 1.6, 1.7, -0.9], [-0.1, 0.3, -1.2, -0.2, 1.2, 2.7], [-2.3, 0.8, -1.9, -0.8, 0.9, -1.3]]
-VERIFIER_LOGITS = [[0.5, -0.6, 0.9, -1.8, 2.6, -1.2], [-0.8, -1.6, 1.7, 0.6, 0.1, 2.0], [-1.5, -1.2, 0.4, -1.0, -0.4, -0.2]]
+DRAFT_LOGITS = [[2.4, 0.7, -0.5, 1.6, 1.7, -0.9],
+                [-0.1, 0.3, -1.2, -0.2, 1.2, 2.7],
+                [-2.3, 0.8, -1.9, -0.8, 0.9, -1.3]]
+VERIFIER_LOGITS = [[0.5, -0.6, 0.9, -1.8, 2.6, -1.2],
+                   [-0.8, -1.6, 1.7, 0.6, 0.1, 2.0],
+                   [-1.5, -1.2, 0.4, -1.0, -0.4, -0.2]]
 ROUNDS = 20000
 
 # For each rule and setting, an alpha at which the rule defers at some positions (or tokens) and not at
@@ -124,7 +129,8 @@ ALPHAS = {
     "token_v2": (0.52, 0.52, 0.52),
     "token_v3": (0.65, 0.65, 0.65),
 }
-CASES = [(rule, *setting, alpha) for rule, alphas in ALPHAS.items() for setting, alpha in zip(SETTINGS, alphas)]
+CASES = [(rule, *setting, alpha)
+         for rule, alphas in ALPHAS.items() for setting, alpha in zip(SETTINGS, alphas, strict=True)]
 
 
 def _emitted_counts(target: rules.Target, draft_scaled: torch.Tensor, seed: int, rounds: int = ROUNDS) -> np.ndarray:
@@ -186,6 +192,15 @@ def test_bonus_from_the_verifier_is_not_the_target_at_the_bonus_position():
 
 # ---- whole decodes on tiny models --------------------------------------------------------------------------
 
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy machine waiting threads slow them tenfold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _next_logits(model, input_ids, generated):
     """The model's next-token logits [V] after the prompt and the generated tokens."""
     with torch.no_grad():
@@ -206,10 +221,10 @@ def _pair_target(pair, input_ids, generated, rule, alpha, temperature, top_p, de
 # (chow, opt) or at which the token rule's deferred set does.
 @pytest.mark.parametrize(("family", "rule", "alpha"), [("t5", "chow", 0.58), ("llama", "opt", -0.25),
                                                         ("t5", "token_v2", 0.86)])
-def test_first_token_of_a_decode_matches_the_papers_target(family, rule, alpha):
-    temperature, top_p, draws = 0.5, 0.9, 2500
+def test_first_token_of_a_decode_matches_the_papers_target(family, rule, alpha, one_thread):
+    temperature, top_p, draws = 0.5, 0.9, 1000
     pair, ids = tiny_pair(family, seed=5, noise=0.8), prompt(3)
-    settings = DecodeSettings(max_new_tokens=1, temperature=temperature, top_p=top_p, draft_length=3)
+    settings = DecodingConfig(max_new_tokens=1, temperature=temperature, top_p=top_p, draft_length=3)
     params = {"rule": rule, "alpha": alpha}
     generator = torch.Generator().manual_seed(11)
     counts = np.zeros((1, VOCAB))
@@ -222,13 +237,13 @@ def test_first_token_of_a_decode_matches_the_papers_target(family, rule, alpha):
 
 
 @pytest.mark.parametrize("bonus", ["target", "verifier"])
-def test_bonus_token_of_a_decode(bonus):
+def test_bonus_token_of_a_decode(bonus, one_thread):
     """Rounds of one draft that accept it emit a bonus token. Over such rounds, the pair (draft, bonus) has
     probability min(q(x), pi(x)) * pi(y | x) with the default bonus source; `bonus: verifier` replaces
     pi(y | x) by p(y | x), which the test tells apart."""
-    rule, alpha, temperature, top_p, draws = "chow", 0.5, 0.7, 1.0, 2500
+    rule, alpha, temperature, top_p, draws = "token_v1", 0.3, 0.7, 1.0, 1200
     pair, ids = tiny_pair("t5", seed=5, noise=0.8), prompt(3)
-    settings = DecodeSettings(max_new_tokens=2, temperature=temperature, top_p=top_p, draft_length=1)
+    settings = DecodingConfig(max_new_tokens=2, temperature=temperature, top_p=top_p, draft_length=1)
     generator = torch.Generator().manual_seed(5)
     counts = np.zeros((VOCAB, VOCAB))
     for _ in range(draws):
@@ -244,7 +259,7 @@ def test_bonus_token_of_a_decode(bonus):
         exact[first] = accepted_first[first] * _pair_target(pair, ids, [first], rule, alpha, temperature, top_p)
         verifier_next = _next_logits(pair.verifier, ids, [first])[None]
         approximate[first] = accepted_first[first] * _sampling_dist(verifier_next, temperature, top_p)[0]
-    assert counts.sum() > 1000
+    assert counts.sum() > 800
     if bonus == "target":
         _assert_sampled_from(counts.reshape(1, -1), exact.reshape(1, -1), "bonus: target")
     else:

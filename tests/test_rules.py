@@ -1,5 +1,7 @@
 """The pure maths: scaled distributions, deferral rules on hand-computed examples and at their extremes,
-cascade targets, and the speculative sampler's output distribution (statistical tests, fixed seeds)."""
+cascade targets, and the speculative sampler's output distribution (statistical tests, fixed seeds). These
+run at temperature 1; tests/test_rule_distributions.py checks the cascades at other temperatures and with a
+nucleus, against a reference computed from the paper's equations."""
 
 import math
 
