@@ -23,11 +23,13 @@ import os
 import platform
 import statistics
 import subprocess
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
+from .config import RunConfig
 from .methods import DRAFTER, METHODS, PARAMETERS, REFERENCE
 from .metrics import corpus_score
 from .tradeoff import acceptance_probability, drafter_calls_per_round, leviathan_speedup, per_call_cost
@@ -271,6 +273,16 @@ def git_commit() -> str | None:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def manifest_config(config: RunConfig) -> dict:
+    """The run's config as its manifest records it."""
+    return {
+        "name": config.name, "file": config.file, "variant": config.variant,
+        "task": asdict(config.task), "models": asdict(config.models),
+        "decoding": asdict(config.decoding), "timing": asdict(config.timing),
+        "methods": [{"run_id": r.run_id, "method": r.method, "params": r.params} for r in config.methods],
+    }
 
 
 def start_manifest(out: Path, resolved: dict, hardware: dict, **fields) -> None:

@@ -8,7 +8,7 @@ import json
 import platform
 import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ from .results import (
     check_resume,
     clean,
     examples_dir,
+    manifest_config,
     read_lines,
     seq_cascade_rows,
     start_manifest,
@@ -103,16 +104,6 @@ def _nvidia_driver() -> str | None:
         return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
     except (OSError, subprocess.SubprocessError, IndexError):
         return None
-
-
-def manifest_config(config: RunConfig) -> dict:
-    """The run's config as its manifest records it."""
-    return {
-        "name": config.name, "file": config.file, "variant": config.variant,
-        "task": asdict(config.task), "models": asdict(config.models),
-        "decoding": asdict(config.decoding), "timing": asdict(config.timing),
-        "methods": [{"run_id": r.run_id, "method": r.method, "params": r.params} for r in config.methods],
-    }
 
 
 def _record(example: Example, run: MethodRun, result, prediction: str, latencies: list[float],

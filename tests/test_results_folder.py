@@ -221,3 +221,30 @@ def test_an_interrupt_says_what_was_kept_and_the_rerun_resumes(pair_dir, tmp_pat
     assert result.exit_code == 0, result.output
     ids = [row["example_id"] for row in read_lines(verifier)]
     assert ids == list(range(kept + 1))
+
+
+def test_a_read_only_results_folder_is_one_line(pair_dir, tmp_path, monkeypatch):
+    """Root writes into a chmod-ed folder, so the folder's refusal of the first write (the lock file) is
+    simulated here, as the kernel reports it."""
+    out = tmp_path / "res"
+    assert scb("run", "-c", config(pair_dir, out), "--methods", "verifier").exit_code == 0
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if str(path).startswith(str(out)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    failed(scb("run", "-c", config(pair_dir, out)), f"cannot write the results to {out}: Permission denied")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_chmod_read_only_results_folder_is_one_line(pair_dir, tmp_path):
+    out = tmp_path / "res"
+    assert scb("run", "-c", config(pair_dir, out), "--methods", "verifier").exit_code == 0
+    out.chmod(0o500)
+    try:
+        failed(scb("run", "-c", config(pair_dir, out)), str(out), "Permission denied")
+    finally:
+        out.chmod(0o700)
