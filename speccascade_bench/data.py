@@ -22,7 +22,7 @@ class DataError(RuntimeError):
     (`source`, `target`, `dataset`), when one is."""
 
     def __init__(self, message: str, key: str | None = None):
-        super().__init__(message)
+        super().__init__(message if len(message) <= 500 else message[:500] + "...")
         self.key = key
 
 
