@@ -206,7 +206,7 @@ class DecodingConfig:
 
     max_new_tokens: int = option(64, low=1, high=32_768)
     temperature: float = option(0.0, low=0.0, high=100.0)
-    top_p: float = option(1.0, low=0.0, high=1.0, low_open=True)
+    top_p: float = option(1.0, low=1e-6, high=1.0)
     draft_length: int = option(5, low=1, high=64)
     seed: int = option(0, low=0, high=2**32 - 1)
 
@@ -238,12 +238,18 @@ class MethodRun:
                 continue
             value = self.params[param.name]
             if not param.choices:
-                parts.append(f"{param.tag or param.name}{value:g}")
+                parts.append(f"{param.tag or param.name}{_number_text(value)}")
             elif param.required:
                 parts.append(str(value))
             elif value != param.default:
                 parts.append(f"{param.name}_{value}")
         return "-".join(parts)
+
+
+def _number_text(value: float) -> str:
+    """A parameter value in a run id: short (`0.3`, `5`), and exact, so that two values never share an id."""
+    text = f"{value:g}"
+    return text if float(text) == value else repr(float(value))
 
 
 @dataclass(frozen=True)
@@ -319,8 +325,14 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(path, "", "config file not found")
     if path.is_dir():
         raise ConfigError(path, "", "is a folder, not a config file")
+    if not path.is_file():
+        raise ConfigError(path, "", "is not a regular file (a device or a pipe?)")
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(path, "", f"the config is larger than {MAX_CONFIG_BYTES} bytes")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(path, "", f"not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
     except OSError as exc:
@@ -343,6 +355,7 @@ def _methods(file: Path, data: Any, default_gamma: int) -> tuple[MethodRun, ...]
     if not isinstance(data, list) or not data:
         raise ConfigError(file, "methods", "must be a non-empty list of {method: ..., ...} entries")
     runs: list[MethodRun] = []
+    run_ids: set[str] = set()
     for i, entry in enumerate(data):
         prefix = f"methods[{i}]"
         if not isinstance(entry, dict):
@@ -396,9 +409,10 @@ def _methods(file: Path, data: Any, default_gamma: int) -> tuple[MethodRun, ...]
         for combo in itertools.product(*(grid[k] for k in keys)):
             params = {**choices, **dict(zip(keys, combo, strict=True))}
             run = MethodRun(name, params)
-            if any(r.run_id == run.run_id for r in runs):
+            if run.run_id in run_ids:
                 raise ConfigError(file, prefix, f"duplicates the method run {run.run_id!r}")
             runs.append(run)
+            run_ids.add(run.run_id)
             if len(runs) > 10_000:
                 raise ConfigError(file, prefix, "the methods expand to more than 10000 method runs")
     return tuple(runs)
@@ -507,6 +521,17 @@ def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str,
     return RunConfig(name, task, models, methods, decoding, timing, output, str(file), variant, variants, data)
 
 
+RECORDED_SECTIONS = {"task": TaskConfig, "models": ModelsConfig, "decoding": DecodingConfig, "timing": TimingConfig}
+
+
+def recorded_section(file: str | Path, key: str, values: Any) -> dict:
+    """A section of a config as a results manifest records it (`config.<key>`), checked like a config file's
+    (ConfigError) and completed with the defaults of keys added since it was written."""
+    cls = RECORDED_SECTIONS[key]
+    section = _Section(Path(file), f"config.{key}", values, keys_of(cls))
+    return dict(section.fields(cls))
+
+
 def validate_resources(config: RunConfig) -> None:
     """Filesystem checks: local dataset and model paths exist, local data has the named fields."""
     file = config.file
@@ -514,6 +539,8 @@ def validate_resources(config: RunConfig) -> None:
         path = Path(config.task.dataset).expanduser()
         if not path.exists():
             raise ConfigError(file, "task.dataset", f"local dataset file not found: {path}")
+        if not path.is_file():
+            raise ConfigError(file, "task.dataset", f"{path} is not a regular file")
         try:
             check_local_fields(path, config.task)
         except DataError as exc:
@@ -557,6 +584,13 @@ class FinetuneConfig:
     file: str = option("", internal=True)
 
 
+# Sizes of a T5 built from scratch (`model.architecture`): zero or huge values fail deep in torch or never end.
+ARCHITECTURE_RANGES = {"d_model": (1, 65_536), "d_ff": (1, 262_144), "d_kv": (1, 4096), "num_heads": (1, 1024),
+                       "num_layers": (1, 1000), "num_decoder_layers": (1, 1000),
+                       "relative_attention_num_buckets": (1, 4096), "dropout_rate": (0, 1)}
+FROM_TOKENIZER = ("vocab_size", "pad_token_id", "eos_token_id", "decoder_start_token_id")
+
+
 def _architecture_fields() -> set[str]:
     from transformers import T5Config
 
@@ -582,8 +616,13 @@ def load_finetune_config(path: str | Path) -> FinetuneConfig:
             where = f"model.architecture.{short(key) if not isinstance(key, str) else key}"
             if key not in known:
                 raise ConfigError(file, where, f"is not a T5Config field{suggest(str(key)[:100], known)}")
+            if key in FROM_TOKENIZER:
+                raise ConfigError(file, where, "is set from the tokenizer; remove it")
             if not isinstance(value, int | float | str | bool) or isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(file, where, f"must be a finite number, a string or a boolean, got {short(value)}")
+            low, high = ARCHITECTURE_RANGES.get(key, (0, 10_000_000))
+            if isinstance(value, int | float) and not isinstance(value, bool) and not low <= value <= high:
+                raise ConfigError(file, where, f"must be in [{low:g}, {high:g}], got {short(value)}")
         if model["tokenizer"] is None:
             raise m.error("tokenizer", "is required with architecture (e.g. byt5, or a hub name or path)")
     t = _Section(file, "training", top.get("training", dict, {}), keys_of(FinetuneConfig, "training"))

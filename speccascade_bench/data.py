@@ -97,6 +97,15 @@ def check_local_fields(path: Path, task: TaskConfig) -> None:
                             key) from None
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of a chain (the parser's error under a library's wrapper)."""
+    seen = {id(exc)}
+    while (exc.__cause__ or exc.__context__) is not None and id(exc.__cause__ or exc.__context__) not in seen:
+        exc = exc.__cause__ or exc.__context__
+        seen.add(id(exc))
+    return exc
+
+
 def _one_line(exc: BaseException, limit: int = 200) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[:limit] + "..."
@@ -152,11 +161,15 @@ def load_rows(task: TaskConfig):
         where = _locate_unreadable_line(path, parse=False)
         if where:
             raise DataError(f"cannot read {path}: {where}", "dataset")
+        verbosity = datasets.logging.get_verbosity()
+        datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its parsers log each failure; we say it once
         try:
             return datasets.load_dataset(builder, data_files=str(path), split="train")
         except Exception as exc:  # datasets wraps a parser's error in its own types
-            where = _locate_unreadable_line(path)
-            raise DataError(f"cannot read {path}: {where or _one_line(exc)}", "dataset") from None
+            where = _locate_unreadable_line(path) or _one_line(_root_cause(exc))
+            raise DataError(f"cannot read {path}: {where}", "dataset") from None
+        finally:
+            datasets.logging.set_verbosity(verbosity)
     try:
         return datasets.load_dataset(task.dataset, task.subset, split=task.split, revision=task.revision)
     except Exception as exc:  # datasets raises many types for an unreachable or unknown hub dataset

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, FinetuneConfig, TaskConfig
-from .data import DataError, check_local_fields, get_field, load_rows, looks_like_path, select_indices
+from .data import DataError, check_local_fields, get_field, load_rows, looks_like_path, select_indices, text_field
 from .lm import ModelLoadError, check_tokenizer, damaged_weights, load_tokenizer, model_load_error
 from .metrics import corpus_score
 
@@ -35,10 +35,14 @@ def _build_model(config: FinetuneConfig, tokenizer):
             vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
             decoder_start_token_id=tokenizer.pad_token_id, **config.architecture,
         )
-    except TypeError as exc:
-        raise ValueError(f"{config.file}: model.architecture: {exc}") from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(config.file, "model.architecture", " ".join(str(exc).split())) from None
     torch.manual_seed(config.seed)
-    return T5ForConditionalGeneration(t5_config)
+    try:
+        return T5ForConditionalGeneration(t5_config)
+    except (ValueError, RuntimeError, ZeroDivisionError, KeyError, TypeError) as exc:
+        raise ConfigError(config.file, "model.architecture", f"cannot build a T5 model from it: "
+                          f"{' '.join(str(exc).split())}") from None
 
 
 def check_resources(config: FinetuneConfig) -> None:
@@ -65,6 +69,10 @@ def check_resources(config: FinetuneConfig) -> None:
     out = Path(config.output).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(file, "output", f"{out} is a file, not a folder")
+    ours = (out / "training.json").is_file() or (out / "checkpoints").is_dir()
+    if out.is_dir() and any(out.iterdir()) and not ours:
+        raise ConfigError(file, "output", f"{out} exists and is not an output of `scb finetune` (no training.json or "
+                          "checkpoints/); choose another output (nothing was written)")
 
 
 def checkpoints_by_step(checkpoints: Path) -> list[Path]:
@@ -129,14 +137,14 @@ def _tokenized(task: TaskConfig, tokenizer, limit: int | None, seed: int, max_ta
                             f"{', '.join(rows.column_names)}") from None
     rows = rows.select(select_indices(len(rows), limit, seed))
 
-    def encode(row):
-        source = task.prefix + str(get_field(row, task.source))
-        target = str(get_field(row, task.target))
+    def encode(row, index):
+        source = task.prefix + text_field(row, task, "source", index)
+        target = text_field(row, task, "target", index)
         enc = tokenizer(source, truncation=True, max_length=task.max_source_tokens)
         enc["labels"] = tokenizer(text_target=target, truncation=True, max_length=max_target)["input_ids"]
         return enc
 
-    return rows.map(encode, remove_columns=rows.column_names)
+    return rows.map(encode, with_indices=True, remove_columns=rows.column_names)
 
 
 def evaluate(model, tokenizer, task: TaskConfig, sources: list[str], references: list[str],
@@ -165,6 +173,12 @@ def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
     tokenizer_name = config.tokenizer or config.pretrained
     tokenizer = load_tokenizer(tokenizer_name, "model.tokenizer")
     train = _tokenized(config.task, tokenizer, config.task.limit, config.seed, config.max_target_tokens)
+    if config.eval_split:  # read before training, so that a bad evaluation row costs no training
+        task = eval_task(config.task, config.eval_split)
+        rows = load_rows(task)
+        indices = select_indices(len(rows), config.eval_examples, config.seed)
+        sources = [config.task.prefix + text_field(rows[i], task, "source", i) for i in indices]
+        references = [text_field(rows[i], task, "target", i) for i in indices]
     model = _build_model(config, tokenizer)
     check_tokenizer(tokenizer, model, tokenizer_name, "model.tokenizer")
     bf16 = config.bf16 == "true" or (config.bf16 == "auto" and torch.cuda.is_available()
@@ -198,10 +212,6 @@ def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
     summary = {"name": config.name, "steps": config.max_steps, "train_seconds": round(seconds, 1),
                "parameters": sum(p.numel() for p in model.parameters()), "resumed": resume_from is not None}
     if config.eval_split:
-        rows = load_rows(eval_task(config.task, config.eval_split))
-        rows = rows.select(select_indices(len(rows), config.eval_examples, config.seed))
-        sources = [config.task.prefix + str(get_field(r, config.task.source)) for r in rows]
-        references = [str(get_field(r, config.task.target)) for r in rows]
         score = evaluate(model, tokenizer, config.task, sources, references, config.max_target_tokens)
         summary[f"eval_{config.task.metric}"] = round(score, 2)
     save_dtype = getattr(torch, config.save_dtype)

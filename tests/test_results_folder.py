@@ -70,7 +70,8 @@ def scb(*args):
 def failed(result, *words):
     """The command ended with one `error:` line naming every word, and no traceback."""
     assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.output.count("error:") == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in result.output and len(errors) == 1, result.output
     for word in words:
         assert word in result.output, (word, result.output)
     return result.output
