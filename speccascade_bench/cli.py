@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 from pathlib import Path
 
 import click
@@ -18,8 +19,14 @@ from typer.core import TyperGroup
 
 from .config import ConfigError, load_finetune_config
 
+MAX_MESSAGE = 600
+
 
 def _fail(message: str) -> None:
+    """Print one short `error:` line (a value of any size is cut in the middle) and exit with code 2."""
+    message = " ".join(message.split())
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 150] + " ... " + message[-145:]
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
@@ -32,7 +39,10 @@ def _expected(exc: Exception) -> bool:
     from .lm import ModelLoadError
     from .results import ResultsError
 
-    return isinstance(exc, DataError | ModelLoadError | ResultsError)
+    if isinstance(exc, DataError | ModelLoadError | ResultsError):
+        return True
+    distributed = sys.modules.get(f"{__package__}.distributed")  # loaded (with Ray) only by `run --workers`
+    return distributed is not None and isinstance(exc, distributed.WorkerError)
 
 
 def _message(exc: Exception) -> str:
@@ -153,45 +163,86 @@ def methods() -> None:
         for rule, (lo, hi) in RULE_ALPHA_RANGE.items()))
 
 
+def _load_variants(config: Path, variants: list[str] | None) -> list:
+    """The configs of `--variant` options: none is the base config, `all` every variant of the config (unless
+    it has a variant of that name); a name given twice runs once."""
+    if not variants:
+        return [_load(config)]
+    base = _load(config)
+    names = []
+    for name in variants:
+        if name == "all" and "all" not in base.variants:
+            if not base.variants:
+                _fail(f"{config}: --variant all: the config has no variants")
+            names += base.variants
+        else:
+            names.append(name)
+    return [_load(config, name) for name in dict.fromkeys(names)]
+
+
 @app.command()
-def run(config: Path = typer.Option(..., "--config", "-c", help="run config (YAML)"),
-        variant: str = typer.Option(None, help=VARIANT_HELP),
+def run(ctx: typer.Context,
+        config: Path = typer.Option(..., "--config", "-c", help="run config (YAML)"),
+        variant: list[str] = typer.Option(None, help=VARIANT_HELP + "; repeat it for several, `all` for every "
+                                          "variant; each writes its own folder"),
         output: Path = typer.Option(None, help="results folder (default: the config's output)"),
         limit: int = typer.Option(None, min=1, help="decode only the first N selected examples"),
         device: str = typer.Option(None, help="auto | cpu | cuda (default: the config's)"),
         methods: str = typer.Option(None, help="comma-separated method names to run, e.g. verifier,spec_decode"),
-        fresh: bool = typer.Option(False, help="delete earlier results in the folder and start over")) -> None:
+        fresh: bool = typer.Option(False, help="delete earlier results in the folder and start over"),
+        workers: int = typer.Option(None, min=1, help="decode on N Ray workers: one GPU each on CUDA, an equal "
+                                    "share of the CPUs on a CPU"),
+        ray_address: str = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
+                                        help="with --workers: join this Ray cluster (default: start a local "
+                                        "Ray instance)")) -> None:
     """Decode every selected example with every configured method run, recording quality and latency."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .runner import RunOptions
-    from .runner import run as run_benchmark
+    from .runner import RunOptions, prepare, run_job
 
     if device is not None and device not in ("auto", "cpu", "cuda"):
         _fail(f"--device must be auto, cpu or cuda, got {device!r}")
-    cfg = _load(config, variant)
+    given = getattr(ctx.get_parameter_source("ray_address"), "name", None) == "COMMANDLINE"  # not $RAY_ADDRESS
+    if ray_address and given and not workers:
+        _fail("--ray-address needs --workers")
+    configs = _load_variants(config, variant)
+    if output is not None and len(configs) > 1:
+        _fail("--output names one folder; with several variants each writes its own (the config's output)")
     _quiet_libraries()
     options = RunOptions(output=output, limit=limit, device=device, fresh=fresh,
                          methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None)
+    folders = [Path(output or cfg.output) for cfg in configs]
+    repeated = [str(path) for path in folders if folders.count(path) > 1]
+    if repeated:
+        _fail(f"two variants write into {repeated[0]}; run them in separate commands")
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),
                TimeRemainingColumn())
     signals: list[int] = []
     try:
         with _signals_as_interrupts(signals), Progress(*columns, transient=False) as bar:
-            task = bar.add_task(cfg.name, total=None)
+            task = bar.add_task(configs[0].name, total=None)
 
-            def progress(run_id: str, done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total or None, description=f"{cfg.name} {run_id}".strip())
+            def progress_of(name: str):
+                def progress(label: str, done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total or None, description=f"{name} {label}".strip())
+                return progress
 
-            out = run_benchmark(cfg, options, progress)
+            jobs = [prepare(cfg, options) for cfg in configs]  # every run checked before any model loads
+            if workers:
+                from .distributed import run as run_distributed
+
+                outs = run_distributed(jobs, workers, ray_address, fresh, progress_of(""),
+                                       verbose=logging.getLogger().isEnabledFor(logging.INFO))
+            else:
+                outs = [run_job(job, fresh, progress_of(job.config.name)) for job in jobs]
     except KeyboardInterrupt:
         from .results import count_examples
 
-        folder = Path(output or cfg.output)
-        kept = count_examples(folder) if folder.is_dir() else 0
-        typer.echo(f"interrupted; {kept} examples kept in {folder}; run the same command to resume", err=True)
+        kept = [f"{count_examples(folder) if folder.is_dir() else 0} examples kept in {folder}" for folder in folders]
+        typer.echo(f"interrupted; {', '.join(kept)}; run the same command to resume", err=True)
         raise typer.Exit(128 + (signals[0] if signals else signal.SIGINT)) from None
-    typer.echo(f"results: {out}")
+    for out in outs:
+        typer.echo(f"results: {out}")
 
 
 @contextlib.contextmanager
@@ -215,12 +266,14 @@ def _signals_as_interrupts(received: list[int]):
 
 
 @app.command()
-def report(results: Path = typer.Argument(..., help="results folder of `scb run`")) -> None:
+def report(results: Path = typer.Argument(..., help="results folder of `scb run`"),
+           mix_devices: bool = typer.Option(False, "--mix-devices", help="report examples that ran on different "
+                                            "kinds of device together (refused otherwise)")) -> None:
     """Print the summary table in Markdown (also written to RESULTS/report.md and summary.csv when the
     folder is writable; otherwise a one-line note on stderr says so)."""
     from .report import write_report
 
-    text, not_written = write_report(results)
+    text, not_written = write_report(results, mix_devices)
     typer.echo(text)
     if not_written is not None:
         typer.echo(f"note: report.md and summary.csv not written into {results}: {_message(not_written)}", err=True)

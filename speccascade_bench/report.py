@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .methods import REFERENCE
-from .results import read_manifest, summarize, with_curves, write_summary
+from .results import check_devices, read_manifest, summarize, with_curves, write_summary
 from .tradeoff import best_quality_within, latency_to_match
 
 COLUMNS = [
@@ -66,15 +66,16 @@ def tradeoff_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(results: Path) -> tuple[str, OSError | None]:
+def write_report(results: Path, mix_devices: bool = False) -> tuple[str, OSError | None]:
     """The report as Markdown, also written with summary.csv into the results folder. A folder that cannot
     be written (a read-only archive) still gets its report: returns the text and the error that stopped
-    the writing, or None."""
+    the writing, or None. Examples that ran on several kinds of device are refused unless `mix_devices`."""
+    check_devices(results, mix_devices)
     try:
         frame = write_summary(results)
     except OSError as exc:
-        return build_report(results), exc
-    text = build_report(results, frame)
+        return build_report(results, mix_devices=mix_devices), exc
+    text = build_report(results, frame, mix_devices)
     try:
         (results / "report.md").write_text(text, encoding="utf-8")
     except OSError as exc:
@@ -82,9 +83,11 @@ def write_report(results: Path) -> tuple[str, OSError | None]:
     return text, None
 
 
-def build_report(results: Path, frame: pd.DataFrame | None = None) -> str:
+def build_report(results: Path, frame: pd.DataFrame | None = None, mix_devices: bool = False) -> str:
     """The report as Markdown, from the results files and their summary (computed if not given); writes
-    nothing."""
+    nothing. Examples that ran on several kinds of device are refused (results.check_devices) unless
+    `mix_devices`; the report then names them."""
+    kinds = check_devices(results, mix_devices)
     manifest = read_manifest(results)
     frame = summarize(results) if frame is None else frame
     cfg = manifest["config"]
@@ -102,6 +105,15 @@ def build_report(results: Path, frame: pd.DataFrame | None = None) -> str:
         f"- started {manifest.get('started_at')}, commit {manifest.get('git_commit')}, versions "
         + ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items()),
     ]
+    if manifest.get("workers"):
+        hosts = {worker.get("host") for worker in manifest["workers"]}
+        header.append(f"- decoded by {len(manifest['workers'])} Ray worker processes on {len(hosts)} host(s)")
+    if len(kinds) > 1:
+        header.append("- **mixed devices**: examples ran on " + ", ".join(f"{kind} ({n} lines)" for kind, n in
+                      kinds.most_common()) + "; latencies below average over them")
+    if frame.attrs.get("unshared_rows"):
+        header.append(f"- **{frame.attrs['unshared_rows']} example lines left out**: not every method run recorded "
+                      "them (an interrupted or limited run); every number below is over the examples all runs share")
     if manifest.get("random_weights"):
         header.append(f"- **random weights** ({', '.join(manifest['random_weights'])}: shape presets): quality is "
                       "meaningless here; latencies and per-call costs are real")

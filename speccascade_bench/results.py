@@ -1,7 +1,9 @@
 """The results directory: its files, how they are written, and the summary derived from them.
 
-    manifest.json           resolved config, versions, device, dtype, git commit, start time
-    examples/<run_id>.jsonl one line per example and method run, appended and flushed as it finishes
+    manifest.json           resolved config, versions, device, dtype, git commit, start time (and the Ray
+                            workers of a distributed run)
+    examples/<run_id>.jsonl one line per example and method run, appended and flushed as it finishes; its
+                            `worker` says where it ran
     call_costs.json         what a verifier call over gamma + 1 positions costs in one-token steps (r), per gamma
     summary.csv             one row per method run (written by `scb run` and `scb report`)
     report.md, quality_*.png/pdf   written by `scb report` and `scb plot`
@@ -9,7 +11,9 @@
 
 Guarantees: a folder is adopted only if it is empty or holds a readable manifest; one run at a time
 writes into it (an exclusive lock); a resumed run must match the manifest's task, models, decoding,
-timing and hardware; `--fresh` deletes only the files listed above; the manifest is replaced atomically.
+timing and hardware (a distributed run checks no hardware: its rows name their device, and `scb report`
+refuses to mix kinds of device); `--fresh` deletes only the files listed above; the manifest is replaced
+atomically.
 """
 
 from __future__ import annotations
@@ -17,19 +21,21 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import fcntl
+import hashlib
 import json
 import math
 import os
 import platform
 import statistics
 import subprocess
+from collections import Counter
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
-from .config import RunConfig
+from .config import RECORDED_SECTIONS, ConfigError, RunConfig, recorded_section
 from .methods import DRAFTER, METHODS, PARAMETERS, REFERENCE
 from .metrics import corpus_score
 from .tradeoff import acceptance_probability, drafter_calls_per_round, leviathan_speedup, per_call_cost
@@ -37,7 +43,7 @@ from .tradeoff import acceptance_probability, drafter_calls_per_round, leviathan
 EXAMPLE_FIELDS = (
     "example_id", "run_id", "method", "params", "prediction", "reference", "output_tokens", "input_tokens",
     "latency_s", "latency_trials_s", "drafter_calls", "verifier_calls", "drafted", "accepted", "rounds",
-    "accepted_per_round", "rejections", "deferred", "confidence",
+    "accepted_per_round", "rejections", "deferred", "confidence", "worker",
 )
 SUMMARY_COLUMNS = (
     "run_id", "method", *PARAMETERS, "temperature", "n", "metric",
@@ -96,10 +102,19 @@ def _parse_record(line: str) -> tuple[dict, str | None]:
         return row, "has no integer example_id"
     if not isinstance(row.get("params"), dict) or not isinstance(row.get("method"), str):
         return row, "has no method and params"
-    latency = row.get("latency_s")
-    if not isinstance(latency, int | float) or isinstance(latency, bool) or not math.isfinite(latency) or latency < 0:
-        return row, "has no finite latency_s"
+    for name in RECORD_NUMBERS:
+        value = row.get(name)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            return row, f"has no finite {name}"
+    for name in ("prediction", "reference"):
+        if not isinstance(row.get(name), str):
+            return row, f"has no text {name}"
     return row, None
+
+
+# The numbers of an example record that the summary reads: each must be present, finite and >= 0.
+RECORD_NUMBERS = ("latency_s", "output_tokens", "drafter_calls", "verifier_calls", "drafted", "accepted", "rounds",
+                  "deferred")
 
 
 def repair(path: Path) -> None:
@@ -169,7 +184,30 @@ def read_manifest(results: Path) -> dict:
     if not isinstance(config, dict) or not all(isinstance(config.get(k), dict) for k in ("task", "decoding")):
         raise ResultsError(f"{path} is not a manifest of this suite (no config); restore it from a copy, or move "
                            "the folder aside and run again into a new one")
+    try:
+        if not isinstance(config.get("name"), str):
+            raise ConfigError(path, "config.name", "is missing")
+        for key in RECORDED_SECTIONS:
+            config[key] = recorded_section(path, key, config.get(key))
+    except ConfigError as exc:
+        raise ResultsError(f"{exc}; restore the manifest from a copy, or move the folder aside and run again into "
+                           "a new one") from None
     return manifest
+
+
+def read_call_costs(results: Path) -> dict[str, float]:
+    """r per draft length from CALL_COSTS_FILE ({} when the run measured none); a ResultsError when damaged."""
+    path = results / CALL_COSTS_FILE
+    if not path.exists():
+        return {}
+    try:
+        costs = json.loads(path.read_text(encoding="utf-8"))["verify_call_cost"]
+        if not isinstance(costs, dict):
+            raise TypeError
+        return {str(gamma): float(value) for gamma, value in costs.items()}
+    except (OSError, ValueError, TypeError, KeyError):
+        raise ResultsError(f"{path} is damaged; delete it (the summary then goes without r) or run again with "
+                           "--fresh") from None
 
 
 def check_output(out: Path) -> bool:
@@ -188,27 +226,34 @@ def check_output(out: Path) -> bool:
                                "folder aside and run again into a new one")
         raise ResultsError(f"{out} exists and is not a results folder of this suite; choose another --output "
                            "(nothing was written)")
+    folder = examples_dir(out)
+    if folder.is_symlink() or folder.exists() and not folder.is_dir():
+        raise ResultsError(f"{folder} is not a folder of this suite (a link or a file); move it aside")
+    for name in (LOCK_FILE, *WRITTEN_FILES):
+        if (out / name).is_symlink():
+            raise ResultsError(f"{out / name} is a link, which this suite never writes; move it aside")
     read_manifest(out)
     return True
 
 
 def clean(out: Path) -> int:
     """Delete what this suite wrote into a results folder (WRITTEN_FILES and examples/*.jsonl) and nothing
-    else; returns how many files were deleted. The folder must pass `check_output`."""
+    else, the manifest last (a failed clean leaves a folder that is still a results folder); returns how
+    many files were deleted. The folder must pass `check_output`: no link is followed."""
     deleted = 0
-    for name in WRITTEN_FILES:
-        path = out / name
-        if path.is_file():
-            path.unlink()
-            deleted += 1
     folder = examples_dir(out)
-    if folder.is_dir():
+    if folder.is_dir() and not folder.is_symlink():
         for path in folder.iterdir():
-            if path.is_file() and path.suffix in (".jsonl", ".tmp"):
+            if path.is_file() and not path.is_symlink() and path.suffix in (".jsonl", ".tmp"):
                 path.unlink()
                 deleted += 1
         if not any(folder.iterdir()):
             folder.rmdir()
+    for name in sorted(WRITTEN_FILES, key=lambda name: name == MANIFEST_FILE):
+        path = out / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            deleted += 1
     return deleted
 
 
@@ -221,7 +266,12 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ResultsError(f"{self.path} is a link, which this suite never writes; move it aside") from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -276,20 +326,36 @@ def _now() -> str:
 
 
 def manifest_config(config: RunConfig) -> dict:
-    """The run's config as its manifest records it."""
-    return {
+    """The run's config as its manifest records it; a local dataset file also by its size and SHA-256, so
+    that a resume notices when the file at that path has changed."""
+    resolved = {
         "name": config.name, "file": config.file, "variant": config.variant,
         "task": asdict(config.task), "models": asdict(config.models),
         "decoding": asdict(config.decoding), "timing": asdict(config.timing),
         "methods": [{"run_id": r.run_id, "method": r.method, "params": r.params} for r in config.methods],
     }
+    if config.task.is_local:
+        resolved["data"] = data_fingerprint(Path(config.task.dataset).expanduser())
+    return resolved
 
 
-def start_manifest(out: Path, resolved: dict, hardware: dict, **fields) -> None:
+def data_fingerprint(path: Path) -> dict:
+    """A local data file's size and SHA-256."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def start_manifest(out: Path, resolved: dict, hardware: dict | None, **fields) -> None:
     """Write a new run's manifest, or check a resumed run against the folder's (`check_resume`) and record
-    the resume. `resolved` is the run's config as the manifest stores it; `fields` are further entries."""
+    the resume. `resolved` is the run's config as the manifest stores it; `fields` are further entries.
+    `hardware` None (a distributed run) checks no hardware; a new manifest needs it."""
     path = out / MANIFEST_FILE
     if not path.exists():
+        if hardware is None:
+            raise ValueError("a new manifest needs the hardware")
         write_json_atomic(path, {"format": FORMAT, "config": resolved, "hardware": hardware,
                                  "versions": package_versions(), "git_commit": git_commit(), "started_at": _now(),
                                  **fields})
@@ -300,24 +366,82 @@ def start_manifest(out: Path, resolved: dict, hardware: dict, **fields) -> None:
     write_json_atomic(path, previous)
 
 
-def check_resume(out: Path, resolved: dict, hardware: dict) -> dict:
+def _comparable(section: str, values: dict) -> dict:
+    """A config section as a resume compares it: with the defaults of keys added since it was recorded, and
+    without the models' `device` setting, which the hardware check covers (`auto` and `cpu` on the same
+    CPU are the same measurement)."""
+    values = recorded_section(MANIFEST_FILE, section, values)
+    return {k: v for k, v in values.items() if not (section == "models" and k == "device")}
+
+
+def check_resume(out: Path, resolved: dict, hardware: dict | None) -> dict:
     """The folder's manifest, after checking that a run with config `resolved` on `hardware` may add to it:
-    the same task, models, decoding and timing, on the same device, CPU, GPU and thread count."""
+    the same task, models, decoding and timing, on the same device, CPU, GPU and thread count (no hardware
+    check when `hardware` is None: a distributed run's rows name their device, see `device_kinds`)."""
     if not (out / MANIFEST_FILE).exists():
         return {}
     previous = read_manifest(out)
     old = previous["config"]
-    differ = [k for k in RESUME_SECTIONS if k in old and old[k] != resolved[k]]
+    missing = []
+    if hardware is not None and not isinstance(previous.get("hardware"), dict):
+        missing.append("hardware")
+    if missing:
+        raise ResultsError(f"{out / MANIFEST_FILE} lacks its {', '.join(missing)} record, so a resume cannot be "
+                           "checked; restore it from a copy, or move the folder aside")
+    differ = [k for k in RESUME_SECTIONS if _comparable(k, old[k]) != _comparable(k, resolved[k])]
+    if old.get("data") is not None and resolved.get("data") is not None and old["data"] != resolved["data"]:
+        raise ResultsError(f"{out} holds results of another version of the data file {resolved['task']['dataset']} "
+                           "(its size or SHA-256 changed); use --fresh to start over or --output for another folder")
     if differ:
         raise ResultsError(f"{out} holds results of another {', '.join(differ)} configuration; use --fresh to "
                            "start over or --output for another folder")
     old_hw = previous.get("hardware", {})
-    moved = [k for k in RESUME_HARDWARE if k in old_hw and old_hw.get(k) != hardware.get(k)]
+    moved = [k for k in RESUME_HARDWARE if hardware is not None and k in old_hw and old_hw.get(k) != hardware.get(k)]
     if moved:
         change = ", ".join(f"{k} {old_hw.get(k)} -> {hardware.get(k)}" for k in moved)
         raise ResultsError(f"{out} was measured on other hardware ({change}); latencies would mix: use "
                            "--output for another folder, or --fresh to start over")
     return previous
+
+
+def add_worker(out: Path, worker: dict) -> None:
+    """Record a worker of a distributed run (host, pid, device, versions, call costs) in the manifest."""
+    manifest = read_manifest(out)
+    manifest.setdefault("workers", []).append({**worker, "started_at": _now()})
+    write_json_atomic(out / MANIFEST_FILE, manifest)
+
+
+def device_kind(hardware: dict) -> str:
+    """The kind of device a latency was measured on, as far as latencies may be compared: the GPU model on
+    CUDA; on a CPU, the processor and the thread count."""
+    if hardware.get("gpu"):
+        return str(hardware["gpu"])
+    return f"{hardware.get('cpu') or 'unknown'} CPU, {hardware.get('torch_threads')} threads"
+
+
+def device_kinds(results: Path) -> Counter:
+    """How many example lines ran on each kind of device: the rows' `worker` kind, or for rows recorded
+    without one, the kind of the manifest's hardware."""
+    folder = examples_dir(results)
+    default = device_kind(read_manifest(results).get("hardware", {}))
+    kinds = Counter()
+    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else ():
+        for row in read_lines(path):
+            worker = row.get("worker")
+            kinds[worker.get("kind", default) if isinstance(worker, dict) else default] += 1
+    return kinds
+
+
+def check_devices(results: Path, mix: bool = False) -> Counter:
+    """`device_kinds`, refusing (ResultsError) examples that ran on several kinds unless `mix`: their
+    latencies would be averaged together."""
+    kinds = device_kinds(results)
+    if len(kinds) > 1 and not mix:
+        listed = ", ".join(f"{kind}: {n} lines" for kind, n in kinds.most_common())
+        raise ResultsError(f"{results}: examples ran on {len(kinds)} kinds of device ({listed}); their latencies "
+                           "would mix: pass --mix-devices to report them together, or rerun one kind's examples "
+                           "into another folder")
+    return kinds
 
 
 def count_examples(out: Path) -> int:
@@ -396,14 +520,26 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+def shared_examples(runs: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], int]:
+    """Every run's rows restricted to the examples that all runs recorded (so that qualities and latencies
+    are compared on the same examples, whatever was interrupted or limited), and how many recorded
+    examples that leaves out."""
+    if not runs:
+        return runs, 0
+    shared = set.intersection(*({row["example_id"] for row in rows} for rows in runs.values()))
+    kept = {run_id: [row for row in rows if row["example_id"] in shared] for run_id, rows in runs.items()}
+    left_out = sum(len(rows) for rows in runs.values()) - sum(len(rows) for rows in kept.values())
+    return {run_id: rows for run_id, rows in kept.items() if rows}, left_out
+
+
 def summarize(results: Path) -> pd.DataFrame:
-    """One row per method run, from the results files only."""
+    """One row per method run, from the results files only, over the examples every run recorded
+    (`shared_examples`; `frame.attrs["unshared_rows"]` counts the rows left out)."""
     manifest = read_manifest(results)
     metric = manifest["config"]["task"]["metric"]
     temperature = manifest["config"]["decoding"]["temperature"]
-    runs = load_examples(results)
-    costs_path = results / CALL_COSTS_FILE
-    verify_costs = json.loads(costs_path.read_text())["verify_call_cost"] if costs_path.exists() else {}
+    runs, unshared = shared_examples(load_examples(results))
+    verify_costs = read_call_costs(results)
     verifier = {row["example_id"]: row["latency_s"] for row in runs.get(REFERENCE, [])}
     step_cost = {}
     for method, role in ((DRAFTER, "drafter"), (REFERENCE, "verifier")):  # the one-model runs give per-call costs
@@ -465,7 +601,9 @@ def summarize(results: Path) -> pd.DataFrame:
     frame["_order"] = frame["method"].map({name: i for i, name in enumerate(METHODS)})  # the registry's order
     frame["_curve"] = [group_key(row) for _, row in frame.iterrows()]
     frame = frame.sort_values(["_order", "_curve", "draft_length", *PARAMETERS], na_position="first", kind="stable")
-    return frame.drop(columns=["_order", "_curve"]).reset_index(drop=True)
+    frame = frame.drop(columns=["_order", "_curve"]).reset_index(drop=True)
+    frame.attrs["unshared_rows"] = unshared
+    return frame
 
 
 def write_summary(results: Path) -> pd.DataFrame:

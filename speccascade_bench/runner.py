@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import platform
 import subprocess
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from .results import (
     check_output,
     check_resume,
     clean,
+    device_kind,
+    device_kinds,
     examples_dir,
     manifest_config,
     read_lines,
@@ -38,8 +41,11 @@ from .results import (
 )
 from .timing import timed, wide_call_cost
 
+log = logging.getLogger(__name__)
+
 Progress = Callable[[str, int, int], None]  # (run_id, done, total)
 PROBE_POSITIONS = 256  # call costs are probed within the first this many output positions
+PROBE_EXAMPLES = 3  # ... of this many examples
 
 
 @dataclass(frozen=True)
@@ -120,38 +126,104 @@ def _record(example: Example, run: MethodRun, result, prediction: str, latencies
     }
 
 
-def run(config: RunConfig, options: RunOptions = RunOptions(), progress: Progress | None = None) -> Path:
-    """Decode, time and record; returns the results directory. Every input is checked before a model
-    loads; finished examples are skipped on a re-run."""
-    from .lm import load_pair, resolve_device
+@dataclass
+class Job:
+    """One config's run, checked and planned before anything is written: the method runs to decode and to
+    derive, the selected examples and the results folder. `resolved` is the config as the manifest records it."""
 
+    config: RunConfig
+    out: Path
+    decoded: list[MethodRun]
+    derived: list[MethodRun]
+    examples: list[Example]
+    resolved: dict
+    limit: int | None = None
+
+    def manifest_fields(self) -> dict:
+        """The manifest's entries besides the config, hardware and versions."""
+        models = self.config.models
+        return {"limit": self.limit, "dtype": models.dtype,
+                "random_weights": [role for role in ("drafter", "verifier") if is_preset(getattr(models, role))]}
+
+
+def prepare(config: RunConfig, options: RunOptions = RunOptions()) -> Job:
+    """Check a run and plan it: the config's resources, the method runs, the output folder (`check_output`)
+    and the examples. Loads no model and writes nothing."""
     if options.device:
         config = replace(config, models=replace(config.models, device=options.device))
     validate_resources(config)
     decoded, derived = plan(config, options.methods)
     out = Path(options.output or config.output)
     check_output(out)
-    device = resolve_device(config.models.device)
     examples = load_examples(config.task, config.decoding.seed, options.limit)
     if not examples:
         raise ResultsError("the task selected no examples")
-    resolved, hardware = manifest_config(config), device_info(device)
-    with _results_folder(out, options.fresh):
-        check_resume(out, resolved, hardware)
-        files = {run.run_id: examples_dir(out) / f"{run.run_id}.jsonl" for run in decoded}
-        done = {run_id: {row["example_id"] for row in read_lines(path)} for run_id, path in files.items()}
-        todo = [(ex, run) for ex in examples for run in decoded if ex.example_id not in done[run.run_id]]
-        pair = load_pair(config.models.drafter, config.models.verifier, config.models.tokenizer,
-                         config.models.device, config.models.dtype)
-        _write(start_manifest, out, resolved, hardware, limit=options.limit, dtype=config.models.dtype,
-               random_weights=[role for role in ("drafter", "verifier") if is_preset(getattr(config.models, role))])
-        _decode_all(config, pair, out, decoded, examples, todo, device, progress)
-        _write_derived(out, derived)
-        write_summary(out)
-    return out
+    return Job(config, out, decoded, derived, examples, manifest_config(config), options.limit)
 
 
-def _write(function, out: Path, *args, **kwargs):
+def done_examples(job: Job) -> dict[str, set[int]]:
+    """The examples each decoded method run already has in the (locked) results folder: what a resume skips."""
+    return {run.run_id: {row["example_id"] for row in read_lines(examples_dir(job.out) / f"{run.run_id}.jsonl")}
+            for run in job.decoded}
+
+
+def remaining(job: Job, done: dict[str, set[int]]) -> list[tuple[Example, list[MethodRun]]]:
+    """Each example that some method run has still to decode, with those runs, in the examples' order."""
+    todo = []
+    for example in job.examples:
+        runs = [run for run in job.decoded if example.example_id not in done[run.run_id]]
+        if runs:
+            todo.append((example, runs))
+    return todo
+
+
+def run(config: RunConfig, options: RunOptions = RunOptions(), progress: Progress | None = None) -> Path:
+    """Decode, time and record; returns the results directory. Every input is checked before a model
+    loads; finished examples are skipped on a re-run."""
+    return run_job(prepare(config, options), options.fresh, progress)
+
+
+def run_job(job: Job, fresh: bool = False, progress: Progress | None = None) -> Path:
+    """Decode, time and record a prepared run in this process; returns the results directory."""
+    from .lm import load_pair, resolve_device
+
+    models = job.config.models
+    device = resolve_device(models.device)
+    hardware = device_info(device)
+    with results_folder(job.out, fresh):
+        check_resume(job.out, job.resolved, hardware)
+        todo = remaining(job, done_examples(job))
+        pair = load_pair(models.drafter, models.verifier, models.tokenizer, models.device, models.dtype)
+        write_results(start_manifest, job.out, job.resolved, hardware, **job.manifest_fields())
+        session = Session(job.config, pair, job.decoded, device, job.examples[0], worker_label(hardware), progress)
+        if todo:
+            costs = session.warm_up(job.examples, progress)
+            write_results(write_call_costs, job.out, costs, len(job.examples[:PROBE_EXAMPLES]))
+        _decode_all(session, job.out, todo, progress)
+        finish(job)
+    return job.out
+
+
+def finish(job: Job) -> None:
+    """After every example is decoded: the derived runs' files, and the summary unless the examples ran on
+    more than one kind of device (`scb report --mix-devices` then writes it)."""
+    write_results(_write_derived, job.out, job.derived)
+    kinds = device_kinds(job.out)
+    if len(kinds) > 1:
+        log.warning("%s: examples ran on %d kinds of device (%s); no summary.csv: `scb report --mix-devices` "
+                    "reports them together", job.out, len(kinds), ", ".join(kinds))
+        write_results(lambda out: (out / "summary.csv").unlink(missing_ok=True), job.out)  # it would be stale
+        return
+    write_results(write_summary, job.out)
+
+
+def worker_label(hardware: dict, device: str | None = None) -> dict:
+    """Where an example ran, as its rows record it (`worker`): the host, the device and the device kind
+    (results.device_kind), which tells `scb report` whether latencies may be compared."""
+    return {"host": platform.node(), "device": device or hardware["device"], "kind": device_kind(hardware)}
+
+
+def write_results(function, out: Path, *args, **kwargs):
     """Call a function that writes into the results folder; an OSError becomes a ResultsError."""
     try:
         return function(out, *args, **kwargs)
@@ -160,17 +232,17 @@ def _write(function, out: Path, *args, **kwargs):
 
 
 @contextlib.contextmanager
-def _results_folder(out: Path, fresh: bool):
+def results_folder(out: Path, fresh: bool):
     """Hold the results folder for a run: create it, lock it (results.RunLock) and, with `fresh`, delete
     what earlier runs wrote there. A folder this run created is removed again if the run fails before
     writing anything into it; an unwritable folder is a ResultsError."""
     created = not out.exists()
     lock = RunLock(out)
     try:
-        _write(lambda path: path.mkdir(parents=True, exist_ok=True), out)
-        _write(lambda path: lock.acquire(), out)
+        write_results(lambda path: path.mkdir(parents=True, exist_ok=True), out)
+        write_results(lambda path: lock.acquire(), out)
         if fresh and check_output(out):
-            _write(clean, out)
+            write_results(clean, out)
         yield
     except BaseException:
         if created and lock.held and {entry.name for entry in out.iterdir()} == {LOCK_FILE}:
@@ -181,54 +253,89 @@ def _results_folder(out: Path, fresh: bool):
         lock.release()
 
 
-def _decode_all(config: RunConfig, pair, out: Path, decoded: list[MethodRun], examples: list[Example],
-                todo: list[tuple[Example, MethodRun]], device: torch.device, progress: Progress | None) -> None:
-    """Decode, time and append the `todo` examples to the (locked) results folder."""
-    settings = config.decoding
-    inputs = {ex.example_id: pair.encode(ex.source, config.task.max_source_tokens) for ex in examples}
-    if config.models.cache == "static":
-        if progress and config.models.compile != "none":
-            progress("compiling decode steps", 0, 0)
-        pair.use_static_caches(static_shapes(config, decoded), next(iter(inputs.values())))
+class Session:
+    """A model pair set up to decode the examples of one run: static caches sized for its method runs (with
+    compiled steps when configured), the warm-up and call-cost probe, and the per-example work
+    (`decode_example`) that `run_job` and the Ray workers of `distributed` share. `worker` (`worker_label`)
+    is added to every row."""
 
-    def generator(example_id: int) -> torch.Generator:
-        # The same seed for every method and trial of an example: common random numbers.
-        return torch.Generator(device=device).manual_seed(config.decoding.seed * 1_000_003 + example_id)
+    def __init__(self, config: RunConfig, pair, runs: list[MethodRun], device: torch.device, sample: Example,
+                 worker: dict, progress: Progress | None = None):
+        self.config, self.pair, self.runs, self.device, self.worker = config, pair, runs, device, worker
+        if config.models.cache == "static":
+            if progress and config.models.compile != "none":
+                progress("compiling decode steps", 0, 0)
+            pair.use_static_caches(static_shapes(config, runs), self.encode(sample))
 
-    def decode_once(example: Example, run: MethodRun):
-        return decode(run.method, pair, inputs[example.example_id], settings, run.params,
-                      generator(example.example_id))
+    def encode(self, example: Example) -> torch.Tensor:
+        return self.pair.encode(example.source, self.config.task.max_source_tokens)
 
-    if todo:
-        for example in examples[: config.timing.warmup]:
-            for run in decoded:
-                decode_once(example, run)
+    def _decode(self, input_ids: torch.Tensor, example_id: int, run: MethodRun):
+        # The same seed for every method and trial of an example, wherever it runs: common random numbers.
+        generator = torch.Generator(device=self.device).manual_seed(self.config.decoding.seed * 1_000_003 + example_id)
+        return decode(run.method, self.pair, input_ids, self.config.decoding, run.params, generator)
+
+    def warm_up(self, examples: list[Example], progress: Progress | None = None) -> dict[str, float]:
+        """Decode the first `timing.warmup` of `examples` with every method run, untimed and unrecorded; then
+        measure the call costs (`call_costs`) on the first PROBE_EXAMPLES of them and return them."""
+        for example in examples[: self.config.timing.warmup]:
+            input_ids = self.encode(example)
+            for run in self.runs:
+                self._decode(input_ids, example.example_id, run)
         if progress:
             progress("measuring call costs", 0, 0)
-        _write(record_call_costs, out, pair, config, decoded, [inputs[ex.example_id] for ex in examples[:3]])
-    writers = {run.run_id: ExampleWriter(examples_dir(out) / f"{run.run_id}.jsonl") for run in decoded}
-    try:
-        for i, (example, run) in enumerate(todo):
-            if progress:
-                progress(run.run_id, i, len(todo))
+        return call_costs(self.pair, self.config, self.runs, [self.encode(ex) for ex in examples[:PROBE_EXAMPLES]])
+
+    def decode_example(self, example: Example, runs: list[MethodRun],
+                       on_row: Callable[[dict], None] | None = None) -> list[dict]:
+        """Decode one example with each of `runs` in turn, each timed over `timing.trials` (the device idle at
+        both ends of every trial); returns the example's rows. `on_row` gets each row as its run finishes."""
+        input_ids = self.encode(example)
+        rows = []
+        for run in runs:
             latencies = []
-            for _ in range(config.timing.trials):
-                result, seconds = timed(lambda ex=example, r=run: decode_once(ex, r), device)
+            for _ in range(self.config.timing.trials):
+                result, seconds = timed(lambda r=run: self._decode(input_ids, example.example_id, r), self.device)
                 latencies.append(seconds)
-            row = _record(example, run, result, pair.decode(result.tokens), latencies,
-                          int(inputs[example.example_id].shape[1]))
-            writers[run.run_id].write(row)
+            row = _record(example, run, result, self.pair.decode(result.tokens), latencies, int(input_ids.shape[1]))
+            row["worker"] = self.worker
+            rows.append(row)
+            if on_row:
+                on_row(row)
+        return rows
+
+
+def _decode_all(session: Session, out: Path, todo: list[tuple[Example, list[MethodRun]]],
+                progress: Progress | None) -> None:
+    """Decode, time and append the `todo` examples to the (locked) results folder, each line on disk before
+    the next method run starts."""
+    total = sum(len(runs) for _, runs in todo)
+    finished = 0
+    writers = {run.run_id: ExampleWriter(examples_dir(out) / f"{run.run_id}.jsonl") for run in session.runs}
+
+    def write(row: dict) -> None:
+        nonlocal finished
+        writers[row["run_id"]].write(row)
+        finished += 1
         if progress:
-            progress("", len(todo), len(todo))
+            progress(row["run_id"], finished, total)
+
+    try:
+        if progress and todo:
+            progress(todo[0][1][0].run_id, 0, total)
+        for example, runs in todo:
+            session.decode_example(example, runs, write)
+        if progress:
+            progress("", total, total)
     finally:
         for writer in writers.values():
             writer.close()
 
 
-def record_call_costs(out: Path, pair, config: RunConfig, runs: list[MethodRun], inputs: list[torch.Tensor]) -> None:
-    """Write what one verifier call over gamma + 1 positions costs, in one-token verifier steps, for each
-    draft length gamma of the runs (`timing.wide_call_cost`, from three positions spread over the output
-    length), to CALL_COSTS_FILE; the summary prices Leviathan et al.'s prediction with it."""
+def call_costs(pair, config: RunConfig, runs: list[MethodRun], inputs: list[torch.Tensor]) -> dict[str, float]:
+    """What one verifier call over gamma + 1 positions costs, in one-token verifier steps, for each draft length
+    gamma of the runs (`timing.wide_call_cost`, from three positions spread over the output length); the
+    summary prices Leviathan et al.'s prediction with it. Draft lengths too long for the outputs are left out."""
     gammas = sorted({int(r.params["draft_length"]) for r in runs if "draft_length" in r.params})
     costs = {}
     for gamma in gammas:
@@ -238,8 +345,13 @@ def record_call_costs(out: Path, pair, config: RunConfig, runs: list[MethodRun],
             continue
         positions = tuple(sorted({max(1, room * k // 4) for k in (1, 2, 3)}))
         costs[str(gamma)] = wide_call_cost(pair, "verifier", inputs, gamma + 1, positions, repeats=5)
+    return costs
+
+
+def write_call_costs(out: Path, costs: dict[str, float], inputs: int) -> None:
+    """Write measured call costs to CALL_COSTS_FILE (nothing when no draft length could be timed)."""
     if costs:
-        write_json_atomic(out / CALL_COSTS_FILE, {"verify_call_cost": costs, "inputs": len(inputs)})
+        write_json_atomic(out / CALL_COSTS_FILE, {"verify_call_cost": costs, "inputs": inputs})
 
 
 def _write_derived(out: Path, derived: list[MethodRun]) -> None:
