@@ -135,9 +135,17 @@ VARIANT_HELP = "a variant of the config (its `variants` section), e.g. greedy"
 def validate(config: Path = typer.Option(..., "--config", "-c", help="run config (YAML)"),
              variant: str = typer.Option(None, help=VARIANT_HELP + "; default: the base and every variant")) -> None:
     """Check a config and its variants completely without loading any model or dataset."""
-    from .config import load_run_configs, validate_resources
+    from .config import is_finetune_config, load_run_configs, validate_resources
     from .runner import plan
 
+    if is_finetune_config(config):
+        from .finetune import check_resources
+
+        cfg = load_finetune_config(config)
+        check_resources(cfg)
+        source = cfg.pretrained or f"a new T5 ({', '.join(f'{k}={v}' for k, v in cfg.architecture.items())})"
+        typer.echo(f"{config}: ok, fine-tuning config {cfg.name}: {source} for {cfg.max_steps} steps -> {cfg.output}")
+        return
     configs = [_load(config, variant)] if variant else load_run_configs(config)
     for cfg in configs:
         validate_resources(cfg)
@@ -282,11 +290,16 @@ def report(results: Path = typer.Argument(..., help="results folder of `scb run`
 @app.command()
 def plot(results: list[Path] = typer.Argument(..., help="results folders of `scb run` (e.g. one per task)"),
          out: Path = typer.Option(None, help="folder for the figures (default: each results folder; with "
-                                  "several folders the combined figure goes to the first one's parent)")) -> None:
+                                  "several folders the combined figure goes to the first one's parent)"),
+         mix_devices: bool = typer.Option(False, "--mix-devices", help="plot a folder whose examples ran on "
+                                          "several kinds of device (refused otherwise)")) -> None:
     """Draw quality against latency relative to the verifier (PNG and PDF), one figure per results
     folder; with several folders also a combined figure with a panel per folder."""
     from .plot import plot_folders
+    from .results import check_devices
 
+    for folder in results:
+        check_devices(folder, mix_devices)
     paths = plot_folders(results, out)
     for path in paths:
         typer.echo(str(path))

@@ -597,6 +597,13 @@ def _architecture_fields() -> set[str]:
     return set(T5Config().to_dict())
 
 
+def is_finetune_config(path: str | Path) -> bool:
+    """Whether a config file is a fine-tuning config (it has a `model` or `training` section), not a run
+    config; the file is read and checked as `_read_yaml` does."""
+    data = _read_yaml(Path(path))
+    return isinstance(data, dict) and ("model" in data or "training" in data) and "models" not in data
+
+
 def load_finetune_config(path: str | Path) -> FinetuneConfig:
     """Parse and validate a fine-tuning config. Raises ConfigError naming the file and key."""
     file = Path(path)

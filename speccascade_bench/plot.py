@@ -34,7 +34,7 @@ def plot_folders(folders: list[Path], out: Path | None = None) -> list[Path]:
 def folder_labels(folders: list[Path]) -> list[str]:
     """A distinct label per results folder: its name, prefixed with as many parent folders as it takes to
     tell apart folders of the same name (runs/a/wmt and runs/b/wmt: a_wmt and b_wmt)."""
-    paths = [Path(os.path.abspath(folder)) for folder in folders]
+    paths = [Path(os.path.realpath(folder)) for folder in folders]  # a link to a folder given too is the same
     for i, path in enumerate(paths):
         if path in paths[:i]:
             raise ResultsError(f"{folders[i]} is given twice")

@@ -191,6 +191,11 @@ def test_a_killed_driver_resumes_with_no_duplicates_and_any_number_of_workers(wo
     mixed = CliRunner().invoke(app, ["report", str(out), "--mix-devices"])
     assert mixed.exit_code == 0, mixed.output
     assert "mixed devices" in mixed.output and f"| verifier | {N_LONG} |" in mixed.output
+    figures = out.parent / f"{out.name}_figures"
+    refused = CliRunner().invoke(app, ["plot", str(out), "--out", str(figures)])
+    assert refused.exit_code == 2 and "2 kinds of device" in refused.output and not figures.exists()
+    plotted = CliRunner().invoke(app, ["plot", str(out), "--out", str(figures), "--mix-devices"])
+    assert plotted.exit_code == 0 and (figures / "quality_latency.png").exists(), plotted.output
 
 
 def test_several_variants_in_one_command_each_get_their_folder(workspace, ray_address):

@@ -206,3 +206,24 @@ def test_finetune_refuses_an_output_folder_it_did_not_write_and_null_eval_target
     raw["training"]["eval_split"] = str(bad)
     path.write_text(yaml.safe_dump(raw))
     failed(scb("finetune", "-c", path), str(bad), "'tgt'", "is null")
+
+
+def test_validate_checks_fine_tuning_configs_too(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"src": "a", "tgt": "b"}) + "\n")
+    path, raw = _finetune(tmp_path, data)
+    result = scb("validate", "-c", path)
+    assert result.exit_code == 0 and "ok, fine-tuning config ft" in result.output, result.output
+    raw["model"]["architecture"]["d_modle"] = 16
+    path.write_text(yaml.safe_dump(raw))
+    failed(scb("validate", "-c", path), "model.architecture.d_modle", "did you mean 'd_model'")
+    root = Path(__file__).parent.parent / "configs"
+    for shipped in sorted((root / "finetune").glob("*.yaml")):
+        result = scb("validate", "-c", shipped)
+        assert result.exit_code == 0 and "ok, fine-tuning config" in result.output, result.output
+
+
+def test_a_folder_given_twice_through_a_link_is_refused_by_plot(finished, tmp_path):
+    link = tmp_path / "alias"
+    link.symlink_to(finished)
+    failed(scb("plot", finished, link, "--out", tmp_path / "figures"), "is given twice")
