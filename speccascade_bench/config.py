@@ -237,12 +237,10 @@ class MethodRun:
             if param.name not in self.params:
                 continue
             value = self.params[param.name]
-            if not param.choices:
-                parts.append(f"{param.tag or param.name}{_number_text(value)}")
-            elif param.required:
-                parts.append(str(value))
-            elif value != param.default:
-                parts.append(f"{param.name}_{value}")
+            number = "" if param.choices else f"{param.tag or param.name}{_number_text(value)}"
+            text = param.label(value, number, "_")
+            if text is not None:
+                parts.append(text)
         return "-".join(parts)
 
 
@@ -532,19 +530,25 @@ def recorded_section(file: str | Path, key: str, values: Any) -> dict:
     return dict(section.fields(cls))
 
 
+def check_local_task(file: str | Path, key: str, task: TaskConfig) -> None:
+    """A local data file of a config (named by its `key`, e.g. task.dataset) exists, is a regular file and
+    has the task's source and target fields; a ConfigError naming the key at fault otherwise."""
+    path = Path(task.dataset).expanduser()
+    if not path.exists():
+        raise ConfigError(file, key, f"local data file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(file, key, f"{path} is not a regular file")
+    try:
+        check_local_fields(path, task)
+    except DataError as exc:
+        raise ConfigError(file, key if exc.key in (None, "dataset") else f"task.{exc.key}", str(exc)) from None
+
+
 def validate_resources(config: RunConfig) -> None:
     """Filesystem checks: local dataset and model paths exist, local data has the named fields."""
     file = config.file
     if config.task.is_local:
-        path = Path(config.task.dataset).expanduser()
-        if not path.exists():
-            raise ConfigError(file, "task.dataset", f"local dataset file not found: {path}")
-        if not path.is_file():
-            raise ConfigError(file, "task.dataset", f"{path} is not a regular file")
-        try:
-            check_local_fields(path, config.task)
-        except DataError as exc:
-            raise ConfigError(file, f"task.{exc.key or 'dataset'}", str(exc)) from None
+        check_local_task(file, "task.dataset", config.task)
     for role in ("drafter", "verifier", "tokenizer"):
         name = getattr(config.models, role)
         if name and is_preset(name):

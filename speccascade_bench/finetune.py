@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, FinetuneConfig, TaskConfig
-from .data import DataError, check_local_fields, get_field, load_rows, looks_like_path, select_indices, text_field
+from .config import ConfigError, FinetuneConfig, TaskConfig, check_local_task
+from .data import DataError, get_field, load_rows, looks_like_path, select_indices, text_field
 from .lm import ModelLoadError, check_tokenizer, damaged_weights, load_tokenizer, model_load_error
 from .metrics import corpus_score
 
@@ -55,14 +55,7 @@ def check_resources(config: FinetuneConfig) -> None:
         if config.eval_split:
             local.append(("training.eval_split", eval_task(config.task, config.eval_split)))
         for key, task in local:
-            path = Path(task.dataset).expanduser()
-            if not path.exists():
-                raise ConfigError(file, key, f"local data file not found: {path}")
-            try:
-                check_local_fields(path, task)
-            except DataError as exc:
-                where = key if exc.key in (None, "dataset") else f"task.{exc.key}"
-                raise ConfigError(file, where, str(exc)) from None
+            check_local_task(file, key, task)
     for key, name in (("model.pretrained", config.pretrained), ("model.tokenizer", config.tokenizer)):
         if name and looks_like_path(name) and not Path(name).expanduser().exists():
             raise ConfigError(file, key, f"local path not found: {name}")

@@ -45,6 +45,16 @@ class Param:
         high = "inf" if self.high is None else f"{self.high:g}"
         return f"[{low}, {high}{')' if self.high_open else ']'}"
 
+    def label(self, value, number: str, sep: str) -> str | None:
+        """The parameter at `value` in a name (a run id, a curve's name): `number`, the caller's text of a
+        numeric value; a required choice as its value; an optional choice as name, `sep`, value, or None
+        (not shown) at its default."""
+        if not self.choices:
+            return number
+        if self.required:
+            return str(value)
+        return None if value == self.default else f"{self.name}{sep}{value}"
+
     def check(self, value: float) -> str | None:
         """Returns an error message, or None if `value` is in range."""
         if not math.isfinite(value):

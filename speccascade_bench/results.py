@@ -367,10 +367,9 @@ def start_manifest(out: Path, resolved: dict, hardware: dict | None, **fields) -
 
 
 def _comparable(section: str, values: dict) -> dict:
-    """A config section as a resume compares it: with the defaults of keys added since it was recorded, and
-    without the models' `device` setting, which the hardware check covers (`auto` and `cpu` on the same
-    CPU are the same measurement)."""
-    values = recorded_section(MANIFEST_FILE, section, values)
+    """A config section as a resume compares it (the manifest's already completed by `read_manifest` with
+    the defaults of keys added since it was recorded): without the models' `device` setting, which the
+    hardware check covers (`auto` and `cpu` on the same CPU are the same measurement)."""
     return {k: v for k, v in values.items() if not (section == "models" and k == "device")}
 
 
@@ -626,11 +625,8 @@ def group_key(row) -> str:
         value = row.get(param.name)
         if not param.labels_curve or value is None or (isinstance(value, float) and math.isnan(value)):
             continue
-        if not param.choices:
-            parts.append(f"{param.name}={value:g}")
-        elif param.required:
-            parts.append(str(value))
-        elif value != param.default:
-            parts.append(f"{param.name}={value}")
+        text = param.label(value, "" if param.choices else f"{param.name}={value:g}", "=")
+        if text is not None:
+            parts.append(text)
     return " ".join(parts)
 

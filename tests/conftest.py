@@ -15,3 +15,12 @@ def device(request) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise pytest.UsageError(f"--device {name}: CUDA is not available")
     return torch.device(name)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy machine waiting threads slow them tenfold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -53,3 +53,16 @@ def tiny_pair(family: str, seed: int = 0, noise: float = 0.3, device: torch.devi
 def prompt(seed: int, length: int = 6) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(3, VOCAB, (1, length), generator=generator)
+
+
+def save_byte_pair(root) -> None:
+    """A tiny T5 verifier and a perturbed drafter with the byte tokenizer, saved to root/verifier and
+    root/drafter as a user's local model folders (EOS 1, decoder start 0)."""
+    from transformers import ByT5Tokenizer
+
+    tokenizer = ByT5Tokenizer()
+    verifier = tiny_t5(0, vocab=len(tokenizer))
+    verifier.config.eos_token_id, verifier.config.decoder_start_token_id = 1, 0
+    for name, model in (("verifier", verifier), ("drafter", perturbed(verifier, 0.3, 1))):
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)

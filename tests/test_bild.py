@@ -113,15 +113,6 @@ def _until_eos(tokens, eos):
 GRID = list(itertools.product((0, 1), range(3), (0.1, 0.2, 0.3, 0.5), (0.3, 1.0, 2.0), (1, 3, 6)))
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and lose much on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_greedy_bild_equals_a_port_of_the_reference_loop(one_thread):
     max_new = 12
     pairs = {(family, seed): tiny_pair(family, seed, noise=0.6) for family in ("t5", "llama") for seed in (0, 1)}

@@ -5,7 +5,6 @@ import json
 
 import pytest
 import yaml
-from transformers import ByT5Tokenizer
 from typer.testing import CliRunner
 
 from speccascade_bench import runner
@@ -14,7 +13,7 @@ from speccascade_bench.config import load_run_config
 from speccascade_bench.results import EXAMPLE_FIELDS, SUMMARY_COLUMNS, read_lines
 from speccascade_bench.tradeoff import leviathan_speedup
 
-from .helpers import perturbed, tiny_t5
+from .helpers import save_byte_pair
 
 N_EXAMPLES = 6
 
@@ -22,13 +21,7 @@ N_EXAMPLES = 6
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    tokenizer = ByT5Tokenizer()
-    verifier = tiny_t5(0, vocab=len(tokenizer))
-    verifier.config.eos_token_id, verifier.config.decoder_start_token_id = 1, 0
-    drafter = perturbed(verifier, 0.3, 1)
-    for name, model in (("verifier", verifier), ("drafter", drafter)):
-        model.save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
+    save_byte_pair(root)
     with (root / "task.jsonl").open("w") as f:
         for i in range(N_EXAMPLES + 2):
             f.write(json.dumps({"translation": {"en": f"sentence number {i}", "de": f"Satz Nummer {i}"}}) + "\n")

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from transformers import ByT5Tokenizer
 from typer.testing import CliRunner
 
 from speccascade_bench import distributed
@@ -24,7 +23,7 @@ from speccascade_bench.config import load_run_config
 from speccascade_bench.results import EXAMPLE_FIELDS, read_lines
 from speccascade_bench.runner import RunOptions, prepare
 
-from .helpers import perturbed, tiny_t5
+from .helpers import save_byte_pair
 
 N = 8  # examples of the main task
 N_LONG = 30  # examples of the task a driver is killed in
@@ -37,12 +36,7 @@ METHODS = [{"method": "verifier"}, {"method": "drafter"}, {"method": "spec_decod
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed")
-    tokenizer = ByT5Tokenizer()
-    verifier = tiny_t5(0, vocab=len(tokenizer))
-    verifier.config.eos_token_id, verifier.config.decoder_start_token_id = 1, 0
-    for name, model in (("verifier", verifier), ("drafter", perturbed(verifier, 0.3, 1))):
-        model.save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
+    save_byte_pair(root)
     with (root / "task.jsonl").open("w") as f:
         for i in range(N_LONG):
             f.write(json.dumps({"src": f"sentence number {i}", "tgt": f"Satz Nummer {i}"}) + "\n")

@@ -23,12 +23,8 @@ def pairs(request):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy machine waiting threads slow them tenfold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # every test here decodes tiny models
     yield
-    torch.set_num_threads(threads)
 
 
 def _decode(method, pair, seed, temperature=0.0, **params):

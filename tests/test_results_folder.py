@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from transformers import ByT5Tokenizer
 from typer.testing import CliRunner
 
 from speccascade_bench.cli import app
@@ -26,7 +25,7 @@ from speccascade_bench.results import (
     write_json_atomic,
 )
 
-from .helpers import perturbed, tiny_t5
+from .helpers import save_byte_pair
 
 N = 3
 
@@ -34,12 +33,7 @@ N = 3
 @pytest.fixture(scope="module")
 def pair_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("folder")
-    tokenizer = ByT5Tokenizer()
-    verifier = tiny_t5(0, vocab=len(tokenizer))
-    verifier.config.eos_token_id, verifier.config.decoder_start_token_id = 1, 0
-    for name, model in (("verifier", verifier), ("drafter", perturbed(verifier, 0.3, 1))):
-        model.save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
+    save_byte_pair(root)
     with (root / "task.jsonl").open("w") as f:
         for i in range(N):
             f.write(json.dumps({"src": f"sentence {i}", "tgt": f"Satz {i}"}) + "\n")

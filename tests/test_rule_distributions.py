@@ -192,15 +192,6 @@ def test_bonus_from_the_verifier_is_not_the_target_at_the_bonus_position():
 
 # ---- whole decodes on tiny models --------------------------------------------------------------------------
 
-@pytest.fixture
-def one_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy machine waiting threads slow them tenfold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _next_logits(model, input_ids, generated):
     """The model's next-token logits [V] after the prompt and the generated tokens."""
     with torch.no_grad():
