@@ -80,15 +80,35 @@ def main(ctx: typer.Context,
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
 
 
+TOY_TASKS = {"translation": Path("data/toy"), "arithmetic": Path("data/toy_llm")}  # and their default folders
+
+
 @app.command("toy-data")
-def toy_data(out: Path = typer.Option(Path("data/toy"), help="folder for train/validation/test JSONL"),
+def toy_data(out: Path = typer.Option(None, help="folder for the JSONL files; default data/toy (translation) or "
+                                      "data/toy_llm (arithmetic)"),
+             task: str = typer.Option("translation", help="translation (for seq2seq models) or arithmetic "
+                                      "(few-shot documents for decoder-only models, plus shots.jsonl)"),
              seed: int = typer.Option(0, help="generator seed"),
              train: int = typer.Option(20000, min=1), validation: int = typer.Option(200, min=1),
-             test: int = typer.Option(500, min=1)) -> None:
-    """Generate the synthetic toy translation task (deterministic in the seed)."""
-    from .toy.language import write_splits
+             test: int = typer.Option(500, min=1),
+             shots: int = typer.Option(None, min=1, help="arithmetic: questions for few-shot prompts "
+                                       "(shots.jsonl) [default: 8]")) -> None:
+    """Generate a synthetic toy task (deterministic in the seed)."""
+    if task not in TOY_TASKS:
+        from .methods import suggest
 
-    paths = write_splits(out, seed, {"train": train, "validation": validation, "test": test})
+        _fail(f"unknown --task {task!r}{suggest(task[:100], TOY_TASKS)}; choose from {', '.join(TOY_TASKS)}")
+    if task == "arithmetic":
+        from .toy.arithmetic import write_splits
+
+        sizes = {"train": train, "shots": shots or 8, "validation": validation, "test": test}
+    else:
+        from .toy.language import write_splits
+
+        if shots is not None:
+            _fail("--shots applies to --task arithmetic only")
+        sizes = {"train": train, "validation": validation, "test": test}
+    paths = write_splits(out or TOY_TASKS[task], seed, sizes)
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
 
@@ -202,7 +222,11 @@ def run(ctx: typer.Context,
                                     "share of the CPUs on a CPU"),
         ray_address: str = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
                                         help="with --workers: join this Ray cluster (default: start a local "
-                                        "Ray instance)")) -> None:
+                                        "Ray instance)"),
+        allow_code_execution: bool = typer.Option(False, "--allow-code-execution",
+                                                  help="let a pass_at_1 task run model-written code, each example in "
+                                                  "its own sandboxed process (see the README's 'Code execution')"),
+        ) -> None:
     """Decode every selected example with every configured method run, recording quality and latency."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -218,6 +242,7 @@ def run(ctx: typer.Context,
         _fail("--output names one folder; with several variants each writes its own (the config's output)")
     _quiet_libraries()
     options = RunOptions(output=output, limit=limit, device=device, fresh=fresh,
+                         allow_code_execution=allow_code_execution,
                          methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None)
     folders = [Path(output or cfg.output) for cfg in configs]
     repeated = [str(path) for path in folders if folders.count(path) > 1]

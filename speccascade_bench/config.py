@@ -12,7 +12,7 @@ import itertools
 import math
 import re
 import reprlib
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,14 @@ import yaml
 from .data import DataError, check_local_fields, looks_like_path
 from .methods import METHODS, alpha_param, suggest
 from .presets import PREFIX, T5_V1_1_SHAPES, is_preset, preset_shape
+from .prompts import TemplateError, template_fields
 
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 CACHES = ("dynamic", "static")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
-METRICS = ("bleu", "rouge2", "rougeL", "chrf")
+METRICS = ("bleu", "rouge2", "rougeL", "chrf", "exact_match", "f1", "pass_at_1")
+NORMALIZERS = ("squad", "triviaqa", "none")  # answer normalisation of exact_match and f1
 # A run or variant name: it becomes a folder name, so no separators, no leading dot, nothing empty.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 MAX_CONFIG_BYTES = 1 << 20
@@ -64,7 +66,8 @@ def option(default: Any = MISSING, *, low: float | None = None, high: float | No
     return field(default=default, metadata=metadata)
 
 
-_KINDS = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict}
+_KINDS = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict, "tuple": tuple}
+MAX_STRINGS = 64  # items of a list of strings (stop strings)
 
 
 def _kind(f: Field) -> tuple[type, bool]:
@@ -72,7 +75,7 @@ def _kind(f: Field) -> tuple[type, bool]:
     text = str(f.type)
     nullable = text.endswith("| None")
     base = text.removesuffix("| None").strip().split("[")[0]
-    return _KINDS[base], nullable
+    return _KINDS.get(base) or globals()[base], nullable  # a section's dataclass, e.g. FewshotConfig
 
 
 def keys_of(cls, section: str = "") -> tuple[str, ...]:
@@ -120,6 +123,17 @@ class _Section:
             raise self.error(name, f"must be a finite number, got {value}")
         return value
 
+    def strings(self, name: str, default: Any = ...) -> tuple[str, ...]:
+        """A list of non-empty strings (one string is a list of one)."""
+        value = self.get(name, (list, str), default)
+        items = [value] if isinstance(value, str) else list(value)
+        if len(items) > MAX_STRINGS:
+            raise self.error(name, f"has {len(items)} items; at most {MAX_STRINGS}")
+        for item in items:
+            if not isinstance(item, str) or not item:
+                raise self.error(name, f"must be a list of non-empty strings, got {short(item)}")
+        return tuple(items)
+
     def choice(self, name: str, choices: tuple[str, ...], default: Any = ...) -> str:
         value = self.get(name, str, default)
         if value not in choices:
@@ -153,6 +167,13 @@ class _Section:
             default = defaults.get(f.name, ... if f.default is MISSING else f.default)
             if meta.get("choices"):
                 values[f.name] = self.choice(f.name, meta["choices"], default)
+            elif kind is tuple:
+                values[f.name] = self.strings(f.name, default)
+            elif is_dataclass(kind):
+                value = self.get(f.name, dict, default, nullable=nullable)
+                if isinstance(value, dict):
+                    value = kind(**_Section(self.file, self.key(f.name), value, keys_of(kind)).fields(kind))
+                values[f.name] = value
             elif kind in (int, float):
                 values[f.name] = self.number(f.name, kind, default, low=meta.get("low"), high=meta.get("high"),
                                              low_open=meta.get("low_open"), high_open=meta.get("high_open"),
@@ -168,21 +189,62 @@ class _Section:
 
 
 @dataclass(frozen=True)
+class FewshotConfig:
+    """Few-shot examples of a task: `n` rows drawn with `seed` (or the first `n`, with `order: first`) from
+    another `split` of the task's dataset or from a local file (`dataset`); each is rendered with the task's
+    prompt, then `task.target_delimiter` and its target (`target`, default the task's target field; a list
+    gives its first item). Shots are joined, and followed by the evaluated prompt, with `delimiter`."""
+
+    n: int = option(low=0, high=1000)
+    split: str | None = option(None)
+    dataset: str | None = option(None)
+    seed: int = option(1234, low=0, high=2**32 - 1)
+    order: str = option("random", choices=("random", "first"))
+    target: str | None = option(None)
+    delimiter: str = option("\n\n")
+
+    @property
+    def is_local(self) -> bool:
+        return self.dataset is not None
+
+
+@dataclass(frozen=True)
 class TaskConfig:
+    """What a task decodes and how it is scored. The model's input is `prefix` + the few-shot examples +
+    either the row's `source` field or, with `prompt`, a template over the row's fields (`{question}`,
+    `{translation[en]}`); `target` is the reference field, a string or a list of accepted answers."""
+
     dataset: str = option()
-    source: str = option()
     target: str = option()
+    source: str | None = option(None)
+    prompt: str | None = option(None)
     subset: str | None = option(None)
     split: str = option("test")  # a fine-tuning config's default is "train"
     revision: str | None = option(None)
     prefix: str = option("")
+    fewshot: FewshotConfig | None = option(None)
+    target_delimiter: str = option(" ")
+    chat: bool = option(False)
+    system: str | None = option(None)
+    stop: tuple[str, ...] = option(())
     metric: str = option("bleu", choices=METRICS)
+    answer_pattern: str | None = option(None)
+    normalize: str = option("squad", choices=NORMALIZERS)
+    tests: str | None = option(None)
+    test_setup: str | None = option(None)
+    code_timeout_s: float = option(10.0, low=0.1, high=600.0)
+    code_memory_mb: int = option(1024, low=64, high=65_536)
     limit: int | None = option(None, low=1, high=10_000_000)
     max_source_tokens: int = option(512, low=1, high=131_072)
 
     @property
     def is_local(self) -> bool:
         return looks_like_path(self.dataset)
+
+    def fields_used(self) -> tuple[str, ...]:
+        """The dataset fields the task reads from an evaluated row (dotted for nested ones)."""
+        used = [self.source] if self.source else list(template_fields(self.prompt))
+        return tuple(dict.fromkeys(used + [f for f in (self.target, self.tests, self.test_setup) if f]))
 
 
 @dataclass(frozen=True)
@@ -500,7 +562,7 @@ def _has_key(data: Any, dotted: str) -> bool:
 def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str, ...]) -> RunConfig:
     top = _Section(file, "", data, keys_of(RunConfig))
     name = top.fields(RunConfig, only=("name",))["name"]
-    task = TaskConfig(**_Section(file, "task", top.get("task", dict), keys_of(TaskConfig)).fields(TaskConfig))
+    task = read_task(file, top.get("task", dict))
     m = _Section(file, "models", top.get("models", dict), keys_of(ModelsConfig))
     models = ModelsConfig(**m.fields(ModelsConfig))
     if models.compile != "none" and models.cache != "static":
@@ -519,6 +581,52 @@ def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str,
     return RunConfig(name, task, models, methods, decoding, timing, output, str(file), variant, variants, data)
 
 
+def read_task(file: Path, data: Any, **defaults: Any) -> TaskConfig:
+    """The `task` section, with the checks that span its keys."""
+    section = _Section(file, "task", data, keys_of(TaskConfig))
+    task = TaskConfig(**section.fields(TaskConfig, **defaults))
+    if (task.source is None) == (task.prompt is None):
+        raise section.error("source", "give either source (a field) or prompt (a template over the fields), not "
+                            + ("both" if task.source else "neither"))
+    try:
+        template_fields(task.prompt)
+    except TemplateError as exc:
+        raise section.error("prompt", str(exc)) from None
+    if task.answer_pattern is not None:
+        try:
+            groups = re.compile(task.answer_pattern).groups
+        except re.error as exc:
+            raise section.error("answer_pattern", f"is not a valid regular expression: {exc}") from None
+        if groups < 1:
+            raise section.error("answer_pattern", "needs a group, e.g. '#### (-?[0-9.,]+)': its first group is "
+                                "compared")
+    if task.metric == "pass_at_1" and task.tests is None:
+        raise section.error("tests", "is required by metric pass_at_1 (the field holding each example's tests)")
+    if task.metric != "pass_at_1" and (task.tests or task.test_setup):
+        raise section.error("tests" if task.tests else "test_setup", "is used only by metric pass_at_1")
+    if task.system is not None and not task.chat:
+        raise section.error("system", "is a chat turn: it needs chat: true")
+    fewshot = task.fewshot
+    if fewshot is not None and fewshot.n > 0 and (fewshot.split is None) == (fewshot.dataset is None):
+        raise section.error("fewshot", "give either split (of the task's dataset) or dataset (a local file) to "
+                            "draw the shots from, not " + ("both" if fewshot.split else "neither"))
+    if fewshot is not None and fewshot.is_local and not looks_like_path(fewshot.dataset):
+        raise section.error("fewshot.dataset", f"{short(fewshot.dataset)} is not a local file; shots from the hub "
+                            "come from a split of the task's dataset (fewshot.split)")
+    return task
+
+
+def plain(section: Any) -> dict:
+    """A config section as plain JSON values (as a manifest records it)."""
+    def convert(value):
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [convert(v) for v in value]
+        return value
+    return convert(asdict(section))
+
+
 RECORDED_SECTIONS = {"task": TaskConfig, "models": ModelsConfig, "decoding": DecodingConfig, "timing": TimingConfig}
 
 
@@ -527,7 +635,7 @@ def recorded_section(file: str | Path, key: str, values: Any) -> dict:
     (ConfigError) and completed with the defaults of keys added since it was written."""
     cls = RECORDED_SECTIONS[key]
     section = _Section(Path(file), f"config.{key}", values, keys_of(cls))
-    return dict(section.fields(cls))
+    return plain(cls(**section.fields(cls)))
 
 
 def check_local_task(file: str | Path, key: str, task: TaskConfig) -> None:
@@ -541,7 +649,9 @@ def check_local_task(file: str | Path, key: str, task: TaskConfig) -> None:
     try:
         check_local_fields(path, task)
     except DataError as exc:
-        raise ConfigError(file, key if exc.key in (None, "dataset") else f"task.{exc.key}", str(exc)) from None
+        fewshot = key.startswith("task.fewshot")
+        raise ConfigError(file, key if exc.key in (None, "dataset") or fewshot else f"task.{exc.key}",
+                          str(exc)) from None
 
 
 def validate_resources(config: RunConfig) -> None:
@@ -549,6 +659,11 @@ def validate_resources(config: RunConfig) -> None:
     file = config.file
     if config.task.is_local:
         check_local_task(file, "task.dataset", config.task)
+    fewshot = config.task.fewshot
+    if fewshot is not None and fewshot.n and fewshot.is_local:
+        shots = replace(config.task, dataset=fewshot.dataset, target=fewshot.target or config.task.target, tests=None,
+                        test_setup=None, metric="bleu")
+        check_local_task(file, "task.fewshot.dataset", shots)
     for role in ("drafter", "verifier", "tokenizer"):
         name = getattr(config.models, role)
         if name and is_preset(name):
@@ -560,6 +675,9 @@ def validate_resources(config: RunConfig) -> None:
             raise ConfigError(file, f"models.{role}", f"local model path not found: {name}")
 
 
+MODEL_KINDS = ("seq2seq", "causal")  # what `scb finetune` trains: a T5-style or a Llama-style model
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """A fine-tuning config: the top-level keys, then the `model` and `training` sections' fields."""
@@ -567,8 +685,9 @@ class FinetuneConfig:
     name: str = option(pattern=NAME)
     task: TaskConfig = option()
     output: str = option()
+    kind: str = option("seq2seq", choices=MODEL_KINDS, section="model")
     pretrained: str | None = option(None, section="model")
-    architecture: dict[str, Any] | None = option(None, section="model")  # T5Config fields
+    architecture: dict[str, Any] | None = option(None, section="model")  # T5Config or LlamaConfig fields (kind)
     tokenizer: str | None = option(None, section="model")
     max_steps: int = option(1000, low=1, high=10_000_000, section="training")
     batch_size: int = option(32, low=1, high=65_536, section="training")
@@ -588,17 +707,24 @@ class FinetuneConfig:
     file: str = option("", internal=True)
 
 
-# Sizes of a T5 built from scratch (`model.architecture`): zero or huge values fail deep in torch or never end.
+# Sizes of a T5 or a Llama built from scratch (`model.architecture`): zero or huge values fail deep in torch or
+# never end.
 ARCHITECTURE_RANGES = {"d_model": (1, 65_536), "d_ff": (1, 262_144), "d_kv": (1, 4096), "num_heads": (1, 1024),
                        "num_layers": (1, 1000), "num_decoder_layers": (1, 1000),
-                       "relative_attention_num_buckets": (1, 4096), "dropout_rate": (0, 1)}
-FROM_TOKENIZER = ("vocab_size", "pad_token_id", "eos_token_id", "decoder_start_token_id")
+                       "relative_attention_num_buckets": (1, 4096), "dropout_rate": (0, 1),
+                       "hidden_size": (1, 65_536), "intermediate_size": (1, 262_144), "num_hidden_layers": (1, 1000),
+                       "num_attention_heads": (1, 1024), "num_key_value_heads": (1, 1024), "head_dim": (1, 4096),
+                       "max_position_embeddings": (1, 1_048_576), "attention_dropout": (0, 1)}
+# The architecture's config class per model.kind, and its keys that the tokenizer sets.
+ARCHITECTURE_CLASSES = {"seq2seq": "T5Config", "causal": "LlamaConfig"}
+FROM_TOKENIZER = {"seq2seq": ("vocab_size", "pad_token_id", "eos_token_id", "decoder_start_token_id"),
+                  "causal": ("vocab_size", "pad_token_id", "eos_token_id", "bos_token_id")}
 
 
-def _architecture_fields() -> set[str]:
-    from transformers import T5Config
+def _architecture_fields(kind: str = "seq2seq") -> set[str]:
+    import transformers
 
-    return set(T5Config().to_dict())
+    return set(getattr(transformers, ARCHITECTURE_CLASSES[kind])().to_dict())
 
 
 def is_finetune_config(path: str | Path) -> bool:
@@ -614,20 +740,21 @@ def load_finetune_config(path: str | Path) -> FinetuneConfig:
     data = _read_yaml(file)
     top = _Section(file, "", data, ("name", "task", "model", "training", "output"))
     name = top.fields(FinetuneConfig, only=("name",))["name"]
-    task = TaskConfig(**_Section(file, "task", top.get("task", dict), keys_of(TaskConfig))
-                      .fields(TaskConfig, split="train"))
+    task = read_task(file, top.get("task", dict), split="train")
     m = _Section(file, "model", top.get("model", dict), keys_of(FinetuneConfig, "model"))
     model = m.fields(FinetuneConfig, "model")
     if (model["pretrained"] is None) == (model["architecture"] is None):
         raise m.error("pretrained", "give exactly one of pretrained (a hub name or path) or architecture "
-                      "(T5Config fields, trained from scratch)")
+                      "(T5Config fields, or LlamaConfig fields with kind causal, trained from scratch)")
     if model["architecture"] is not None:
-        known = _architecture_fields()
+        kind = model["kind"]
+        known = _architecture_fields(kind)
         for key, value in model["architecture"].items():
             where = f"model.architecture.{short(key) if not isinstance(key, str) else key}"
             if key not in known:
-                raise ConfigError(file, where, f"is not a T5Config field{suggest(str(key)[:100], known)}")
-            if key in FROM_TOKENIZER:
+                raise ConfigError(file, where, f"is not a {ARCHITECTURE_CLASSES[kind]} field (model.kind {kind})"
+                                  f"{suggest(str(key)[:100], known)}")
+            if key in FROM_TOKENIZER[kind]:
                 raise ConfigError(file, where, "is set from the tokenizer; remove it")
             if not isinstance(value, int | float | str | bool) or isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(file, where, f"must be a finite number, a string or a boolean, got {short(value)}")

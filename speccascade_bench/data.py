@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .presets import is_preset
+from .prompts import PromptParts, as_text, render
 
 if TYPE_CHECKING:
     from .config import TaskConfig
@@ -36,9 +37,18 @@ def looks_like_path(name: str) -> bool:
 
 @dataclass(frozen=True)
 class Example:
+    """One evaluated row. `parts` is its prompt before tokenisation (`prompts.prompt_ids` fits it to the
+    model), `source` the same prompt as plain text with every shot; `references` are the accepted answers
+    (several for alias lists, none for an unanswerable question) and `reference` the first; `tests` and
+    `setup` are the code of a pass_at_1 task."""
+
     example_id: int
     source: str
     reference: str
+    references: tuple[str, ...] = ()
+    parts: PromptParts | None = None
+    tests: str | None = None
+    setup: str | None = None
 
 
 def get_field(row: dict, dotted: str):
@@ -88,13 +98,20 @@ def check_local_fields(path: Path, task: TaskConfig) -> None:
         raise DataError(f"cannot read {path}: {_one_line(exc)}", "dataset") from None
     if not isinstance(row, dict) or not row:
         raise DataError(f"{path} has no rows", "dataset")
-    for key in ("source", "target"):
-        dotted = getattr(task, key)
+    for dotted in task.fields_used():
         try:
             get_field(row, dotted)
         except KeyError:
             raise DataError(f"field {dotted!r} not found in {path}; its fields: {', '.join(map(str, row))}",
-                            key) from None
+                            _task_key(task, dotted)) from None
+
+
+def _task_key(task: TaskConfig, dotted: str) -> str:
+    """The task key that names a dataset field."""
+    for key in ("source", "target", "tests", "test_setup"):
+        if getattr(task, key) == dotted:
+            return key
+    return "prompt"
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -190,20 +207,120 @@ def select_indices(n_rows: int, limit: int | None, seed: int) -> list[int]:
 
 
 def load_examples(task: TaskConfig, seed: int, limit: int | None = None) -> list[Example]:
-    """The evaluated examples: source (with the prefix) and reference, by row index."""
+    """The evaluated examples, by row index: their prompts (with the shots), references and tests."""
     rows = load_rows(task)
     indices = select_indices(len(rows), task.limit, seed)
     if limit is not None:
         indices = indices[:limit]
-    return [Example(i, task.prefix + text_field(rows[i], task, "source", i), text_field(rows[i], task, "target", i))
-            for i in indices]
+    pool = ShotPool(task, rows) if task.fewshot and task.fewshot.n else None
+    examples = []
+    for i in indices:
+        query = render_prompt(task, rows[i], i)
+        shots = pool.shots_for(i, query) if pool else ()
+        references = target_texts(rows[i], task, i)
+        parts = PromptParts(task.prefix, shots, query)
+        delimiter = task.fewshot.delimiter if task.fewshot else ""
+        examples.append(Example(
+            i, parts.text(None, task.target_delimiter, delimiter), references[0] if references else "", references,
+            parts, _code_field(rows[i], task, "tests", i), _code_field(rows[i], task, "test_setup", i)))
+    return examples
 
 
-def text_field(row: dict, task: TaskConfig, key: str, index: int) -> str:
+def render_prompt(task: TaskConfig, row: dict, index: int, dataset: str | None = None) -> str:
+    """A row's prompt without the prefix or shots: the `prompt` template over its fields, or its `source`."""
+    if task.prompt is None:
+        return text_field(row, task, "source", index, dataset)
+    try:
+        return render(task.prompt, row)
+    except KeyError as exc:
+        where = f"{dataset or task.dataset}: row {index} (0-based)"
+        raise DataError(f"{where} has no field {exc.args[0]!r} named by task.prompt; the row's fields: "
+                        f"{', '.join(map(str, row))}", "prompt") from None
+
+
+def target_texts(row: dict, task: TaskConfig, index: int, field_name: str | None = None,
+                 dataset: str | None = None) -> tuple[str, ...]:
+    """A row's accepted answers: its target field's text, or each item of a list of them (empty for an
+    unanswerable question)."""
+    dotted = field_name or task.target
+    where = f"{dataset or task.dataset}: row {index} (0-based): field {dotted!r} (task.target)"
+    try:
+        value = get_field(row, dotted)
+    except KeyError:
+        raise DataError(f"{where} is missing; the row's fields: {', '.join(map(str, row))}", "target") from None
+    if value is None:
+        raise DataError(f"{where} is null", "target")
+    items = value if isinstance(value, list | tuple) else [value]
+    for item in items:
+        if item is None or isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise DataError(f"{where} must be text or a list of texts, got {type(item).__name__}", "target")
+    return tuple(str(item) for item in items)
+
+
+def _code_field(row: dict, task: TaskConfig, key: str, index: int) -> str | None:
+    dotted = getattr(task, key)
+    if dotted is None:
+        return None
+    try:
+        return as_text(get_field(row, dotted))
+    except KeyError:
+        raise DataError(f"{task.dataset}: row {index} (0-based): field {dotted!r} (task.{key}) is missing",
+                        key) from None
+
+
+class ShotPool:
+    """The rows few-shot examples are drawn from (another split of the dataset, or a local file), in the
+    order they are tried: seeded at random, or in file order with `order: first`. An example's shots are the
+    first `n` of them that are not the example itself (same row of the same split, or the same prompt)."""
+
+    def __init__(self, task: TaskConfig, eval_rows):
+        from dataclasses import replace
+
+        fewshot = task.fewshot
+        self.task, self.n = task, fewshot.n
+        if fewshot.is_local:
+            self.name = fewshot.dataset
+            self.rows = load_rows(replace(task, dataset=fewshot.dataset, subset=None, revision=None))
+        else:
+            self.name = f"{task.dataset} split {fewshot.split!r}"
+            self.rows = eval_rows if fewshot.split == task.split else load_rows(replace(task, split=fewshot.split))
+        self.same_rows = not fewshot.is_local and fewshot.split == task.split
+        order = list(range(len(self.rows)))
+        if fewshot.order == "random":
+            random.Random(fewshot.seed).shuffle(order)
+        self.order = order
+        self._rendered: dict[int, tuple[str, str]] = {}
+        if len(self.rows) < self.n:
+            raise DataError(f"few-shot pool {self.name} has {len(self.rows)} rows; fewshot.n is {self.n}", "fewshot")
+
+    def _shot(self, index: int) -> tuple[str, str]:
+        if index not in self._rendered:
+            row, fewshot = self.rows[index], self.task.fewshot
+            prompt = render_prompt(self.task, row, index, self.name)
+            targets = target_texts(row, self.task, index, fewshot.target, self.name)
+            self._rendered[index] = (prompt, targets[0] if targets else "")
+        return self._rendered[index]
+
+    def shots_for(self, example_index: int, query: str) -> tuple[tuple[str, str], ...]:
+        shots = []
+        for index in self.order:
+            if self.same_rows and index == example_index:
+                continue
+            shot = self._shot(index)
+            if shot[0] == query:  # the evaluated question itself, in another split or file
+                continue
+            shots.append(shot)
+            if len(shots) == self.n:
+                return tuple(shots)
+        raise DataError(f"few-shot pool {self.name} has fewer than {self.n} rows besides example {example_index}",
+                        "fewshot")
+
+
+def text_field(row: dict, task: TaskConfig, key: str, index: int, dataset: str | None = None) -> str:
     """The text of a row's `task.source` or `task.target` field (`key`); a DataError naming the dataset, the
     row and the field when it is missing, null or not text."""
     dotted = getattr(task, key)
-    where = f"{task.dataset}: row {index} (0-based): field {dotted!r} (task.{key})"
+    where = f"{dataset or task.dataset}: row {index} (0-based): field {dotted!r} (task.{key})"
     try:
         value = get_field(row, dotted)
     except KeyError:

@@ -63,24 +63,61 @@ class DecodeResult:
         return self.drafter_logprob / max(1, len(self.tokens))
 
 
-def _finished(tokens: list[int], eos: int, limit: int) -> bool:
-    return len(tokens) >= limit or (bool(tokens) and tokens[-1] == eos)
+@dataclass(frozen=True)
+class Ending:
+    """When a decode ends: at an EOS token, at the token limit, or at the token whose text completes a stop
+    string (`text` gives the text of output ids). Every method ends through this one test, and drafting ends
+    where decoding would: a draft stops at a stop string as it does at EOS."""
+
+    eos: int
+    limit: int
+    stop: tuple[str, ...] = ()
+    text: Callable[[list[int]], str] | None = None
+
+    def _window(self) -> int:
+        """Tokens decoded to find a stop string completed by the last token: enough for the longest stop
+        even at one character per token, plus a margin for tokens that decode to nothing."""
+        return 2 * max(len(s) for s in self.stop) + 8
+
+    def _stops_at(self, tokens: list[int], end: int) -> bool:
+        """Whether tokens[:end] holds a stop string that tokens[:end - 1] does not."""
+        window = self._window()
+        tail = self.text(tokens[max(0, end - window):end])
+        before = self.text(tokens[max(0, end - window):end - 1])
+        return any(s in tail and s not in before for s in self.stop)
+
+    def ended(self, tokens: list[int]) -> bool:
+        """Whether `tokens` end at EOS or fill the token limit."""
+        return len(tokens) >= self.limit or (bool(tokens) and tokens[-1] == self.eos)
+
+    def reached(self, tokens: list[int]) -> bool:
+        """Whether decoding ends after `tokens` (EOS, the limit or a stop string), their every token before the
+        last tested already."""
+        if self.ended(tokens):
+            return True
+        return bool(self.stop and tokens) and self._stops_at(tokens, len(tokens))
+
+    def clip(self, tokens: list[int], start: int = 0) -> list[int]:
+        """Cut after the first EOS or stop-completing token at or past `start` (the earlier ones were tested),
+        and at the token limit."""
+        for end in range(start + 1, min(len(tokens), self.limit) + 1):
+            if tokens[end - 1] == self.eos or (self.stop and self._stops_at(tokens, end)):
+                return tokens[:end]
+        return tokens[: self.limit]
 
 
-def _clip(tokens: list[int], eos: int, limit: int) -> list[int]:
-    """Cut after the first EOS and at the token limit."""
-    if eos in tokens:
-        tokens = tokens[: tokens.index(eos) + 1]
-    return tokens[:limit]
+def ending(pair: ModelPair, settings: DecodingConfig) -> Ending:
+    """The pair's EOS and stop strings (`ModelPair.stop`) at the settings' token limit."""
+    return Ending(pair.eos_token_id, settings.max_new_tokens, tuple(pair.stop), pair.decode)
 
 
-def autoregressive(decoder: CachedDecoder, settings: DecodingConfig, eos: int,
+def autoregressive(decoder: CachedDecoder, settings: DecodingConfig, end: Ending,
                    generator: torch.Generator | None, track_logprob: bool = False) -> tuple[list[int], float]:
     """Decode with one model alone; returns the tokens and (if tracked) the sum of their unscaled
     log-probabilities."""
     tokens: list[int] = []
     logprob = 0.0
-    while not _finished(tokens, eos, settings.max_new_tokens):
+    while not end.reached(tokens):
         logits = decoder.logits()[-1]
         token = sample(settings, logits, generator)
         if track_logprob:
@@ -92,13 +129,13 @@ def autoregressive(decoder: CachedDecoder, settings: DecodingConfig, eos: int,
 
 def decode_drafter(pair, input_ids, settings, params, generator) -> DecodeResult:
     decoder = pair.decoder("drafter", input_ids)
-    tokens, logprob = autoregressive(decoder, settings, pair.eos_token_id, generator, track_logprob=True)
+    tokens, logprob = autoregressive(decoder, settings, ending(pair, settings), generator, track_logprob=True)
     return DecodeResult(tokens, drafter_calls=decoder.calls, drafter_logprob=logprob)
 
 
 def decode_verifier(pair, input_ids, settings, params, generator) -> DecodeResult:
     decoder = pair.decoder("verifier", input_ids)
-    tokens, _ = autoregressive(decoder, settings, pair.eos_token_id, generator)
+    tokens, _ = autoregressive(decoder, settings, ending(pair, settings), generator)
     return DecodeResult(tokens, verifier_calls=decoder.calls, deferred=float(len(tokens)))
 
 
@@ -120,11 +157,11 @@ def decode_seq_cascade(pair, input_ids, settings, params, generator) -> DecodeRe
 def decode_token_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:
     """Paper Alg. 2: per position, keep the drafter's token when max q >= 1 - alpha, else ask the
     verifier, which catches up on all tokens since its last call in one forward."""
-    alpha, eos = params["alpha"], pair.eos_token_id
+    alpha, end = params["alpha"], ending(pair, settings)
     drafter = pair.decoder("drafter", input_ids)
     verifier: CachedDecoder | None = None  # built (and its encoder run) at the first deferral only
     result = DecodeResult()
-    while not _finished(result.tokens, eos, settings.max_new_tokens):
+    while not end.reached(result.tokens):
         draft_logits = drafter.logits()[-1]
         if not rules.chow_defers(torch.softmax(draft_logits, -1), alpha):
             logits = draft_logits
@@ -158,7 +195,7 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
        nothing is rolled back (the later tokens are not tested either), else it replaces the drafter's,
        everything after it is dropped, and the verifier, in a second call, also emits the token that
        follows the replacement. Without a rollback it emits the next token. Then back to 2.
-    4. Decoding ends at an EOS from either model or at the token limit; drafter tokens after the
+    4. Decoding ends at an EOS from either model, at a stop string or at the token limit; drafter tokens after the
        verifier's last call are never checked. Unlike the reference, whose EOS test skips a rollback's
        replacement (so that its decoding continues after that EOS), a replacement EOS ends decoding too.
 
@@ -177,7 +214,7 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
     if loop != "reference":
         loops = METHODS["bild"].param("loop").choices
         raise ValueError(f"unknown BiLD loop {loop!r}{suggest(loop, loops)}; known: {', '.join(loops)}")
-    eos, limit = pair.eos_token_id, settings.max_new_tokens
+    end = ending(pair, settings)
     drafter, verifier = pair.decoder("drafter", input_ids), pair.decoder("verifier", input_ids)
     result = DecodeResult()
     tokens = result.tokens
@@ -208,7 +245,8 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
         result.accepted_per_round.append(kept)
         result.rejections += index is not None
         if index is None:
-            emit(logits[-1])
+            if not end.reached(tokens):  # after a checked stop string, nothing more
+                emit(logits[-1])
         else:
             del tokens[start + index:]
             for decoder in (drafter, verifier):
@@ -216,18 +254,20 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
             tokens.append(replacement)
             verifier.extend([replacement])
             result.deferred += 1
-            if not _finished(tokens, eos, limit):
+            if not end.reached(tokens):
                 emit(verifier.logits()[-1])
         # The drafter's turn: at most max_run tokens, while it is confident enough.
         for _ in range(max_run):
-            if _finished(tokens, eos, limit):
+            if end.reached(tokens):
                 break
             drafter.extend(tokens[len(drafter.generated):])
             draft_logits = drafter.logits()[-1]
             if rules.bild_falls_back(torch.softmax(draft_logits, -1), alpha):
                 break
             tokens.append(sample(settings, draft_logits, generator))
-        if _finished(tokens, eos, limit):
+        # EOS or the limit end decoding at once, from either model (as in the reference); a stop string only once
+        # the verifier has checked the drafter's tokens up to it.
+        if end.ended(tokens) or end.reached(tokens) and len(verifier.generated) == len(tokens):
             break
     result.drafter_calls, result.verifier_calls = drafter.calls, verifier.calls
     return result
@@ -235,14 +275,17 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
 
 def _bild_drafter_first(pair, input_ids, settings, alpha, beta, max_run, generator) -> DecodeResult:
     """BiLD's `drafter_first` loop (see `decode_bild`)."""
-    eos, limit = pair.eos_token_id, settings.max_new_tokens
+    end = ending(pair, settings)
     drafter = pair.decoder("drafter", input_ids)
     verifier: CachedDecoder | None = None  # built (and its encoder run) at the first fallback only
     result = DecodeResult()
     run = 0
-    while not _finished(result.tokens, eos, limit):
-        draft_logits = drafter.logits()[-1]
-        if run < max_run and not rules.bild_falls_back(torch.softmax(draft_logits, -1), alpha):
+    while not end.ended(result.tokens):
+        pending = end.reached(result.tokens)  # a stop string, final once the verifier has checked it
+        if pending and verifier is not None and len(verifier.generated) == len(result.tokens):
+            break
+        draft_logits = None if pending else drafter.logits()[-1]
+        if not pending and run < max_run and not rules.bild_falls_back(torch.softmax(draft_logits, -1), alpha):
             token = sample(settings, draft_logits, generator)
             result.tokens.append(token)
             drafter.extend([token])
@@ -269,7 +312,7 @@ def _bild_drafter_first(pair, input_ids, settings, alpha, beta, max_run, generat
             decoder.truncate(decoder.prompt_length + start + kept)
             decoder.extend([token])
         run = 0
-    result.tokens = _clip(result.tokens, eos, limit)
+    result.tokens = end.clip(result.tokens)
     result.drafter_calls = drafter.calls
     result.verifier_calls = 0 if verifier is None else verifier.calls
     return result
@@ -280,10 +323,11 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
                        generator: torch.Generator | None) -> DecodeResult:
     """The generic speculative sampler (paper Alg. 4): draft up to gamma tokens, score them with one
     verifier forward, accept a prefix by the target's rule, roll both caches back past the rejection."""
-    eos, limit = pair.eos_token_id, settings.max_new_tokens
+    end = ending(pair, settings)
+    limit = end.limit
     drafter, verifier = pair.decoder("drafter", input_ids), pair.decoder("verifier", input_ids)
     result = DecodeResult()
-    while not _finished(result.tokens, eos, limit):
+    while not end.reached(result.tokens):
         base = len(result.tokens)
         draft_tokens: list[int] = []
         draft_logits: list[Tensor] = []
@@ -296,10 +340,10 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
             draft_scaled.append(distribution)
             draft_tokens.append(token)
             drafter.extend([token])
-            if token == eos:
+            if end.reached(result.tokens + draft_tokens):
                 break
         k = len(draft_tokens)
-        bonus_kept = draft_tokens[-1] != eos and base + k < limit
+        bonus_kept = not end.reached(result.tokens + draft_tokens)  # no bonus after EOS, a stop or the limit
         if needs_draft_at_bonus and bonus_kept:  # q at the bonus position, for a cascade's bonus target
             logits = drafter.logits()[-1]
             draft_logits.append(logits)
@@ -326,7 +370,7 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
         for decoder in (drafter, verifier):
             decoder.truncate(decoder.prompt_length + base + outcome.accepted)
             decoder.extend(new_tokens[outcome.accepted:])
-        result.tokens = _clip(result.tokens + new_tokens, eos, limit)
+        result.tokens = end.clip(result.tokens + new_tokens, start=base)
     result.drafter_calls, result.verifier_calls = drafter.calls, verifier.calls
     return result
 

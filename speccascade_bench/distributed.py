@@ -53,6 +53,7 @@ from .runner import (
     write_call_costs,
     write_results,
 )
+from .scoring import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,8 @@ class ExampleWorker:
             self._pair = load_pair(models.drafter, models.verifier, models.tokenizer, models.device, models.dtype)
         self._pair_key = pair_key
         started = time.perf_counter()
-        session = Session(config, self._pair, spec["runs"], self.device, spec["head"][0], self.label)
+        scorer = Scorer(config.task, spec["allow_code_execution"], hidden=(Path(key),))
+        session = Session(config, self._pair, spec["runs"], self.device, spec["head"][0], self.label, scorer=scorer)
         costs = session.warm_up(spec["head"])
         self._session, self._job = session, key
         return {"verify_call_cost": costs, "setup_s": round(time.perf_counter() - started, 3)}
@@ -236,6 +238,7 @@ class _Pool:
         self.calls: dict[Any, tuple[_Slot, _Item | None]] = {}
         self.deaths, self.max_deaths = 0, 2 * size + 2
         self.specs = [ray.put({"config": _for_workers(s.job, device), "runs": s.job.decoded,
+                               "allow_code_execution": s.job.allow_code_execution,
                                "head": s.job.examples[: max(s.job.config.timing.warmup, PROBE_EXAMPLES, 1)]})
                       for s in states]
         names = [s.job.config.name for s in states]

@@ -1,4 +1,10 @@
-"""`scb finetune`: train or fine-tune a seq2seq model on a task's training split with transformers' trainer."""
+"""`scb finetune`: train or fine-tune a model on a task's training split with transformers' trainer.
+
+`model.kind` picks the objective. `seq2seq` (T5 from scratch): the source is the encoder's input and the
+loss is on the target. `causal` (Llama from scratch): each training row is one text, prefix + source +
+target and then EOS, and the loss is on every token of it, a plain language-modelling objective (so the
+training file may hold whole few-shot documents).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 
 
 def _build_model(config: FinetuneConfig, tokenizer):
+    if config.kind == "causal":
+        return _build_causal_model(config, tokenizer)
     from safetensors import SafetensorError
     from transformers import AutoModelForSeq2SeqLM, T5Config, T5ForConditionalGeneration
 
@@ -43,6 +51,53 @@ def _build_model(config: FinetuneConfig, tokenizer):
     except (ValueError, RuntimeError, ZeroDivisionError, KeyError, TypeError) as exc:
         raise ConfigError(config.file, "model.architecture", f"cannot build a T5 model from it: "
                           f"{' '.join(str(exc).split())}") from None
+
+
+def _build_causal_model(config: FinetuneConfig, tokenizer):
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    if config.pretrained:
+        try:
+            return AutoModelForCausalLM.from_pretrained(config.pretrained)
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise model_load_error(config.pretrained, "pretrained model", exc) from None
+    try:
+        llama_config = LlamaConfig(
+            vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id, **config.architecture,
+        )
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(config.file, "model.architecture", " ".join(str(exc).split())) from None
+    torch.manual_seed(config.seed)
+    try:
+        return LlamaForCausalLM(llama_config)
+    except (ValueError, RuntimeError, ZeroDivisionError, KeyError, TypeError) as exc:
+        raise ConfigError(config.file, "model.architecture", f"cannot build a Llama model from it: "
+                          f"{' '.join(str(exc).split())}") from None
+
+
+def _closes_with_eos(tokenizer) -> bool:
+    """Whether the tokenizer ends every text with EOS itself (ByT5, T5), as Llama-style tokenizers do not."""
+    ids = tokenizer("a").input_ids
+    return len(ids) > 0 and ids[-1] == tokenizer.eos_token_id
+
+
+def lm_ids(tokenizer, text: str, max_tokens: int) -> list[int]:
+    """A causal training sequence: the text's ids (with BOS where the tokenizer adds one), then one EOS,
+    `max_tokens` ids at most."""
+    if _closes_with_eos(tokenizer):
+        return list(tokenizer(text, truncation=True, max_length=max_tokens).input_ids)
+    return list(tokenizer(text, truncation=True, max_length=max_tokens - 1).input_ids) + [tokenizer.eos_token_id]
+
+
+def prompt_ids(tokenizer, text: str, max_tokens: int) -> list[int]:
+    """A causal model's prompt: the text's ids without a closing EOS (a prompt continues), the last
+    `max_tokens` of them."""
+    ids = list(tokenizer(text).input_ids)
+    if _closes_with_eos(tokenizer):
+        ids = ids[:-1]
+    return ids[-max_tokens:]
 
 
 def check_resources(config: FinetuneConfig) -> None:
@@ -118,7 +173,7 @@ def eval_task(task: TaskConfig, eval_split: str) -> TaskConfig:
     return replace(task, dataset=eval_split) if task.is_local else replace(task, split=eval_split)
 
 
-def _tokenized(task: TaskConfig, tokenizer, limit: int | None, seed: int, max_target: int):
+def _tokenized(task: TaskConfig, tokenizer, limit: int | None, seed: int, max_target: int, causal: bool = False):
     rows = load_rows(task)
     if len(rows) == 0:
         raise DataError(f"dataset {task.dataset!r} has no rows")
@@ -133,6 +188,9 @@ def _tokenized(task: TaskConfig, tokenizer, limit: int | None, seed: int, max_ta
     def encode(row, index):
         source = task.prefix + text_field(row, task, "source", index)
         target = text_field(row, task, "target", index)
+        if causal:
+            ids = lm_ids(tokenizer, source + target, task.max_source_tokens + max_target)
+            return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
         enc = tokenizer(source, truncation=True, max_length=task.max_source_tokens)
         enc["labels"] = tokenizer(text_target=target, truncation=True, max_length=max_target)["input_ids"]
         return enc
@@ -155,9 +213,29 @@ def evaluate(model, tokenizer, task: TaskConfig, sources: list[str], references:
     return corpus_score(task.metric, predictions, references)
 
 
+def evaluate_causal(model, tokenizer, task: TaskConfig, sources: list[str], references: list[str],
+                    max_new_tokens: int, batch_size: int = 64) -> float:
+    """Corpus score of a causal model's greedy continuations of the sources (the new tokens only)."""
+    model.eval()
+    predictions = []
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for start in range(0, len(sources), batch_size):
+            batch = sources[start:start + batch_size]
+            prompts = [prompt_ids(tokenizer, text, task.max_source_tokens) for text in batch]
+            width = max(len(ids) for ids in prompts)
+            # Padded on the left, so that every continuation starts at the same position.
+            input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for ids in prompts])
+            mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
+            out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                 max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            predictions += [text.strip() for text in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
+    return corpus_score(task.metric, predictions, references)
+
+
 def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
     """Train, save the model and tokenizer with `save_pretrained` to `config.output`; returns a summary."""
-    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer
 
     check_resources(config)
     out = Path(config.output).expanduser()
@@ -165,7 +243,10 @@ def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
     resume_from = None if fresh else resume_point(checkpoints)
     tokenizer_name = config.tokenizer or config.pretrained
     tokenizer = load_tokenizer(tokenizer_name, "model.tokenizer")
-    train = _tokenized(config.task, tokenizer, config.task.limit, config.seed, config.max_target_tokens)
+    causal = config.kind == "causal"
+    if causal and tokenizer.pad_token is None:  # Llama-style tokenizers: padding is masked out of the loss
+        tokenizer.pad_token = tokenizer.eos_token
+    train = _tokenized(config.task, tokenizer, config.task.limit, config.seed, config.max_target_tokens, causal)
     if config.eval_split:  # read before training, so that a bad evaluation row costs no training
         task = eval_task(config.task, config.eval_split)
         rows = load_rows(task)
@@ -197,15 +278,22 @@ def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train,
-                             data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
+    if causal:
+        # The seq2seq collator without a model only pads: input ids with the pad token, labels with -100, so
+        # that padding is out of the loss whatever the pad token is (an EOS used as padding stays learnt).
+        trainer = Trainer(model=model, args=args, train_dataset=train,
+                          data_collator=DataCollatorForSeq2Seq(tokenizer))
+    else:
+        trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train,
+                                 data_collator=DataCollatorForSeq2Seq(tokenizer, model=model))
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - start
     summary = {"name": config.name, "steps": config.max_steps, "train_seconds": round(seconds, 1),
                "parameters": sum(p.numel() for p in model.parameters()), "resumed": resume_from is not None}
     if config.eval_split:
-        score = evaluate(model, tokenizer, config.task, sources, references, config.max_target_tokens)
+        score = (evaluate_causal if causal else evaluate)(model, tokenizer, config.task, sources, references,
+                                                          config.max_target_tokens)
         summary[f"eval_{config.task.metric}"] = round(score, 2)
     save_dtype = getattr(torch, config.save_dtype)
     model.to(save_dtype).save_pretrained(out)

@@ -194,7 +194,8 @@ class CachedDecoder:
 
 @dataclass
 class ModelPair:
-    """A drafter and a verifier that share a vocabulary, with their tokenizer."""
+    """A drafter and a verifier that share a vocabulary, with their tokenizer. Decoding also ends where the
+    output's text first contains one of the `stop` strings (set per task)."""
 
     drafter: object
     verifier: object
@@ -202,6 +203,7 @@ class ModelPair:
     device: torch.device
     dtype: torch.dtype
     static: StaticShapes | None = None
+    stop: tuple[str, ...] = ()
     _static_states: dict[str, _StaticState] = field(default_factory=dict, repr=False)
 
     def use_static_caches(self, shapes: StaticShapes, sample_input: Tensor | None = None) -> None:

@@ -1,27 +1,309 @@
-"""Corpus-level quality metrics: sacrebleu BLEU and chrF, rouge-score ROUGE-2 / ROUGE-L F1 (stemmed)."""
+"""Quality metrics: per-example scores, corpus scores and a paired bootstrap, all on a 0-100 scale.
+
+| metric            | per example (`example_score`)                   | corpus (`corpus_score`)                   |
+|-------------------|-------------------------------------------------|-------------------------------------------|
+| `bleu`            | sacrebleu sentence BLEU vs the first reference  | sacrebleu corpus BLEU (summed statistics) |
+| `chrf`            | sacrebleu sentence chrF vs the first reference  | sacrebleu corpus chrF (summed statistics) |
+| `rouge2`/`rougeL` | rouge-score F1, stemmed, vs the first reference | mean of the example scores                |
+| `exact_match`     | 100 if the answer equals any gold, else 0       | mean of the example scores                |
+| `f1`              | SQuAD token F1, best over the golds             | mean of the example scores                |
+| `pass_at_1`       | needs the code sandbox, not computed here       | mean of the sandbox's example scores      |
+
+Corpus BLEU and chrF are not means of sentence scores (`CORPUS_METRICS`); their bootstrap resamples
+per-sentence sufficient statistics. Answer metrics normalise text the way the official scorers do
+(`NORMALIZERS`) and may first extract the answer with a regular expression (`extract_answer`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .methods import suggest
+
+CORPUS_METRICS = ("bleu", "chrf")  # corpus score from summed per-sentence statistics, not a mean
+MEAN_METRICS = ("rouge2", "rougeL", "exact_match", "f1", "pass_at_1")  # corpus score = mean example score
+ANSWER_METRICS = ("exact_match", "f1")  # the metrics that take `answer_pattern` and `normalize`
+METRICS = CORPUS_METRICS + MEAN_METRICS
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_SQUAD_PUNCTUATION = frozenset(string.punctuation)
+# TriviaQA also treats the curly single quotes, the acute accent and the backtick as punctuation.
+_TRIVIAQA_PUNCTUATION = frozenset(string.punctuation + "\u2018\u2019\u00b4`")
+_NUMBER = re.compile(r"\s*[-+]?[0-9.,]*[0-9][0-9.,]*\s*")
 
 
-def corpus_score(metric: str, predictions: Sequence[str], references: Sequence[str]) -> float:
-    """The corpus score on a 0-100 scale. BLEU is sacrebleu's corpus BLEU, not a mean of sentence BLEU;
-    ROUGE is the mean F1 over examples, with stemming."""
+# ---------------------------------------------------------------------------------------------------------
+# Answer normalisation and extraction
+
+
+def normalize_squad(text: str) -> str:
+    """The SQuAD v2.0 official `normalize_answer`: lower-case, delete ASCII punctuation, replace the
+    articles a/an/the by a space, collapse whitespace. "The Eiffel Tower!" -> "eiffel tower"."""
+    text = "".join(ch for ch in text.lower() if ch not in _SQUAD_PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def normalize_triviaqa(text: str) -> str:
+    """TriviaQA's official `normalize_answer`: underscores become spaces, lower-case, punctuation (ASCII
+    plus ‘ ’ ´) becomes a SPACE rather than vanishing ("don't" -> "don t"), articles, whitespace."""
+    text = text.replace("_", " ").lower()
+    text = "".join(" " if ch in _TRIVIAQA_PUNCTUATION else ch for ch in text)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def normalize_none(text: str) -> str:
+    """No normalisation beyond stripping surrounding whitespace."""
+    return text.strip()
+
+
+NORMALIZERS: dict[str, Callable[[str], str]] = {
+    "squad": normalize_squad,
+    "triviaqa": normalize_triviaqa,
+    "none": normalize_none,
+}
+
+
+def extract_answer(text: str, pattern: str | None) -> str | None:
+    """The first group of the first `re.search` match of `pattern` in `text` (the whole match when the
+    pattern has no group); None when it does not match; `text` unchanged when `pattern` is None.
+    GSM8K's reference answers end with "#### 72" and are extracted with r"#### (\\-?[0-9\\.\\,]+)"."""
+    if pattern is None:
+        return text
+    match = re.search(pattern, text)
+    if match is None:
+        return None
+    return match.group(1) if match.re.groups else match.group(0)
+
+
+def clean_number(text: str) -> str:
+    """Delete the commas of a number, as GSM8K's reference extraction does after matching
+    ("1,000" -> "1000", "-3" unchanged); text that is not a number is returned unchanged.
+    Applied to extracted answers (predictions and golds) whenever an answer pattern is given."""
+    return text.replace(",", "") if _NUMBER.fullmatch(text) else text
+
+
+def _normalizer(normalize: str) -> Callable[[str], str]:
+    if normalize not in NORMALIZERS:
+        raise ValueError(f"unknown normalize {normalize!r}{suggest(normalize, NORMALIZERS)}; "
+                         f"choose from {', '.join(NORMALIZERS)}")
+    return NORMALIZERS[normalize]
+
+
+def _predicted_answer(prediction: str, pattern: str | None, normalizer: Callable[[str], str]) -> str:
+    """The normalised answer of a prediction; "" when the pattern does not match it."""
+    answer = extract_answer(prediction, pattern)
+    if answer is None:
+        return ""
+    return normalizer(clean_number(answer) if pattern is not None else answer)
+
+
+def _gold_answers(references: Sequence[str], pattern: str | None, normalizer: Callable[[str], str]) -> list[str]:
+    """The normalised gold answers. A reference the pattern does not match is kept whole. As in the SQuAD
+    v2.0 script, golds that normalise to "" are dropped and no gold left means the only answer is ""."""
+    golds = []
+    for reference in references:
+        answer = extract_answer(reference, pattern)
+        answer = reference if answer is None else answer
+        golds.append(normalizer(clean_number(answer) if pattern is not None else answer))
+    return [gold for gold in golds if gold] or [""]
+
+
+def _token_f1(predicted: str, gold: str) -> float:
+    """SQuAD token F1 in [0, 1] of two normalised answers; when either is empty, 1 if both are."""
+    predicted_tokens, gold_tokens = predicted.split(), gold.split()
+    if not predicted_tokens or not gold_tokens:
+        return float(predicted_tokens == gold_tokens)
+    same = sum((Counter(predicted_tokens) & Counter(gold_tokens)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(predicted_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _answer_score(metric: str, prediction: str, references: Sequence[str], pattern: str | None,
+                  normalize: str) -> float:
+    normalizer = _normalizer(normalize)
+    predicted = _predicted_answer(prediction, pattern, normalizer)
+    golds = _gold_answers(references, pattern, normalizer)
+    if metric == "exact_match":
+        return 100.0 * (predicted in golds)
+    return 100.0 * max(_token_f1(predicted, gold) for gold in golds)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-example and corpus scores
+
+
+def _check_metric(metric: str, answer_pattern: str | None = None) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}{suggest(metric, METRICS)}; choose from {', '.join(METRICS)}")
+    if answer_pattern is not None and metric not in ANSWER_METRICS:
+        raise ValueError(f"an answer pattern applies to {' and '.join(ANSWER_METRICS)}, not to {metric!r}")
+
+
+def _reference_list(references: str | Sequence[str]) -> Sequence[str]:
+    """One example's references; a bare string is one reference."""
+    return [references] if isinstance(references, str) else references
+
+
+@functools.lru_cache(maxsize=2)
+def _rouge_scorer(metric: str):
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer([metric], use_stemmer=True)
+
+
+def _text_score(metric: str, prediction: str, reference: str) -> float:
+    import sacrebleu
+
+    if metric == "bleu":
+        return float(sacrebleu.sentence_bleu(prediction, [reference]).score)
+    if metric == "chrf":
+        return float(sacrebleu.sentence_chrf(prediction, [reference]).score)
+    return 100.0 * _rouge_scorer(metric).score(reference, prediction)[metric].fmeasure
+
+
+def example_score(metric: str, prediction: str, references: str | Sequence[str], answer_pattern: str | None = None,
+                  normalize: str = "squad") -> float:
+    """One example's score on a 0-100 scale.
+
+    bleu/chrf/rouge2/rougeL score against `references[0]`. exact_match and f1 extract the answer with
+    `answer_pattern` (a prediction it does not match answers ""), apply `clean_number` when a pattern is
+    given, normalise with `NORMALIZERS[normalize]`, and take the best over the references (aliases); an
+    empty reference list means the question is unanswerable and only an empty answer is right. For GSM8K
+    use normalize="none": the SQuAD normaliser deletes "-" and ".", so "-3" would equal "3".
+    """
+    _check_metric(metric, answer_pattern)
+    references = _reference_list(references)
+    if metric == "pass_at_1":
+        raise ValueError("pass_at_1 needs the generated code run in the sandbox; it is not computed in metrics")
+    if metric in ANSWER_METRICS:
+        return _answer_score(metric, prediction, references, answer_pattern, normalize)
+    if not references:
+        raise ValueError(f"{metric} needs a reference")
+    return _text_score(metric, prediction, references[0])
+
+
+def _sacrebleu_metric(metric: str):
+    """sacrebleu's metric object with the settings of `sacrebleu.corpus_bleu` / `corpus_chrf`."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    return BLEU() if metric == "bleu" else CHRF()
+
+
+def corpus_score(metric: str, predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], *,
+                 answer_pattern: str | None = None, normalize: str = "squad") -> float:
+    """The corpus score on a 0-100 scale; NaN for no examples. Each reference is a string or, for the
+    answer metrics, a list of accepted answers. BLEU and chrF are sacrebleu's corpus scores (against the
+    first reference), not means of sentence scores; every other metric is the mean of `example_score`."""
+    _check_metric(metric, answer_pattern)
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if not predictions:
         return float("nan")
-    if metric in ("bleu", "chrf"):
-        import sacrebleu
+    if metric in CORPUS_METRICS:
+        first = [_reference_list(refs)[0] for refs in references]
+        return float(_sacrebleu_metric(metric).corpus_score(list(predictions), [first]).score)
+    total = sum(example_score(metric, pred, refs, answer_pattern, normalize)
+                for pred, refs in zip(predictions, references, strict=True))
+    return total / len(predictions)
 
-        scorer = sacrebleu.corpus_bleu if metric == "bleu" else sacrebleu.corpus_chrf
-        return float(scorer(list(predictions), [list(references)]).score)
-    if metric in ("rouge2", "rougeL"):
-        from rouge_score import rouge_scorer
 
-        scorer = rouge_scorer.RougeScorer([metric], use_stemmer=True)
-        total = sum(scorer.score(ref, pred)[metric].fmeasure for pred, ref in zip(predictions, references,
-                                                                                   strict=True))
-        return 100.0 * total / len(predictions)
-    raise ValueError(f"unknown metric {metric!r}")
+# ---------------------------------------------------------------------------------------------------------
+# Paired bootstrap
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """metric(a) - metric(b) on all examples, and its bootstrap percentile interval [low, high]."""
+
+    difference: float
+    low: float
+    high: float
+    resamples: int
+
+
+def _example_values(metric: str, predictions: Sequence[str], references, scores: Sequence[float] | None,
+                    answer_pattern: str | None, normalize: str) -> np.ndarray:
+    """What a resample sums, (n, k): per-sentence sufficient statistics for BLEU/chrF, else the example
+    scores as a column (given, or computed with `example_score`)."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    if metric in CORPUS_METRICS:
+        if scores is not None:
+            raise ValueError(f"{metric} is a corpus metric: it is resampled from sentence statistics, not scores")
+        first = [_reference_list(refs)[0] for refs in references]
+        return np.asarray(_sacrebleu_metric(metric)._extract_corpus_statistics(list(predictions), [first]),
+                          dtype=np.float64)
+    if scores is None:
+        scores = [example_score(metric, pred, refs, answer_pattern, normalize)
+                  for pred, refs in zip(predictions, references, strict=True)]
+    if len(scores) != len(predictions):
+        raise ValueError(f"{len(scores)} scores but {len(predictions)} predictions")
+    return np.asarray(scores, dtype=np.float64)[:, None]
+
+
+def _index_counts(indices: np.ndarray, n: int) -> np.ndarray:
+    """(resamples, m) example indices -> (resamples, n) how often each example was drawn."""
+    resamples = indices.shape[0]
+    offsets = indices + n * np.arange(resamples)[:, None]
+    return np.bincount(offsets.ravel(), minlength=resamples * n).reshape(resamples, n).astype(np.float64)
+
+
+def _statistic(metric: str, summed: np.ndarray, size: int) -> np.ndarray:
+    """The metric of each resample from its summed values (resamples, k); `size` examples per resample."""
+    if metric in CORPUS_METRICS:
+        scorer = _sacrebleu_metric(metric)
+        return np.array([scorer._compute_score_from_stats(row.tolist()).score for row in summed])
+    return summed[:, 0] / size
+
+
+def _resampled(metric: str, values: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    return _statistic(metric, _index_counts(indices, len(values)) @ values, indices.shape[1])
+
+
+def resampled_scores(metric: str, predictions: Sequence[str], references, indices: np.ndarray,
+                     scores: Sequence[float] | None = None, *, answer_pattern: str | None = None,
+                     normalize: str = "squad") -> np.ndarray:
+    """The corpus metric of each resample, (resamples,), from example indices (resamples, m). One row
+    holding every index once gives `corpus_score`. `scores` replaces `example_score` for mean metrics."""
+    _check_metric(metric, answer_pattern)
+    values = _example_values(metric, predictions, references, scores, answer_pattern, normalize)
+    indices = np.asarray(indices)
+    if indices.ndim != 2 or indices.shape[1] == 0:
+        raise ValueError(f"indices must be (resamples, m) with m >= 1, got shape {indices.shape}")
+    return _resampled(metric, values, indices)
+
+
+def paired_bootstrap(metric: str, predictions_a: Sequence[str], predictions_b: Sequence[str], references,
+                     scores_a: Sequence[float] | None = None, scores_b: Sequence[float] | None = None, *,
+                     resamples: int = 1000, seed: int | np.random.Generator = 0, confidence: float = 0.95,
+                     answer_pattern: str | None = None, normalize: str = "squad") -> BootstrapInterval:
+    """Paired bootstrap of metric(a) - metric(b): each resample draws the same example indices for both
+    systems, and [low, high] is the `confidence` percentile interval of the resampled differences.
+    Mean metrics resample example scores (`scores_a`/`scores_b`, or computed with `example_score`);
+    BLEU and chrF resample per-sentence sufficient statistics and rescore the corpus."""
+    _check_metric(metric, answer_pattern)
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    n = len(references)
+    if n == 0:
+        raise ValueError("no examples to resample")
+    values_a = _example_values(metric, predictions_a, references, scores_a, answer_pattern, normalize)
+    values_b = _example_values(metric, predictions_b, references, scores_b, answer_pattern, normalize)
+    everything = np.arange(n)[None, :]
+    difference = (_resampled(metric, values_a, everything) - _resampled(metric, values_b, everything))[0]
+    indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    differences = _resampled(metric, values_a, indices) - _resampled(metric, values_b, indices)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(differences, [tail, 1 - tail])
+    return BootstrapInterval(float(difference), float(low), float(high), resamples)

@@ -8,11 +8,20 @@ from pathlib import Path
 import pandas as pd
 
 from .methods import REFERENCE
-from .results import check_devices, read_manifest, summarize, with_curves, write_summary
+from .results import (
+    BOOTSTRAP_RESAMPLES,
+    CONFIDENCE,
+    check_devices,
+    read_manifest,
+    summarize,
+    with_curves,
+    write_summary,
+)
 from .tradeoff import best_quality_within, latency_to_match
 
 COLUMNS = [
     ("run_id", "run", "{}"), ("n", "n", "{:d}"), ("quality", "quality", "{:.2f}"),
+    ("vs_verifier", f"vs verifier ({100 * CONFIDENCE:.0f}% CI)", "{}"),
     ("latency_mean_s", "latency (ms)", "{:.1f}"), ("relative_latency", "rel. latency", "{:.3f}"),
     ("speedup", "speed-up", "{:.2f}x"), ("acceptance_rate", "accept", "{:.3f}"),
     ("acceptance_prob", "accept prob", "{:.3f}"),
@@ -33,9 +42,22 @@ def _cell(value, fmt: str, column: str) -> str:
     return fmt.format(value)
 
 
+def versus_verifier(row) -> str | None:
+    """A run's quality difference from the verifier with its paired bootstrap interval, and what it says:
+    `worse` or `better` when the interval excludes 0, `=` (no difference detected) when it holds 0."""
+    diff, low, high = row.get("quality_vs_verifier"), row.get("quality_ci_low"), row.get("quality_ci_high")
+    if diff is None or any(isinstance(v, float) and math.isnan(v) for v in (diff, low, high)):
+        return None
+    if row["method"] == REFERENCE:
+        return "-"
+    verdict = "worse" if high < 0 else "better" if low > 0 else "="
+    return f"{diff:+.2f} [{low:+.2f}, {high:+.2f}] {verdict}"
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     frame = frame.assign(of_predicted=frame["speedup"] / frame["predicted_speedup"],  # measured / predicted
-                         of_predicted_at_r=frame["speedup"] / frame["predicted_speedup_at_r"])
+                         of_predicted_at_r=frame["speedup"] / frame["predicted_speedup_at_r"],
+                         vs_verifier=[versus_verifier(row) for _, row in frame.iterrows()])
     lines = ["| " + " | ".join(header for _, header, _ in COLUMNS) + " |",
              "|" + "|".join(" --- " for _ in COLUMNS) + "|"]
     for _, row in frame.iterrows():
@@ -127,7 +149,11 @@ def build_report(results: Path, frame: pd.DataFrame | None = None, mix_devices: 
                       f"({frame.loc[spread.idxmax(), 'run_id']})")
     header += [
         "",
-        "Quality is the corpus score; latency the mean seconds per example; relative latency is against the "
+        "Quality is the corpus score (for exact_match, f1 and pass_at_1 the mean of the examples' scores); 'vs "
+        "verifier' is the run's quality minus the verifier's on the same examples, with a paired bootstrap "
+        f"{100 * CONFIDENCE:.0f}% interval ({BOOTSTRAP_RESAMPLES} resamples of the examples), and '=' where the "
+        "interval holds 0 (no difference detected), 'worse' or 'better' where it does not; latency the mean "
+        "seconds per example; relative latency is against the "
         "verifier on the same examples; accept is accepted / drafted tokens, accept prob the per-position "
         "acceptance probability (accepted / judged positions); predicted is Leviathan et al.'s speed-up from "
         "accept prob and c, and 'of predicted' the measured speed-up over it; r is what a verifier call over "

@@ -29,25 +29,28 @@ import platform
 import statistics
 import subprocess
 from collections import Counter
-from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
-from .config import RECORDED_SECTIONS, ConfigError, RunConfig, recorded_section
+from .config import RECORDED_SECTIONS, ConfigError, RunConfig, plain, recorded_section
 from .methods import DRAFTER, METHODS, PARAMETERS, REFERENCE
-from .metrics import corpus_score
+from .metrics import BootstrapInterval, corpus_score, paired_bootstrap
 from .tradeoff import acceptance_probability, drafter_calls_per_round, leviathan_speedup, per_call_cost
 
 EXAMPLE_FIELDS = (
     "example_id", "run_id", "method", "params", "prediction", "reference", "output_tokens", "input_tokens",
     "latency_s", "latency_trials_s", "drafter_calls", "verifier_calls", "drafted", "accepted", "rounds",
-    "accepted_per_round", "rejections", "deferred", "confidence", "worker",
+    "accepted_per_round", "rejections", "deferred", "confidence", "worker", "references", "shots", "score", "verdict",
 )
+SCORED_METRICS = ("exact_match", "f1", "pass_at_1")  # their quality is the mean of the rows' `score`
+BOOTSTRAP_RESAMPLES = 1000
+CONFIDENCE = 0.95
 SUMMARY_COLUMNS = (
     "run_id", "method", *PARAMETERS, "temperature", "n", "metric",
-    "quality", "latency_mean_s", "latency_p50_s", "latency_std_s", "trial_cv", "relative_latency", "speedup",
+    "quality", "quality_vs_verifier", "quality_ci_low", "quality_ci_high", "latency_mean_s", "latency_p50_s",
+    "latency_std_s", "trial_cv", "relative_latency", "speedup",
     "acceptance_rate", "acceptance_prob", "tokens_per_round", "deferral_rate", "output_tokens_mean",
     "drafter_calls_mean", "verifier_calls_mean", "cost_ratio", "predicted_speedup", "verify_cost",
     "predicted_speedup_at_r", "relative_cost",
@@ -109,6 +112,9 @@ def _parse_record(line: str) -> tuple[dict, str | None]:
     for name in ("prediction", "reference"):
         if not isinstance(row.get(name), str):
             return row, f"has no text {name}"
+    score = row.get("score")
+    if "score" in row and (not isinstance(score, int | float) or isinstance(score, bool) or not 0 <= score <= 100):
+        return row, "has a score that is not a number from 0 to 100"
     return row, None
 
 
@@ -330,12 +336,15 @@ def manifest_config(config: RunConfig) -> dict:
     that a resume notices when the file at that path has changed."""
     resolved = {
         "name": config.name, "file": config.file, "variant": config.variant,
-        "task": asdict(config.task), "models": asdict(config.models),
-        "decoding": asdict(config.decoding), "timing": asdict(config.timing),
+        "task": plain(config.task), "models": plain(config.models),
+        "decoding": plain(config.decoding), "timing": plain(config.timing),
         "methods": [{"run_id": r.run_id, "method": r.method, "params": r.params} for r in config.methods],
     }
     if config.task.is_local:
         resolved["data"] = data_fingerprint(Path(config.task.dataset).expanduser())
+    fewshot = config.task.fewshot
+    if fewshot is not None and fewshot.n and fewshot.is_local:
+        resolved["data_shots"] = data_fingerprint(Path(fewshot.dataset).expanduser())
     return resolved
 
 
@@ -388,8 +397,11 @@ def check_resume(out: Path, resolved: dict, hardware: dict | None) -> dict:
         raise ResultsError(f"{out / MANIFEST_FILE} lacks its {', '.join(missing)} record, so a resume cannot be "
                            "checked; restore it from a copy, or move the folder aside")
     differ = [k for k in RESUME_SECTIONS if _comparable(k, old[k]) != _comparable(k, resolved[k])]
-    if old.get("data") is not None and resolved.get("data") is not None and old["data"] != resolved["data"]:
-        raise ResultsError(f"{out} holds results of another version of the data file {resolved['task']['dataset']} "
+    changed = [k for k in ("data", "data_shots") if old.get(k) is not None and old.get(k) != resolved.get(k)]
+    if changed:
+        task = resolved["task"]
+        path = task["dataset"] if changed[0] == "data" else (task.get("fewshot") or {}).get("dataset")
+        raise ResultsError(f"{out} holds results of another version of the data file {path} "
                            "(its size or SHA-256 changed); use --fresh to start over or --output for another folder")
     if differ:
         raise ResultsError(f"{out} holds results of another {', '.join(differ)} configuration; use --fresh to "
@@ -573,7 +585,7 @@ def summarize(results: Path) -> pd.DataFrame:
             "temperature": temperature,
             "n": len(rows),
             "metric": metric,
-            "quality": corpus_score(metric, [r["prediction"] for r in rows], [r["reference"] for r in rows]),
+            "quality": quality(results, metric, rows),
             "latency_mean_s": latencies.mean(),
             "latency_p50_s": latencies.median(),
             "latency_std_s": latencies.std(ddof=0),
@@ -596,6 +608,12 @@ def summarize(results: Path) -> pd.DataFrame:
                               + _mean(row["verifier_calls"] for row in rows) * step_cost["verifier"])
             / verifier_cost,
         })
+    reference_rows = runs.get(REFERENCE)
+    for record in records:
+        if reference_rows:
+            interval = quality_difference(metric, runs[record["run_id"]], reference_rows)
+            record.update(quality_vs_verifier=interval.difference, quality_ci_low=interval.low,
+                          quality_ci_high=interval.high)
     frame = pd.DataFrame.from_records(records, columns=list(SUMMARY_COLUMNS))
     frame["_order"] = frame["method"].map({name: i for i, name in enumerate(METHODS)})  # the registry's order
     frame["_curve"] = [group_key(row) for _, row in frame.iterrows()]
@@ -603,6 +621,32 @@ def summarize(results: Path) -> pd.DataFrame:
     frame = frame.drop(columns=["_order", "_curve"]).reset_index(drop=True)
     frame.attrs["unshared_rows"] = unshared
     return frame
+
+
+def quality(results: Path, metric: str, rows: list[dict]) -> float:
+    """A run's quality: the corpus score of its predictions, or for exact_match, f1 and pass_at_1 the mean of
+    the rows' scores (computed at run time with the task's answer pattern and normalisation, or the sandbox)."""
+    if metric in SCORED_METRICS:
+        unscored = [row["example_id"] for row in rows if "score" not in row]
+        if unscored:
+            raise ResultsError(f"{results}: {len(unscored)} lines of {rows[0]['run_id']} have no score (example "
+                               f"{unscored[0]}); {metric} is scored per example when it is decoded")
+        return _mean(row["score"] for row in rows)
+    return corpus_score(metric, [r["prediction"] for r in rows], [r["reference"] for r in rows])
+
+
+def quality_difference(metric: str, rows: list[dict], reference_rows: list[dict]) -> BootstrapInterval:
+    """A run's quality minus the verifier's on the same examples, with a paired bootstrap interval
+    (CONFIDENCE, BOOTSTRAP_RESAMPLES, seed 0): `metrics.paired_bootstrap` over the rows matched by example."""
+    by_id = {row["example_id"]: row for row in reference_rows}
+    pairs = [(row, by_id[row["example_id"]]) for row in rows if row["example_id"] in by_id]
+    ours, theirs = [a for a, _ in pairs], [b for _, b in pairs]
+    scored = metric in SCORED_METRICS
+    return paired_bootstrap(metric, [r["prediction"] for r in ours], [r["prediction"] for r in theirs],
+                            [r["reference"] for r in theirs],
+                            [r["score"] for r in ours] if scored else None,
+                            [r["score"] for r in theirs] if scored else None,
+                            resamples=BOOTSTRAP_RESAMPLES, seed=0, confidence=CONFIDENCE)
 
 
 def write_summary(results: Path) -> pd.DataFrame:

@@ -17,9 +17,10 @@ import torch
 from .config import ConfigError, MethodRun, RunConfig, validate_resources
 from .data import Example, load_examples
 from .decoding import decode
-from .lm import StaticShapes
+from .lm import ModelLoadError, StaticShapes
 from .methods import DRAFTER, METHODS, REFERENCE
 from .presets import is_preset
+from .prompts import PromptFormat, cut_at_stop, prompt_ids
 from .results import (
     CALL_COSTS_FILE,
     LOCK_FILE,
@@ -39,6 +40,7 @@ from .results import (
     write_json_atomic,
     write_summary,
 )
+from .scoring import Scorer
 from .timing import timed, wide_call_cost
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class RunOptions:
     device: str | None = None
     methods: tuple[str, ...] | None = None
     fresh: bool = False
+    allow_code_execution: bool = False  # pass_at_1: run model-written code in the sandbox
 
 
 def plan(config: RunConfig, methods: tuple[str, ...] | None = None) -> tuple[list[MethodRun], list[MethodRun]]:
@@ -116,8 +119,9 @@ def _record(example: Example, run: MethodRun, result, prediction: str, latencies
             input_tokens: int) -> dict:
     return {
         "example_id": example.example_id, "run_id": run.run_id, "method": run.method, "params": run.params,
-        "prediction": prediction, "reference": example.reference, "output_tokens": result.output_length,
-        "input_tokens": input_tokens, "latency_s": sum(latencies) / len(latencies),
+        "prediction": prediction, "reference": example.reference, "references": list(example.references),
+        "output_tokens": result.output_length, "input_tokens": input_tokens,
+        "latency_s": sum(latencies) / len(latencies),
         "latency_trials_s": latencies, "drafter_calls": result.drafter_calls,
         "verifier_calls": result.verifier_calls, "drafted": result.drafted, "accepted": result.accepted,
         "rounds": result.rounds, "accepted_per_round": result.accepted_per_round, "rejections": result.rejections,
@@ -138,6 +142,7 @@ class Job:
     examples: list[Example]
     resolved: dict
     limit: int | None = None
+    allow_code_execution: bool = False
 
     def manifest_fields(self) -> dict:
         """The manifest's entries besides the config, hardware and versions."""
@@ -152,13 +157,18 @@ def prepare(config: RunConfig, options: RunOptions = RunOptions()) -> Job:
     if options.device:
         config = replace(config, models=replace(config.models, device=options.device))
     validate_resources(config)
+    if config.task.metric == "pass_at_1" and not options.allow_code_execution:
+        raise ConfigError(config.file, "task.metric", "pass_at_1 runs model-written code; it runs only with "
+                          "--allow-code-execution, in a sandboxed process per example (read the README's "
+                          "'Code execution' section first)")
     decoded, derived = plan(config, options.methods)
     out = Path(options.output or config.output)
     check_output(out)
     examples = load_examples(config.task, config.decoding.seed, options.limit)
     if not examples:
         raise ResultsError("the task selected no examples")
-    return Job(config, out, decoded, derived, examples, manifest_config(config), options.limit)
+    return Job(config, out, decoded, derived, examples, manifest_config(config), options.limit,
+               options.allow_code_execution)
 
 
 def done_examples(job: Job) -> dict[str, set[int]]:
@@ -195,7 +205,8 @@ def run_job(job: Job, fresh: bool = False, progress: Progress | None = None) -> 
         todo = remaining(job, done_examples(job))
         pair = load_pair(models.drafter, models.verifier, models.tokenizer, models.device, models.dtype)
         write_results(start_manifest, job.out, job.resolved, hardware, **job.manifest_fields())
-        session = Session(job.config, pair, job.decoded, device, job.examples[0], worker_label(hardware), progress)
+        session = Session(job.config, pair, job.decoded, device, job.examples[0], worker_label(hardware), progress,
+                          Scorer(job.config.task, job.allow_code_execution, hidden=(job.out,)))
         if todo:
             costs = session.warm_up(job.examples, progress)
             write_results(write_call_costs, job.out, costs, len(job.examples[:PROBE_EXAMPLES]))
@@ -260,15 +271,30 @@ class Session:
     is added to every row."""
 
     def __init__(self, config: RunConfig, pair, runs: list[MethodRun], device: torch.device, sample: Example,
-                 worker: dict, progress: Progress | None = None):
+                 worker: dict, progress: Progress | None = None, scorer: Scorer | None = None):
         self.config, self.pair, self.runs, self.device, self.worker = config, pair, runs, device, worker
+        self.scorer = scorer or Scorer(config.task)
+        task = config.task
+        pair.stop = task.stop
+        if task.chat and not getattr(pair.tokenizer, "chat_template", None):
+            name = config.models.tokenizer or config.models.verifier
+            raise ModelLoadError(f"{config.file}: task.chat: the tokenizer {name!r} has no chat template; set chat: "
+                                 "false or use an instruction-tuned model's tokenizer")
+        self.layout = PromptFormat(task.max_source_tokens, task.target_delimiter,
+                                   task.fewshot.delimiter if task.fewshot else "", task.chat, task.system)
         if config.models.cache == "static":
             if progress and config.models.compile != "none":
                 progress("compiling decode steps", 0, 0)
             pair.use_static_caches(static_shapes(config, runs), self.encode(sample))
 
+    def prompt(self, example: Example) -> tuple[torch.Tensor, int]:
+        """An example's prompt as [1, L] ids on the pair's device (`prompts.prompt_ids`), and how many shots
+        it kept."""
+        ids, shots = prompt_ids(self.pair.tokenizer, example.parts, self.layout, not self.pair.is_encoder_decoder)
+        return torch.tensor([ids], dtype=torch.long, device=self.pair.device), shots
+
     def encode(self, example: Example) -> torch.Tensor:
-        return self.pair.encode(example.source, self.config.task.max_source_tokens)
+        return self.prompt(example)[0]
 
     def _decode(self, input_ids: torch.Tensor, example_id: int, run: MethodRun):
         # The same seed for every method and trial of an example, wherever it runs: common random numbers.
@@ -290,14 +316,19 @@ class Session:
                        on_row: Callable[[dict], None] | None = None) -> list[dict]:
         """Decode one example with each of `runs` in turn, each timed over `timing.trials` (the device idle at
         both ends of every trial); returns the example's rows. `on_row` gets each row as its run finishes."""
-        input_ids = self.encode(example)
+        input_ids, shots = self.prompt(example)
         rows = []
         for run in runs:
             latencies = []
             for _ in range(self.config.timing.trials):
                 result, seconds = timed(lambda r=run: self._decode(input_ids, example.example_id, r), self.device)
                 latencies.append(seconds)
-            row = _record(example, run, result, self.pair.decode(result.tokens), latencies, int(input_ids.shape[1]))
+            prediction = cut_at_stop(self.pair.decode(result.tokens), self.pair.stop)
+            row = _record(example, run, result, prediction, latencies, int(input_ids.shape[1]))
+            row["shots"] = shots
+            row["score"], detail = self.scorer.score(example, prediction)
+            if detail is not None:
+                row["verdict"] = detail
             row["worker"] = self.worker
             rows.append(row)
             if on_row:

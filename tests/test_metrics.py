@@ -1,13 +1,43 @@
-"""Corpus metrics agree with sacrebleu and rouge-score called directly."""
+"""Metrics: corpus scores agree with sacrebleu and rouge-score, answer metrics follow the official SQuAD v2.0,
+TriviaQA and GSM8K scorers, and the paired bootstrap resamples the same examples for both systems."""
 
+import random
+import time
+
+import numpy as np
 import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from speccascade_bench.metrics import corpus_score
+from speccascade_bench.metrics import (
+    CORPUS_METRICS,
+    NORMALIZERS,
+    BootstrapInterval,
+    clean_number,
+    corpus_score,
+    example_score,
+    extract_answer,
+    normalize_squad,
+    normalize_triviaqa,
+    paired_bootstrap,
+    resampled_scores,
+)
 
 PREDICTIONS = ["the cat sat on the mat", "a quick brown fox jumps", "running dogs were barking loudly"]
 REFERENCES = ["the cat is on the mat", "the quick brown fox jumped", "the dogs ran and barked loudly"]
+GSM8K = r"#### (\-?[0-9\.\,]+)"
+
+
+def _corpus(n, seed, keep):
+    """n random reference sentences and a system that keeps each word with probability `keep`."""
+    rng = random.Random(seed)
+    words = "the a cat dog sat on mat quick brown fox jumps over lazy house tree river big small red".split()
+    refs = [" ".join(rng.choices(words, k=rng.randint(5, 20))) for _ in range(n)]
+    preds = [" ".join(w if rng.random() < keep else rng.choice(words) for w in r.split()) for r in refs]
+    return preds, refs
+
+
+# --- corpus scores of the text metrics --------------------------------------------------------------------
 
 
 def test_bleu_is_corpus_bleu_not_mean_of_sentence_bleu():
@@ -15,6 +45,7 @@ def test_bleu_is_corpus_bleu_not_mean_of_sentence_bleu():
     assert corpus_score("bleu", PREDICTIONS, REFERENCES) == pytest.approx(expected)
     mean_sentence = sum(sacrebleu.sentence_bleu(p, [r]).score for p, r in zip(PREDICTIONS, REFERENCES, strict=True)) / 3
     assert expected != pytest.approx(mean_sentence)
+    assert "bleu" in CORPUS_METRICS and "chrf" in CORPUS_METRICS
 
 
 def test_chrf():
@@ -37,3 +68,198 @@ def test_perfect_and_mismatched_inputs():
     assert corpus_score("bleu", REFERENCES, REFERENCES) == pytest.approx(100.0)
     with pytest.raises(ValueError, match="2 predictions but 3 references"):
         corpus_score("bleu", PREDICTIONS[:2], REFERENCES)
+
+
+def test_sentence_scores_of_the_text_metrics_use_the_first_reference():
+    pred, ref = PREDICTIONS[0], REFERENCES[0]
+    assert example_score("bleu", pred, [ref, pred]) == pytest.approx(sacrebleu.sentence_bleu(pred, [ref]).score)
+    assert example_score("chrf", pred, [ref]) == pytest.approx(sacrebleu.sentence_chrf(pred, [ref]).score)
+    scorer = rouge_scorer.RougeScorer(["rouge2"], use_stemmer=True)
+    assert example_score("rouge2", pred, ref) == pytest.approx(100 * scorer.score(ref, pred)["rouge2"].fmeasure)
+
+
+def test_unknown_names_and_pass_at_1_fail_clearly():
+    with pytest.raises(ValueError, match="did you mean 'exact_match'"):
+        example_score("exact_mach", "a", ["a"])
+    with pytest.raises(ValueError, match="did you mean 'squad'"):
+        example_score("f1", "a", ["a"], normalize="sqad")
+    with pytest.raises(ValueError, match="sandbox"):
+        example_score("pass_at_1", "def f(): pass", ["assert f() is None"])
+    with pytest.raises(ValueError, match="answer pattern"):
+        example_score("bleu", "#### 3", ["#### 3"], answer_pattern=GSM8K)
+
+
+# --- SQuAD v2.0 ---------------------------------------------------------------------------------------------
+
+
+def test_squad_normalisation():
+    assert normalize_squad("The Eiffel Tower!") == "eiffel tower"
+    assert normalize_squad("  An  apple, a day... ") == "apple day"
+    assert normalize_squad("don't") == "dont"  # punctuation is deleted, not replaced by a space
+    assert normalize_squad("theatre") == "theatre"  # articles only as whole words
+    assert NORMALIZERS["squad"] is normalize_squad and NORMALIZERS["none"]("  Mixed Case ") == "Mixed Case"
+
+
+def test_squad_exact_match_and_f1_on_known_pairs():
+    assert example_score("exact_match", "The Eiffel Tower!", ["eiffel tower"]) == 100.0
+    assert example_score("f1", "The Eiffel Tower!", ["eiffel tower"]) == 100.0
+    # tokens [big, red, barn] vs [red, barn, in, field]: 2 shared, precision 2/3, recall 1/2, F1 = 4/7
+    assert example_score("f1", "the big red barn", ["red barn in the field"]) == pytest.approx(100 * 4 / 7)
+    assert example_score("exact_match", "the big red barn", ["red barn in the field"]) == 0.0
+    assert example_score("f1", "Paris", ["London"]) == 0.0
+
+
+def test_squad_takes_the_best_gold():
+    golds = ["Broncos", "Carolina Panthers"]
+    assert example_score("exact_match", "Denver Broncos", golds) == 0.0
+    assert example_score("f1", "Denver Broncos", golds) == pytest.approx(100 * 2 / 3)  # precision 1/2, recall 1
+    assert example_score("exact_match", "the Broncos", golds) == 100.0
+
+
+def test_squad_unanswerable_gold_is_the_empty_answer():
+    for metric in ("exact_match", "f1"):
+        assert example_score(metric, "", []) == 100.0
+        assert example_score(metric, "  ", []) == 100.0
+        assert example_score(metric, "Normandy", []) == 0.0
+        assert example_score(metric, "", ["Normandy"]) == 0.0
+    # golds that normalise to nothing are dropped, as in the official script
+    assert example_score("exact_match", "", ["  ", "."]) == 100.0
+
+
+def test_corpus_answer_metrics_are_means_over_alias_lists():
+    predictions = ["Eiffel Tower", "", "Denver Broncos"]
+    references = [["the Eiffel Tower"], [], ["Broncos", "Carolina Panthers"]]
+    assert corpus_score("exact_match", predictions, references) == pytest.approx(200 / 3)
+    assert corpus_score("f1", predictions, references) == pytest.approx((100 + 100 + 200 / 3) / 3)
+
+
+# --- TriviaQA -----------------------------------------------------------------------------------------------
+
+
+def test_triviaqa_normalisation_differs_from_squad():
+    assert normalize_triviaqa("Don't") == "don t"
+    assert normalize_triviaqa("New_York_City") == "new york city"
+    assert normalize_triviaqa("\u2018Hamlet\u2019") == "hamlet"
+    assert normalize_squad("\u2018Hamlet\u2019") == "\u2018hamlet\u2019"  # SQuAD keeps curly quotes
+    assert normalize_triviaqa("rock\u00b4n`roll") == "rock n roll"
+    assert normalize_triviaqa("The Beatles!") == "beatles"
+
+
+def test_triviaqa_alias_list():
+    aliases = ["Paris", "City of Light", "Paris, France"]
+    assert example_score("exact_match", "city-of-light", aliases, normalize="triviaqa") == 100.0
+    assert example_score("exact_match", "city-of-light", aliases, normalize="squad") == 0.0
+    assert example_score("exact_match", "paris france", aliases, normalize="triviaqa") == 100.0
+    assert example_score("exact_match", "Lyon", aliases, normalize="triviaqa") == 0.0
+
+
+# --- GSM8K --------------------------------------------------------------------------------------------------
+
+
+GSM8K_ANSWER = ("Each box holds 250 pencils, so 4 boxes hold 4 * 250 = <<4*250=1000>>1,000 pencils.\n"
+                "#### 1,000")
+
+
+def test_gsm8k_extraction():
+    assert extract_answer(GSM8K_ANSWER, GSM8K) == "1,000"
+    assert extract_answer("so she is left with 2 - 5 = -3.\n#### -3", GSM8K) == "-3"
+    assert extract_answer("the answer is 1000", GSM8K) is None
+    assert extract_answer("unchanged", None) == "unchanged"
+    assert clean_number("1,000") == "1000" and clean_number("1,234.5") == "1234.5" and clean_number("-3") == "-3"
+    assert clean_number("red, green") == "red, green"
+
+
+def test_gsm8k_exact_match():
+    def score(prediction, reference):
+        return example_score("exact_match", prediction, [reference], answer_pattern=GSM8K, normalize="none")
+
+    assert score("4 * 250 = 1000 pencils.\n#### 1000", GSM8K_ANSWER) == 100.0
+    assert score("#### 1,000", "1000") == 100.0  # a reference without the marker is kept whole
+    assert score("The answer is 1000.", GSM8K_ANSWER) == 0.0  # no marker in the prediction: wrong
+    assert score("#### 999", GSM8K_ANSWER) == 0.0
+    assert score("#### -3", "2 - 5 = -3\n#### -3") == 100.0
+    assert score("#### 3", "2 - 5 = -3\n#### -3") == 0.0  # the sign counts without the SQuAD normaliser
+
+
+# --- paired bootstrap ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["bleu", "chrf"])
+def test_full_sample_statistic_is_the_corpus_score(metric):
+    preds, refs = _corpus(40, seed=1, keep=0.7)
+    everything = np.arange(len(refs))[None, :]
+    assert resampled_scores(metric, preds, refs, everything)[0] == pytest.approx(corpus_score(metric, preds, refs),
+                                                                                 abs=1e-9)
+    # a resample drawing one sentence twice is the corpus score of that duplicated corpus
+    drawn = [0, 0, 3, 5]
+    expected = corpus_score(metric, [preds[i] for i in drawn], [refs[i] for i in drawn])
+    assert resampled_scores(metric, preds, refs, np.array([drawn]))[0] == pytest.approx(expected, abs=1e-9)
+
+
+def test_full_sample_statistic_of_a_mean_metric_is_the_corpus_score():
+    predictions, references = ["Eiffel Tower", "", "Denver Broncos"], [["the Eiffel Tower"], [], ["Broncos"]]
+    assert resampled_scores("f1", predictions, references, np.arange(3)[None, :])[0] == pytest.approx(
+        corpus_score("f1", predictions, references))
+
+
+@pytest.mark.parametrize("metric", ["bleu", "exact_match"])
+def test_identical_systems_differ_by_exactly_zero(metric):
+    preds, refs = _corpus(30, seed=2, keep=0.8)
+    interval = paired_bootstrap(metric, preds, preds, refs, resamples=200)
+    assert interval == BootstrapInterval(0.0, 0.0, 0.0, 200)
+
+
+def test_better_on_every_example_has_positive_low_only_when_paired():
+    rng = np.random.default_rng(3)
+    scores_b = rng.uniform(0, 100, size=200)  # wide spread between examples
+    scores_a = scores_b + rng.uniform(0.5, 1.5, size=200)  # a small, consistent gain
+    refs = [""] * 200
+    interval = paired_bootstrap("f1", refs, refs, refs, scores_a, scores_b, resamples=500)
+    assert interval.difference == pytest.approx(np.mean(scores_a - scores_b))
+    assert 0.5 < interval.low <= interval.difference <= interval.high < 1.5
+    # drawing the two systems' examples independently would drown the gain in the spread between examples
+    unpaired = [scores_a[rng.integers(0, 200, 200)].mean() - scores_b[rng.integers(0, 200, 200)].mean()
+                for _ in range(500)]
+    assert np.quantile(unpaired, 0.025) < 0
+
+
+def test_interval_width_matches_the_standard_error():
+    rng = np.random.default_rng(4)
+    gains = rng.normal(2.0, 10.0, size=400)
+    refs = [""] * 400
+    interval = paired_bootstrap("f1", refs, refs, refs, gains, np.zeros(400), resamples=2000, seed=5)
+    expected_width = 2 * 1.96 * gains.std() / np.sqrt(400)
+    assert interval.high - interval.low == pytest.approx(expected_width, rel=0.1)
+    narrower = paired_bootstrap("f1", refs, refs, refs, gains, np.zeros(400), resamples=2000, seed=5, confidence=0.5)
+    assert interval.low < narrower.low < narrower.high < interval.high
+
+
+def test_bootstrap_seed_reproduces():
+    preds_a, refs = _corpus(50, seed=6, keep=0.7)
+    preds_b, _ = _corpus(50, seed=6, keep=0.6)
+    first = paired_bootstrap("bleu", preds_a, preds_b, refs, resamples=300, seed=11)
+    assert paired_bootstrap("bleu", preds_a, preds_b, refs, resamples=300, seed=11) == first
+    other = paired_bootstrap("bleu", preds_a, preds_b, refs, resamples=300, seed=12)
+    assert other.difference == first.difference and (other.low, other.high) != (first.low, first.high)
+
+
+def test_bootstrap_of_corpus_bleu_is_fast():
+    preds_a, refs = _corpus(500, seed=7, keep=0.7)
+    preds_b, _ = _corpus(500, seed=7, keep=0.6)
+    start = time.perf_counter()
+    interval = paired_bootstrap("bleu", preds_a, preds_b, refs, resamples=1000)
+    assert time.perf_counter() - start < 5.0
+    expected = corpus_score("bleu", preds_a, refs) - corpus_score("bleu", preds_b, refs)
+    assert interval.difference == pytest.approx(expected)
+    assert interval.low > 0
+
+
+def test_bootstrap_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="corpus metric"):
+        paired_bootstrap("bleu", ["a"], ["a"], ["a"], scores_a=[1.0])
+    with pytest.raises(ValueError, match="2 scores but 1 predictions"):
+        paired_bootstrap("pass_at_1", ["a"], ["a"], ["a"], scores_a=[1.0, 0.0], scores_b=[1.0])
+    with pytest.raises(ValueError, match="sandbox"):
+        paired_bootstrap("pass_at_1", ["a"], ["a"], ["a"])
+    with pytest.raises(ValueError, match="confidence"):
+        paired_bootstrap("f1", ["a"], ["a"], ["a"], confidence=1.0)

@@ -1,0 +1,43 @@
+"""The per-example score of a prediction, as every results row records it (`score`, 0 to 100).
+
+Text metrics come from `metrics.example_score`. `pass_at_1` runs the prediction's code against the example's
+tests in `sandbox.run_tests`, a separate sandboxed process per example, and only when the run was given
+`--allow-code-execution`; the sandbox's verdict is recorded beside the score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import TaskConfig
+from .data import Example
+from .metrics import example_score, extract_answer
+
+
+class CodeExecutionRefused(RuntimeError):
+    """A pass_at_1 task was scored without permission to run model-written code."""
+
+
+class Scorer:
+    """Scores predictions of one task. `allow_code_execution` permits pass_at_1's sandbox; `hidden` are
+    folders (the results folder) that the sandboxed code must not see."""
+
+    def __init__(self, task: TaskConfig, allow_code_execution: bool = False, hidden: Sequence[Path] = ()):
+        self.task, self.allow_code_execution, self.hidden = task, allow_code_execution, tuple(hidden)
+        if task.metric == "pass_at_1" and not allow_code_execution:
+            raise CodeExecutionRefused("pass_at_1 runs model-written code: it needs --allow-code-execution")
+
+    def score(self, example: Example, prediction: str) -> tuple[float, str | None]:
+        """The example's score and, for pass_at_1, the sandbox's verdict."""
+        task = self.task
+        if task.metric != "pass_at_1":
+            score = example_score(task.metric, prediction, example.references, answer_pattern=task.answer_pattern,
+                                  normalize=task.normalize)
+            return min(100.0, max(0.0, score)), None  # sentence BLEU of an exact match can be 100 + 4e-14
+        from .sandbox import run_tests
+
+        code = extract_answer(prediction, task.answer_pattern)
+        verdict = run_tests(code or "", example.tests or "", example.setup or "", timeout_s=task.code_timeout_s,
+                            memory_mb=task.code_memory_mb, hidden=self.hidden)
+        return (100.0 if verdict.passed else 0.0), verdict.reason
