@@ -7,7 +7,7 @@
 | `rouge2`/`rougeL` | rouge-score F1, stemmed, vs the first reference | mean of the example scores                |
 | `exact_match`     | 100 if the answer equals any gold, else 0       | mean of the example scores                |
 | `f1`              | SQuAD token F1, best over the golds             | mean of the example scores                |
-| `pass_at_1`       | needs the code sandbox, not computed here       | mean of the sandbox's example scores      |
+| `pass_at_1`       | needs the code sandbox, not computed here       | not here; `paired_bootstrap` takes scores |
 
 Corpus BLEU and chrF are not means of sentence scores (`CORPUS_METRICS`); their bootstrap resamples
 per-sentence sufficient statistics. Answer metrics normalise text the way the official scorers do

@@ -42,8 +42,8 @@ from .tradeoff import acceptance_probability, drafter_calls_per_round, leviathan
 EXAMPLE_FIELDS = (
     "example_id", "run_id", "method", "params", "prediction", "reference", "output_tokens", "input_tokens",
     "latency_s", "latency_trials_s", "drafter_calls", "verifier_calls", "drafted", "accepted", "rounds",
-    "accepted_per_round", "rejections", "deferred", "confidence", "worker", "references", "shots", "score", "verdict",
-)
+    "accepted_per_round", "rejections", "deferred", "confidence", "worker", "references", "shots", "score",
+)  # and `verdict`, the code sandbox's, in the rows of a pass_at_1 task
 SCORED_METRICS = ("exact_match", "f1", "pass_at_1")  # their quality is the mean of the rows' `score`
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95

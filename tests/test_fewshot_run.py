@@ -1,0 +1,127 @@
+"""A few-shot task end to end on a tiny decoder-only pair saved to disk: prompts with shots fitted to the
+token budget, stop strings, answer extraction, per-example scores, and bootstrap intervals in the report;
+pass_at_1 refused without --allow-code-execution before any model loads."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import yaml
+from transformers import ByT5Tokenizer
+from typer.testing import CliRunner
+
+from speccascade_bench.cli import app
+from speccascade_bench.config import load_run_config
+from speccascade_bench.data import Example
+from speccascade_bench.prompts import PromptParts
+from speccascade_bench.results import read_lines
+from speccascade_bench.scoring import CodeExecutionRefused, Scorer
+
+from .helpers import perturbed, tiny_llama
+
+N_EXAMPLES = 5
+STOPS = ["\n\n", "Q"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fewshot")
+    tokenizer = ByT5Tokenizer()
+    verifier = tiny_llama(0, vocab=len(tokenizer), layers=2)
+    for name, model in (("verifier", verifier), ("drafter", perturbed(verifier, 0.3, 1))):
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    for name, count in (("test", N_EXAMPLES + 2), ("shots", 4)):
+        with (root / f"{name}.jsonl").open("w") as f:
+            for i in range(count):
+                row = {"question": f"{name} {i} plus {i}?", "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"}
+                f.write(json.dumps(row) + "\n")
+    return root
+
+
+def make_config(root, output, **task):
+    config = {
+        "name": "fewshot",
+        "task": {"dataset": str(root / "test.jsonl"), "prompt": "Q: {question}\nA:", "target": "answer",
+                 "fewshot": {"n": 3, "dataset": str(root / "shots.jsonl")}, "stop": STOPS,
+                 "metric": "exact_match", "answer_pattern": "#### (-?[0-9.,]+)", "limit": N_EXAMPLES,
+                 "max_source_tokens": 100, **task},
+        "models": {"drafter": str(root / "drafter"), "verifier": str(root / "verifier"), "device": "cpu"},
+        "decoding": {"max_new_tokens": 12, "temperature": 0.0, "draft_length": 3},
+        "methods": [{"method": "verifier"}, {"method": "drafter"}, {"method": "spec_decode"},
+                    {"method": "spec_cascade", "rule": "opt", "alpha": [0.3]}],
+        "timing": {"warmup": 1, "trials": 1},
+        "output": str(output),
+    }
+    path = root / f"{output.name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_fewshot_run_records_scores_shots_and_intervals(workspace, one_thread):
+    out = workspace / "results"
+    result = CliRunner().invoke(app, ["run", "--config", str(make_config(workspace, out))])
+    assert result.exit_code == 0, result.output
+    verifier = read_lines(out / "examples" / "verifier.jsonl")
+    spec = read_lines(out / "examples" / "spec_decode-g3.jsonl")
+    assert len(verifier) == N_EXAMPLES
+    for row in verifier + spec:
+        assert row["score"] in (0.0, 100.0) and row["references"] == [row["reference"]]
+        assert row["input_tokens"] <= 100 and 0 <= row["shots"] <= 3
+        assert not any(stop in row["prediction"] for stop in STOPS)
+    # the 100-token budget holds 2 of the 3 shots of these prompts (the farthest is dropped)
+    assert {row["shots"] for row in verifier} == {2}
+    assert [r["prediction"] for r in spec] == [r["prediction"] for r in verifier]  # lossless, with stops
+    report = CliRunner().invoke(app, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+    assert "vs verifier (95% CI)" in report.output and "+0.00 [+0.00, +0.00] =" in report.output
+
+
+def test_answer_pattern_and_aliases_decide_the_score(workspace):
+    task = load_run_config(make_config(workspace, workspace / "unused")).task
+    example = Example(0, "", "1 + 1 = 2\n#### 2", ("1 + 1 = 2\n#### 2",), PromptParts("", (), "q"))
+    scorer = Scorer(task)
+    assert scorer.score(example, " 1 + 1 = 2\n#### 2")[0] == 100.0
+    assert scorer.score(example, " 2")[0] == 0.0  # no `#### N`: no answer
+    assert scorer.score(example, " 1 + 1 = 3\n#### 3")[0] == 0.0
+    aliases = Scorer(replace(task, answer_pattern=None, normalize="triviaqa"))
+    example = replace(example, references=("The Beatles", "Beatles, the"))
+    assert aliases.score(example, "beatles")[0] == 100.0
+
+
+def test_pass_at_1_needs_allow_code_execution_before_any_model_loads(workspace):
+    path = make_config(workspace, workspace / "code", metric="pass_at_1", tests="answer", answer_pattern=None)
+    result = CliRunner().invoke(app, ["run", "--config", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "task.metric" in result.output and "--allow-code-execution" in result.output
+    assert not (workspace / "code").exists()
+    with pytest.raises(CodeExecutionRefused):
+        Scorer(load_run_config(path).task)
+
+
+def test_pass_at_1_scores_code_in_the_sandbox(workspace):
+    path = make_config(workspace, workspace / "code", metric="pass_at_1", tests="answer",
+                       answer_pattern="(?s)```python\n(.*?)```", fewshot=None, code_timeout_s=5.0)
+    task = load_run_config(path).task
+    scorer = Scorer(task, allow_code_execution=True, hidden=(workspace,))
+    example = Example(0, "", "", (), PromptParts("", (), "q"), tests="assert add(1, 2) == 3\nassert add(0, 0) == 0")
+    right = "Here:\n```python\ndef add(a, b):\n    return a + b\n```\n"
+    assert scorer.score(example, right) == (100.0, "passed")
+    score, verdict = scorer.score(example, right.replace("a + b", "a - b"))
+    assert score == 0.0 and verdict.startswith("failed: AssertionError")
+    score, verdict = scorer.score(example, "no code block at all")
+    assert score == 0.0 and verdict != "passed"
+    reader = f"```python\ndef add(a, b):\n    return len(open({str(workspace / 'test.jsonl')!r}).read())\n```"
+    score, verdict = scorer.score(example, reader)  # the results folder (hidden) cannot be read
+    assert score == 0.0 and ("No such file" in verdict or "ermission" in verdict), verdict
+
+
+def test_pass_at_1_run_records_the_sandbox_verdicts(workspace, one_thread):
+    out = workspace / "code-run"
+    path = make_config(workspace, out, metric="pass_at_1", tests="answer", answer_pattern=None, limit=2,
+                       code_timeout_s=5.0)
+    result = CliRunner().invoke(app, ["run", "--config", str(path), "--methods", "verifier",
+                                      "--allow-code-execution"])
+    assert result.exit_code == 0, result.output
+    rows = read_lines(out / "examples" / "verifier.jsonl")
+    assert len(rows) == 2 and all(row["score"] == 0.0 and row["verdict"] != "passed" for row in rows)
