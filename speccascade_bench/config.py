@@ -190,16 +190,18 @@ class _Section:
 
 @dataclass(frozen=True)
 class FewshotConfig:
-    """Few-shot examples of a task: `n` rows drawn with `seed` (or the first `n`, with `order: first`) from
-    another `split` of the task's dataset or from a local file (`dataset`); each is rendered with the task's
-    prompt, then `task.target_delimiter` and its target (`target`, default the task's target field; a list
-    gives its first item). Shots are joined, and followed by the evaluated prompt, with `delimiter`."""
+    """Few-shot examples of a task: `n` rows drawn with `seed` (or the first `n` after `offset` rows, with
+    `order: first`) from another `split` of the task's dataset or from a local file (`dataset`); each is
+    rendered with the task's prompt, then `task.target_delimiter` and its target (`target`, default the
+    task's target field; a list gives its first item). Shots are joined, and followed by the evaluated
+    prompt, with `delimiter`."""
 
     n: int = option(low=0, high=1000)
     split: str | None = option(None)
     dataset: str | None = option(None)
     seed: int = option(1234, low=0, high=2**32 - 1)
     order: str = option("random", choices=("random", "first"))
+    offset: int = option(0, low=0, high=10_000_000)  # with order: first, the rows skipped before the first shot
     target: str | None = option(None)
     delimiter: str = option("\n\n")
 
@@ -610,6 +612,9 @@ def read_task(file: Path, data: Any, **defaults: Any) -> TaskConfig:
     if fewshot is not None and fewshot.n > 0 and (fewshot.split is None) == (fewshot.dataset is None):
         raise section.error("fewshot", "give either split (of the task's dataset) or dataset (a local file) to "
                             "draw the shots from, not " + ("both" if fewshot.split else "neither"))
+    if fewshot is not None and fewshot.offset and fewshot.order != "first":
+        raise section.error("fewshot.offset", "skips rows before the first shot of order: first; random shots "
+                            "are drawn from every row")
     if fewshot is not None and fewshot.is_local and not looks_like_path(fewshot.dataset):
         raise section.error("fewshot.dataset", f"{short(fewshot.dataset)} is not a local file; shots from the hub "
                             "come from a split of the task's dataset (fewshot.split)")

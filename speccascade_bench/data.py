@@ -285,13 +285,14 @@ class ShotPool:
             self.name = f"{task.dataset} split {fewshot.split!r}"
             self.rows = eval_rows if fewshot.split == task.split else load_rows(replace(task, split=fewshot.split))
         self.same_rows = not fewshot.is_local and fewshot.split == task.split
-        order = list(range(len(self.rows)))
+        order = list(range(fewshot.offset if fewshot.order == "first" else 0, len(self.rows)))
         if fewshot.order == "random":
             random.Random(fewshot.seed).shuffle(order)
         self.order = order
         self._rendered: dict[int, tuple[str, str]] = {}
-        if len(self.rows) < self.n:
-            raise DataError(f"few-shot pool {self.name} has {len(self.rows)} rows; fewshot.n is {self.n}", "fewshot")
+        if len(order) < self.n:
+            raise DataError(f"few-shot pool {self.name} has {len(order)} rows to draw from; fewshot.n is {self.n}",
+                            "fewshot")
 
     def _shot(self, index: int) -> tuple[str, str]:
         if index not in self._rendered:

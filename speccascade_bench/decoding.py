@@ -65,11 +65,12 @@ class DecodeResult:
 
 @dataclass(frozen=True)
 class Ending:
-    """When a decode ends: at an EOS token, at the token limit, or at the token whose text completes a stop
-    string (`text` gives the text of output ids). Every method ends through this one test, and drafting ends
-    where decoding would: a draft stops at a stop string as it does at EOS."""
+    """When a decode ends: at an EOS token (`eos`: a model may have several), at the token limit, or at the
+    token whose text completes a stop string (`text` gives the text of output ids). Every method ends through
+    this one test, and drafting ends where decoding would: a draft stops at a stop string as it does at
+    EOS."""
 
-    eos: int
+    eos: frozenset[int]
     limit: int
     stop: tuple[str, ...] = ()
     text: Callable[[list[int]], str] | None = None
@@ -88,7 +89,7 @@ class Ending:
 
     def ended(self, tokens: list[int]) -> bool:
         """Whether `tokens` end at EOS or fill the token limit."""
-        return len(tokens) >= self.limit or (bool(tokens) and tokens[-1] == self.eos)
+        return len(tokens) >= self.limit or (bool(tokens) and tokens[-1] in self.eos)
 
     def reached(self, tokens: list[int]) -> bool:
         """Whether decoding ends after `tokens` (EOS, the limit or a stop string), their every token before the
@@ -101,14 +102,14 @@ class Ending:
         """Cut after the first EOS or stop-completing token at or past `start` (the earlier ones were tested),
         and at the token limit."""
         for end in range(start + 1, min(len(tokens), self.limit) + 1):
-            if tokens[end - 1] == self.eos or (self.stop and self._stops_at(tokens, end)):
+            if tokens[end - 1] in self.eos or (self.stop and self._stops_at(tokens, end)):
                 return tokens[:end]
         return tokens[: self.limit]
 
 
 def ending(pair: ModelPair, settings: DecodingConfig) -> Ending:
     """The pair's EOS and stop strings (`ModelPair.stop`) at the settings' token limit."""
-    return Ending(pair.eos_token_id, settings.max_new_tokens, tuple(pair.stop), pair.decode)
+    return Ending(pair.eos_token_ids, settings.max_new_tokens, tuple(pair.stop), pair.decode)
 
 
 def autoregressive(decoder: CachedDecoder, settings: DecodingConfig, end: Ending,

@@ -93,8 +93,9 @@ class CachedDecoder:
     """
 
     def __init__(self, model, input_ids: Tensor, start_token_id: int | None,
-                 static: tuple[StaticShapes, _StaticState] | None = None):
+                 static: tuple[StaticShapes, _StaticState] | None = None, vocab_size: int | None = None):
         self.model = model
+        self.vocab_size = vocab_size
         self.device = input_ids.device
         self.calls = 0
         self._cache = None
@@ -189,7 +190,7 @@ class CachedDecoder:
         self.cached = len(self.tokens)
         self.calls += 1
         # A copy: a step compiled with CUDA graphs reuses its output buffer on the next call.
-        return out.logits[0, -keep:].to(dtype=torch.float32, copy=True)
+        return out.logits[0, -keep:, :self.vocab_size].to(dtype=torch.float32, copy=True)
 
 
 @dataclass
@@ -204,6 +205,7 @@ class ModelPair:
     dtype: torch.dtype
     static: StaticShapes | None = None
     stop: tuple[str, ...] = ()
+    vocab_size: int | None = None  # logits are cut to the shared vocabulary when the embeddings differ in size
     _static_states: dict[str, _StaticState] = field(default_factory=dict, repr=False)
 
     def use_static_caches(self, shapes: StaticShapes, sample_input: Tensor | None = None) -> None:
@@ -254,8 +256,20 @@ class ModelPair:
         state.warm = True
 
     @property
+    def eos_token_ids(self) -> frozenset[int]:
+        """Every id that ends an output: the verifier config's EOS (one id or a list, e.g. Gemma 2's and Llama
+        3's end-of-turn tokens) and its generation config's."""
+        found: list[int] = []
+        for source in (self.verifier.config, getattr(self.verifier, "generation_config", None)):
+            value = getattr(source, "eos_token_id", None)
+            found += value if isinstance(value, list | tuple) else [] if value is None else [value]
+        return frozenset(int(token) for token in found)
+
+    @property
     def eos_token_id(self) -> int:
-        return self.verifier.config.eos_token_id
+        """The configured EOS id (the first, when the config lists several)."""
+        value = self.verifier.config.eos_token_id
+        return int(value[0] if isinstance(value, list | tuple) else value)
 
     @property
     def start_token_id(self) -> int | None:
@@ -267,7 +281,7 @@ class ModelPair:
 
     def decoder(self, role: str, input_ids: Tensor) -> CachedDecoder:
         static = (self.static, self._static_states[role]) if self.static is not None else None
-        return CachedDecoder(getattr(self, role), input_ids, self.start_token_id, static)
+        return CachedDecoder(getattr(self, role), input_ids, self.start_token_id, static, self.vocab_size)
 
     def encode(self, text: str, max_tokens: int) -> Tensor:
         """Tokenise one input: [1, L] ids on the pair's device."""
@@ -280,13 +294,18 @@ class ModelPair:
         return self.tokenizer.decode([t for t in tokens if t < known], skip_special_tokens=True)
 
 
-def check_compatible(drafter_config, verifier_config, names: tuple[str, str] = ("drafter", "verifier")) -> None:
-    """Refuse a pair that does not share the vocabulary, special tokens and architecture family."""
+def check_compatible(drafter_config, verifier_config, names: tuple[str, str] = ("drafter", "verifier"),
+                     tokens: int | None = None) -> None:
+    """Refuse a pair that does not share the vocabulary, special tokens and architecture family. Embedding
+    tables of different sizes are accepted when the tokenizer's `tokens` fit the smaller one (Qwen2.5 pads
+    its models' tables to different sizes for one tokenizer): the rows past it are padding."""
     problems = []
     if drafter_config.is_encoder_decoder != verifier_config.is_encoder_decoder:
         problems.append("one is an encoder-decoder model and the other is decoder-only")
-    if drafter_config.vocab_size != verifier_config.vocab_size:
-        problems.append(f"vocab_size {drafter_config.vocab_size} != {verifier_config.vocab_size}")
+    sizes = (drafter_config.vocab_size, verifier_config.vocab_size)
+    if sizes[0] != sizes[1] and (tokens is None or tokens > min(sizes)):
+        fits = "" if tokens is None else f", and the tokenizer's {tokens} tokens do not fit the smaller"
+        problems.append(f"vocab_size {sizes[0]} != {sizes[1]}{fits}")
     for attr in _SPECIAL_TOKENS:
         a, b = getattr(drafter_config, attr, None), getattr(verifier_config, attr, None)
         if a != b:
@@ -402,8 +421,11 @@ def load_pair(drafter: str, verifier: str, tokenizer: str | None = None, device:
     torch_dtype = getattr(torch, dtype)
     drafter_model = _load_model(drafter, "drafter", torch_device, torch_dtype)
     verifier_model = _load_model(verifier, "verifier", torch_device, torch_dtype)
-    check_compatible(drafter_model.config, verifier_model.config)
     name = tokenizer or ("byt5" if is_preset(verifier) else verifier)
     tok = load_tokenizer(name)
+    check_compatible(drafter_model.config, verifier_model.config, tokens=len(tok))
     check_tokenizer(tok, verifier_model, name)
-    return ModelPair(drafter_model, verifier_model, tok, torch_device, torch_dtype)
+    check_tokenizer(tok, drafter_model, name)
+    shared = min(drafter_model.config.vocab_size, verifier_model.config.vocab_size)
+    vocab = None if drafter_model.config.vocab_size == verifier_model.config.vocab_size else shared
+    return ModelPair(drafter_model, verifier_model, tok, torch_device, torch_dtype, vocab_size=vocab)

@@ -9,7 +9,7 @@ from speccascade_bench.config import DecodingConfig
 from speccascade_bench.decoding import decode
 from speccascade_bench.lm import ModelLoadError, ModelPair, check_compatible
 
-from .helpers import EOS, VOCAB, prompt, tiny_llama, tiny_pair, tiny_t5
+from .helpers import EOS, VOCAB, perturbed, prompt, tiny_llama, tiny_pair, tiny_t5
 
 FAMILIES = ["t5", "llama"]
 SEEDS = [0, 1, 2, 3]
@@ -210,3 +210,19 @@ def test_a_discarded_bonus_token_is_not_counted_as_deferred(pairs):
             longer = _greedy("spec_cascade", pair, seed, gamma=4, max_new=5, rule="chow", alpha=1.0, bonus="verifier")
             if pair.eos_token_id not in longer.tokens[:4]:  # the bonus after a full draft is kept and deferred
                 assert longer.deferred == 1.0
+
+
+def test_embedding_tables_of_different_sizes_share_the_tokenizer_rows(one_thread):
+    """Qwen2.5's 0.5B and 7B pad one tokenizer's embeddings to different sizes: the pair decodes over the
+    shared rows, and spec_decode still equals the verifier at temperature 0."""
+    verifier = tiny_llama(0)
+    drafter = perturbed(verifier, 0.2, 5)
+    drafter.resize_token_embeddings(VOCAB + 4, mean_resizing=False)
+    with pytest.raises(ModelLoadError, match="do not fit the smaller"):
+        check_compatible(drafter.config, verifier.config, tokens=VOCAB + 1)
+    check_compatible(drafter.config, verifier.config, tokens=VOCAB)
+    pair = ModelPair(drafter, verifier, None, torch.device("cpu"), torch.float32, vocab_size=VOCAB)
+    for seed in SEEDS:
+        expected = _generate(verifier, prompt(seed), 24)
+        assert _greedy("spec_decode", pair, seed).tokens == expected
+        assert max(_greedy("spec_cascade", pair, seed, rule="opt", alpha=0.2).tokens) < VOCAB  # no padding row

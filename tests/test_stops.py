@@ -117,7 +117,7 @@ def test_seq_cascade_decides_on_the_stopped_drafter_output(pair, one_thread):
 
 def test_ending_finds_stops_that_span_tokens_and_ignores_earlier_text():
     text = LetterTokenizer().decode
-    end = Ending(eos=EOS, limit=50, stop=("cde",), text=text)
+    end = Ending(eos=frozenset({EOS}), limit=50, stop=("cde",), text=text)
     tokens = [2, 3, 4, 5]  # c d e f
     assert [end.reached(tokens[:n]) for n in range(1, 5)] == [False, False, True, False]
     assert end.clip(tokens) == [2, 3, 4]
@@ -126,3 +126,20 @@ def test_ending_finds_stops_that_span_tokens_and_ignores_earlier_text():
     long_text = [5] * 200 + [2, 3, 4]  # far past the window: still found
     end = dataclasses.replace(end, limit=500)
     assert end.reached(long_text) and end.clip(long_text) == long_text
+
+
+def test_every_eos_of_the_config_ends_decoding(pair, one_thread):
+    """Gemma 2 and Llama 3 configs list several EOS ids (end of text, end of turn); the generation config too."""
+    full = _decode(pair, "verifier", {}, 0).tokens
+    other = full[3]
+    for source in ("config", "generation_config"):
+        original = getattr(pair.verifier, source).eos_token_id
+        getattr(pair.verifier, source).eos_token_id = [EOS, other]
+        try:
+            for method, params in METHOD_RUNS[:4]:
+                result = _decode(pair, method, params, 0)
+                if method in LOSSLESS:
+                    assert result.tokens == full[: full.index(other) + 1]
+                assert other not in result.tokens[:-1] and EOS not in result.tokens[:-1]
+        finally:
+            getattr(pair.verifier, source).eos_token_id = original
