@@ -13,7 +13,10 @@ Ratios, each measured in this one process, examples interleaved:
 
 Every case decodes every example once untimed first (compilation and warm-up), then once timed.
 
-Usage: python scripts/bench_peers.py [--quick] [--examples N] [--drafter PATH --verifier PATH]
+On the toy T5 pair (`--pair t5`, translation inputs) or the decoder-only toy pair (`--pair llm`, 4-shot
+arithmetic prompts, left-truncated as `scb run` builds them).
+
+Usage: python scripts/bench_peers.py [--pair t5|llm] [--quick] [--examples N] [--drafter PATH --verifier PATH]
          [--compile-mode default|reduce-overhead|max-autotune|none]
 It reports; it asserts nothing about time.
 """
@@ -30,8 +33,10 @@ import transformers
 from speccascade_bench.config import DecodingConfig
 from speccascade_bench.decoding import decode
 from speccascade_bench.lm import ModelPair, load_pair
+from speccascade_bench.prompts import PromptFormat, PromptParts, prompt_ids
 from speccascade_bench.runner import device_info, shapes_for
 from speccascade_bench.timing import timed, wide_call_cost
+from speccascade_bench.toy import arithmetic
 from speccascade_bench.toy.language import make_splits
 from speccascade_bench.tradeoff import (
     acceptance_probability,
@@ -40,7 +45,22 @@ from speccascade_bench.tradeoff import (
     per_call_cost,
 )
 
-PAIR = Path(__file__).resolve().parent.parent / "speccascade_bench" / "toy" / "pair"
+TOY = Path(__file__).resolve().parent.parent / "speccascade_bench" / "toy"
+PAIRS = {"t5": TOY / "pair", "llm": TOY / "llm_pair"}
+SHOTS = 4  # the decoder-only pair's prompts: as configs/toy_llm_t0.yaml builds them
+
+
+def _inputs(pair: ModelPair, kind: str, n: int) -> list[torch.Tensor]:
+    """n prompts as [1, L] ids: toy translation sources, or 4-shot arithmetic questions."""
+    if kind == "t5":
+        sources = [row["src"] for row in make_splits(0, {"train": 20000, "validation": 200, "test": 500})["test"][:n]]
+        return [pair.encode(s, 512) for s in sources]
+    splits = arithmetic.make_splits(0, {"shots": 8, "validation": 200, "test": 200})
+    shots = tuple((f"Question: {row['question']}\nAnswer:", row["answer"]) for row in splits["shots"][:SHOTS])
+    layout = PromptFormat(512)
+    prompts = [PromptParts("", shots, f"Question: {row['question']}\nAnswer:") for row in splits["test"][:n]]
+    return [torch.tensor([prompt_ids(pair.tokenizer, parts, layout, True)[0]], device=pair.device)
+            for parts in prompts]
 
 
 def _generate(pair, ids, max_new, sample: bool, assistant: bool, seed: int, compile_config=None):
@@ -52,6 +72,8 @@ def _generate(pair, ids, max_new, sample: bool, assistant: bool, seed: int, comp
         kwargs["assistant_model"] = pair.drafter
     if compile_config is not None:
         kwargs.update(cache_implementation="static", compile_config=compile_config)
+    if not pair.is_encoder_decoder:
+        kwargs["attention_mask"] = torch.ones_like(ids)
     with torch.inference_mode():
         out = pair.verifier.generate(ids, **kwargs)
     start = 1 if pair.is_encoder_decoder else ids.shape[1]
@@ -62,8 +84,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few examples, for CI")
     parser.add_argument("--examples", type=int, default=60)
-    parser.add_argument("--drafter", default=str(PAIR / "drafter"))
-    parser.add_argument("--verifier", default=str(PAIR / "verifier"))
+    parser.add_argument("--pair", choices=tuple(PAIRS), default="t5", help="which toy pair (and inputs)")
+    parser.add_argument("--drafter", default=None, help="default: the toy pair's")
+    parser.add_argument("--verifier", default=None)
     parser.add_argument("--gamma", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--device", default="cpu")
@@ -74,12 +97,13 @@ def main() -> None:
     n = 6 if args.quick else args.examples
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    pair = load_pair(args.drafter, args.verifier, device=args.device)
+    folder = PAIRS[args.pair]
+    pair = load_pair(args.drafter or str(folder / "drafter"), args.verifier or str(folder / "verifier"),
+                     device=args.device)
     config = pair.drafter.generation_config
     config.num_assistant_tokens, config.num_assistant_tokens_schedule = args.gamma, "constant"
     config.assistant_confidence_threshold = 0.0
-    sources = [row["src"] for row in make_splits(0, {"train": 20000, "validation": 200, "test": 500})["test"][:n]]
-    inputs = [pair.encode(s, 512) for s in sources]
+    inputs = _inputs(pair, args.pair, n)
     greedy = DecodingConfig(args.max_new_tokens, 0.0, 1.0, args.gamma)
     sampled = DecodingConfig(args.max_new_tokens, 1.0, 1.0, args.gamma)
     device = pair.device
@@ -146,7 +170,7 @@ def main() -> None:
         return (per_call_cost(seconds[drafter], [o.drafter_calls for o in outputs[drafter]])
                 / per_call_cost(seconds[verifier], [o.verifier_calls for o in outputs[verifier]]))
 
-    print(f"# bench_peers: {n} examples, gamma {args.gamma}, max_new_tokens {args.max_new_tokens}, "
+    print(f"# bench_peers: {args.pair} pair, {n} examples, gamma {args.gamma}, max_new_tokens {args.max_new_tokens}, "
           f"compile mode {args.compile_mode}")
     hardware = ", ".join(f"{k} {v}" for k, v in device_info(device).items())
     print(f"machine: {hardware}; {pair.dtype}; torch {torch.__version__}, transformers {transformers.__version__}")
