@@ -16,6 +16,7 @@ from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dat
 from pathlib import Path
 from typing import Any
 
+import regex
 import yaml
 
 from .data import DataError, check_local_fields, looks_like_path
@@ -29,6 +30,7 @@ CACHES = ("dynamic", "static")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 METRICS = ("bleu", "rouge2", "rougeL", "chrf", "exact_match", "f1", "pass_at_1")
 NORMALIZERS = ("squad", "triviaqa", "none")  # answer normalisation of exact_match and f1
+PATTERN_METRICS = ("exact_match", "f1", "pass_at_1")  # the metrics an answer_pattern applies to (the code of pass_at_1)
 # A run or variant name: it becomes a folder name, so no separators, no leading dot, nothing empty.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 MAX_CONFIG_BYTES = 1 << 20
@@ -591,13 +593,18 @@ def read_task(file: Path, data: Any, **defaults: Any) -> TaskConfig:
         raise section.error("source", "give either source (a field) or prompt (a template over the fields), not "
                             + ("both" if task.source else "neither"))
     try:
-        template_fields(task.prompt)
+        named = template_fields(task.prompt)
     except TemplateError as exc:
         raise section.error("prompt", str(exc)) from None
+    if task.target in named:
+        raise section.error("prompt", f"names the target field {task.target!r}: the answer would be in the prompt "
+                            "(shots show their answers after the prompt by themselves)")
     if task.answer_pattern is not None:
+        if task.metric not in PATTERN_METRICS:
+            raise section.error("answer_pattern", f"applies to {', '.join(PATTERN_METRICS)}, not to {task.metric}")
         try:
-            groups = re.compile(task.answer_pattern).groups
-        except re.error as exc:
+            groups = regex.compile(task.answer_pattern).groups
+        except regex.error as exc:
             raise section.error("answer_pattern", f"is not a valid regular expression: {exc}") from None
         if groups < 1:
             raise section.error("answer_pattern", "needs a group, e.g. '#### (-?[0-9.,]+)': its first group is "
@@ -606,12 +613,17 @@ def read_task(file: Path, data: Any, **defaults: Any) -> TaskConfig:
         raise section.error("tests", "is required by metric pass_at_1 (the field holding each example's tests)")
     if task.metric != "pass_at_1" and (task.tests or task.test_setup):
         raise section.error("tests" if task.tests else "test_setup", "is used only by metric pass_at_1")
+    if "normalize" in section.data and task.metric not in ("exact_match", "f1"):
+        raise section.error("normalize", f"applies to exact_match and f1, not to {task.metric}")
     if task.system is not None and not task.chat:
         raise section.error("system", "is a chat turn: it needs chat: true")
     fewshot = task.fewshot
     if fewshot is not None and fewshot.n > 0 and (fewshot.split is None) == (fewshot.dataset is None):
         raise section.error("fewshot", "give either split (of the task's dataset) or dataset (a local file) to "
                             "draw the shots from, not " + ("both" if fewshot.split else "neither"))
+    if fewshot is not None and fewshot.split is not None and task.is_local:
+        raise section.error("fewshot.split", "a local data file is one split: draw the shots from a file with "
+                            "fewshot.dataset (it may be the task's own file; the evaluated row is never its own shot)")
     if fewshot is not None and fewshot.offset and fewshot.order != "first":
         raise section.error("fewshot.offset", "skips rows before the first shot of order: first; random shots "
                             "are drawn from every row")

@@ -52,11 +52,12 @@ class Example:
 
 
 def get_field(row: dict, dotted: str):
-    """`row["translation"]["en"]` for `dotted == "translation.en"`; KeyError if any part is missing."""
+    """`row["translation"]["en"]` for `dotted == "translation.en"` (`choices.0`: the first item of a list);
+    KeyError if any part is missing."""
     value = row
     for part in dotted.split("."):
         try:
-            value = value[part]
+            value = value[int(part)] if isinstance(value, list) and part.isdigit() else value[part]
         except (KeyError, TypeError, IndexError):
             raise KeyError(dotted) from None
     return value
@@ -181,7 +182,9 @@ def load_rows(task: TaskConfig):
         verbosity = datasets.logging.get_verbosity()
         datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its parsers log each failure; we say it once
         try:
-            return datasets.load_dataset(builder, data_files=str(path), split="train")
+            # CSV columns are read as text: type inference would turn an answer "007" into 7, "1e3" into 1000.0
+            kwargs = {"features": _text_columns(path)} if builder == "csv" else {}
+            return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
         except Exception as exc:  # datasets wraps a parser's error in its own types
             where = _locate_unreadable_line(path) or _one_line(_root_cause(exc))
             raise DataError(f"cannot read {path}: {where}", "dataset") from None
@@ -197,6 +200,17 @@ def load_rows(task: TaskConfig):
             f"Hugging Face hub or its cache: {type(exc).__name__}: {exc}. Without network access, use a "
             "local file or a dataset already in the cache."
         ) from None
+
+
+def _text_columns(path: Path):
+    """Every column of a CSV file as text (`datasets.Features`), from its header."""
+    import csv
+
+    import datasets
+
+    with path.open(encoding="utf-8", newline="") as f:
+        header = next(csv.reader(f), [])
+    return datasets.Features({name: datasets.Value("string") for name in header})
 
 
 def select_indices(n_rows: int, limit: int | None, seed: int) -> list[int]:
@@ -220,52 +234,88 @@ def load_examples(task: TaskConfig, seed: int, limit: int | None = None) -> list
         references = target_texts(rows[i], task, i)
         parts = PromptParts(task.prefix, shots, query)
         delimiter = task.fewshot.delimiter if task.fewshot else ""
-        examples.append(Example(
-            i, parts.text(None, task.target_delimiter, delimiter), references[0] if references else "", references,
-            parts, _code_field(rows[i], task, "tests", i), _code_field(rows[i], task, "test_setup", i)))
+        text = parts.text(None, task.target_delimiter, delimiter)
+        where = f"{task.dataset}: row {i} (0-based)"
+        if not text:
+            raise DataError(f"{where}: the prompt is empty", "prompt" if task.prompt else "source")
+        if not references and task.metric not in ANSWER_LIST_METRICS:
+            raise DataError(f"{where}: field {task.target!r} (task.target) is an empty list; {task.metric} needs a "
+                            "reference", "target")
+        _check_pattern(task, references, where)
+        examples.append(Example(i, text, references[0] if references else "", references, parts,
+                                _code_field(rows[i], task, "tests", i), _code_field(rows[i], task, "test_setup", i)))
     return examples
+
+
+ANSWER_LIST_METRICS = ("exact_match", "f1")  # an empty answer list is an unanswerable question (SQuAD 2.0)
+
+
+def _check_pattern(task: TaskConfig, references: tuple[str, ...], where: str) -> None:
+    """An answer pattern that takes too long on a reference fails before any model loads."""
+    from .metrics import PatternTimeout, extract_answer
+
+    if task.answer_pattern is None or task.metric == "pass_at_1":
+        return
+    for reference in references:
+        try:
+            extract_answer(reference, task.answer_pattern)
+        except PatternTimeout as exc:
+            raise DataError(f"{where}: {exc}; simplify the pattern", "answer_pattern") from None
 
 
 def render_prompt(task: TaskConfig, row: dict, index: int, dataset: str | None = None) -> str:
     """A row's prompt without the prefix or shots: the `prompt` template over its fields, or its `source`."""
     if task.prompt is None:
         return text_field(row, task, "source", index, dataset)
+    where = f"{dataset or task.dataset}: row {index} (0-based)"
     try:
         return render(task.prompt, row)
     except KeyError as exc:
-        where = f"{dataset or task.dataset}: row {index} (0-based)"
         raise DataError(f"{where} has no field {exc.args[0]!r} named by task.prompt; the row's fields: "
                         f"{', '.join(map(str, row))}", "prompt") from None
+    except TypeError as exc:
+        raise DataError(f"{where}: a field named by task.prompt is {exc}, not text", "prompt") from None
 
 
 def target_texts(row: dict, task: TaskConfig, index: int, field_name: str | None = None,
-                 dataset: str | None = None) -> tuple[str, ...]:
+                 dataset: str | None = None, key: str = "target") -> tuple[str, ...]:
     """A row's accepted answers: its target field's text, or each item of a list of them (empty for an
-    unanswerable question)."""
+    unanswerable question). `key` is the config key that names the field (target, fewshot.target)."""
     dotted = field_name or task.target
-    where = f"{dataset or task.dataset}: row {index} (0-based): field {dotted!r} (task.target)"
+    where = f"{dataset or task.dataset}: row {index} (0-based): field {dotted!r} (task.{key})"
     try:
         value = get_field(row, dotted)
     except KeyError:
-        raise DataError(f"{where} is missing; the row's fields: {', '.join(map(str, row))}", "target") from None
+        raise DataError(f"{where} is missing; the row's fields: {', '.join(map(str, row))}", key) from None
     if value is None:
-        raise DataError(f"{where} is null", "target")
+        raise DataError(f"{where} is null", key)
     items = value if isinstance(value, list | tuple) else [value]
     for item in items:
         if item is None or isinstance(item, bool) or not isinstance(item, str | int | float):
-            raise DataError(f"{where} must be text or a list of texts, got {type(item).__name__}", "target")
-    return tuple(str(item) for item in items)
+            raise DataError(f"{where} must be text or a list of texts, got {type(item).__name__}", key)
+    return tuple(as_text(item) for item in items)
 
 
 def _code_field(row: dict, task: TaskConfig, key: str, index: int) -> str | None:
+    """A pass_at_1 row's test code (`tests`, which must not be empty: no tests would pass any program) or its
+    set-up code (`test_setup`, which may be empty or null)."""
     dotted = getattr(task, key)
     if dotted is None:
         return None
+    where = f"{task.dataset}: row {index} (0-based): field {dotted!r} (task.{key})"
     try:
-        return as_text(get_field(row, dotted))
+        value = get_field(row, dotted)
     except KeyError:
-        raise DataError(f"{task.dataset}: row {index} (0-based): field {dotted!r} (task.{key}) is missing",
-                        key) from None
+        raise DataError(f"{where} is missing", key) from None
+    if value is None and key == "test_setup":
+        return ""
+    try:
+        code = as_text(value)
+    except TypeError as exc:
+        raise DataError(f"{where} is {exc}, not code", key) from None
+    if key == "tests" and not code.strip():
+        raise DataError(f"{where} is empty: a program would pass no tests", key)
+    return code
 
 
 class ShotPool:
@@ -298,7 +348,8 @@ class ShotPool:
         if index not in self._rendered:
             row, fewshot = self.rows[index], self.task.fewshot
             prompt = render_prompt(self.task, row, index, self.name)
-            targets = target_texts(row, self.task, index, fewshot.target, self.name)
+            key = "fewshot.target" if fewshot.target else "target"
+            targets = target_texts(row, self.task, index, fewshot.target, self.name, key)
             self._rendered[index] = (prompt, targets[0] if targets else "")
         return self._rendered[index]
 

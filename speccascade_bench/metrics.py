@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import regex
 
 from .methods import suggest
 
@@ -70,13 +71,25 @@ NORMALIZERS: dict[str, Callable[[str], str]] = {
 }
 
 
+PATTERN_SECONDS = 1.0  # the longest an answer pattern may search one text (a pattern can backtrack for ever)
+
+
+class PatternTimeout(ValueError):
+    """An answer pattern took longer than PATTERN_SECONDS on one text."""
+
+
 def extract_answer(text: str, pattern: str | None) -> str | None:
-    """The first group of the first `re.search` match of `pattern` in `text` (the whole match when the
-    pattern has no group); None when it does not match; `text` unchanged when `pattern` is None.
+    """The first group of the first search match of `pattern` in `text` (the whole match when the pattern has
+    no group); None when it does not match; `text` unchanged when `pattern` is None. The search (the `regex`
+    module, Python's `re` syntax) stops after PATTERN_SECONDS with PatternTimeout.
     GSM8K's reference answers end with "#### 72" and are extracted with r"#### (\\-?[0-9\\.\\,]+)"."""
     if pattern is None:
         return text
-    match = re.search(pattern, text)
+    try:
+        match = regex.search(pattern, text, timeout=PATTERN_SECONDS)
+    except TimeoutError:
+        raise PatternTimeout(f"the answer pattern {pattern!r} searched a {len(text)}-character text for more than "
+                             f"{PATTERN_SECONDS:g} s") from None
     if match is None:
         return None
     return match.group(1) if match.re.groups else match.group(0)
@@ -97,8 +110,11 @@ def _normalizer(normalize: str) -> Callable[[str], str]:
 
 
 def _predicted_answer(prediction: str, pattern: str | None, normalizer: Callable[[str], str]) -> str:
-    """The normalised answer of a prediction; "" when the pattern does not match it."""
-    answer = extract_answer(prediction, pattern)
+    """The normalised answer of a prediction; "" when the pattern does not match it, or takes too long."""
+    try:
+        answer = extract_answer(prediction, pattern)
+    except PatternTimeout:
+        return ""
     if answer is None:
         return ""
     return normalizer(clean_number(answer) if pattern is not None else answer)

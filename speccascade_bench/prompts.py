@@ -37,22 +37,30 @@ def template_fields(template: str | None) -> tuple[str, ...]:
         parsed = list(_FORMATTER.parse(template))
     except ValueError as exc:
         raise TemplateError(f"{exc} (write a literal brace as {{{{ or }}}})") from None
-    for _, name, spec, _ in parsed:
+    for _, name, spec, conversion in parsed:
         if name is None:
             continue
         if not name or name.isdigit():
             raise TemplateError("positional fields such as {} or {0} are not allowed; name a field, e.g. {question}")
-        if spec and "{" in spec:
-            raise TemplateError(f"nested fields in {{{name}:{spec}}} are not allowed")
+        if spec or conversion:
+            raise TemplateError(f"{{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}: a "
+                                "template substitutes fields as they are; conversions (!r) and format specs (:>10) "
+                                "are not allowed")
         names.append(_dotted(name))
     return tuple(dict.fromkeys(names))
 
 
 def as_text(value) -> str:
-    """A field value as prompt text: a list is one item per line."""
+    """A field value as prompt text: a list is one item per line, an integral float its integer (tables
+    store a column of 1 and 2.5 as floats). TypeError for a value that is not text: null, a mapping, a
+    boolean."""
     if isinstance(value, list | tuple):
         return "\n".join(as_text(item) for item in value)
-    return "" if value is None else str(value)
+    if value is None or isinstance(value, bool | dict):
+        raise TypeError("null" if value is None else type(value).__name__)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 class _RowFormatter(string.Formatter):
@@ -63,7 +71,8 @@ class _RowFormatter(string.Formatter):
 
 
 def render(template: str, row: dict) -> str:
-    """The template with each `{field}` replaced by the row's value (KeyError naming a missing field)."""
+    """The template with each `{field}` replaced by the row's value: KeyError naming a missing field,
+    TypeError for a value that is not text (`as_text`)."""
     return _RowFormatter().vformat(template, (), {"row": row})
 
 

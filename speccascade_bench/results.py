@@ -47,6 +47,7 @@ EXAMPLE_FIELDS = (
 SCORED_METRICS = ("exact_match", "f1", "pass_at_1")  # their quality is the mean of the rows' `score`
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
+MIN_BOOTSTRAP_EXAMPLES = 10  # fewer examples give no interval: a resample of 2 examples says nothing
 SUMMARY_COLUMNS = (
     "run_id", "method", *PARAMETERS, "temperature", "n", "metric",
     "quality", "quality_vs_verifier", "quality_ci_low", "quality_ci_high", "latency_mean_s", "latency_p50_s",
@@ -637,11 +638,14 @@ def quality(results: Path, metric: str, rows: list[dict]) -> float:
 
 def quality_difference(metric: str, rows: list[dict], reference_rows: list[dict]) -> BootstrapInterval:
     """A run's quality minus the verifier's on the same examples, with a paired bootstrap interval
-    (CONFIDENCE, BOOTSTRAP_RESAMPLES, seed 0): `metrics.paired_bootstrap` over the rows matched by example."""
+    (CONFIDENCE, BOOTSTRAP_RESAMPLES, seed 0): `metrics.paired_bootstrap` over the rows matched by example.
+    NaN with fewer than MIN_BOOTSTRAP_EXAMPLES examples."""
     by_id = {row["example_id"]: row for row in reference_rows}
     pairs = [(row, by_id[row["example_id"]]) for row in rows if row["example_id"] in by_id]
     ours, theirs = [a for a, _ in pairs], [b for _, b in pairs]
     scored = metric in SCORED_METRICS
+    if len(pairs) < MIN_BOOTSTRAP_EXAMPLES:
+        return BootstrapInterval(math.nan, math.nan, math.nan, 0)
     return paired_bootstrap(metric, [r["prediction"] for r in ours], [r["prediction"] for r in theirs],
                             [r["reference"] for r in theirs],
                             [r["score"] for r in ours] if scored else None,

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, MethodRun, RunConfig, validate_resources
-from .data import Example, load_examples
+from .data import DataError, Example, load_examples
 from .decoding import decode
 from .lm import ModelLoadError, StaticShapes
 from .methods import DRAFTER, METHODS, REFERENCE
@@ -164,11 +164,40 @@ def prepare(config: RunConfig, options: RunOptions = RunOptions()) -> Job:
     decoded, derived = plan(config, options.methods)
     out = Path(options.output or config.output)
     check_output(out)
-    examples = load_examples(config.task, config.decoding.seed, options.limit)
+    try:
+        examples = load_examples(config.task, config.decoding.seed, options.limit)
+    except DataError as exc:
+        if exc.key is None:
+            raise
+        raise ConfigError(config.file, f"task.{exc.key}", str(exc)) from None
     if not examples:
         raise ResultsError("the task selected no examples")
+    if config.task.chat:
+        check_chat_template(config, examples[0])
     return Job(config, out, decoded, derived, examples, manifest_config(config), options.limit,
                options.allow_code_execution)
+
+
+def check_chat_template(config: RunConfig, example: Example) -> None:
+    """A chat task's tokenizer has a chat template that takes the task's turns (Gemma 2's refuses a system
+    turn); checked on one example's prompt, with the tokenizer alone, before any model loads."""
+    from .lm import load_tokenizer
+
+    models = config.models
+    name = models.tokenizer or ("byt5" if is_preset(models.verifier) else models.verifier)
+    tokenizer = load_tokenizer(name)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(config.file, "task.chat", f"the tokenizer {name!r} has no chat template; set chat: false or "
+                          "use an instruction-tuned model's tokenizer")
+    task = config.task
+    layout = PromptFormat(task.max_source_tokens, task.target_delimiter,
+                          task.fewshot.delimiter if task.fewshot else "", True, task.system)
+    try:
+        prompt_ids(tokenizer, example.parts, layout, decoder_only=True)
+    except Exception as exc:  # jinja raises its own errors from a template's raise_exception
+        key = "task.system" if task.system is not None else "task.chat"
+        raise ConfigError(config.file, key, f"the tokenizer's chat template refused the prompt: "
+                          f"{' '.join(str(exc).split())}") from None
 
 
 def done_examples(job: Job) -> dict[str, set[int]]:
@@ -204,9 +233,9 @@ def run_job(job: Job, fresh: bool = False, progress: Progress | None = None) -> 
         check_resume(job.out, job.resolved, hardware)
         todo = remaining(job, done_examples(job))
         pair = load_pair(models.drafter, models.verifier, models.tokenizer, models.device, models.dtype)
-        write_results(start_manifest, job.out, job.resolved, hardware, **job.manifest_fields())
         session = Session(job.config, pair, job.decoded, device, job.examples[0], worker_label(hardware), progress,
                           Scorer(job.config.task, job.allow_code_execution, hidden=(job.out,)))
+        write_results(start_manifest, job.out, job.resolved, hardware, **job.manifest_fields())
         if todo:
             costs = session.warm_up(job.examples, progress)
             write_results(write_call_costs, job.out, costs, len(job.examples[:PROBE_EXAMPLES]))

@@ -19,7 +19,7 @@ from speccascade_bench.scoring import CodeExecutionRefused, Scorer
 
 from .helpers import perturbed, tiny_llama
 
-N_EXAMPLES = 5
+N_EXAMPLES = 10  # the report's bootstrap intervals need at least 10
 STOPS = ["\n\n", "Q"]
 
 
@@ -43,7 +43,7 @@ def make_config(root, output, **task):
     config = {
         "name": "fewshot",
         "task": {"dataset": str(root / "test.jsonl"), "prompt": "Q: {question}\nA:", "target": "answer",
-                 "fewshot": {"n": 3, "dataset": str(root / "shots.jsonl")}, "stop": STOPS,
+                 "fewshot": {"n": 3, "dataset": str(root / "shots.jsonl"), "order": "first"}, "stop": STOPS,
                  "metric": "exact_match", "answer_pattern": "#### (-?[0-9.,]+)", "limit": N_EXAMPLES,
                  "max_source_tokens": 100, **task},
         "models": {"drafter": str(root / "drafter"), "verifier": str(root / "verifier"), "device": "cpu"},
@@ -69,8 +69,13 @@ def test_fewshot_run_records_scores_shots_and_intervals(workspace, one_thread):
         assert row["score"] in (0.0, 100.0) and row["references"] == [row["reference"]]
         assert row["input_tokens"] <= 100 and 0 <= row["shots"] <= 3
         assert not any(stop in row["prediction"] for stop in STOPS)
-    # the 100-token budget holds 2 of the 3 shots of these prompts (the farthest is dropped)
-    assert {row["shots"] for row in verifier} == {2}
+    # the 100-token budget (bytes) keeps the shots nearest the question that fit: shots 2, 1, 0 in that order
+    shots = [f"Q: shots {i} plus {i}?\nA: {i} + {i} = {2 * i}\n#### {2 * i}\n\n" for i in range(3)]
+    for row in verifier:
+        query = len(f"Q: test {row['example_id']} plus {row['example_id']}?\nA:")
+        expected = max(k for k in range(4) if query + sum(len(shot) for shot in shots[3 - k:]) <= 100)
+        assert row["shots"] == expected, row["example_id"]
+    assert {row["shots"] for row in verifier} == {1, 2}  # both cases occur
     assert [r["prediction"] for r in spec] == [r["prediction"] for r in verifier]  # lossless, with stops
     report = CliRunner().invoke(app, ["report", str(out)])
     assert report.exit_code == 0, report.output
@@ -125,3 +130,90 @@ def test_pass_at_1_run_records_the_sandbox_verdicts(workspace, one_thread):
     assert result.exit_code == 0, result.output
     rows = read_lines(out / "examples" / "verifier.jsonl")
     assert len(rows) == 2 and all(row["score"] == 0.0 and row["verdict"] != "passed" for row in rows)
+
+
+CHAT_REFUSING_SYSTEM = ("{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('System role not "
+                        "supported') }}{% endif %}<{{ m.role }}>{{ m.content }}{% endfor %}")
+
+
+def _rows_file(root, name, rows):
+    path = root / f"{name}.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["null_field", "empty_prompt", "format_spec", "pattern_with_bleu",
+                                  "normalize_with_bleu", "empty_target_bleu", "empty_tests", "null_tests",
+                                  "slow_pattern", "names_target", "local_split", "chat_refuses_system",
+                                  "no_chat_template", "small_shot_pool"])
+def test_bad_few_shot_inputs_are_one_line_errors_before_any_model_loads(workspace, case):
+    root = workspace
+    rows = [{"question": "a?", "answer": "1"}, {"question": "b?", "answer": "2"}]
+    task = {"limit": None, "fewshot": None}
+    if case == "null_field":
+        task["dataset"] = _rows_file(root, case, rows + [{"question": None, "answer": "3"}])
+    elif case == "empty_prompt":
+        task.update(dataset=_rows_file(root, case, [{"question": "", "answer": "1"}]), prompt="{question}")
+    elif case == "format_spec":
+        task["prompt"] = "Q: {question:>1000000000}"
+    elif case == "pattern_with_bleu":
+        task["metric"] = "bleu"
+    elif case == "normalize_with_bleu":
+        task.update(metric="bleu", answer_pattern=None, normalize="triviaqa")
+    elif case == "empty_target_bleu":
+        task.update(dataset=_rows_file(root, case, [{"question": "a?", "answer": []}]), metric="bleu",
+                    answer_pattern=None)
+    elif case in ("empty_tests", "null_tests"):
+        tests = "" if case == "empty_tests" else None
+        task.update(dataset=_rows_file(root, case, [{"question": "a?", "answer": "1", "tests": tests}]),
+                    metric="pass_at_1", tests="tests", answer_pattern=None)
+    elif case == "slow_pattern":
+        task.update(dataset=_rows_file(root, case, [{"question": "a?", "answer": "a" * 3000}]),
+                    answer_pattern="(.*a){25}b")
+    elif case == "names_target":
+        task["prompt"] = "Q: {question} ({answer})"
+    elif case == "local_split":
+        task["fewshot"] = {"n": 1, "split": "train"}
+    elif case in ("chat_refuses_system", "no_chat_template"):
+        tokenizer = ByT5Tokenizer()
+        if case == "chat_refuses_system":
+            tokenizer.chat_template = CHAT_REFUSING_SYSTEM
+            task["system"] = "be brief"
+        tokenizer.save_pretrained(root / f"tokenizer-{case}")
+        task["chat"] = True
+    elif case == "small_shot_pool":
+        task["fewshot"] = {"n": 9, "dataset": str(root / "shots.jsonl")}
+    out = root / f"bad-{case}"
+    path = make_config(root, out, **task)
+    if case in ("chat_refuses_system", "no_chat_template"):
+        config = yaml.safe_load(path.read_text())
+        config["models"]["tokenizer"] = str(root / f"tokenizer-{case}")
+        path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["run", "--config", str(path), "--allow-code-execution"])
+    assert result.exit_code == 2, (case, result.output)
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("error: ") and str(path) in line and "task." in line, (case, result.output)
+    assert "Traceback" not in result.output and not out.exists(), case
+
+
+def test_number_targets_keep_their_text(tmp_path):
+    from speccascade_bench.config import TaskConfig
+    from speccascade_bench.data import load_examples
+
+    csv = tmp_path / "t.csv"
+    csv.write_text("q,a\nx,007\ny,1e3\n")
+    examples = load_examples(TaskConfig(dataset=str(csv), target="a", source="q", metric="exact_match"), 0)
+    assert [ex.references for ex in examples] == [("007",), ("1e3",)]
+    jsonl = tmp_path / "t.jsonl"
+    jsonl.write_text('{"q": "x", "a": 1}\n{"q": "y", "a": 2.5}\n{"q": "z", "a": [3, "c"]}\n')
+    examples = load_examples(TaskConfig(dataset=str(jsonl), target="a", source="q", metric="exact_match"), 0)
+    assert [ex.references for ex in examples] == [("1",), ("2.5",), ("3", "c")]
+
+
+def test_a_slow_pattern_on_a_prediction_is_no_answer(monkeypatch):
+    from speccascade_bench import metrics
+
+    monkeypatch.setattr(metrics, "PATTERN_SECONDS", 0.05)
+    assert metrics.example_score("exact_match", "a" * 3000, ["7"], answer_pattern="(.*a){25}b") == 0.0
+    with pytest.raises(metrics.PatternTimeout):
+        metrics.extract_answer("a" * 3000, "(.*a){25}b")

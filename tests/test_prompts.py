@@ -48,7 +48,7 @@ def test_template_fields_and_rendering():
     row = {"question": "Why?", "translation": {"en": "hi"}, "tests": ["assert f(1)", "assert f(2)"]}
     assert render("Q: {question} ({translation[en]})\n{tests}\n{{literal}}", row) == \
         "Q: Why? (hi)\nassert f(1)\nassert f(2)\n{literal}"
-    for bad in ("{}", "{0}", "{question", "{a:{b}}"):
+    for bad in ("{}", "{0}", "{question", "{a:{b}}", "{question:>10}", "{question!r}"):
         with pytest.raises(TemplateError):
             template_fields(bad)
 
@@ -75,7 +75,7 @@ def test_chat_template_turns(tmp_path):
 
 def test_shots_are_deterministic_and_never_the_evaluated_example(tmp_path):
     rows = _rows(12)
-    config = _config(tmp_path, "  split: test\n  fewshot: {n: 3, split: test, seed: 7}", rows=rows)
+    config = _config(tmp_path, "  fewshot: {n: 3, dataset: " + str(tmp_path / "test.jsonl") + ", seed: 7}", rows=rows)
     first = load_examples(config.task, seed=0)
     again = load_examples(config.task, seed=0)
     assert [ex.parts.shots for ex in first] == [ex.parts.shots for ex in again]
@@ -116,8 +116,10 @@ def test_truncation_drops_far_shots_first_then_cuts_from_the_left():
 def test_task_config_errors(tmp_path):
     cases = [
         ("  fewshot: {n: 2}", "task.fewshot", "either split"),
-        ("  answer_pattern: '####'", "task.answer_pattern", "needs a group"),
-        ("  answer_pattern: '(unclosed'", "task.answer_pattern", "regular expression"),
+        ("  metric: exact_match\n  answer_pattern: '####'", "task.answer_pattern", "needs a group"),
+        ("  metric: f1\n  answer_pattern: '(unclosed'", "task.answer_pattern", "regular expression"),
+        ("  answer_pattern: '(#)'", "task.answer_pattern", "not to bleu"),
+        ("  fewshot: {n: 1, split: train}", "task.fewshot.split", "one split"),
         ("  stop: ['']", "task.stop", "non-empty"),
         ("  stop: 3", "task.stop", "must be"),
         ("  system: hi", "task.system", "chat"),
@@ -129,3 +131,16 @@ def test_task_config_errors(tmp_path):
         with pytest.raises(ConfigError) as info:
             _config(tmp_path, extra)
         assert info.value.key == key and words in info.value.message, (extra, info.value)
+
+
+def test_order_first_with_an_offset_takes_those_rows(tmp_path):
+    config = _config(tmp_path, "  fewshot: {n: 2, dataset: " + str(tmp_path / "shots.jsonl") + ", order: first, "
+                     "offset: 1}", shots=_rows(4, prefix="s"))
+    example = load_examples(config.task, seed=0)[0]
+    assert [prompt for prompt, _ in example.parts.shots] == ["Q: s1?\nA:", "Q: s2?\nA:"]
+    with pytest.raises(ConfigError, match="order: first"):
+        _config(tmp_path, "  fewshot: {n: 2, dataset: " + str(tmp_path / "shots.jsonl") + ", offset: 1}")
+    config = _config(tmp_path, "  fewshot: {n: 2, dataset: " + str(tmp_path / "shots.jsonl") + ", order: first, "
+                     "offset: 3}", shots=_rows(4, prefix="s"))
+    with pytest.raises(DataError, match="1 rows to draw from"):
+        load_examples(config.task, seed=0)
