@@ -3,8 +3,9 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 TOY_DATA := data/toy/test.jsonl
+TOY_LLM_DATA := data/toy_llm/test.jsonl
 
-.PHONY: install demo test lint toy-data toy-pair ci-run bench bench-quick bench-gpu clean-results
+.PHONY: install demo test lint toy-data toy-pair toy-llm-data toy-llm-pair ci-run bench bench-quick bench-gpu clean-results
 
 install: $(VENV)/.installed
 
@@ -28,6 +29,17 @@ toy-pair: $(TOY_DATA)
 	$(BIN)/scb finetune --config configs/toy/verifier.yaml --fresh
 	$(BIN)/scb finetune --config configs/toy/verifier.yaml --max-steps 4000
 
+$(TOY_LLM_DATA): | $(VENV)/.installed
+	$(BIN)/scb toy-data --task arithmetic --out data/toy_llm --train 40000
+
+toy-llm-data: $(TOY_LLM_DATA)
+
+# Rebuild the decoder-only pair shipped in speccascade_bench/toy/llm_pair (byte-level Llamas on few-shot
+# arithmetic documents; about 15 minutes on 2 CPU cores, one model after the other).
+toy-llm-pair: $(TOY_LLM_DATA)
+	$(BIN)/scb finetune --config configs/toy_llm/drafter.yaml --fresh
+	$(BIN)/scb finetune --config configs/toy_llm/verifier.yaml --fresh
+
 demo: $(TOY_DATA)
 	$(BIN)/scb run --config configs/toy_t1.yaml
 	$(BIN)/scb plot results/toy_t1
@@ -39,22 +51,29 @@ test: install
 lint: install
 	$(BIN)/ruff check speccascade_bench tests scripts
 
-# A CI-sized run of the toy pair whose output files are then checked.
-ci-run: $(TOY_DATA)
+# CI-sized runs of the toy pairs (translation on the T5 pair, few-shot arithmetic on the decoder-only pair)
+# whose output files are then checked.
+ci-run: $(TOY_DATA) $(TOY_LLM_DATA)
 	$(BIN)/scb run --config configs/ci.yaml --fresh
 	$(BIN)/scb report results/ci > /dev/null
 	$(BIN)/scb plot results/ci > /dev/null
 	$(BIN)/python scripts/check_results.py results/ci
+	$(BIN)/scb run --config configs/toy_llm_ci.yaml --fresh
+	$(BIN)/scb report results/toy_llm_ci > /dev/null
+	$(BIN)/scb plot results/toy_llm_ci > /dev/null
+	$(BIN)/python scripts/check_results.py results/toy_llm_ci
 
 # The suite's loops against generate(), its static-cache compiled path and assisted generation on the
 # toy pair; then per-token latency over output length and memory over examples (reports, no assertions).
 bench: install
 	$(BIN)/python scripts/bench_peers.py
+	$(BIN)/python scripts/bench_peers.py --pair llm
 	$(BIN)/python scripts/bench_scaling.py
 	$(BIN)/python scripts/bench_scaling.py --cache static
 
 bench-quick: install
 	$(BIN)/python scripts/bench_peers.py --quick
+	$(BIN)/python scripts/bench_peers.py --quick --pair llm --compile-mode none
 	$(BIN)/python scripts/bench_scaling.py --quick
 
 # On a GPU: the whole timing protocol of docs/PERFORMANCE.md, outputs in results/gpu-<date>/.
@@ -62,4 +81,4 @@ bench-gpu: install
 	PYTHON=$(BIN)/python bash scripts/gpu_protocol.sh
 
 clean-results:
-	rm -rf results/toy_t1 results/toy_t0 results/ci
+	rm -rf results/toy_t1 results/toy_t0 results/ci results/toy_llm_t0 results/toy_llm_t1 results/toy_llm_ci
