@@ -118,7 +118,8 @@ def finetune(config: Path = typer.Option(..., "--config", "-c", help="fine-tunin
              fresh: bool = typer.Option(False, help="ignore existing checkpoints and start over"),
              max_steps: int = typer.Option(None, min=1, help="override training.max_steps, e.g. to train on "
                                            "from the last checkpoint")) -> None:
-    """Train or fine-tune a seq2seq model on a task's training split and save it with save_pretrained.
+    """Train or fine-tune a seq2seq or (model.kind: causal) decoder-only model on a task's training split and
+    save it with save_pretrained.
     An existing checkpoint in the output folder is resumed unless --fresh is given."""
     from dataclasses import replace
 

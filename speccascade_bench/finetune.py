@@ -21,6 +21,7 @@ from .config import ConfigError, FinetuneConfig, TaskConfig, check_local_task
 from .data import DataError, get_field, load_rows, looks_like_path, select_indices, text_field
 from .lm import ModelLoadError, check_tokenizer, damaged_weights, load_tokenizer, model_load_error
 from .metrics import corpus_score
+from .prompts import cut_at_stop
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")  # the trainer's checkpoint folders
 # What a checkpoint of the trainer needs for a faithful resume, besides the model weights.
@@ -215,7 +216,8 @@ def evaluate(model, tokenizer, task: TaskConfig, sources: list[str], references:
 
 def evaluate_causal(model, tokenizer, task: TaskConfig, sources: list[str], references: list[str],
                     max_new_tokens: int, batch_size: int = 64) -> float:
-    """Corpus score of a causal model's greedy continuations of the sources (the new tokens only)."""
+    """Corpus score of a causal model's greedy continuations of the sources: the new tokens only, up to EOS
+    or the first of the task's stop strings (`task.stop`)."""
     model.eval()
     predictions = []
     device = next(model.parameters()).device
@@ -229,7 +231,8 @@ def evaluate_causal(model, tokenizer, task: TaskConfig, sources: list[str], refe
             mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
             out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                                  max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-            predictions += [text.strip() for text in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
+            texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+            predictions += [cut_at_stop(text, task.stop).strip() for text in texts]
     return corpus_score(task.metric, predictions, references)
 
 

@@ -2,8 +2,10 @@
 saved model loads in `scb run`."""
 
 import json
+from dataclasses import replace
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -119,8 +121,8 @@ def test_causal_training_rows_are_whole_texts_closed_by_one_eos(tmp_path):
         assert item["labels"] == item["input_ids"]  # the loss is on every token, the prompt's too
         assert item["input_ids"].count(tokenizer.eos_token_id) == 1 and item["input_ids"][-1] == tokenizer.eos_token_id
         assert tokenizer.decode(item["input_ids"], skip_special_tokens=True) == row["prompt"] + row["completion"]
-    short = _tokenized(config.task, tokenizer, None, 0, 10, causal=True)  # 600 + 10 tokens at most
-    assert max(len(item["input_ids"]) for item in short) == 610 and all(item["input_ids"][-1] == 1 for item in short)
+    short = _tokenized(replace(config.task, max_source_tokens=100), tokenizer, None, 0, 10, causal=True)
+    assert max(len(item["input_ids"]) for item in short) == 110 and all(item["input_ids"][-1] == 1 for item in short)
     assert prompt_ids(tokenizer, "ab", 8) == [ord("a") + 3, ord("b") + 3]  # a prompt continues: no EOS
     assert lm_ids(tokenizer, "abc", 3) == [ord("a") + 3, ord("b") + 3, tokenizer.eos_token_id]
 
@@ -174,3 +176,31 @@ def test_model_kind_is_checked_and_picks_the_architecture_fields(tmp_path):
     assert info.value.key == "model.architecture.hidden_size" and "T5Config" in info.value.message
     config["model"]["kind"] = "causal"
     assert load_finetune_config(_write(tmp_path, config)).kind == "causal"
+
+
+class _Continues(torch.nn.Module):
+    """A stand-in causal model whose greedy continuation of any prompt is the same text."""
+
+    def __init__(self, continuation: list[int]):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # its device is the model's
+        self.continuation = torch.tensor(continuation)
+
+    def generate(self, input_ids, attention_mask, **kwargs):
+        assert (attention_mask[:, -1] == 1).all()  # padded on the left: every prompt ends at the last column
+        return torch.cat([input_ids, self.continuation.expand(len(input_ids), -1)], dim=1)
+
+
+def test_causal_evaluation_scores_the_continuation_up_to_a_stop_string():
+    from transformers import ByT5Tokenizer
+
+    from speccascade_bench.config import TaskConfig
+    from speccascade_bench.finetune import evaluate_causal
+
+    tokenizer = ByT5Tokenizer()
+    model = _Continues(tokenizer(" 5 + 2 = 7\n#### 7\n\nQuestion: Ben", add_special_tokens=False).input_ids)
+    task = TaskConfig(dataset="x.jsonl", source="question", target="answer", metric="exact_match",
+                      normalize="none", stop=("\n\n",))
+    sources = ["Question: Mia has 5 pens. She finds 2 more. How many pens does she have now?\nAnswer:", "Q:"]
+    assert evaluate_causal(model, tokenizer, task, sources, ["5 + 2 = 7\n#### 7"] * 2, 16) == 100.0
+    assert evaluate_causal(model, tokenizer, replace(task, stop=()), sources, ["5 + 2 = 7\n#### 7"] * 2, 16) == 0.0

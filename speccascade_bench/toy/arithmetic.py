@@ -49,19 +49,19 @@ def make_problem(rng: random.Random) -> Problem:
     objects = rng.choice(OBJECTS)
     kind = rng.choice(("add", "take", "groups"))
     if kind == "add":
-        a, b = rng.randint(2, 15), rng.randint(2, 15)
+        a, b = rng.randint(2, 12), rng.randint(2, 12)
         event = rng.choice(GAIN).format(b=b)
         question = (f"{name} has {a} {objects}. {pronoun.capitalize()} {event}. "
                     f"How many {objects} does {pronoun} have now?")
         return Problem(question, a, "+", b, a + b)
     if kind == "take":
-        a = rng.randint(5, 25)
+        a = rng.randint(5, 19)
         b = rng.randint(1, a - 1)
         event = rng.choice(LOSS).format(b=b)
         question = (f"{name} has {a} {objects}. {pronoun.capitalize()} {event}. "
                     f"How many {objects} does {pronoun} have left?")
         return Problem(question, a, "-", b, a - b)
-    a, b = rng.randint(2, 5), rng.randint(2, 9)
+    a, b = rng.randint(2, 5), rng.randint(2, 6)
     container = rng.choice(CONTAINERS)
     question = (f"{name} has {a} {container} with {b} {objects} in each. "
                 f"How many {objects} does {pronoun} have in all?")
@@ -80,7 +80,9 @@ def solution(problem: Problem, style: str = "gsm8k") -> str:
     raise ValueError(f"unknown answer style {style!r}")
 
 
-STYLES = ("gsm8k", "sentence", "number")
+# Answer styles and how often a document uses each: the GSM8K working, which asks the model to copy the
+# operands, comes up most.
+STYLES = {"gsm8k": 2, "sentence": 1, "number": 1}
 
 
 def shot_text(question: str, answer: str) -> str:
@@ -91,7 +93,7 @@ def shot_text(question: str, answer: str) -> str:
 def make_document(rng: random.Random, problems: list[Problem]) -> dict[str, str]:
     """A training row: the document up to and including its last "Answer:" (`prompt`), and " " + the last
     solution (`completion`). One answer style, drawn here, serves the whole document."""
-    style = rng.choice(STYLES)
+    style = rng.choices(list(STYLES), weights=list(STYLES.values()))[0]
     shots = [shot_text(p.question, solution(p, style)) for p in problems[:-1]]
     last = problems[-1]
     prompt = SEPARATOR.join([*shots, f"Question: {last.question}\nAnswer:"])
