@@ -744,6 +744,9 @@ def _architecture_fields(kind: str = "seq2seq") -> set[str]:
     return set(getattr(transformers, ARCHITECTURE_CLASSES[kind])().to_dict())
 
 
+RUN_ONLY_TASK_KEYS = ("fewshot", "chat", "system", "tests", "test_setup", "code_timeout_s", "code_memory_mb")
+
+
 def is_finetune_config(path: str | Path) -> bool:
     """Whether a config file is a fine-tuning config (it has a `model` or `training` section), not a run
     config; the file is read and checked as `_read_yaml` does."""
@@ -758,6 +761,12 @@ def load_finetune_config(path: str | Path) -> FinetuneConfig:
     top = _Section(file, "", data, ("name", "task", "model", "training", "output"))
     name = top.fields(FinetuneConfig, only=("name",))["name"]
     task = read_task(file, top.get("task", dict), split="train")
+    for key in RUN_ONLY_TASK_KEYS:
+        if key in (top.data.get("task") or {}):
+            raise ConfigError(file, f"task.{key}", "is a key of run configs: fine-tuning trains on the prefix and the "
+                              "source or prompt, followed by the target")
+    if task.metric == "pass_at_1":
+        raise ConfigError(file, "task.metric", "pass_at_1 runs code: fine-tuning evaluates with a text metric")
     m = _Section(file, "model", top.get("model", dict), keys_of(FinetuneConfig, "model"))
     model = m.fields(FinetuneConfig, "model")
     if (model["pretrained"] is None) == (model["architecture"] is None):

@@ -82,10 +82,13 @@ class Ending:
 
     def _stops_at(self, tokens: list[int], end: int) -> bool:
         """Whether tokens[:end] holds a stop string that tokens[:end - 1] does not."""
-        window = self._window()
-        tail = self.text(tokens[max(0, end - window):end])
-        before = self.text(tokens[max(0, end - window):end - 1])
-        return any(s in tail and s not in before for s in self.stop)
+        start = max(0, end - self._window())
+        tail = self.text(tokens[start:end])
+        found = [s for s in self.stop if s in tail]
+        if not found:  # the common case: one decode
+            return False
+        before = self.text(tokens[start:end - 1])
+        return any(s not in before for s in found)
 
     def ended(self, tokens: list[int]) -> bool:
         """Whether `tokens` end at EOS or fill the token limit."""
@@ -342,9 +345,12 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
             draft_tokens.append(token)
             drafter.extend([token])
             if end.reached(result.tokens + draft_tokens):
+                ended = True
                 break
+        else:
+            ended = False
         k = len(draft_tokens)
-        bonus_kept = not end.reached(result.tokens + draft_tokens)  # no bonus after EOS, a stop or the limit
+        bonus_kept = not ended and base + k < limit  # no bonus after EOS, a stop or the limit
         if needs_draft_at_bonus and bonus_kept:  # q at the bonus position, for a cascade's bonus target
             logits = drafter.logits()[-1]
             draft_logits.append(logits)
@@ -371,7 +377,8 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
         for decoder in (drafter, verifier):
             decoder.truncate(decoder.prompt_length + base + outcome.accepted)
             decoder.extend(new_tokens[outcome.accepted:])
-        result.tokens = end.clip(result.tokens + new_tokens, start=base)
+        # Drafting stopped at its first token that ends decoding: of the accepted tokens only the last can.
+        result.tokens = end.clip(result.tokens + new_tokens, start=base + max(0, outcome.accepted - 1))
     result.drafter_calls, result.verifier_calls = drafter.calls, verifier.calls
     return result
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, FinetuneConfig, TaskConfig, check_local_task
-from .data import DataError, get_field, load_rows, looks_like_path, select_indices, text_field
+from .data import DataError, get_field, load_rows, looks_like_path, render_prompt, select_indices, text_field
 from .lm import ModelLoadError, check_tokenizer, damaged_weights, load_tokenizer, model_load_error
 from .metrics import corpus_score
 from .prompts import cut_at_stop
@@ -169,6 +169,13 @@ def resume_point(checkpoints: Path) -> Path | None:
                          f"{recover}, or start over with --fresh")
 
 
+def answer_options(task: TaskConfig) -> dict:
+    """How the task's answer metrics extract and normalise answers (`metrics.corpus_score`'s keywords)."""
+    if task.metric not in ("exact_match", "f1"):
+        return {}
+    return {"answer_pattern": task.answer_pattern, "normalize": task.normalize}
+
+
 def eval_task(task: TaskConfig, eval_split: str) -> TaskConfig:
     """The evaluation data: another split of a hub dataset, or another file beside a local one."""
     return replace(task, dataset=eval_split) if task.is_local else replace(task, split=eval_split)
@@ -178,7 +185,7 @@ def _tokenized(task: TaskConfig, tokenizer, limit: int | None, seed: int, max_ta
     rows = load_rows(task)
     if len(rows) == 0:
         raise DataError(f"dataset {task.dataset!r} has no rows")
-    for key in (task.source, task.target):
+    for key in task.fields_used():
         try:
             get_field(rows[0], key)
         except KeyError:
@@ -187,7 +194,7 @@ def _tokenized(task: TaskConfig, tokenizer, limit: int | None, seed: int, max_ta
     rows = rows.select(select_indices(len(rows), limit, seed))
 
     def encode(row, index):
-        source = task.prefix + text_field(row, task, "source", index)
+        source = task.prefix + render_prompt(task, row, index)
         target = text_field(row, task, "target", index)
         if causal:
             ids = lm_ids(tokenizer, source + target, task.max_source_tokens + max_target)
@@ -211,7 +218,7 @@ def evaluate(model, tokenizer, task: TaskConfig, sources: list[str], references:
                               truncation=True, max_length=task.max_source_tokens).to(device)
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
             predictions += tokenizer.batch_decode(out, skip_special_tokens=True)
-    return corpus_score(task.metric, predictions, references)
+    return corpus_score(task.metric, predictions, references, **answer_options(task))
 
 
 def evaluate_causal(model, tokenizer, task: TaskConfig, sources: list[str], references: list[str],
@@ -233,7 +240,7 @@ def evaluate_causal(model, tokenizer, task: TaskConfig, sources: list[str], refe
                                  max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
             texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
             predictions += [cut_at_stop(text, task.stop).strip() for text in texts]
-    return corpus_score(task.metric, predictions, references)
+    return corpus_score(task.metric, predictions, references, **answer_options(task))
 
 
 def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
@@ -254,7 +261,7 @@ def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
         task = eval_task(config.task, config.eval_split)
         rows = load_rows(task)
         indices = select_indices(len(rows), config.eval_examples, config.seed)
-        sources = [config.task.prefix + text_field(rows[i], task, "source", i) for i in indices]
+        sources = [config.task.prefix + render_prompt(task, rows[i], i) for i in indices]
         references = [text_field(rows[i], task, "target", i) for i in indices]
     model = _build_model(config, tokenizer)
     check_tokenizer(tokenizer, model, tokenizer_name, "model.tokenizer")

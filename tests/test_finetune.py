@@ -204,3 +204,26 @@ def test_causal_evaluation_scores_the_continuation_up_to_a_stop_string():
     sources = ["Question: Mia has 5 pens. She finds 2 more. How many pens does she have now?\nAnswer:", "Q:"]
     assert evaluate_causal(model, tokenizer, task, sources, ["5 + 2 = 7\n#### 7"] * 2, 16) == 100.0
     assert evaluate_causal(model, tokenizer, replace(task, stop=()), sources, ["5 + 2 = 7\n#### 7"] * 2, 16) == 0.0
+
+
+def test_causal_training_renders_the_prompt_template_and_refuses_run_only_keys(tmp_path):
+    from transformers import ByT5Tokenizer
+
+    from speccascade_bench.finetune import _tokenized
+
+    config = _causal_config(tmp_path)
+    task = config["task"]
+    task.pop("source")
+    task["prompt"] = "Q> {prompt}|"
+    config = load_finetune_config(_write(tmp_path, config))
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    encoded = _tokenized(config.task, ByT5Tokenizer(), None, 0, 600, causal=True)
+    for row, item in zip(rows, encoded, strict=True):
+        assert ByT5Tokenizer().decode(item["input_ids"], skip_special_tokens=True) == \
+            f"Q> {row['prompt']}|{row['completion']}"
+    for key, value in (("fewshot", {"n": 1, "dataset": str(tmp_path / "train.jsonl")}), ("chat", True), ("tests", "t")):
+        bad = _causal_config(tmp_path)
+        bad["task"][key] = value
+        with pytest.raises(ConfigError) as info:
+            load_finetune_config(_write(tmp_path, bad))
+        assert info.value.key == f"task.{key}", info.value
