@@ -28,19 +28,25 @@ def run(program: str, tests: str = TESTS, *, timeout_s: float = 5.0, **kwargs) -
     return verdict
 
 
-def processes_running(argv: list[str]) -> list[int]:
-    """Host pids whose command line starts with `argv` (a PID namespace's processes are visible from the host)."""
+def processes_running(argv: list[str], within_s: float = 2.0) -> list[int]:
+    """Host pids whose command line starts with `argv` (a PID namespace's processes are visible from the host)
+    and that are still alive after `within_s` seconds: a SIGKILLed process leaves /proc once it is reaped."""
     wanted = [arg.encode() for arg in argv]
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if cmdline[:len(wanted)] == wanted:
-                found.append(int(entry.name))
-    return found
+    deadline = time.monotonic() + within_s
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                    state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                except (OSError, IndexError):
+                    continue
+                if cmdline[:len(wanted)] == wanted and state not in ("Z", "X"):
+                    found.append(int(entry.name))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 @pytest.fixture
