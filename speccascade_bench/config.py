@@ -19,6 +19,7 @@ from typing import Any
 import regex
 import yaml
 
+from . import metrics
 from .data import DataError, check_local_fields, looks_like_path
 from .methods import METHODS, alpha_param, suggest
 from .presets import PREFIX, T5_V1_1_SHAPES, is_preset, preset_shape
@@ -28,9 +29,9 @@ DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 CACHES = ("dynamic", "static")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
-METRICS = ("bleu", "rouge2", "rougeL", "chrf", "exact_match", "f1", "pass_at_1")
-NORMALIZERS = ("squad", "triviaqa", "none")  # answer normalisation of exact_match and f1
-PATTERN_METRICS = ("exact_match", "f1", "pass_at_1")  # the metrics an answer_pattern applies to (the code of pass_at_1)
+METRICS = metrics.METRICS
+NORMALIZERS = tuple(metrics.NORMALIZERS)  # answer normalisation of exact_match and f1
+PATTERN_METRICS = (*metrics.ANSWER_METRICS, "pass_at_1")  # an answer_pattern's metrics (the code of pass_at_1)
 # A run or variant name: it becomes a folder name, so no separators, no leading dot, nothing empty.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 MAX_CONFIG_BYTES = 1 << 20
@@ -613,8 +614,8 @@ def read_task(file: Path, data: Any, **defaults: Any) -> TaskConfig:
         raise section.error("tests", "is required by metric pass_at_1 (the field holding each example's tests)")
     if task.metric != "pass_at_1" and (task.tests or task.test_setup):
         raise section.error("tests" if task.tests else "test_setup", "is used only by metric pass_at_1")
-    if "normalize" in section.data and task.metric not in ("exact_match", "f1"):
-        raise section.error("normalize", f"applies to exact_match and f1, not to {task.metric}")
+    if "normalize" in section.data and task.metric not in metrics.ANSWER_METRICS:
+        raise section.error("normalize", f"applies to {', '.join(metrics.ANSWER_METRICS)}, not to {task.metric}")
     if task.system is not None and not task.chat:
         raise section.error("system", "is a chat turn: it needs chat: true")
     fewshot = task.fewshot
@@ -679,7 +680,7 @@ def validate_resources(config: RunConfig) -> None:
     fewshot = config.task.fewshot
     if fewshot is not None and fewshot.n and fewshot.is_local:
         shots = replace(config.task, dataset=fewshot.dataset, target=fewshot.target or config.task.target, tests=None,
-                        test_setup=None, metric="bleu")
+                        test_setup=None)
         check_local_task(file, "task.fewshot.dataset", shots)
     for role in ("drafter", "verifier", "tokenizer"):
         name = getattr(config.models, role)

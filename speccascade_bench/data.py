@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .metrics import ANSWER_METRICS, PatternTimeout, extract_answer
 from .presets import is_preset
 from .prompts import PromptParts, as_text, render
 
@@ -238,7 +239,7 @@ def load_examples(task: TaskConfig, seed: int, limit: int | None = None) -> list
         where = f"{task.dataset}: row {i} (0-based)"
         if not text:
             raise DataError(f"{where}: the prompt is empty", "prompt" if task.prompt else "source")
-        if not references and task.metric not in ANSWER_LIST_METRICS:
+        if not references and task.metric not in ANSWER_METRICS:  # an empty list: an unanswerable question
             raise DataError(f"{where}: field {task.target!r} (task.target) is an empty list; {task.metric} needs a "
                             "reference", "target")
         _check_pattern(task, references, where)
@@ -247,13 +248,8 @@ def load_examples(task: TaskConfig, seed: int, limit: int | None = None) -> list
     return examples
 
 
-ANSWER_LIST_METRICS = ("exact_match", "f1")  # an empty answer list is an unanswerable question (SQuAD 2.0)
-
-
 def _check_pattern(task: TaskConfig, references: tuple[str, ...], where: str) -> None:
     """An answer pattern that takes too long on a reference fails before any model loads."""
-    from .metrics import PatternTimeout, extract_answer
-
     if task.answer_pattern is None or task.metric == "pass_at_1":
         return
     for reference in references:
@@ -281,14 +277,7 @@ def target_texts(row: dict, task: TaskConfig, index: int, field_name: str | None
                  dataset: str | None = None, key: str = "target") -> tuple[str, ...]:
     """A row's accepted answers: its target field's text, or each item of a list of them (empty for an
     unanswerable question). `key` is the config key that names the field (target, fewshot.target)."""
-    dotted = field_name or task.target
-    where = f"{dataset or task.dataset}: row {index} (0-based): field {dotted!r} (task.{key})"
-    try:
-        value = get_field(row, dotted)
-    except KeyError:
-        raise DataError(f"{where} is missing; the row's fields: {', '.join(map(str, row))}", key) from None
-    if value is None:
-        raise DataError(f"{where} is null", key)
+    where, value = _present_field(row, field_name or task.target, key, index, dataset or task.dataset)
     items = value if isinstance(value, list | tuple) else [value]
     for item in items:
         if item is None or isinstance(item, bool) or not isinstance(item, str | int | float):
@@ -371,14 +360,20 @@ class ShotPool:
 def text_field(row: dict, task: TaskConfig, key: str, index: int, dataset: str | None = None) -> str:
     """The text of a row's `task.source` or `task.target` field (`key`); a DataError naming the dataset, the
     row and the field when it is missing, null or not text."""
-    dotted = getattr(task, key)
-    where = f"{dataset or task.dataset}: row {index} (0-based): field {dotted!r} (task.{key})"
+    where, value = _present_field(row, getattr(task, key), key, index, dataset or task.dataset)
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise DataError(f"{where} must be text, got {type(value).__name__}", key)
+    return str(value)
+
+
+def _present_field(row: dict, dotted: str, key: str, index: int, dataset: str) -> tuple[str, object]:
+    """Where a row's field is (for messages) and its value; a DataError naming the dataset, the row, the field
+    and its config key (`task.<key>`) when it is missing or null."""
+    where = f"{dataset}: row {index} (0-based): field {dotted!r} (task.{key})"
     try:
         value = get_field(row, dotted)
     except KeyError:
         raise DataError(f"{where} is missing; the row's fields: {', '.join(map(str, row))}", key) from None
     if value is None:
         raise DataError(f"{where} is null", key)
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise DataError(f"{where} must be text, got {type(value).__name__}", key)
-    return str(value)
+    return where, value

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
+from . import prompts
 from .config import ConfigError, FinetuneConfig, TaskConfig, check_local_task
 from .data import DataError, get_field, load_rows, looks_like_path, render_prompt, select_indices, text_field
 from .lm import ModelLoadError, check_tokenizer, damaged_weights, load_tokenizer, model_load_error
-from .metrics import corpus_score
+from .metrics import ANSWER_METRICS, corpus_score
 from .prompts import cut_at_stop
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")  # the trainer's checkpoint folders
@@ -29,52 +30,32 @@ CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 
 
 def _build_model(config: FinetuneConfig, tokenizer):
-    if config.kind == "causal":
-        return _build_causal_model(config, tokenizer)
+    """The model to train: `model.pretrained` loaded, or a T5 (seq2seq) or Llama (causal) built from
+    `model.architecture` with the tokenizer's vocabulary and special tokens."""
+    import transformers
     from safetensors import SafetensorError
-    from transformers import AutoModelForSeq2SeqLM, T5Config, T5ForConditionalGeneration
 
+    causal = config.kind == "causal"
+    auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModelForSeq2SeqLM
     if config.pretrained:
         try:
-            return AutoModelForSeq2SeqLM.from_pretrained(config.pretrained)
+            return auto.from_pretrained(config.pretrained)
         except (OSError, ValueError, SafetensorError) as exc:
             raise model_load_error(config.pretrained, "pretrained model", exc) from None
+    name, config_class, model_class = (("Llama", transformers.LlamaConfig, transformers.LlamaForCausalLM) if causal
+                                       else ("T5", transformers.T5Config, transformers.T5ForConditionalGeneration))
+    special = ({"bos_token_id": tokenizer.bos_token_id} if causal
+               else {"decoder_start_token_id": tokenizer.pad_token_id})
     try:
-        t5_config = T5Config(
-            vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            decoder_start_token_id=tokenizer.pad_token_id, **config.architecture,
-        )
+        model_config = config_class(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                    eos_token_id=tokenizer.eos_token_id, **special, **config.architecture)
     except (TypeError, ValueError, KeyError) as exc:
         raise ConfigError(config.file, "model.architecture", " ".join(str(exc).split())) from None
     torch.manual_seed(config.seed)
     try:
-        return T5ForConditionalGeneration(t5_config)
+        return model_class(model_config)
     except (ValueError, RuntimeError, ZeroDivisionError, KeyError, TypeError) as exc:
-        raise ConfigError(config.file, "model.architecture", f"cannot build a T5 model from it: "
-                          f"{' '.join(str(exc).split())}") from None
-
-
-def _build_causal_model(config: FinetuneConfig, tokenizer):
-    from safetensors import SafetensorError
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
-
-    if config.pretrained:
-        try:
-            return AutoModelForCausalLM.from_pretrained(config.pretrained)
-        except (OSError, ValueError, SafetensorError) as exc:
-            raise model_load_error(config.pretrained, "pretrained model", exc) from None
-    try:
-        llama_config = LlamaConfig(
-            vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=tokenizer.bos_token_id, **config.architecture,
-        )
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ConfigError(config.file, "model.architecture", " ".join(str(exc).split())) from None
-    torch.manual_seed(config.seed)
-    try:
-        return LlamaForCausalLM(llama_config)
-    except (ValueError, RuntimeError, ZeroDivisionError, KeyError, TypeError) as exc:
-        raise ConfigError(config.file, "model.architecture", f"cannot build a Llama model from it: "
+        raise ConfigError(config.file, "model.architecture", f"cannot build a {name} model from it: "
                           f"{' '.join(str(exc).split())}") from None
 
 
@@ -93,12 +74,9 @@ def lm_ids(tokenizer, text: str, max_tokens: int) -> list[int]:
 
 
 def prompt_ids(tokenizer, text: str, max_tokens: int) -> list[int]:
-    """A causal model's prompt: the text's ids without a closing EOS (a prompt continues), the last
-    `max_tokens` of them."""
-    ids = list(tokenizer(text).input_ids)
-    if _closes_with_eos(tokenizer):
-        ids = ids[:-1]
-    return ids[-max_tokens:]
+    """A causal model's prompt, encoded as `scb run` encodes a decoder-only prompt (`prompts.prompt_ids`):
+    without a closing EOS (a prompt continues), cut from the left to `max_tokens`."""
+    return prompts.prompt_ids(tokenizer, prompts.PromptParts("", (), text), prompts.PromptFormat(max_tokens), True)[0]
 
 
 def check_resources(config: FinetuneConfig) -> None:
@@ -171,7 +149,7 @@ def resume_point(checkpoints: Path) -> Path | None:
 
 def answer_options(task: TaskConfig) -> dict:
     """How the task's answer metrics extract and normalise answers (`metrics.corpus_score`'s keywords)."""
-    if task.metric not in ("exact_match", "f1"):
+    if task.metric not in ANSWER_METRICS:
         return {}
     return {"answer_pattern": task.answer_pattern, "normalize": task.normalize}
 
@@ -231,11 +209,11 @@ def evaluate_causal(model, tokenizer, task: TaskConfig, sources: list[str], refe
     with torch.no_grad():
         for start in range(0, len(sources), batch_size):
             batch = sources[start:start + batch_size]
-            prompts = [prompt_ids(tokenizer, text, task.max_source_tokens) for text in batch]
-            width = max(len(ids) for ids in prompts)
+            encoded = [prompt_ids(tokenizer, text, task.max_source_tokens) for text in batch]
+            width = max(len(ids) for ids in encoded)
             # Padded on the left, so that every continuation starts at the same position.
-            input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for ids in prompts])
-            mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
+            input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for ids in encoded])
+            mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded])
             out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                                  max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
             texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, MethodRun, RunConfig, validate_resources
+from .config import ConfigError, MethodRun, RunConfig, TaskConfig, validate_resources
 from .data import DataError, Example, load_examples
 from .decoding import decode
-from .lm import ModelLoadError, StaticShapes
+from .lm import StaticShapes
 from .methods import DRAFTER, METHODS, REFERENCE
 from .presets import is_preset
 from .prompts import PromptFormat, cut_at_stop, prompt_ids
@@ -178,6 +178,12 @@ def prepare(config: RunConfig, options: RunOptions = RunOptions()) -> Job:
                options.allow_code_execution)
 
 
+def prompt_format(task: TaskConfig) -> PromptFormat:
+    """How a task's prompts are laid out: its token budget, delimiters and chat turns."""
+    return PromptFormat(task.max_source_tokens, task.target_delimiter, task.fewshot.delimiter if task.fewshot else "",
+                        task.chat, task.system)
+
+
 def check_chat_template(config: RunConfig, example: Example) -> None:
     """A chat task's tokenizer has a chat template that takes the task's turns (Gemma 2's refuses a system
     turn); checked on one example's prompt, with the tokenizer alone, before any model loads."""
@@ -190,10 +196,8 @@ def check_chat_template(config: RunConfig, example: Example) -> None:
         raise ConfigError(config.file, "task.chat", f"the tokenizer {name!r} has no chat template; set chat: false or "
                           "use an instruction-tuned model's tokenizer")
     task = config.task
-    layout = PromptFormat(task.max_source_tokens, task.target_delimiter,
-                          task.fewshot.delimiter if task.fewshot else "", True, task.system)
     try:
-        prompt_ids(tokenizer, example.parts, layout, decoder_only=True)
+        prompt_ids(tokenizer, example.parts, prompt_format(task), decoder_only=True)
     except Exception as exc:  # jinja raises its own errors from a template's raise_exception
         key = "task.system" if task.system is not None else "task.chat"
         raise ConfigError(config.file, key, f"the tokenizer's chat template refused the prompt: "
@@ -305,12 +309,7 @@ class Session:
         self.scorer = scorer or Scorer(config.task)
         task = config.task
         pair.stop = task.stop
-        if task.chat and not getattr(pair.tokenizer, "chat_template", None):
-            name = config.models.tokenizer or config.models.verifier
-            raise ModelLoadError(f"{config.file}: task.chat: the tokenizer {name!r} has no chat template; set chat: "
-                                 "false or use an instruction-tuned model's tokenizer")
-        self.layout = PromptFormat(task.max_source_tokens, task.target_delimiter,
-                                   task.fewshot.delimiter if task.fewshot else "", task.chat, task.system)
+        self.layout = prompt_format(task)  # a chat task's template was checked by `prepare`
         if config.models.cache == "static":
             if progress and config.models.compile != "none":
                 progress("compiling decode steps", 0, 0)

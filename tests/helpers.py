@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
@@ -66,3 +67,9 @@ def save_byte_pair(root) -> None:
     for name, model in (("verifier", verifier), ("drafter", perturbed(verifier, 0.3, 1))):
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
+
+
+def write_jsonl(path, rows):
+    """A task data file: one JSON object per line. Returns the path."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path

@@ -13,7 +13,7 @@ from speccascade_bench.config import load_run_config
 from speccascade_bench.results import EXAMPLE_FIELDS, SUMMARY_COLUMNS, read_lines
 from speccascade_bench.tradeoff import leviathan_speedup
 
-from .helpers import save_byte_pair
+from .helpers import save_byte_pair, write_jsonl
 
 N_EXAMPLES = 6
 
@@ -22,9 +22,8 @@ N_EXAMPLES = 6
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     save_byte_pair(root)
-    with (root / "task.jsonl").open("w") as f:
-        for i in range(N_EXAMPLES + 2):
-            f.write(json.dumps({"translation": {"en": f"sentence number {i}", "de": f"Satz Nummer {i}"}}) + "\n")
+    write_jsonl(root / "task.jsonl", [{"translation": {"en": f"sentence number {i}", "de": f"Satz Nummer {i}"}}
+                                       for i in range(N_EXAMPLES + 2)])
     return root
 
 

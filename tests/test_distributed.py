@@ -23,7 +23,7 @@ from speccascade_bench.config import load_run_config
 from speccascade_bench.results import EXAMPLE_FIELDS, read_lines
 from speccascade_bench.runner import RunOptions, prepare
 
-from .helpers import save_byte_pair
+from .helpers import save_byte_pair, write_jsonl
 
 N = 8  # examples of the main task
 N_LONG = 30  # examples of the task a driver is killed in
@@ -37,9 +37,8 @@ METHODS = [{"method": "verifier"}, {"method": "drafter"}, {"method": "spec_decod
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed")
     save_byte_pair(root)
-    with (root / "task.jsonl").open("w") as f:
-        for i in range(N_LONG):
-            f.write(json.dumps({"src": f"sentence number {i}", "tgt": f"Satz Nummer {i}"}) + "\n")
+    write_jsonl(root / "task.jsonl", [{"src": f"sentence number {i}", "tgt": f"Satz Nummer {i}"}
+                                       for i in range(N_LONG)])
     return root
 
 

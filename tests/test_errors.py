@@ -18,7 +18,7 @@ from speccascade_bench.cli import app
 from speccascade_bench.lm import ModelLoadError, load_pair
 from speccascade_bench.toy.language import write_splits
 
-from .helpers import perturbed, tiny_t5
+from .helpers import perturbed, tiny_t5, write_jsonl
 
 BYTES = len(ByT5Tokenizer())  # 384: a tiny T5 with this vocabulary fits the byte tokenizer
 
@@ -54,9 +54,7 @@ def workspace(tmp_path_factory):
     verifier = save_model(root / "verifier", tokenizer=ByT5Tokenizer())
     perturbed(tiny_t5(0, vocab=BYTES), 0.3, 1).save_pretrained(root / "drafter")
     ByT5Tokenizer().save_pretrained(root / "drafter")
-    with (root / "task.jsonl").open("w") as f:
-        for i in range(4):
-            f.write(json.dumps({"src": f"sentence {i}", "tgt": f"Satz {i}"}) + "\n")
+    write_jsonl(root / "task.jsonl", [{"src": f"sentence {i}", "tgt": f"Satz {i}"} for i in range(4)])
     assert verifier.is_dir()
     return root
 

@@ -2,7 +2,6 @@
 token budget, stop strings, answer extraction, per-example scores, and bootstrap intervals in the report;
 pass_at_1 refused without --allow-code-execution before any model loads."""
 
-import json
 from dataclasses import replace
 
 import pytest
@@ -17,7 +16,7 @@ from speccascade_bench.prompts import PromptParts
 from speccascade_bench.results import read_lines
 from speccascade_bench.scoring import CodeExecutionRefused, Scorer
 
-from .helpers import perturbed, tiny_llama
+from .helpers import perturbed, tiny_llama, write_jsonl
 
 N_EXAMPLES = 10  # the report's bootstrap intervals need at least 10
 STOPS = ["\n\n", "Q"]
@@ -32,10 +31,8 @@ def workspace(tmp_path_factory):
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
     for name, count in (("test", N_EXAMPLES + 2), ("shots", 4)):
-        with (root / f"{name}.jsonl").open("w") as f:
-            for i in range(count):
-                row = {"question": f"{name} {i} plus {i}?", "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"}
-                f.write(json.dumps(row) + "\n")
+        write_jsonl(root / f"{name}.jsonl", [{"question": f"{name} {i} plus {i}?",
+                                             "answer": f"{i} + {i} = {2 * i}\n#### {2 * i}"} for i in range(count)])
     return root
 
 
@@ -137,9 +134,7 @@ CHAT_REFUSING_SYSTEM = ("{% for m in messages %}{% if m.role == 'system' %}{{ ra
 
 
 def _rows_file(root, name, rows):
-    path = root / f"{name}.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return str(path)
+    return str(write_jsonl(root / f"{name}.jsonl", rows))
 
 
 @pytest.mark.parametrize("case", ["null_field", "empty_prompt", "format_spec", "pattern_with_bleu",

@@ -1,7 +1,6 @@
 """Prompts: templates render exactly, with their shots and the chat template; shots are deterministic and
 never the evaluated example; truncation drops the farthest shots first and keeps the question."""
 
-import json
 from dataclasses import replace
 
 import pytest
@@ -11,6 +10,8 @@ from speccascade_bench.config import ConfigError, load_run_config
 from speccascade_bench.data import DataError, load_examples
 from speccascade_bench.prompts import PromptFormat, PromptParts, TemplateError, prompt_ids, render, template_fields
 
+from .helpers import write_jsonl
+
 CHAT_TEMPLATE = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>{% endfor %}"
                  "{% if add_generation_prompt %}<assistant>{% endif %}")
 
@@ -19,15 +20,10 @@ def _rows(n, prefix="q"):
     return [{"question": f"{prefix}{i}?", "answer": f"a{i}", "meta": {"tags": [f"t{i}", "x"]}} for i in range(n)]
 
 
-def _write(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
 def _config(tmp_path, task_extra: str, rows=None, shots=None):
-    data = _write(tmp_path / "test.jsonl", rows or _rows(6))
+    data = write_jsonl(tmp_path / "test.jsonl", rows or _rows(6))
     if shots is not None:
-        _write(tmp_path / "shots.jsonl", shots)
+        write_jsonl(tmp_path / "shots.jsonl", shots)
     text = f"""
 name: p
 task:

@@ -25,7 +25,7 @@ from speccascade_bench.results import (
     write_json_atomic,
 )
 
-from .helpers import save_byte_pair
+from .helpers import save_byte_pair, write_jsonl
 
 N = 3
 
@@ -34,9 +34,7 @@ N = 3
 def pair_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("folder")
     save_byte_pair(root)
-    with (root / "task.jsonl").open("w") as f:
-        for i in range(N):
-            f.write(json.dumps({"src": f"sentence {i}", "tgt": f"Satz {i}"}) + "\n")
+    write_jsonl(root / "task.jsonl", [{"src": f"sentence {i}", "tgt": f"Satz {i}"} for i in range(N)])
     return root
 
 

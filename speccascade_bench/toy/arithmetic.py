@@ -15,10 +15,11 @@ questions with GSM8K-style answers, none of them asked in the training documents
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import write_jsonl_splits
 
 NAMES = (("Mia", "she"), ("Ben", "he"), ("Ava", "she"), ("Leo", "he"), ("Zoe", "she"), ("Sam", "he"),
          ("Ivy", "she"), ("Max", "he"), ("Lily", "she"), ("Noah", "he"), ("Emma", "she"), ("Omar", "he"),
@@ -133,12 +134,4 @@ def make_splits(seed: int, sizes: dict[str, int]) -> dict[str, list[dict[str, st
 
 def write_splits(out_dir: Path, seed: int, sizes: dict[str, int]) -> dict[str, Path]:
     """Write each split as `<out_dir>/<split>.jsonl`; returns the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, rows in make_splits(seed, sizes).items():
-        path = out_dir / f"{name}.jsonl"
-        with path.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        paths[name] = path
-    return paths
+    return write_jsonl_splits(out_dir, make_splits(seed, sizes))
