@@ -252,6 +252,7 @@ def run(ctx: typer.Context,
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),
                TimeRemainingColumn())
     signals: list[int] = []
+    jobs = []
     try:
         with _signals_as_interrupts(signals), Progress(*columns, transient=False) as bar:
             task = bar.add_task(configs[0].name, total=None)
@@ -272,7 +273,9 @@ def run(ctx: typer.Context,
     except KeyboardInterrupt:
         from .results import count_examples
 
-        kept = [f"{count_examples(folder) if folder.is_dir() else 0} examples kept in {folder}" for folder in folders]
+        run_ids = {job.out: [run.run_id for run in job.decoded] for job in jobs}  # once every run is prepared
+        kept = [f"{count_examples(folder, run_ids.get(folder)) if folder.is_dir() else 0} examples kept in {folder}"
+                for folder in folders]
         typer.echo(f"interrupted; {', '.join(kept)}; run the same command to resume", err=True)
         raise typer.Exit(128 + (signals[0] if signals else signal.SIGINT)) from None
     for out in outs:

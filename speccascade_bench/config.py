@@ -16,7 +16,6 @@ from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dat
 from pathlib import Path
 from typing import Any
 
-import regex
 import yaml
 
 from . import metrics
@@ -56,6 +55,9 @@ class ConfigError(ValueError):
         key = key if len(key) <= 100 else key[:100] + "..."
         self.file, self.key, self.message = str(file), key, message
         super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+
+    def __reduce__(self):  # pickled as its three parts (a Ray worker's error reaches the command)
+        return type(self), (self.file, self.key, self.message)
 
 
 def option(default: Any = MISSING, *, low: float | None = None, high: float | None = None, low_open: bool = False,
@@ -604,9 +606,9 @@ def read_task(file: Path, data: Any, **defaults: Any) -> TaskConfig:
         if task.metric not in PATTERN_METRICS:
             raise section.error("answer_pattern", f"applies to {', '.join(PATTERN_METRICS)}, not to {task.metric}")
         try:
-            groups = regex.compile(task.answer_pattern).groups
-        except regex.error as exc:
-            raise section.error("answer_pattern", f"is not a valid regular expression: {exc}") from None
+            groups = metrics.check_pattern(task.answer_pattern)
+        except ValueError as exc:
+            raise section.error("answer_pattern", str(exc)) from None
         if groups < 1:
             raise section.error("answer_pattern", "needs a group, e.g. '#### (-?[0-9.,]+)': its first group is "
                                 "compared")

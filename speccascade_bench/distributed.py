@@ -132,13 +132,20 @@ class ExampleWorker:
         config = spec["config"]
         models = config.models
         self._session = self._job = None
+        if config.task.metric == "pass_at_1" and spec["allow_code_execution"]:
+            from .sandbox import probe
+
+            why = probe()  # on this worker's machine, before its models load
+            if why:
+                raise ConfigError(config.file, "task.metric", f"pass_at_1 needs the code sandbox, which cannot be "
+                                  f"set up on the worker on {self.label['host']}: {why}")
         pair_key = repr(models) if models.cache == "dynamic" else None  # a static cache is sized per run
         if pair_key is None or pair_key != self._pair_key:
             self._pair = None
             self._pair = load_pair(models.drafter, models.verifier, models.tokenizer, models.device, models.dtype)
         self._pair_key = pair_key
         started = time.perf_counter()
-        scorer = Scorer(config.task, spec["allow_code_execution"], hidden=(Path(key),))
+        scorer = Scorer(config.task, spec["allow_code_execution"], hidden=(Path(spec["hidden"]),))
         session = Session(config, self._pair, spec["runs"], self.device, spec["head"][0], self.label, scorer=scorer)
         costs = session.warm_up(spec["head"])
         self._session, self._job = session, key
@@ -237,10 +244,7 @@ class _Pool:
         self.slots = [_Slot() for _ in range(size)]
         self.calls: dict[Any, tuple[_Slot, _Item | None]] = {}
         self.deaths, self.max_deaths = 0, 2 * size + 2
-        self.specs = [ray.put({"config": _for_workers(s.job, device), "runs": s.job.decoded,
-                               "allow_code_execution": s.job.allow_code_execution,
-                               "head": s.job.examples[: max(s.job.config.timing.warmup, PROBE_EXAMPLES, 1)]})
-                      for s in states]
+        self.specs = [ray.put(_worker_spec(s.job, device)) for s in states]
         names = [s.job.config.name for s in states]
         self.label = ", ".join(names) if len(names) <= 2 else f"{len(names)} runs"
         self.finished = self.total = 0
@@ -387,6 +391,14 @@ def _resources(ray, jobs: list[Job], size: int) -> tuple[dict, str, int | None]:
         return {"num_gpus": 1, "num_cpus": 1}, "cuda", None
     threads = max(1, int(cpus // size))
     return {"num_cpus": threads}, "cpu", threads
+
+
+def _worker_spec(job: Job, device: str) -> dict:
+    """What a worker needs to decode the run `job`: the config (`_for_workers`), the method runs, the examples
+    it warms up on, whether code may run, and the results folder that the sandbox hides, by its absolute path
+    (a worker's working directory is not the command's, and on a cluster not even on the same machine)."""
+    return {"config": _for_workers(job, device), "runs": job.decoded, "allow_code_execution": job.allow_code_execution,
+            "hidden": str(job.out.resolve()), "head": job.examples[: max(job.config.timing.warmup, PROBE_EXAMPLES, 1)]}
 
 
 def _for_workers(job: Job, device: str):

@@ -74,6 +74,46 @@ NORMALIZERS: dict[str, Callable[[str], str]] = {
 PATTERN_SECONDS = 1.0  # the longest an answer pattern may search one text (a pattern can backtrack for ever)
 
 
+PATTERN_COMPILE_SECONDS = 5.0  # the longest an answer pattern may take to compile (compile time grows with repeats)
+PATTERN_COMPILE_MB = 1024  # the most memory compiling it may take
+PATTERN_CHARS = 2000
+
+
+def check_pattern(pattern: str) -> int:
+    """The number of groups of the answer pattern `pattern`, once it is known to compile within
+    PATTERN_COMPILE_SECONDS and PATTERN_COMPILE_MB (in a separate interpreter under those limits: compiling
+    `(a{1000000000})` would take minutes and gigabytes, and cannot be stopped in this process). A ValueError
+    says why a pattern is refused."""
+    import resource
+    import subprocess
+    import sys
+
+    if len(pattern) > PATTERN_CHARS:
+        raise ValueError(f"is {len(pattern)} characters long; the limit is {PATTERN_CHARS}")
+    limit = PATTERN_COMPILE_MB * 2**20
+
+    def bounded() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    code = ("import regex, sys\ntry:\n    print(regex.compile(sys.stdin.read()).groups)\n"
+            "except regex.error as exc:\n    print('error', ' '.join(str(exc).split()))\n")
+    try:
+        done = subprocess.run([sys.executable, "-I", "-c", code], input=pattern, capture_output=True, text=True,
+                              timeout=PATTERN_COMPILE_SECONDS, preexec_fn=bounded)
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"takes more than {PATTERN_COMPILE_SECONDS:g} s to compile; use smaller repeat "
+                         "counts") from None
+    answer = done.stdout.strip()
+    if done.returncode != 0 or not answer:
+        if "MemoryError" in done.stderr:
+            raise ValueError(f"needs more than {PATTERN_COMPILE_MB} MiB to compile; use smaller repeat counts")
+        last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        raise ValueError(f"could not be compiled ({last[:200]})")
+    if answer.startswith("error"):
+        raise ValueError(f"is not a valid regular expression: {answer.removeprefix('error ')}")
+    return int(answer)
+
+
 class PatternTimeout(ValueError):
     """An answer pattern took longer than PATTERN_SECONDS on one text."""
 

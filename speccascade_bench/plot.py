@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 from .methods import METHODS, REFERENCE
-from .results import ResultsError, read_manifest, summarize, with_curves
+from .results import ResultsError, read_manifest, refuse_link, summarize, with_curves, write_file
 
+FORMATS = (".png", ".pdf")
 FIGURES = {
     "quality_latency": ("relative_latency", "latency relative to the verifier"),
     "quality_cost": ("relative_cost", "cost relative to the verifier (counted calls x measured per-call cost)"),
@@ -19,16 +21,33 @@ def plot_folders(folders: list[Path], out: Path | None = None) -> list[Path]:
     (into `out`, or into each folder; with several folders into `out/<folder label>`, see
     `folder_labels`), and with several folders a combined figure with a panel per folder (`combined_*`
     in `out`, or in the first folder's parent). Reads the results files only: with `out`, nothing is
-    written into the results folders. Returns the PNG and PDF paths."""
+    written into the results folders. No figure is written through a link: a figure file, or a folder
+    `out/<label>` this command picks, that is a link is refused (ResultsError) before anything is written.
+    Returns the PNG and PDF paths."""
     labels = folder_labels(folders)
     runs = [(read_manifest(folder)["config"], with_curves(summarize(folder))) for folder in folders]
+    picked = bool(out) and len(folders) > 1  # each folder's figures go to a folder of its own under `out`
+    targets = [out / label if picked else out or folder for folder, label in zip(folders, labels, strict=True)]
+    combined = out or folders[0].parent
+    for target in targets:
+        if picked:
+            refuse_link(target)
+        for name in FIGURES:
+            _refuse_links(target / name)
+    if len(folders) > 1:
+        for name in FIGURES:
+            _refuse_links(combined / f"combined_{name}")
     paths = []
-    for folder, label, (cfg, frame) in zip(folders, labels, runs, strict=True):
-        target = out / label if out and len(folders) > 1 else out or folder
+    for target, (cfg, frame) in zip(targets, runs, strict=True):
         paths += _plot_one(cfg, frame, target)
     if len(folders) > 1:
-        paths += _plot_combined(runs, out or folders[0].parent)
+        paths += _plot_combined(runs, combined)
     return paths
+
+
+def _refuse_links(stem: Path) -> None:
+    for suffix in FORMATS:
+        refuse_link(stem.with_suffix(suffix))
 
 
 def folder_labels(folders: list[Path]) -> list[str]:
@@ -105,9 +124,11 @@ def _subplots(panels: int):
 def _save(fig, stem: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    paths = [stem.with_suffix(suffix) for suffix in FORMATS]
     for path in paths:
-        fig.savefig(path, dpi=150)
+        image = io.BytesIO()
+        fig.savefig(image, format=path.suffix[1:], dpi=150)
+        write_file(path, image.getvalue())
     plt.close(fig)
     return paths
 

@@ -11,14 +11,18 @@ from .methods import REFERENCE
 from .results import (
     BOOTSTRAP_RESAMPLES,
     CONFIDENCE,
+    SUMMARY_FILE,
     check_devices,
     read_manifest,
+    refuse_link,
     summarize,
     with_curves,
+    write_file,
     write_summary,
 )
 from .tradeoff import best_quality_within, latency_to_match
 
+REPORT_FILE = "report.md"
 COLUMNS = [
     ("run_id", "run", "{}"), ("n", "n", "{:d}"), ("quality", "quality", "{:.2f}"),
     ("vs_verifier", f"vs verifier ({100 * CONFIDENCE:.0f}% CI)", "{}"),
@@ -91,15 +95,16 @@ def tradeoff_table(frame: pd.DataFrame) -> str:
 def write_report(results: Path, mix_devices: bool = False) -> tuple[str, OSError | None]:
     """The report as Markdown, also written with summary.csv into the results folder. A folder that cannot
     be written (a read-only archive) still gets its report: returns the text and the error that stopped
-    the writing, or None. Examples that ran on several kinds of device are refused unless `mix_devices`."""
+    the writing, or None. Examples that ran on several kinds of device are refused unless `mix_devices`, and
+    so is a report.md or summary.csv that is a link (a ResultsError naming it, before anything is written)."""
     check_devices(results, mix_devices)
-    try:
-        frame = write_summary(results)
-    except OSError as exc:
-        return build_report(results, mix_devices=mix_devices), exc
+    frame = summarize(results)
     text = build_report(results, frame, mix_devices)
+    for name in (SUMMARY_FILE, REPORT_FILE):
+        refuse_link(results / name)
     try:
-        (results / "report.md").write_text(text, encoding="utf-8")
+        write_summary(results, frame)
+        write_file(results / REPORT_FILE, text)
     except OSError as exc:
         return text, exc
     return text, None

@@ -13,7 +13,8 @@ Guarantees: a folder is adopted only if it is empty or holds a readable manifest
 writes into it (an exclusive lock); a resumed run must match the manifest's task, models, decoding,
 timing and hardware (a distributed run checks no hardware: its rows name their device, and `scb report`
 refuses to mix kinds of device); `--fresh` deletes only the files listed above; the manifest is replaced
-atomically.
+atomically; no file is written or appended to through a link (`open_for_writing`); every row must name
+its file's run, and an example twice only with the same content (`read_run`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import json
 import math
 import os
 import platform
+import stat
 import statistics
 import subprocess
+import sys
 from collections import Counter
 from importlib import metadata
 from pathlib import Path
@@ -76,12 +79,85 @@ def examples_dir(results: Path) -> Path:
     return results / "examples"
 
 
+def example_files(results: Path) -> list[Path]:
+    """The results files of the folder's method runs (examples/*.jsonl), in name order; [] without an
+    examples/ folder. An examples/ folder that cannot be listed is an OSError, never an empty list."""
+    folder = examples_dir(results)
+    if not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir() if path.suffix == ".jsonl")
+
+
+def _link_error(path: Path) -> ResultsError:
+    return ResultsError(f"{path} is a link, which this suite never writes; move it aside")
+
+
+def refuse_link(path: Path) -> Path:
+    """`path`, unless it is a link (a ResultsError naming it): no file is written through a link."""
+    if path.is_symlink():
+        raise _link_error(path)
+    return path
+
+
+def open_for_writing(path: Path, flags: int) -> int:
+    """A descriptor of the regular file `path` opened with `flags` (os.O_WRONLY, O_CREAT, O_TRUNC, O_APPEND...)
+    and never through a link: a link (O_NOFOLLOW) or a FIFO, device or socket at `path` is a ResultsError
+    naming it, and nothing is written."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _link_error(path) from None
+        if exc.errno == errno.ENXIO:  # a FIFO without a reader
+            raise ResultsError(f"{path} is not a regular file; move it aside") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ResultsError(f"{path} is not a regular file; move it aside")
+    return fd
+
+
+def write_file(path: Path, data: str | bytes, sync: bool = False) -> None:
+    """Create or overwrite `path` with `data` (text as UTF-8), never through a link (`open_for_writing`);
+    with `sync`, force it to disk."""
+    with os.fdopen(open_for_writing(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_atomic(path: Path, data: str, tmp: Path | None = None) -> None:
+    """Replace `path` with `data` so that a reader sees the old file or the new one, never a torn one: write a
+    temporary file beside it (`tmp`, default `.<name>.tmp`), force it to disk, rename it over the old one,
+    force the rename. Neither name may be a link (a ResultsError naming it, before anything is written)."""
+    tmp = tmp or path.with_name(f".{path.name}.tmp")
+    refuse_link(path)
+    write_file(tmp, data, sync=True)
+    refuse_link(path)
+    tmp.replace(path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def note(message: str) -> None:
+    """One `note:` line on stderr: something the reader of a result should know, which stops nothing."""
+    print(f"note: {' '.join(message.split())}", file=sys.stderr)
+
+
 def read_lines(path: Path) -> list[dict]:
     """The complete lines of a results file; a torn last line (an interrupted write) is ignored. A complete
     line that is not an example record is a ResultsError naming the file and the line."""
+    return [row for _, row in _numbered_records(path)]
+
+
+def _numbered_records(path: Path):
+    """(line number, record) for each complete line of a results file (see `read_lines`)."""
     if not path.exists():
-        return []
-    rows = []
+        return
     with path.open(encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
             if not line.endswith("\n"):
@@ -90,8 +166,41 @@ def read_lines(path: Path) -> list[dict]:
             if problem:
                 raise ResultsError(f"{path}: line {number} {problem}; delete that line (its example is decoded "
                                    "again) or move the file aside")
-            rows.append(row)
-    return rows
+            yield number, row
+
+
+def read_run(path: Path) -> tuple[list[dict], int]:
+    """A method run's rows from its results file `examples/<run_id>.jsonl`, one per example in example order,
+    and how many exact duplicate rows were dropped. Every row must name the file's run (`run_id`, and as
+    `method` the run id's first part) and may repeat an example only with the same content: otherwise a
+    ResultsError names the file, the line and the field."""
+    run_id = path.stem
+    expected = {"run_id": run_id, "method": run_id.split("-")[0]}
+    first: dict[int, tuple[int, dict]] = {}
+    repeated = 0
+    for number, row in _numbered_records(path):
+        for field, value in expected.items():
+            if row.get(field) != value:
+                raise ResultsError(f"{path}: line {number} has {field} {_shown(row.get(field))}, but the file is "
+                                   f"named for {value!r}; move the line to its own run's file or delete it")
+        seen = first.setdefault(row["example_id"], (number, row))
+        if seen[1] is row:
+            continue
+        if _canonical(seen[1]) != _canonical(row):
+            raise ResultsError(f"{path}: line {number} has example_id {row['example_id']} of line {seen[0]} with "
+                               "other content; delete the wrong one of the two lines")
+        repeated += 1
+    return [first[i][1] for i in sorted(first)], repeated
+
+
+def _shown(value) -> str:
+    """A value of a record, short enough for a one-line error."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _canonical(row: dict) -> str:
+    return json.dumps(row, sort_keys=True, ensure_ascii=False)
 
 
 def _parse_record(line: str) -> tuple[dict, str | None]:
@@ -100,6 +209,8 @@ def _parse_record(line: str) -> tuple[dict, str | None]:
         row = json.loads(line)
     except ValueError:
         return {}, "is not JSON"
+    except RecursionError:
+        return {}, "is nested too deeply"
     if not isinstance(row, dict):
         return {}, "is not a JSON object"
     if not isinstance(row.get("example_id"), int) or isinstance(row.get("example_id"), bool):
@@ -125,13 +236,13 @@ RECORD_NUMBERS = ("latency_s", "output_tokens", "drafter_calls", "verifier_calls
 
 
 def repair(path: Path) -> None:
-    """Cut a torn last line, so that appending starts on a fresh line."""
-    if not path.exists():
+    """Cut a torn last line, so that appending starts on a fresh line (never through a link)."""
+    if not path.exists() and not path.is_symlink():
         return
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end != len(data):
-        with path.open("r+b") as f:
+    with os.fdopen(open_for_writing(path, os.O_RDWR), "r+b") as f:
+        data = f.read()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
             f.truncate(end)
 
 
@@ -143,7 +254,8 @@ class ExampleWriter:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             repair(path)
-            self._file = path.open("a", encoding="utf-8")
+            fd = open_for_writing(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            self._file = os.fdopen(fd, "a", encoding="utf-8")
         except OSError as exc:
             raise ResultsError(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -160,19 +272,8 @@ class ExampleWriter:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Replace `path` with `data` as JSON so that a reader sees the old file or the new one, never a torn one:
-    write a temporary file beside it, force it to disk, rename it over the old one, force the rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(json.dumps(data, indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    """Replace `path` with `data` as JSON, atomically and never through a link (`write_atomic`)."""
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_manifest(results: Path) -> dict:
@@ -183,7 +284,7 @@ def read_manifest(results: Path) -> dict:
     if not path.is_file():
         raise ResultsError(f"{results} is not a results directory: {MANIFEST_FILE} not found")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = _read_json(path)
     except (OSError, ValueError) as exc:
         raise ResultsError(f"{path} is unreadable ({' '.join(str(exc).split())[:120]}); restore it from a copy, or "
                            "move the folder aside and run again into a new one") from None
@@ -202,13 +303,22 @@ def read_manifest(results: Path) -> dict:
     return manifest
 
 
+def _read_json(path: Path):
+    """A JSON file's value; a ValueError when it is not JSON or is nested too deeply to parse."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def read_call_costs(results: Path) -> dict[str, float]:
     """r per draft length from CALL_COSTS_FILE ({} when the run measured none); a ResultsError when damaged."""
     path = results / CALL_COSTS_FILE
     if not path.exists():
         return {}
     try:
-        costs = json.loads(path.read_text(encoding="utf-8"))["verify_call_cost"]
+        costs = _read_json(path)["verify_call_cost"]
         if not isinstance(costs, dict):
             raise TypeError
         return {str(gamma): float(value) for gamma, value in costs.items()}
@@ -236,11 +346,24 @@ def check_output(out: Path) -> bool:
     folder = examples_dir(out)
     if folder.is_symlink() or folder.exists() and not folder.is_dir():
         raise ResultsError(f"{folder} is not a folder of this suite (a link or a file); move it aside")
-    for name in (LOCK_FILE, *WRITTEN_FILES):
-        if (out / name).is_symlink():
-            raise ResultsError(f"{out / name} is a link, which this suite never writes; move it aside")
+    for path in written_paths(out):
+        if path.is_symlink():
+            raise _link_error(path)
+        if path.exists() and not path.is_file():
+            raise ResultsError(f"{path} is not a regular file, which this suite never writes; move it aside")
     read_manifest(out)
     return True
+
+
+def written_paths(out: Path) -> list[Path]:
+    """Every path of a results folder that `scb run` may write, append to or delete (WRITTEN_FILES and their
+    temporary files, the lock, examples/*.jsonl and examples/*.tmp) that is there now."""
+    names = (LOCK_FILE, *WRITTEN_FILES, *(f".{name}.tmp" for name in WRITTEN_FILES))
+    paths = [out / name for name in names]
+    folder = examples_dir(out)
+    if folder.is_dir() and not folder.is_symlink():
+        paths += sorted(path for path in folder.iterdir() if path.suffix in (".jsonl", ".tmp"))
+    return [path for path in paths if path.is_symlink() or path.exists()]
 
 
 def clean(out: Path) -> int:
@@ -434,11 +557,10 @@ def device_kind(hardware: dict) -> str:
 def device_kinds(results: Path) -> Counter:
     """How many example lines ran on each kind of device: the rows' `worker` kind, or for rows recorded
     without one, the kind of the manifest's hardware."""
-    folder = examples_dir(results)
     default = device_kind(read_manifest(results).get("hardware", {}))
     kinds = Counter()
-    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else ():
-        for row in read_lines(path):
+    for path in example_files(results):
+        for row in read_run(path)[0]:
             worker = row.get("worker")
             kinds[worker.get("kind", default) if isinstance(worker, dict) else default] += 1
     return kinds
@@ -456,28 +578,53 @@ def check_devices(results: Path, mix: bool = False) -> Counter:
     return kinds
 
 
-def count_examples(out: Path) -> int:
-    """How many example lines the folder's example files hold (finished examples of every method run)."""
+def count_examples(out: Path, run_ids=None) -> int:
+    """How many distinct examples every method run has finished: the examples found in the results file of
+    every run of `run_ids` (default: of every results file in the folder). What an interrupted run keeps, so
+    it never fails: a line that is not a record is not counted, and an unreadable folder counts 0."""
     folder = examples_dir(out)
-    if not folder.is_dir():
-        return 0
-    total = 0
-    for path in folder.glob("*.jsonl"):
-        with path.open("rb") as f:
-            total += sum(1 for line in f if line.endswith(b"\n"))
-    return total
+    if run_ids is None:
+        try:
+            run_ids = [path.stem for path in example_files(out)]
+        except OSError:
+            return 0
+    shared = None
+    for run_id in run_ids:
+        ids = _finished_ids(folder / f"{run_id}.jsonl")
+        shared = ids if shared is None else shared & ids
+    return len(shared or ())
+
+
+def _finished_ids(path: Path) -> set[int]:
+    """The example ids of a results file's complete lines that are records (see `count_examples`)."""
+    ids = set()
+    try:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                row, problem = _parse_record(line) if line.endswith("\n") else ({}, "torn")
+                if not problem:
+                    ids.add(row["example_id"])
+    except OSError:
+        return set()
+    return ids
 
 
 def load_examples(results: Path) -> dict[str, list[dict]]:
-    """All example lines by run_id, each run's lines deduplicated by example_id (last wins)."""
+    """Every method run's rows by run_id (`read_run`: checked against their file, one per example); a `note`
+    for exact duplicate rows, a ResultsError when the folder holds no example line at all."""
     folder = examples_dir(results)
     if not folder.is_dir():
         raise ResultsError(f"{results} has no examples/ folder")
     runs = {}
-    for path in sorted(folder.glob("*.jsonl")):
-        by_id = {row["example_id"]: row for row in read_lines(path)}
-        if by_id:
-            runs[path.stem] = [by_id[i] for i in sorted(by_id)]
+    for path in example_files(results):
+        rows, repeated = read_run(path)
+        if repeated:
+            note(f"{path}: {repeated} exact duplicate rows ignored")
+        if rows:
+            runs[path.stem] = rows
+    if not runs:
+        raise ResultsError(f"{folder}: no example lines (no results file, or only empty ones); nothing to summarise "
+                           "(run `scb run` first)")
     return runs
 
 
@@ -653,9 +800,14 @@ def quality_difference(metric: str, rows: list[dict], reference_rows: list[dict]
                             resamples=BOOTSTRAP_RESAMPLES, seed=0, confidence=CONFIDENCE)
 
 
-def write_summary(results: Path) -> pd.DataFrame:
-    frame = summarize(results)
-    frame.to_csv(results / "summary.csv", index=False, float_format="%.6g")
+SUMMARY_FILE = "summary.csv"
+
+
+def write_summary(results: Path, frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Write the summary (`summarize`, unless given) to SUMMARY_FILE, never through a link; returns it."""
+    frame = summarize(results) if frame is None else frame
+    refuse_link(results / SUMMARY_FILE)
+    write_file(results / SUMMARY_FILE, frame.to_csv(index=False, float_format="%.6g"))
     return frame
 
 

@@ -34,9 +34,10 @@ from .results import (
     device_kinds,
     examples_dir,
     manifest_config,
-    read_lines,
+    read_run,
     seq_cascade_rows,
     start_manifest,
+    write_atomic,
     write_json_atomic,
     write_summary,
 )
@@ -161,6 +162,13 @@ def prepare(config: RunConfig, options: RunOptions = RunOptions()) -> Job:
         raise ConfigError(config.file, "task.metric", "pass_at_1 runs model-written code; it runs only with "
                           "--allow-code-execution, in a sandboxed process per example (read the README's "
                           "'Code execution' section first)")
+    if config.task.metric == "pass_at_1":
+        from .sandbox import probe
+
+        why = probe()
+        if why:
+            raise ConfigError(config.file, "task.metric", f"pass_at_1 needs the code sandbox, which cannot be set up "
+                              f"on this machine: {why}")
     decoded, derived = plan(config, options.methods)
     out = Path(options.output or config.output)
     check_output(out)
@@ -205,8 +213,9 @@ def check_chat_template(config: RunConfig, example: Example) -> None:
 
 
 def done_examples(job: Job) -> dict[str, set[int]]:
-    """The examples each decoded method run already has in the (locked) results folder: what a resume skips."""
-    return {run.run_id: {row["example_id"] for row in read_lines(examples_dir(job.out) / f"{run.run_id}.jsonl")}
+    """The examples each decoded method run already has in the (locked) results folder: what a resume skips.
+    Read as `scb report` reads them (`results.read_run`): rows of another run or conflicting rows are refused."""
+    return {run.run_id: {row["example_id"] for row in read_run(examples_dir(job.out) / f"{run.run_id}.jsonl")[0]}
             for run in job.decoded}
 
 
@@ -238,7 +247,7 @@ def run_job(job: Job, fresh: bool = False, progress: Progress | None = None) -> 
         todo = remaining(job, done_examples(job))
         pair = load_pair(models.drafter, models.verifier, models.tokenizer, models.device, models.dtype)
         session = Session(job.config, pair, job.decoded, device, job.examples[0], worker_label(hardware), progress,
-                          Scorer(job.config.task, job.allow_code_execution, hidden=(job.out,)))
+                          Scorer(job.config.task, job.allow_code_execution, hidden=(job.out.resolve(),)))
         write_results(start_manifest, job.out, job.resolved, hardware, **job.manifest_fields())
         if todo:
             costs = session.warm_up(job.examples, progress)
@@ -414,11 +423,10 @@ def write_call_costs(out: Path, costs: dict[str, float], inputs: int) -> None:
 
 
 def _write_derived(out: Path, derived: list[MethodRun]) -> None:
-    drafter = read_lines(examples_dir(out) / f"{DRAFTER}.jsonl")
-    verifier = read_lines(examples_dir(out) / f"{REFERENCE}.jsonl")
+    drafter = read_run(examples_dir(out) / f"{DRAFTER}.jsonl")[0]
+    verifier = read_run(examples_dir(out) / f"{REFERENCE}.jsonl")[0]
     for run in derived:
         rows = seq_cascade_rows(drafter, verifier, run.params["alpha"], run.run_id, run.params)
         path = examples_dir(out) / f"{run.run_id}.jsonl"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-        tmp.replace(path)
+        write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
+                     tmp=path.with_suffix(".tmp"))

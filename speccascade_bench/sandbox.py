@@ -5,32 +5,39 @@ process, with a minimal environment, in a fresh temporary directory, and says wh
 ran to the end. It executes model output, so it runs only where the user has switched pass@1 on.
 
 What is isolated (Linux, user namespaces; this module imports only the standard library):
-- Processes: the code runs as init of a new PID namespace. When it exits, or the parent kills the
-  process group at the time limit, the kernel kills every process left in the namespace, so a forked
-  or daemonised child never outlives the verdict. RLIMIT_NPROC caps the tasks of the code's user in its
-  own user namespace at MAX_PROCESSES, which defeats fork bombs. A root caller maps the code's real and
-  effective uid to nobody (65534) because the kernel does not apply RLIMIT_NPROC to uid 0.
-- Network: a new network namespace with only a loopback device, which is down: nothing connects.
-- Files: a new mount namespace (private propagation, so nothing reaches the host) in which every
-  inherited mount is read-only, nosuid and nodev, /dev holds only null, zero, full, random, urandom and
-  the fd links, /tmp and the working directory are fresh size-bounded tmpfs, and each `hidden` folder
-  is covered by an empty tmpfs that nobody may read (a hidden file, by a node that cannot be opened).
-  Nothing the code writes survives the run, and nothing outside it can be changed or deleted.
+- Processes: the code runs as a child of a trusted init of a new PID namespace (init runs no model-written
+  code and takes no signal from it). When the code's process exits, init exits, and the kernel kills
+  every process left in the namespace, whatever it did to its session, process group or parent-death
+  signal (`setsid`, `prctl(PR_SET_PDEATHSIG, 0)`, `execv`): nothing outlives the verdict. At the time
+  limit the parent kills the process group; init's pipe from the first process then closes and init
+  exits too. RLIMIT_NPROC caps the tasks of the code's user in its own user namespace at MAX_PROCESSES,
+  which defeats fork bombs. A root caller maps the code's ids to nobody (65534) because the kernel does
+  not apply RLIMIT_NPROC to uid 0.
+- Network: a new network namespace with only a loopback device, which is down: nothing connects, and
+  abstract Unix sockets (which belong to a network namespace) of the host cannot be named.
+- Files: a new mount namespace (private propagation, so nothing reaches the host) whose root is a fresh
+  tmpfs showing only /usr, /bin, /lib*, /etc/ld.so.cache, /etc/localtime and the interpreter's own
+  prefixes (`_view_paths`), bound read-only, nosuid and nodev; the host's root is detached. /dev holds
+  only null, zero, full, random, urandom and the fd links; /tmp and the working directory are fresh
+  size-bounded tmpfs; each `hidden` folder inside the view is covered by an empty tmpfs that nobody may
+  read (a hidden file, by a node that cannot be opened). So the host's Unix sockets (/run, /var/run,
+  /tmp, home folders), its configuration and every folder outside the view do not exist for the code;
+  nothing it writes survives the run, and nothing outside it can be changed or deleted.
 - Privileges: before the code runs, the process drops every capability (bounding and ambient sets
   included), locks the securebits that would give them back to uid 0, and sets no_new_privs, so it
-  cannot unmount the covers, remount anything writable or re-enter another namespace. IPC and UTS
-  namespaces are new too.
+  cannot unmount the covers, remount anything writable or re-enter another namespace. A root caller's
+  code also runs with real, effective, saved and file-system ids of nobody, so files only root may read
+  stay unreadable. IPC and UTS namespaces are new too.
 - Resources: RLIMIT_AS (`memory_mb`), RLIMIT_CPU (the timeout rounded up, plus 1 s), RLIMIT_FSIZE,
   RLIMIT_NOFILE, RLIMIT_CORE=0, and the wall clock (`timeout_s` from process start, interpreter start-up
   included, enforced by the parent); output is read in bounded form and a run printing more than
   OUTPUT_LIMIT bytes is stopped.
 
 What is not isolated:
-- Reads: the code can read every file the calling user could read without capabilities (its file-system
-  uid and gid stay the caller's, so the interpreter and its libraries stay reachable; a root caller's
-  code can read root-owned files through their owner bits), except /tmp, /dev and the `hidden`
-  folders; /proc shows only its own processes. Pass the results folder and anything secret in `hidden`;
-  do not hide the folders the interpreter itself loads modules from.
+- Reads inside the view: the code can read what the calling user could read of the system's programs and
+  libraries and of the interpreter's prefixes (a virtual environment holding the results folder or a
+  secret must pass it in `hidden`: `scb run` hides the results folder by its absolute path); /proc shows
+  only its own processes. Do not hide the folders the interpreter itself loads modules from.
 - The kernel is shared (no seccomp filter): a kernel exploit is out of scope. CPU is not partitioned
   (no cgroups), and RLIMIT_AS is per process, so the tree may hold up to MAX_PROCESSES times
   `memory_mb`, plus the tmpfs sizes.
@@ -79,6 +86,7 @@ OUTPUT_KEPT = 2000  # characters of output kept in the verdict
 REASON_CHARS = 300
 SANDBOX_UID = SANDBOX_GID = 65534  # nobody/nogroup: the real uid of the code when the caller is root
 _REPORT_LIMIT = 64 * 1024
+CONFINED_WORKDIR = "/tmp/work"  # the code's working directory and home inside its own file system
 
 # clone flags of unshare(2)
 _CLONE_NEWNS = 0x00020000
@@ -99,6 +107,7 @@ _DEVICES = ("null", "zero", "full", "random", "urandom")  # the whole of the cod
 
 # prctl(2), capabilities(7)
 _PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
 _PR_CAPBSET_DROP = 24
 _PR_SET_SECUREBITS = 28
 _PR_SET_NO_NEW_PRIVS = 38
@@ -137,6 +146,9 @@ def run_tests(program: str, tests: str, setup: str = "", *, timeout_s: float = 1
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
     if memory_mb < 64:
         raise ValueError(f"memory_mb must be at least 64 (the interpreter needs it), got {memory_mb}")
+    relative = [str(path) for path in hidden if not Path(path).is_absolute()]
+    if relative:  # resolved here, a relative path could name another folder than the caller's
+        raise ValueError(f"hidden paths must be absolute, got {relative[0]!r}")
     job = {"setup": setup, "program": program, "tests": tests, "timeout_s": timeout_s, "memory_mb": memory_mb,
            "hidden": [str(Path(path).resolve()) for path in hidden], "guard": in_process_guard}
     try:
@@ -146,6 +158,16 @@ def run_tests(program: str, tests: str, setup: str = "", *, timeout_s: float = 1
             raise
         logger.warning("sandbox namespaces unavailable (%s): running with rlimits and the in-process guard only", exc)
         return _run(job, confined=False)
+
+
+def probe(timeout_s: float = 30.0) -> str | None:
+    """Why `run_tests` cannot confine code on this machine (one line), or None when it can: one trivial example
+    is run through the whole sandbox. What a run checks before any model loads."""
+    try:
+        verdict = run_tests("", "assert True", timeout_s=timeout_s)
+    except SandboxUnavailable as exc:
+        return str(exc)
+    return None if verdict.passed else f"a trivial example did not pass ({verdict.reason})"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -391,10 +413,7 @@ def _child_main(argv: list[str]) -> None:
             _say(report_fd, "unshared")
         payload = json.loads(sys.stdin.readline())
         if confined:
-            pid = os.fork()
-            if pid:
-                _mirror_exit(pid)
-            _confine(libc, payload)
+            _start_init(libc, payload)  # returns in the code's process, a child of the namespace's init
             _drop_privileges(libc, payload["drop_uid"])
         else:
             os.chdir(payload["workdir"])
@@ -408,13 +427,70 @@ def _child_main(argv: list[str]) -> None:
     _execute(payload, report_fd)
 
 
+def _start_init(libc, payload: dict) -> None:
+    """Fork init of the new PID namespace, which builds the code's file-system view and forks the code's process.
+    Init runs no model-written code: it waits for the code's process and then exits, and with it the kernel
+    kills every process left in the namespace, whatever they did to their session, group or death signal.
+    The first process (outside the namespace) mirrors init's exit; when it dies (the parent's kill at the
+    time limit), init sees its pipe close and exits too. Returns only in the code's process."""
+    alive_r, alive_w = os.pipe()
+    status_r, status_w = os.pipe()  # init tells the code's wait status: init itself cannot die by a signal it sends
+    pid = os.fork()
+    if pid:
+        os.close(alive_r)
+        os.close(status_w)
+        _mirror_exit(pid, status_r)
+    os.close(alive_w)
+    os.close(status_r)
+    _check(libc.prctl(_PR_SET_PDEATHSIG, _ulong(signal.SIGKILL), _ulong(0), _ulong(0), _ulong(0)), "prctl")
+    _check(libc.prctl(_PR_SET_DUMPABLE, _ulong(0), _ulong(0), _ulong(0), _ulong(0)), "prctl")
+    _confine(libc, payload)
+    code_pid = os.fork()
+    if code_pid == 0:
+        os.close(alive_r)
+        os.close(status_w)
+        return
+    _init_wait(code_pid, alive_r, status_w)
+
+
+def _init_wait(code_pid: int, alive_fd: int, status_fd: int) -> None:
+    """Init's loop: end as the code's process ends, or at once when the first process is gone; never returns."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)  # init takes no signal from the code
+    try:
+        code_fd = os.pidfd_open(code_pid)
+    except (AttributeError, OSError):
+        code_fd = None
+    with selectors.DefaultSelector() as selector:
+        selector.register(alive_fd, selectors.EVENT_READ, "first")
+        if code_fd is not None:
+            selector.register(code_fd, selectors.EVENT_READ, "code")
+        while True:
+            events = selector.select(None if code_fd is not None else 0.02)
+            if any(key.data == "first" for key, _ in events):
+                os._exit(1)  # the first process is gone: so is everything in the namespace
+            pid, status = os.waitpid(-1, os.WNOHANG)  # reap orphans; the code's own status decides
+            while pid:
+                if pid == code_pid:
+                    os.write(status_fd, f"{status}\n".encode())
+                    os._exit(0)
+                pid, status = os.waitpid(-1, os.WNOHANG)
+
+
 def _say(fd: int, line: str) -> None:
     os.write(fd, (" ".join(line.split()) + "\n").encode(errors="replace"))
 
 
-def _mirror_exit(pid: int) -> None:
-    """The first process stays outside the PID namespace, waits for init and ends the same way."""
+def _mirror_exit(pid: int, status_fd: int) -> None:
+    """The first process stays outside the PID namespace, waits for init and ends as the code's process ended
+    (as init did, if init reported nothing)."""
     _, status = os.waitpid(pid, 0)
+    told = os.read(status_fd, 64).decode().strip()
+    _end_like(int(told) if told.isdigit() else status)
+
+
+def _end_like(status: int) -> None:
+    """Exit with the wait status `status` of another process: its exit code, or death by its signal."""
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
         signal.signal(signum, signal.SIG_DFL)
@@ -450,73 +526,137 @@ def _mount(libc, source: str | None, target: str, fstype: str | None, flags: int
 
 
 def _confine(libc, payload: dict) -> None:
-    """Init of the new namespaces, still privileged inside them: make every mount read-only and device-less,
-    give the code a minimal /dev, a fresh /tmp and working directory, and cover the hidden folders."""
+    """Init of the new namespaces, still privileged inside them: build the code's whole file system on an empty
+    tmpfs (the interpreter's folders and the system's libraries, bound read-only, nosuid and device-less; a
+    minimal /dev; a fresh /tmp and working directory), make it the root and detach the host's, then cover
+    the hidden folders that the view still shows. No socket, device or file outside the view can be named."""
+    os.umask(0o022)
+    _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)
+    root = "/tmp"  # the host's /tmp, covered by the new root
+    _mount(libc, "tmpfs", root, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,nr_inodes=1024,mode=755")
+    for path in _view_paths():
+        _bind_into(libc, root, path)
+    _make_dev(libc, root)
+    try:
+        os.mkdir(f"{root}/proc", 0o555)
+        _mount(libc, "proc", f"{root}/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+    except OSError:  # a proc mount is refused where the host's is partly masked: the code then has no /proc
+        pass
+    os.mkdir(f"{root}/tmp", 0o1777)
+    os.chdir(root)
+    _check(libc.syscall(_long(_pivot_root_number()), b".", b"."), "pivot_root")
+    _check(libc.umount2(b".", 2), "umount2")  # MNT_DETACH: the host's tree is gone from this namespace
+    os.chdir("/")
+    _set_mount_attributes(libc, "/", _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV, 0, _AT_RECURSIVE)
+    for name in os.listdir("/dev"):
+        if name in _DEVICES:
+            _set_mount_attributes(libc, f"/dev/{name}", 0, _MOUNT_ATTR_NODEV, 0)
+    _mount(libc, "tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={SCRATCH_MB}m,nr_inodes=4096,mode=1777")
+    for path in payload["hidden"]:
+        if os.path.isdir(path):
+            _mount(libc, "tmpfs", path, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                   "size=4k,nr_inodes=2,mode=000")
+        elif os.path.lexists(path):  # a file: bound to the (device-less) null device, which cannot be opened
+            _mount(libc, "/dev/null", path, None, _MS_BIND)
+    os.mkdir(CONFINED_WORKDIR, 0o700)
+    if payload["drop_uid"]:
+        os.chown(CONFINED_WORKDIR, 1, 1)
+    os.chdir(CONFINED_WORKDIR)
+    os.environ.update(HOME=CONFINED_WORKDIR, TMPDIR=CONFINED_WORKDIR)
+
+
+def _long(value: int):
+    import ctypes
+
+    return ctypes.c_long(value)
+
+
+_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "loongarch64": 41, "ppc64le": 203, "ppc64": 203,
+               "s390x": 217}
+
+
+def _pivot_root_number() -> int:
+    import platform
+
+    machine = platform.machine()
+    if machine not in _PIVOT_ROOT:
+        raise OSError(f"pivot_root: no system call number known for {machine}")
+    return _PIVOT_ROOT[machine]
+
+
+def _view_paths() -> list[str]:
+    """What the code's file system shows of the host's, read-only: the system's programs and libraries, the
+    dynamic linker's cache and the time zone, and the interpreter's own folders (its prefixes, real paths).
+    Paths below another kept folder are dropped; those that do not exist are skipped later."""
+    wanted = ["/usr", "/bin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache", "/etc/localtime"]
+    wanted += [os.path.realpath(prefix) for prefix in (sys.base_prefix, sys.base_exec_prefix, sys.prefix,
+                                                       sys.exec_prefix)]
+    kept: list[str] = []
+    for path in sorted(set(wanted)):
+        if not any(path == parent or path.startswith(parent.rstrip("/") + "/") for parent in kept):
+            kept.append(path)
+    return kept
+
+
+def _bind_into(libc, root: str, path: str) -> None:
+    """Show the host's `path` at the same path under `root`: a link as the same link, a folder or file bound
+    (recursively). Missing parents are made, world-traversable, on the new root's tmpfs."""
+    if not os.path.lexists(path):
+        return
+    target = root + path
+    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+    if os.path.islink(path):
+        os.symlink(os.readlink(path), target)
+        return
+    if os.path.isdir(path):
+        os.mkdir(target, 0o755)
+    else:
+        open(target, "x").close()
+    _mount(libc, path, target, None, _MS_BIND | _MS_REC)
+
+
+def _make_dev(libc, root: str) -> None:
+    """The code's /dev: null, zero, full, random and urandom bound from the host, and the fd links."""
+    dev = f"{root}/dev"
+    os.mkdir(dev, 0o755)
+    _mount(libc, "tmpfs", dev, "tmpfs", _MS_NOSUID | _MS_NOEXEC, "size=64k,nr_inodes=64,mode=755")
+    for name in _DEVICES:
+        if os.path.exists(f"/dev/{name}"):
+            open(f"{dev}/{name}", "x").close()
+            _mount(libc, f"/dev/{name}", f"{dev}/{name}", None, _MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{dev}/{name}")
+
+
+def _set_mount_attributes(libc, path: str, attr_set: int, attr_clr: int, flags: int) -> None:
     import ctypes
 
     class MountAttr(ctypes.Structure):
         _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
                     ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
-    def set_attributes(path: str, attr_set: int, attr_clr: int, flags: int) -> None:
-        attr = MountAttr(attr_set, attr_clr, 0, 0)
-        _check(libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(_AT_FDCWD), path.encode(),
-                            ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
-               f"mount_setattr {path}")
-
-    _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)
-    try:
-        _mount(libc, "proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
-    except OSError:  # a proc mount is refused where the host's is partly masked: hide the host's instead
-        _mount(libc, "tmpfs", "/proc", "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=4k,mode=000")
-    # The minimal /dev is built on a staging /tmp while the host's device nodes can still be bound.
-    _mount(libc, "tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "size=64k,mode=700")
-    staging = "/tmp/dev"
-    os.mkdir(staging)
-    _mount(libc, "tmpfs", staging, "tmpfs", _MS_NOSUID | _MS_NOEXEC, "size=64k,nr_inodes=64,mode=755")
-    devices = [name for name in _DEVICES if os.path.exists(f"/dev/{name}")]
-    for name in devices:
-        open(f"{staging}/{name}", "x").close()
-        _mount(libc, f"/dev/{name}", f"{staging}/{name}", None, _MS_BIND)
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                         ("stderr", "/proc/self/fd/2")):
-        os.symlink(target, f"{staging}/{name}")
-    set_attributes("/", _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV, 0, _AT_RECURSIVE)
-    for name in devices:
-        set_attributes(f"{staging}/{name}", 0, _MOUNT_ATTR_NODEV, 0)
-    _mount(libc, staging, "/dev", None, _MS_MOVE)
-    _mount(libc, "tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={SCRATCH_MB}m,nr_inodes=4096,mode=1777")
-    for path in payload["hidden"]:
-        if os.path.isdir(path):
-            _mount(libc, "tmpfs", path, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
-                   "size=4k,nr_inodes=2,mode=000")
-        elif os.path.lexists(path):  # a file: bound to the (now device-less) null device, which cannot be opened
-            _mount(libc, "/dev/null", path, None, _MS_BIND)
-    workdir = payload["workdir"]
-    if os.path.isdir(workdir):  # outside /tmp: the host's empty folder, read-only by now
-        _mount(libc, "tmpfs", workdir, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={SCRATCH_MB}m,nr_inodes=4096,mode=700")
-    else:
-        os.makedirs(workdir, mode=0o700)
-    os.chdir(workdir)
+    attr = MountAttr(attr_set, attr_clr, 0, 0)
+    _check(libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(_AT_FDCWD), path.encode(),
+                        ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
+           f"mount_setattr {path}")
 
 
 def _drop_privileges(libc, drop_uid: bool) -> None:
-    """Give up every capability for good. With `drop_uid` (root caller) the real, effective and saved ids become
-    1 (nobody outside), while the file-system ids stay 0, the caller, so that the interpreter stays readable."""
+    """Give up every capability for good. With `drop_uid` (root caller) the real, effective, saved and file-system
+    ids become 1 (nobody outside), so that root-only files are unreadable too."""
     import ctypes
 
     def prctl(option: int, arg: int = 0) -> None:
         _check(libc.prctl(option, _ulong(arg), _ulong(0), _ulong(0), _ulong(0)), f"prctl {option}")
 
     if drop_uid:
-        prctl(_PR_SET_SECUREBITS, _SECBIT_NO_SETUID_FIXUP)  # keep CAP_SETUID for setfsuid below
+        prctl(_PR_SET_SECUREBITS, _SECBIT_NO_SETUID_FIXUP)  # keep CAP_SETPCAP to drop the bounding set below
         os.setgroups([])
         os.setresgid(1, 1, 1)
         os.setresuid(1, 1, 1)
-        libc.setfsgid(0)
-        libc.setfsuid(0)
-        if libc.setfsuid(0xFFFFFFFF) != 0 or libc.setfsgid(0xFFFFFFFF) != 0:  # an invalid id: returns the current one
-            raise OSError("setfsuid: the file-system ids did not change")
+        if libc.setfsuid(0xFFFFFFFF) != 1 or libc.setfsgid(0xFFFFFFFF) != 1:  # an invalid id: returns the current one
+            raise OSError("setfsuid: the file-system ids are not the unprivileged ones")
     for capability in range(64):
         if libc.prctl(_PR_CAPBSET_DROP, _ulong(capability), _ulong(0), _ulong(0), _ulong(0)) == -1:
             if ctypes.get_errno() == 22:  # EINVAL: past the last capability of this kernel

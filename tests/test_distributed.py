@@ -216,6 +216,14 @@ def test_several_variants_in_one_command_each_get_their_folder(workspace, ray_ad
     assert one_folder.exit_code == 2 and "--output" in one_folder.output
 
 
+def test_workers_hide_the_results_folder_by_its_absolute_path(workspace, monkeypatch):
+    monkeypatch.chdir(workspace)
+    job = prepare(load_run_config(make_config(workspace, Path("relative-out"))), RunOptions())
+    assert not job.out.is_absolute()
+    spec = distributed._worker_spec(job, "cpu")
+    assert spec["hidden"] == str(workspace.resolve() / "relative-out")  # not resolved again on the worker
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -101,6 +101,24 @@ def test_pass_at_1_needs_allow_code_execution_before_any_model_loads(workspace):
         Scorer(load_run_config(path).task)
 
 
+def test_a_machine_without_user_namespaces_is_one_line_before_any_model_loads(workspace, monkeypatch):
+    from speccascade_bench import lm, sandbox
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(sandbox, "_UNSHARE_FLAGS", 0x1)  # an unshare the kernel refuses, as in a container
+    monkeypatch.setattr(lm, "load_pair", loaded)
+    assert "unshare" in sandbox.probe()
+    path = make_config(workspace, workspace / "code", metric="pass_at_1", tests="answer", answer_pattern=None)
+    result = CliRunner().invoke(app, ["run", "--config", str(path), "--allow-code-execution"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert [line for line in result.output.splitlines() if "eta" not in line] == [result.output.splitlines()[-1]]
+    assert "task.metric" in result.output and "sandbox, which cannot be set up on this machine" in result.output
+    assert "unshare" in result.output
+    assert not (workspace / "code").exists()
+
+
 def test_pass_at_1_scores_code_in_the_sandbox(workspace):
     path = make_config(workspace, workspace / "code", metric="pass_at_1", tests="answer",
                        answer_pattern="(?s)```python\n(.*?)```", fewshot=None, code_timeout_s=5.0)

@@ -6,14 +6,20 @@ themselves. Every run asserts that the verdict came within its time limit."""
 import os
 import secrets
 import shutil
+import socket
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from speccascade_bench import sandbox
+from speccascade_bench.config import TaskConfig
+from speccascade_bench.data import Example
 from speccascade_bench.sandbox import SandboxUnavailable, Verdict, run_tests
+from speccascade_bench.scoring import Scorer
 
 SOLUTION = "def add_one(x):\n    return x + 1\n"
 TESTS = "assert add_one(1) == 2\nassert add_one(-1) == 0\n"
@@ -178,9 +184,22 @@ while True:
 
 @pytest.fixture
 def secret_folder():
+    """A world-readable folder inside the code's view (the interpreter's prefix is one of its folders)."""
+    folder = Path(tempfile.mkdtemp(dir=sys.prefix, prefix="scb-secret-"))
+    folder.chmod(0o755)
+    (folder / "secret.txt").write_text("s3cret")
+    (folder / "secret.txt").chmod(0o644)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def outside_folder():
+    """A world-readable folder outside the code's view."""
     if not Path("/var/tmp").is_dir():
         pytest.skip("no /var/tmp")
-    folder = Path(tempfile.mkdtemp(dir="/var/tmp"))  # outside /tmp, which the sandbox replaces anyway
+    folder = Path(tempfile.mkdtemp(dir="/var/tmp"))
+    folder.chmod(0o755)
     (folder / "secret.txt").write_text("s3cret")
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
@@ -224,6 +243,12 @@ def test_files_outside_cannot_be_deleted_or_written(confined, secret_folder):
     assert (secret_folder / "secret.txt").read_text() == "s3cret"
 
 
+def test_folders_outside_the_view_do_not_exist_for_the_code(confined, outside_folder):
+    tests = "assert (before, after) == ('FileNotFoundError', 'FileNotFoundError'), (before, after)\n"
+    assert run(reach(outside_folder) + SOLUTION, tests=tests, in_process_guard=False).passed
+    assert (outside_folder / "secret.txt").read_text() == "s3cret"
+
+
 def test_dev_is_minimal_and_usable(confined):
     program = "import os\nopen('/dev/null', 'w').write('x')\nnoise = open('/dev/urandom', 'rb').read(8)\n"
     tests = "assert sorted(os.listdir('/dev')) == ['fd', 'full', 'null', 'random', 'stderr', 'stdin', 'stdout', " \
@@ -241,3 +266,139 @@ def test_unavailable_namespaces_fail_closed(monkeypatch, sleep_marker):
     assert processes_running(["sleep", sleep_marker]) == []  # the process group is killed
     verdict = run(SOLUTION + "while True:\n    pass\n", timeout_s=2, allow_unconfined=True)
     assert verdict.reason == "timeout" and not verdict.confined
+
+
+# Hostile programs through the entry point that `scb run` scores pass_at_1 rows with (`Scorer.score`).
+
+
+def score_as_run(program: str, tests: str, setup: str = "", hidden: tuple[Path, ...] = ()) -> str:
+    """Score `program` as a pass_at_1 prediction exactly as a run does; returns the recorded verdict."""
+    task = TaskConfig(dataset="rows.jsonl", target="code", prompt="{text}", metric="pass_at_1", tests="tests",
+                      test_setup="setup", code_timeout_s=5.0, code_memory_mb=256)
+    example = Example(0, "write it", "", tests=tests, setup=setup)
+    start = time.monotonic()
+    score, verdict = Scorer(task, allow_code_execution=True, hidden=hidden).score(example, program)
+    assert time.monotonic() - start < task.code_timeout_s + 2
+    assert score == (100.0 if verdict == "passed" else 0.0)
+    return verdict
+
+
+@pytest.fixture
+def host_socket():
+    """A root-only Unix socket listener in /run, as a host service's; yields its path and what it received."""
+    folder = Path("/run") if os.access("/run", os.W_OK) else Path(tempfile.mkdtemp())
+    path = folder / f"scb-test-{secrets.token_hex(6)}.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    path.chmod(0o600)
+    server.listen(4)
+    server.settimeout(0.2)
+    received: list[bytes] = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except (TimeoutError, OSError):
+                continue
+            with conn:
+                conn.settimeout(1)
+                try:
+                    received.append(conn.recv(100))
+                    conn.sendall(b"host-reply")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield path, received
+    stop.set()
+    thread.join(2)
+    server.close()
+    path.unlink(missing_ok=True)
+
+
+SOCKET_REACH = """
+import os
+def reach(path):
+    try:
+        import _socket
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        _socket.socket.connect(s, path)
+        s.send(b"from-sandbox")
+        return s.recv(100).decode()
+    except Exception as exc:
+        return type(exc).__name__
+reply = reach({path!r})
+abstract = reach("\\0scb-test-abstract")
+"""
+
+
+def test_host_unix_sockets_are_unreachable(confined, host_socket):
+    path, received = host_socket
+    control = socket.socket(socket.AF_UNIX)  # the listener answers on the host
+    control.connect(str(path))
+    control.send(b"control")
+    assert control.recv(100) == b"host-reply"
+    control.close()
+    program = SOCKET_REACH.format(path=str(path)) + SOLUTION
+    tests = "assert reply != 'host-reply' and abstract != 'host-reply', (reply, abstract)\n" + TESTS
+    assert score_as_run(program, tests) == "passed"
+    assert run(program, tests, in_process_guard=False).passed  # the confinement alone, without the guard
+    assert run(program, tests, in_process_guard=False, hidden=[path.parent]).passed
+    assert received == [b"control"]
+
+
+ESCAPE = """
+import ctypes, os
+libc = ctypes.CDLL(None)
+if os.fork() == 0:
+    os.setsid()
+    libc.prctl(1, 0, 0, 0, 0)  # PR_SET_PDEATHSIG: none
+    os.execv("/bin/sleep", ["sleep", "MARK"])
+os.setsid()
+libc.prctl(1, 0, 0, 0, 0)
+"""
+
+
+@pytest.mark.parametrize("then", ["exit", "exec"])
+def test_processes_that_leave_their_session_die_with_the_verdict(confined, sleep_marker, then):
+    """The code's process and a child both call setsid, clear their death signal and exec a sleep: after the
+    verdict (the code's exit, or the time limit), none of them survives."""
+    program = ESCAPE.replace("MARK", sleep_marker)
+    if then == "exec":
+        program += f"os.execv('/bin/sleep', ['sleep', '{sleep_marker}'])\n"
+    verdict = run(program + SOLUTION, timeout_s=2, in_process_guard=False)
+    assert verdict.passed == (then == "exit"), verdict
+    assert processes_running(["sleep", sleep_marker]) == []
+    # with the guard on (as in a run), setsid and exec are refused before anything starts
+    assert score_as_run(program + SOLUTION, TESTS).startswith("error: ")
+    assert processes_running(["sleep", sleep_marker]) == []
+
+
+def test_root_only_files_are_unreadable(confined):
+    if os.geteuid() != 0:
+        pytest.skip("the caller is not root: root-only files are unreadable to it anyway")
+    path = Path(sys.prefix) / f"scb-root-only-{secrets.token_hex(6)}"
+    path.write_text("root-s3cret")
+    path.chmod(0o600)
+    try:
+        program = f"""
+import os
+try:
+    seen = open({str(path)!r}).read()
+except OSError as exc:
+    seen = type(exc).__name__
+ids = (os.getuid(), os.geteuid())
+""" + SOLUTION
+        tests = "assert seen == 'PermissionError', seen\nassert ids == (1, 1), ids\n" + TESTS
+        assert score_as_run(program, tests) == "passed"
+        assert run(program, tests, in_process_guard=False).passed
+    finally:
+        path.unlink()
+
+
+def test_a_relative_hidden_path_is_refused():
+    with pytest.raises(ValueError, match="absolute"):
+        run_tests(SOLUTION, TESTS, hidden=[Path("results/x")])

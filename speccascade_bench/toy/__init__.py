@@ -8,13 +8,12 @@ from pathlib import Path
 
 
 def write_jsonl_splits(out_dir: Path, splits: dict[str, list[dict]]) -> dict[str, Path]:
-    """Write each split's rows as `<out_dir>/<split>.jsonl`; returns the paths."""
+    """Write each split's rows as `<out_dir>/<split>.jsonl`, never through a link (every path is checked
+    before the first is written); returns the paths."""
+    from ..results import refuse_link, write_file
+
+    paths = {name: refuse_link(out_dir / f"{name}.jsonl") for name in splits}
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
     for name, rows in splits.items():
-        path = out_dir / f"{name}.jsonl"
-        with path.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        paths[name] = path
+        write_file(paths[name], "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return paths
