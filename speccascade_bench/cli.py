@@ -22,6 +22,13 @@ from .config import ConfigError, load_finetune_config
 MAX_MESSAGE = 600
 
 
+def _at_least_one(param: typer.CallbackParam, value: int | None) -> int | None:
+    """A count option's check: one `error:` line (not the usage box) for a value under 1."""
+    if value is not None and value < 1:
+        _fail(f"{param.opts[0]} must be at least 1, got {value}")
+    return value
+
+
 def _fail(message: str) -> None:
     """Print one short `error:` line (a value of any size is cut in the middle) and exit with code 2."""
     message = " ".join(message.split())
@@ -89,9 +96,11 @@ def toy_data(out: Path = typer.Option(None, help="folder for the JSONL files; de
              task: str = typer.Option("translation", help="translation (for seq2seq models) or arithmetic "
                                       "(few-shot documents for decoder-only models, plus shots.jsonl)"),
              seed: int = typer.Option(0, help="generator seed"),
-             train: int = typer.Option(20000, min=1), validation: int = typer.Option(200, min=1),
-             test: int = typer.Option(500, min=1),
-             shots: int = typer.Option(None, min=1, help="arithmetic: questions for few-shot prompts "
+             train: int = typer.Option(20000, callback=_at_least_one),
+             validation: int = typer.Option(200, callback=_at_least_one),
+             test: int = typer.Option(500, callback=_at_least_one),
+             shots: int = typer.Option(None, callback=_at_least_one, help="arithmetic: questions for few-shot "
+                                       "prompts "
                                        "(shots.jsonl) [default: 8]")) -> None:
     """Generate a synthetic toy task (deterministic in the seed)."""
     if task not in TOY_TASKS:
@@ -116,8 +125,8 @@ def toy_data(out: Path = typer.Option(None, help="folder for the JSONL files; de
 @app.command()
 def finetune(config: Path = typer.Option(..., "--config", "-c", help="fine-tuning YAML config"),
              fresh: bool = typer.Option(False, help="ignore existing checkpoints and start over"),
-             max_steps: int = typer.Option(None, min=1, help="override training.max_steps, e.g. to train on "
-                                           "from the last checkpoint")) -> None:
+             max_steps: int = typer.Option(None, callback=_at_least_one, help="override training.max_steps, e.g. "
+                                           "to train on from the last checkpoint")) -> None:
     """Train or fine-tune a seq2seq or (model.kind: causal) decoder-only model on a task's training split and
     save it with save_pretrained.
     An existing checkpoint in the output folder is resumed unless --fresh is given."""
@@ -215,12 +224,12 @@ def run(ctx: typer.Context,
         variant: list[str] = typer.Option(None, help=VARIANT_HELP + "; repeat it for several, `all` for every "
                                           "variant; each writes its own folder"),
         output: Path = typer.Option(None, help="results folder (default: the config's output)"),
-        limit: int = typer.Option(None, min=1, help="decode only the first N selected examples"),
+        limit: int = typer.Option(None, callback=_at_least_one, help="decode only the first N selected examples"),
         device: str = typer.Option(None, help="auto | cpu | cuda (default: the config's)"),
         methods: str = typer.Option(None, help="comma-separated method names to run, e.g. verifier,spec_decode"),
         fresh: bool = typer.Option(False, help="delete earlier results in the folder and start over"),
-        workers: int = typer.Option(None, min=1, help="decode on N Ray workers: one GPU each on CUDA, an equal "
-                                    "share of the CPUs on a CPU"),
+        workers: int = typer.Option(None, callback=_at_least_one, help="decode on N Ray workers: one GPU each on "
+                                    "CUDA, an equal share of the CPUs on a CPU"),
         ray_address: str = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
                                         help="with --workers: join this Ray cluster (default: start a local "
                                         "Ray instance)"),
@@ -267,7 +276,8 @@ def run(ctx: typer.Context,
                 from .distributed import run as run_distributed
 
                 outs = run_distributed(jobs, workers, ray_address, fresh, progress_of(""),
-                                       verbose=logging.getLogger().isEnabledFor(logging.INFO))
+                                       verbose=logging.getLogger().isEnabledFor(logging.INFO),
+                                       source="--ray-address" if given else "RAY_ADDRESS")
             else:
                 outs = [run_job(job, fresh, progress_of(job.config.name)) for job in jobs]
     except KeyboardInterrupt:

@@ -230,15 +230,17 @@ def load_examples(task: TaskConfig, seed: int, limit: int | None = None) -> list
     pool = ShotPool(task, rows) if task.fewshot and task.fewshot.n else None
     examples = []
     for i in indices:
+        where = f"{task.dataset}: row {i} (0-based)"
         query = render_prompt(task, rows[i], i)
+        if not query.strip():  # before the shots: an empty question would also skip every shot as itself
+            what = f"task.prompt {task.prompt!r} renders to" if task.prompt else \
+                f"field {task.source!r} (task.source) is"
+            raise DataError(f"{where}: {what} blank text; there is no question to ask", "prompt" if task.prompt
+                            else "source")
         shots = pool.shots_for(i, query) if pool else ()
         references = target_texts(rows[i], task, i)
         parts = PromptParts(task.prefix, shots, query)
-        delimiter = task.fewshot.delimiter if task.fewshot else ""
-        text = parts.text(None, task.target_delimiter, delimiter)
-        where = f"{task.dataset}: row {i} (0-based)"
-        if not text:
-            raise DataError(f"{where}: the prompt is empty", "prompt" if task.prompt else "source")
+        text = parts.text(None, task.target_delimiter, task.fewshot.delimiter if task.fewshot else "")
         if not references and task.metric not in ANSWER_METRICS:  # an empty list: an unanswerable question
             raise DataError(f"{where}: field {task.target!r} (task.target) is an empty list; {task.metric} needs a "
                             "reference", "target")
@@ -302,9 +304,29 @@ def _code_field(row: dict, task: TaskConfig, key: str, index: int) -> str | None
         code = as_text(value)
     except TypeError as exc:
         raise DataError(f"{where} is {exc}, not code", key) from None
-    if key == "tests" and not code.strip():
-        raise DataError(f"{where} is empty: a program would pass no tests", key)
+    if key == "tests":
+        _check_tests(code, where)
     return code
+
+
+def _check_tests(code: str, where: str) -> None:
+    """Tests that can fail: valid Python holding at least one assert, raise or call (comments, `pass` or bare
+    constants would pass any program; code that does not parse would fail every one)."""
+    import ast
+
+    if not code.strip():
+        raise DataError(f"{where} is empty: any program would pass", "tests")
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as exc:
+        raise DataError(f"{where} is not valid Python ({exc.msg}, line {exc.lineno}): every program would fail",
+                        "tests") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # a null byte, or nesting too deep to parse
+        raise DataError(f"{where} cannot be parsed ({type(exc).__name__}): every program would fail",
+                        "tests") from None
+    if not any(isinstance(node, ast.Assert | ast.Raise | ast.Call) for node in ast.walk(tree)):
+        raise DataError(f"{where} holds no assert, raise or call, only comments, pass or constants: any program "
+                        "would pass", "tests")
 
 
 class ShotPool:

@@ -180,6 +180,7 @@ def prepare(config: RunConfig, options: RunOptions = RunOptions()) -> Job:
         raise ConfigError(config.file, f"task.{exc.key}", str(exc)) from None
     if not examples:
         raise ResultsError("the task selected no examples")
+    check_positions(config)
     if config.task.chat:
         check_chat_template(config, examples[0])
     return Job(config, out, decoded, derived, examples, manifest_config(config), options.limit,
@@ -210,6 +211,38 @@ def check_chat_template(config: RunConfig, example: Example) -> None:
         key = "task.system" if task.system is not None else "task.chat"
         raise ConfigError(config.file, key, f"the tokenizer's chat template refused the prompt: "
                           f"{' '.join(str(exc).split())}") from None
+
+
+def check_positions(config: RunConfig) -> None:
+    """Each model with a bounded number of positions (its config's max_position_embeddings; T5's are relative
+    and unbounded) can hold the longest sequence a run may build: a prompt of task.max_source_tokens (prompts
+    are cut to it), then decoding.max_new_tokens and one more position (decoder-only), or either one alone
+    (encoder-decoder). Read from each model's config file, without weights, before any model loads; a model
+    whose config cannot be read here (a hub name off-line) is left to the model loader's own error."""
+    from transformers import AutoConfig
+
+    task, decoding = config.task, config.decoding
+    for role in ("drafter", "verifier"):
+        name = getattr(config.models, role)
+        if is_preset(name):
+            continue
+        try:
+            model_config = AutoConfig.from_pretrained(name)
+        except (OSError, ValueError):
+            continue
+        limit = getattr(model_config, "max_position_embeddings", None)
+        if not isinstance(limit, int):
+            continue
+        where = f"the {limit} positions of the {role} {name!r} (its config's max_position_embeddings)"
+        most_new = limit - 1 if model_config.is_encoder_decoder else limit - 2  # a decoder-only prompt needs one
+        if decoding.max_new_tokens > most_new:
+            raise ConfigError(config.file, "decoding.max_new_tokens", f"{decoding.max_new_tokens} new tokens do not "
+                              f"fit {where}; set it to at most {most_new}")
+        room = limit if model_config.is_encoder_decoder else limit - decoding.max_new_tokens - 1
+        if task.max_source_tokens > room:
+            raise ConfigError(config.file, "task.max_source_tokens", f"a prompt of up to {task.max_source_tokens} "
+                              f"tokens and {decoding.max_new_tokens} new ones do not fit {where}, and positions past "
+                              f"it give garbage; set task.max_source_tokens to at most {room}")
 
 
 def done_examples(job: Job) -> dict[str, set[int]]:

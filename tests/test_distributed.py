@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -224,6 +225,10 @@ def test_workers_hide_the_results_folder_by_its_absolute_path(workspace, monkeyp
     assert spec["hidden"] == str(workspace.resolve() / "relative-out")  # not resolved again on the worker
 
 
+def error_lines(result) -> int:
+    return sum(line.startswith("error:") for line in result.output.splitlines())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -244,6 +249,12 @@ def test_a_cluster_started_with_ray_start_is_joined_with_ray_address(workspace, 
                 break
         assert head.poll() is None, "ray start --head failed"
         out = tmp_path / "cluster"
+        stranger = CliRunner().invoke(app, ["run", "-c", make_config(workspace, out), "--workers", "2",
+                                            "--ray-address", f"127.0.0.1:{port}"],
+                                      env={"RAY_AUTH_MODE": None, "RAY_AUTH_TOKEN": None})
+        assert stranger.exit_code == 2 and error_lines(stranger) == 1, stranger.output
+        assert "refused this client" in stranger.output and "RAY_AUTH_MODE=token" in stranger.output
+        assert not out.exists()
         driver = scb_subprocess("run", "-c", make_config(workspace, out), "--workers", "2", "--limit", "3",
                                 "--ray-address", f"127.0.0.1:{port}", env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
@@ -264,6 +275,33 @@ def test_ray_options_that_cannot_work_are_one_line_errors(workspace, tmp_path):
     nowhere = CliRunner().invoke(app, ["run", "-c", config, "--workers", "2", "--ray-address",
                                        f"127.0.0.1:{_free_port()}"])
     assert nowhere.exit_code == 2 and nowhere.output.count("error:") == 1 and "nothing answers" in nowhere.output
+    from_env = CliRunner().invoke(app, ["run", "-c", config, "--workers", "2"],
+                                  env={"RAY_ADDRESS": f"127.0.0.1:{_free_port()}"})
+    assert from_env.exit_code == 2 and "nothing answers at RAY_ADDRESS" in from_env.output
+    assert "--ray-address" not in from_env.output
     no_variants = CliRunner().invoke(app, ["run", "-c", config, "--variant", "all"])
     assert no_variants.exit_code == 2 and "has no variants" in no_variants.output
+    for count in ("0", "-2"):
+        zero = CliRunner().invoke(app, ["run", "-c", config, "--workers", count])
+        assert zero.exit_code == 2 and zero.stderr.strip() == f"error: --workers must be at least 1, got {count}"
     assert not out.exists()
+
+
+def test_a_port_that_listens_but_is_not_ray_is_one_line_within_seconds(workspace, tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted = []
+    thread = threading.Thread(target=lambda: [accepted.append(listener.accept()) for _ in range(16)], daemon=True)
+    thread.start()
+    out = tmp_path / "never"
+    started = time.monotonic()
+    try:
+        result = CliRunner().invoke(app, ["run", "-c", make_config(workspace, out), "--workers", "2",
+                                          "--ray-address", f"127.0.0.1:{listener.getsockname()[1]}"])
+    finally:
+        listener.close()
+    assert time.monotonic() - started < 2 * distributed.PROBE_TIMEOUT_S * 4 + 30
+    assert result.exit_code == 2 and error_lines(result) == 1, result.output
+    assert "does not answer as a Ray cluster" in result.output and "token" not in result.output
+    assert accepted and not out.exists()

@@ -2,6 +2,7 @@
 token budget, stop strings, answer extraction, per-example scores, and bootstrap intervals in the report;
 pass_at_1 refused without --allow-code-execution before any model loads."""
 
+import time
 from dataclasses import replace
 
 import pytest
@@ -158,7 +159,9 @@ def _rows_file(root, name, rows):
 @pytest.mark.parametrize("case", ["null_field", "empty_prompt", "format_spec", "pattern_with_bleu",
                                   "normalize_with_bleu", "empty_target_bleu", "empty_tests", "null_tests",
                                   "slow_pattern", "names_target", "local_split", "chat_refuses_system",
-                                  "no_chat_template", "small_shot_pool"])
+                                  "no_chat_template", "small_shot_pool", "blank_prompt_with_shots", "comment_tests",
+                                  "pass_tests", "broken_tests", "huge_repeat_pattern", "prompt_past_positions",
+                                  "new_tokens_past_positions"])
 def test_bad_few_shot_inputs_are_one_line_errors_before_any_model_loads(workspace, case):
     root = workspace
     rows = [{"question": "a?", "answer": "1"}, {"question": "b?", "answer": "2"}]
@@ -196,8 +199,26 @@ def test_bad_few_shot_inputs_are_one_line_errors_before_any_model_loads(workspac
         task["chat"] = True
     elif case == "small_shot_pool":
         task["fewshot"] = {"n": 9, "dataset": str(root / "shots.jsonl")}
+    elif case == "blank_prompt_with_shots":  # not blamed on the pool, whose shots render blank too
+        task.update(prompt="{note}", dataset=_rows_file(root, case, [{"note": " ", "question": "a?", "answer": "1"}]),
+                    fewshot={"n": 1, "dataset": _rows_file(root, f"{case}-shots", [{"note": " ", "answer": "1"}] * 3)})
+    elif case in ("comment_tests", "pass_tests", "broken_tests"):
+        tests = {"comment_tests": "# assert f(1) == 2\n", "pass_tests": "pass  # to do\n'a docstring'\n",
+                 "broken_tests": "assert f(1) == (2\n"}[case]
+        task.update(dataset=_rows_file(root, case, [{"question": "a?", "answer": "1", "tests": tests}]),
+                    metric="pass_at_1", tests="tests", answer_pattern=None)
+    elif case == "huge_repeat_pattern":  # minutes and gigabytes to compile, were it compiled here
+        task["answer_pattern"] = "(a{1000000000})"
+    elif case == "prompt_past_positions":  # the tiny models have 256 positions
+        task["max_source_tokens"] = 250
+    elif case == "new_tokens_past_positions":
+        config_overrides = {"max_new_tokens": 300}
     out = root / f"bad-{case}"
     path = make_config(root, out, **task)
+    if case == "new_tokens_past_positions":
+        config = yaml.safe_load(path.read_text())
+        config["decoding"].update(config_overrides)
+        path.write_text(yaml.safe_dump(config))
     if case in ("chat_refuses_system", "no_chat_template"):
         config = yaml.safe_load(path.read_text())
         config["models"]["tokenizer"] = str(root / f"tokenizer-{case}")
@@ -205,8 +226,19 @@ def test_bad_few_shot_inputs_are_one_line_errors_before_any_model_loads(workspac
     result = CliRunner().invoke(app, ["run", "--config", str(path), "--allow-code-execution"])
     assert result.exit_code == 2, (case, result.output)
     line = result.output.strip().splitlines()[-1]
-    assert line.startswith("error: ") and str(path) in line and "task." in line, (case, result.output)
+    assert line.startswith("error: ") and str(path) in line and ("task." in line or "decoding." in line), \
+        (case, result.output)
     assert "Traceback" not in result.output and not out.exists(), case
+    expected = {"blank_prompt_with_shots": ("task.prompt", "renders to blank text"),
+                "comment_tests": ("task.tests", "no assert, raise or call", "any program would pass"),
+                "pass_tests": ("task.tests", "no assert, raise or call"),
+                "broken_tests": ("task.tests", "not valid Python", "every program would fail"),
+                "huge_repeat_pattern": ("task.answer_pattern", "MiB to compile"),
+                "prompt_past_positions": ("task.max_source_tokens", "256 positions", "at most 243"),
+                "new_tokens_past_positions": ("decoding.max_new_tokens", "256 positions", "at most 254")}
+    for words in expected.get(case, ()):
+        assert words in line, (case, line)
+    assert "few-shot pool" not in line or case == "small_shot_pool", line
 
 
 def test_number_targets_keep_their_text(tmp_path):
@@ -230,3 +262,20 @@ def test_a_slow_pattern_on_a_prediction_is_no_answer(monkeypatch):
     assert metrics.example_score("exact_match", "a" * 3000, ["7"], answer_pattern="(.*a){25}b") == 0.0
     with pytest.raises(metrics.PatternTimeout):
         metrics.extract_answer("a" * 3000, "(.*a){25}b")
+
+
+def test_answer_patterns_compile_under_a_time_and_memory_limit(monkeypatch):
+    from speccascade_bench import metrics
+
+    assert metrics.check_pattern("#### (-?[0-9.,]+)") == 1 and metrics.check_pattern("(a)(b)?") == 2
+    with pytest.raises(ValueError, match="not a valid regular expression: missing \\)"):
+        metrics.check_pattern("(a")
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="needs more than 1024 MiB to compile"):
+        metrics.check_pattern("(a{1000000000})")  # minutes and gigabytes, were it compiled in this process
+    with pytest.raises(ValueError, match="characters long"):
+        metrics.check_pattern("a" * (metrics.PATTERN_CHARS + 1))
+    monkeypatch.setattr(metrics, "PATTERN_COMPILE_SECONDS", 0.5)
+    with pytest.raises(ValueError, match="takes more than 0.5 s to compile"):
+        metrics.check_pattern("((a{3000}){3000})")  # 9 million repeats: seconds, in little memory
+    assert time.monotonic() - started < 30
