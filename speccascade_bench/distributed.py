@@ -158,7 +158,8 @@ def run(jobs: list[Job], workers: int, address: str | None = None, fresh: bool =
     guarantees of a single-process run; returns the folders. `address` joins a running Ray cluster; without
     it a local Ray instance is started (and stopped at the end). A process already connected to Ray keeps
     its connection. Ray and the cluster's address are checked before any folder is touched."""
-    if address and not _import_ray().is_initialized():
+    _import_ray()
+    if address:
         _check_reachable(address, source)
     with contextlib.ExitStack() as stack:
         states = []

@@ -79,6 +79,7 @@ PATTERN_COMPILE_MB = 1024  # the most memory compiling it may take
 PATTERN_CHARS = 2000
 
 
+@functools.lru_cache(maxsize=256)
 def check_pattern(pattern: str) -> int:
     """The number of groups of the answer pattern `pattern`, once it is known to compile within
     PATTERN_COMPILE_SECONDS and PATTERN_COMPILE_MB (in a separate interpreter under those limits: compiling

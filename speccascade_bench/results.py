@@ -101,19 +101,25 @@ def refuse_link(path: Path) -> Path:
 
 def open_for_writing(path: Path, flags: int) -> int:
     """A descriptor of the regular file `path` opened with `flags` (os.O_WRONLY, O_CREAT, O_TRUNC, O_APPEND...)
-    and never through a link: a link (O_NOFOLLOW) or a FIFO, device or socket at `path` is a ResultsError
-    naming it, and nothing is written."""
+    and never through a link: a symbolic link (O_NOFOLLOW), a file with other hard links, or a FIFO, device
+    or socket at `path` is a ResultsError naming it, and nothing is written or truncated."""
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, (flags & ~os.O_TRUNC) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _link_error(path) from None
         if exc.errno == errno.ENXIO:  # a FIFO without a reader
             raise ResultsError(f"{path} is not a regular file; move it aside") from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    found = os.fstat(fd)
+    problem = ("is not a regular file" if not stat.S_ISREG(found.st_mode) else
+               f"has {found.st_nlink - 1} other hard link(s), which this suite never writes through"
+               if found.st_nlink > 1 else None)
+    if problem:
         os.close(fd)
-        raise ResultsError(f"{path} is not a regular file; move it aside")
+        raise ResultsError(f"{path} {problem}; move it aside")
+    if flags & os.O_TRUNC:
+        os.ftruncate(fd, 0)
     return fd
 
 
@@ -351,6 +357,9 @@ def check_output(out: Path) -> bool:
             raise _link_error(path)
         if path.exists() and not path.is_file():
             raise ResultsError(f"{path} is not a regular file, which this suite never writes; move it aside")
+        if path.is_file() and path.stat().st_nlink > 1:
+            raise ResultsError(f"{path} has {path.stat().st_nlink - 1} other hard link(s), which this suite never "
+                               "writes through; move it aside")
     read_manifest(out)
     return True
 

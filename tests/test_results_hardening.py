@@ -327,3 +327,19 @@ def test_an_interrupt_counts_the_examples_every_method_run_finished(tmp_path):
     assert count_examples(folder, ["verifier"]) == 5
     assert count_examples(folder, ["verifier", "spec_decode-g2", "token_cascade-a0.1"]) == 0  # one run not started
     assert count_examples(tmp_path / "nowhere") == 0
+
+
+def test_a_hard_link_to_a_file_elsewhere_is_never_written_through(pair_dir, finished, tmp_path):  # noqa: F811
+    target = victim(tmp_path)
+    link = finished / "examples" / "verifier.jsonl"
+    link.unlink()
+    os.link(target, link)
+    for extra in ((), ("--fresh",)):
+        failed(scb("run", "-c", config(pair_dir, finished), *extra), "verifier.jsonl has 1 other hard link")
+    assert target.read_text() == "not results, not JSON\n" and (finished / MANIFEST_FILE).exists()
+    other = tmp_path / "report-elsewhere.md"
+    other.write_text("keep me\n")
+    os.link(other, tmp_path / "report.md")
+    with pytest.raises(ResultsError, match="report.md has 1 other hard link"):
+        write_file(tmp_path / "report.md", "overwritten")
+    assert other.read_text() == "keep me\n"
