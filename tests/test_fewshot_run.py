@@ -139,8 +139,10 @@ def test_pass_at_1_scores_code_in_the_sandbox(workspace):
 
 def test_pass_at_1_run_records_the_sandbox_verdicts(workspace, one_thread):
     out = workspace / "code-run"
-    path = make_config(workspace, out, metric="pass_at_1", tests="answer", answer_pattern=None, limit=2,
-                       code_timeout_s=5.0)
+    rows = [{"question": f"add {i} and {i}?", "answer": "", "tests": f"assert add({i}, {i}) == {2 * i}"}
+            for i in range(3)]
+    path = make_config(workspace, out, metric="pass_at_1", tests="tests", answer_pattern=None, limit=2,
+                       code_timeout_s=5.0, dataset=_rows_file(workspace, "code-rows", rows))
     result = CliRunner().invoke(app, ["run", "--config", str(path), "--methods", "verifier",
                                       "--allow-code-execution"])
     assert result.exit_code == 0, result.output
