@@ -24,6 +24,8 @@ def plot_folders(folders: list[Path], out: Path | None = None) -> list[Path]:
     written into the results folders. No figure is written through a link: a figure file, or a folder
     `out/<label>` this command picks, that is a link is refused (ResultsError) before anything is written.
     Returns the PNG and PDF paths."""
+    if out is not None and (out.exists() or out.is_symlink()) and not out.is_dir():
+        raise ResultsError(f"--out {out} is not a folder (a file, or a link to nothing); give a folder")
     labels = folder_labels(folders)
     runs = [(read_manifest(folder)["config"], with_curves(summarize(folder))) for folder in folders]
     picked = bool(out) and len(folders) > 1  # each folder's figures go to a folder of its own under `out`

@@ -221,6 +221,8 @@ def _parse_record(line: str) -> tuple[dict, str | None]:
         return {}, "is not a JSON object"
     if not isinstance(row.get("example_id"), int) or isinstance(row.get("example_id"), bool):
         return row, "has no integer example_id"
+    if row["example_id"] < 0:  # a row index of the task's data
+        return row, f"has a negative example_id ({row['example_id']})"
     if not isinstance(row.get("params"), dict) or not isinstance(row.get("method"), str):
         return row, "has no method and params"
     for name in RECORD_NUMBERS:

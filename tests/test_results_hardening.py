@@ -343,3 +343,14 @@ def test_a_hard_link_to_a_file_elsewhere_is_never_written_through(pair_dir, fini
     with pytest.raises(ResultsError, match="report.md has 1 other hard link"):
         write_file(tmp_path / "report.md", "overwritten")
     assert other.read_text() == "keep me\n"
+
+
+def test_plot_out_that_is_a_file_and_negative_example_ids_are_one_line(tmp_path):
+    folder = hand_made(tmp_path / "res")
+    target = victim(tmp_path)
+    failed(scb("plot", folder, "--out", target), "--out", "is not a folder")
+    assert target.read_text() == "not results, not JSON\n"
+    rows = [row("verifier", i) for i in range(N)]
+    rows[2]["example_id"] = -3
+    folder = hand_made(tmp_path / "neg", {"verifier": rows})
+    failed(scb("report", folder), "verifier.jsonl: line 3 has a negative example_id (-3)")
