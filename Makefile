@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TOY_DATA := data/toy/test.jsonl
 TOY_LLM_DATA := data/toy_llm/test.jsonl
 
-.PHONY: install demo test lint toy-data toy-pair toy-llm-data toy-llm-pair ci-run bench bench-quick bench-gpu clean-results
+.PHONY: install demo test test-fast lint toy-data toy-pair toy-llm-data toy-llm-pair ci-run bench bench-quick bench-gpu clean-results
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,13 @@ demo: $(TOY_DATA)
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The edit loop's subset (under 2 minutes on 2 cores): the layout, configs, the maths and the metrics, no model runs.
+FAST_TESTS := tests/test_house.py tests/test_config.py tests/test_rules.py tests/test_metrics.py tests/test_prompts.py \
+	tests/test_tradeoff.py tests/test_algorithms_doc.py tests/test_paper_configs.py tests/test_llm_configs.py
+
+test-fast: install
+	$(BIN)/python -m pytest -q $(FAST_TESTS)
 
 lint: install
 	$(BIN)/ruff check speccascade_bench tests scripts

@@ -30,20 +30,22 @@ from pathlib import Path
 import torch
 import transformers
 
-from speccascade_bench.config import DecodingConfig
-from speccascade_bench.decoding import decode
-from speccascade_bench.lm import ModelPair, load_pair
-from speccascade_bench.prompts import PromptFormat, PromptParts, prompt_ids
-from speccascade_bench.runner import device_info, shapes_for
-from speccascade_bench.timing import timed, wide_call_cost
-from speccascade_bench.toy import arithmetic
-from speccascade_bench.toy.language import make_splits
-from speccascade_bench.tradeoff import (
+from speccascade_bench.analysis.tradeoff import (
     acceptance_probability,
     drafter_calls_per_round,
     leviathan_speedup,
     per_call_cost,
 )
+from speccascade_bench.decoding.dispatch import decode
+from speccascade_bench.decoding.settings import DecodingConfig
+from speccascade_bench.models.cached import ModelPair
+from speccascade_bench.models.loading import load_pair
+from speccascade_bench.run.plan import shapes_for
+from speccascade_bench.run.session import device_info
+from speccascade_bench.run.timing import timed, wide_call_cost
+from speccascade_bench.tasks.prompts import PromptFormat, PromptParts, prompt_ids
+from speccascade_bench.toy import arithmetic
+from speccascade_bench.toy.language import make_splits
 
 TOY = Path(__file__).resolve().parent.parent / "speccascade_bench" / "toy"
 PAIRS = {"t5": TOY / "pair", "llm": TOY / "llm_pair"}

@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 import transformers
 
-from speccascade_bench.config import DecodingConfig
-from speccascade_bench.decoding import decode
-from speccascade_bench.lm import load_pair
-from speccascade_bench.runner import device_info, shapes_for
-from speccascade_bench.timing import timed
+from speccascade_bench.decoding.dispatch import decode
+from speccascade_bench.decoding.settings import DecodingConfig
+from speccascade_bench.models.loading import load_pair
+from speccascade_bench.run.plan import shapes_for
+from speccascade_bench.run.session import device_info
+from speccascade_bench.run.timing import timed
 from speccascade_bench.toy.language import make_splits
 
 PAIR = Path(__file__).resolve().parent.parent / "speccascade_bench" / "toy" / "pair"

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from speccascade_bench.config import load_run_config
-from speccascade_bench.results import EXAMPLE_FIELDS, SUMMARY_COLUMNS, read_lines
+from speccascade_bench.analysis.summary import SUMMARY_COLUMNS
+from speccascade_bench.config.run import load_run_config
+from speccascade_bench.run.rows import EXAMPLE_FIELDS, read_lines
 
 
 def check(results: Path) -> list[str]:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import sys
 from pathlib import Path
 
 import click
 import typer
 from typer.core import TyperGroup
 
-from .config import ConfigError, load_finetune_config
+from .config.finetune import load_finetune_config
+from .settings import ConfigError
 
 MAX_MESSAGE = 600
 
@@ -42,14 +42,12 @@ def _expected(exc: Exception) -> bool:
     """An error of bad input or of the environment, worth one line rather than a traceback."""
     if isinstance(exc, ConfigError | OSError | UnicodeDecodeError):
         return True
-    from .data import DataError
-    from .lm import ModelLoadError
-    from .results import ResultsError
+    from .files import ResultsError
+    from .models.loading import ModelLoadError
+    from .run.cluster import WorkerError  # Ray itself is imported only by `run --workers`
+    from .tasks.data import DataError
 
-    if isinstance(exc, DataError | ModelLoadError | ResultsError):
-        return True
-    distributed = sys.modules.get(f"{__package__}.distributed")  # loaded (with Ray) only by `run --workers`
-    return distributed is not None and isinstance(exc, distributed.WorkerError)
+    return isinstance(exc, DataError | ModelLoadError | ResultsError | WorkerError)
 
 
 def _message(exc: Exception) -> str:
@@ -104,7 +102,7 @@ def toy_data(out: Path = typer.Option(None, help="folder for the JSONL files; de
                                        "(shots.jsonl) [default: 8]")) -> None:
     """Generate a synthetic toy task (deterministic in the seed)."""
     if task not in TOY_TASKS:
-        from .methods import suggest
+        from .settings import suggest
 
         _fail(f"unknown --task {task!r}{suggest(task[:100], TOY_TASKS)}; choose from {', '.join(TOY_TASKS)}")
     if task == "arithmetic":
@@ -132,7 +130,7 @@ def finetune(config: Path = typer.Option(..., "--config", "-c", help="fine-tunin
     An existing checkpoint in the output folder is resumed unless --fresh is given."""
     from dataclasses import replace
 
-    from .finetune import finetune as run_finetune
+    from .run.finetune import finetune as run_finetune
 
     cfg = load_finetune_config(config)
     if max_steps is not None:
@@ -142,7 +140,7 @@ def finetune(config: Path = typer.Option(..., "--config", "-c", help="fine-tunin
 
 
 def _load(config: Path, variant: str | None = None):
-    from .config import load_run_config
+    from .config.run import load_run_config
 
     return load_run_config(config, variant)
 
@@ -165,11 +163,12 @@ VARIANT_HELP = "a variant of the config (its `variants` section), e.g. greedy"
 def validate(config: Path = typer.Option(..., "--config", "-c", help="run config (YAML)"),
              variant: str = typer.Option(None, help=VARIANT_HELP + "; default: the base and every variant")) -> None:
     """Check a config and its variants completely without loading any model or dataset."""
-    from .config import is_finetune_config, load_run_configs, validate_resources
-    from .runner import plan
+    from .config.finetune import is_finetune_config
+    from .config.run import load_run_configs
+    from .run.plan import plan, validate_resources
 
     if is_finetune_config(config):
-        from .finetune import check_resources
+        from .run.finetune import check_resources
 
         cfg = load_finetune_config(config)
         check_resources(cfg)
@@ -189,7 +188,7 @@ def validate(config: Path = typer.Option(..., "--config", "-c", help="run config
 @app.command()
 def methods() -> None:
     """List the methods, their parameters and valid ranges."""
-    from .methods import METHODS, RULE_ALPHA_RANGE
+    from .decoding.methods import METHODS, RULE_ALPHA_RANGE
 
     for spec in METHODS.values():
         typer.echo(f"{spec.name}: {spec.description}")
@@ -240,7 +239,10 @@ def run(ctx: typer.Context,
     """Decode every selected example with every configured method run, recording quality and latency."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .runner import RunOptions, prepare, run_job
+    from .analysis.summary import summary_after_run
+    from .run.local import run_job
+    from .run.plan import prepare
+    from .run.settings import RunOptions
 
     if device is not None and device not in ("auto", "cpu", "cuda"):
         _fail(f"--device must be auto, cpu or cuda, got {device!r}")
@@ -273,15 +275,15 @@ def run(ctx: typer.Context,
 
             jobs = [prepare(cfg, options) for cfg in configs]  # every run checked before any model loads
             if workers:
-                from .distributed import run as run_distributed
+                from .run.workers import run as run_distributed
 
                 outs = run_distributed(jobs, workers, ray_address, fresh, progress_of(""),
                                        verbose=logging.getLogger().isEnabledFor(logging.INFO),
-                                       source="--ray-address" if given else "RAY_ADDRESS")
+                                       source="--ray-address" if given else "RAY_ADDRESS", last=summary_after_run)
             else:
-                outs = [run_job(job, fresh, progress_of(job.config.name)) for job in jobs]
+                outs = [run_job(job, fresh, progress_of(job.config.name), summary_after_run) for job in jobs]
     except KeyboardInterrupt:
-        from .results import count_examples
+        from .run.rows import count_examples
 
         run_ids = {job.out: [run.run_id for run in job.decoded] for job in jobs}  # once every run is prepared
         kept = [f"{count_examples(folder, run_ids.get(folder)) if folder.is_dir() else 0} examples kept in {folder}"
@@ -318,7 +320,7 @@ def report(results: Path = typer.Argument(..., help="results folder of `scb run`
                                             "kinds of device together (refused otherwise)")) -> None:
     """Print the summary table in Markdown (also written to RESULTS/report.md and summary.csv when the
     folder is writable; otherwise a one-line note on stderr says so)."""
-    from .report import write_report
+    from .analysis.report import write_report
 
     text, not_written = write_report(results, mix_devices)
     typer.echo(text)
@@ -334,8 +336,8 @@ def plot(results: list[Path] = typer.Argument(..., help="results folders of `scb
                                           "several kinds of device (refused otherwise)")) -> None:
     """Draw quality against latency relative to the verifier (PNG and PDF), one figure per results
     folder; with several folders also a combined figure with a panel per folder."""
-    from .plot import plot_folders
-    from .results import check_devices
+    from .analysis.plot import plot_folders
+    from .run.manifest import check_devices
 
     for folder in results:
         check_devices(folder, mix_devices)

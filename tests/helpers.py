@@ -8,7 +8,7 @@ import json
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
-from speccascade_bench.lm import ModelPair
+from speccascade_bench.models.cached import ModelPair
 
 VOCAB = 12
 EOS, PAD = 1, 0

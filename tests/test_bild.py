@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from speccascade_bench import rules
-from speccascade_bench.config import DecodingConfig
-from speccascade_bench.decoding import decode
+from speccascade_bench.decoding import rules
+from speccascade_bench.decoding.dispatch import decode
+from speccascade_bench.decoding.settings import DecodingConfig
 
 from .helpers import prompt, tiny_pair
 

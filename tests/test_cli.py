@@ -7,11 +7,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from speccascade_bench import runner
+from speccascade_bench.analysis.summary import SUMMARY_COLUMNS
+from speccascade_bench.analysis.tradeoff import leviathan_speedup
 from speccascade_bench.cli import app
-from speccascade_bench.config import load_run_config
-from speccascade_bench.results import EXAMPLE_FIELDS, SUMMARY_COLUMNS, read_lines
-from speccascade_bench.tradeoff import leviathan_speedup
+from speccascade_bench.config.run import load_run_config
+from speccascade_bench.run import local, settings
+from speccascade_bench.run.rows import EXAMPLE_FIELDS, read_lines
 
 from .helpers import save_byte_pair, write_jsonl
 
@@ -158,7 +159,7 @@ def test_interrupted_run_resumes_every_example_exactly_once(workspace):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        runner.run(cfg, runner.RunOptions(), stop_after_k)
+        local.run(cfg, settings.RunOptions(), stop_after_k)
     finished = sum(len(read_lines(p)) for p in (out / "examples").glob("*.jsonl"))
     assert finished == 7
     # a torn line, as left by a kill in the middle of a write, is dropped and redone

@@ -8,7 +8,10 @@ import yaml
 from typer.testing import CliRunner
 
 from speccascade_bench.cli import app
-from speccascade_bench.config import ConfigError, load_finetune_config, load_run_config, validate_resources
+from speccascade_bench.config.finetune import load_finetune_config
+from speccascade_bench.config.run import load_run_config
+from speccascade_bench.run.plan import validate_resources
+from speccascade_bench.settings import ConfigError
 
 
 @pytest.fixture

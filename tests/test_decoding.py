@@ -5,9 +5,10 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from speccascade_bench.config import DecodingConfig
-from speccascade_bench.decoding import decode
-from speccascade_bench.lm import ModelLoadError, ModelPair, check_compatible
+from speccascade_bench.decoding.dispatch import decode
+from speccascade_bench.decoding.settings import DecodingConfig
+from speccascade_bench.models.cached import ModelPair
+from speccascade_bench.models.loading import ModelLoadError, check_compatible
 
 from .helpers import EOS, VOCAB, perturbed, prompt, tiny_llama, tiny_pair, tiny_t5
 

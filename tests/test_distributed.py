@@ -18,11 +18,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from speccascade_bench import distributed
 from speccascade_bench.cli import app
-from speccascade_bench.config import load_run_config
-from speccascade_bench.results import EXAMPLE_FIELDS, read_lines
-from speccascade_bench.runner import RunOptions, prepare
+from speccascade_bench.config.run import load_run_config
+from speccascade_bench.run import cluster, workers
+from speccascade_bench.run.plan import prepare
+from speccascade_bench.run.rows import EXAMPLE_FIELDS, read_lines
+from speccascade_bench.run.settings import RunOptions
 
 from .helpers import save_byte_pair, write_jsonl
 
@@ -149,7 +150,7 @@ def test_killed_workers_are_replaced_and_the_run_completes(workspace, ray_addres
                 killed.append(worker["pid"])
                 return
 
-    distributed.run([job], 2, progress=kill_the_workers)
+    workers.run([job], 2, progress=kill_the_workers)
     assert len(killed) == 2  # both mid-run
     assert lines(out) == one_process
     pids = [w["pid"] for w in json.loads((out / "manifest.json").read_text())["workers"]]
@@ -221,7 +222,7 @@ def test_workers_hide_the_results_folder_by_its_absolute_path(workspace, monkeyp
     monkeypatch.chdir(workspace)
     job = prepare(load_run_config(make_config(workspace, Path("relative-out"))), RunOptions())
     assert not job.out.is_absolute()
-    spec = distributed._worker_spec(job, "cpu")
+    spec = workers._worker_spec(job, "cpu")
     assert spec["hidden"] == str(workspace.resolve() / "relative-out")  # not resolved again on the worker
 
 
@@ -303,7 +304,7 @@ def test_a_port_that_listens_but_is_not_ray_is_one_line_within_seconds(workspace
                                           "--ray-address", f"127.0.0.1:{listener.getsockname()[1]}"])
     finally:
         listener.close()
-    assert time.monotonic() - started < 2 * distributed.PROBE_TIMEOUT_S * 4 + 30
+    assert time.monotonic() - started < 2 * cluster.PROBE_TIMEOUT_S * 4 + 30
     assert result.exit_code == 2 and error_lines(result) == 1, result.output
     assert "does not answer as a Ray cluster" in result.output and "token" not in result.output
     assert accepted and not out.exists()

@@ -15,7 +15,7 @@ from transformers import AutoTokenizer, ByT5Tokenizer
 from typer.testing import CliRunner
 
 from speccascade_bench.cli import app
-from speccascade_bench.lm import ModelLoadError, load_pair
+from speccascade_bench.models.loading import ModelLoadError, load_pair
 from speccascade_bench.toy.language import write_splits
 
 from .helpers import perturbed, tiny_t5, write_jsonl

@@ -11,11 +11,11 @@ from transformers import ByT5Tokenizer
 from typer.testing import CliRunner
 
 from speccascade_bench.cli import app
-from speccascade_bench.config import load_run_config
-from speccascade_bench.data import Example
-from speccascade_bench.prompts import PromptParts
-from speccascade_bench.results import read_lines
-from speccascade_bench.scoring import CodeExecutionRefused, Scorer
+from speccascade_bench.config.run import load_run_config
+from speccascade_bench.run.rows import read_lines
+from speccascade_bench.tasks.data import Example
+from speccascade_bench.tasks.prompts import PromptParts
+from speccascade_bench.tasks.scoring import CodeExecutionRefused, Scorer
 
 from .helpers import perturbed, tiny_llama, write_jsonl
 
@@ -103,13 +103,14 @@ def test_pass_at_1_needs_allow_code_execution_before_any_model_loads(workspace):
 
 
 def test_a_machine_without_user_namespaces_is_one_line_before_any_model_loads(workspace, monkeypatch):
-    from speccascade_bench import lm, sandbox
+    from speccascade_bench.run import local
+    from speccascade_bench.tasks import sandbox
 
     def loaded(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr(sandbox, "_UNSHARE_FLAGS", 0x1)  # an unshare the kernel refuses, as in a container
-    monkeypatch.setattr(lm, "load_pair", loaded)
+    monkeypatch.setattr(local, "load_pair", loaded)
     assert "unshare" in sandbox.probe()
     path = make_config(workspace, workspace / "code", metric="pass_at_1", tests="answer", answer_pattern=None)
     result = CliRunner().invoke(app, ["run", "--config", str(path), "--allow-code-execution"])
@@ -244,8 +245,8 @@ def test_bad_few_shot_inputs_are_one_line_errors_before_any_model_loads(workspac
 
 
 def test_number_targets_keep_their_text(tmp_path):
-    from speccascade_bench.config import TaskConfig
-    from speccascade_bench.data import load_examples
+    from speccascade_bench.tasks.examples import load_examples
+    from speccascade_bench.tasks.settings import TaskConfig
 
     csv = tmp_path / "t.csv"
     csv.write_text("q,a\nx,007\ny,1e3\n")
@@ -258,7 +259,7 @@ def test_number_targets_keep_their_text(tmp_path):
 
 
 def test_a_slow_pattern_on_a_prediction_is_no_answer(monkeypatch):
-    from speccascade_bench import metrics
+    from speccascade_bench.tasks import metrics
 
     monkeypatch.setattr(metrics, "PATTERN_SECONDS", 0.05)
     assert metrics.example_score("exact_match", "a" * 3000, ["7"], answer_pattern="(.*a){25}b") == 0.0
@@ -267,7 +268,7 @@ def test_a_slow_pattern_on_a_prediction_is_no_answer(monkeypatch):
 
 
 def test_answer_patterns_compile_under_a_time_and_memory_limit(monkeypatch):
-    from speccascade_bench import metrics
+    from speccascade_bench.tasks import metrics
 
     assert metrics.check_pattern("#### (-?[0-9.,]+)") == 1 and metrics.check_pattern("(a)(b)?") == 2
     with pytest.raises(ValueError, match="not a valid regular expression: missing \\)"):

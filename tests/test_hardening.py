@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from speccascade_bench.config import ConfigError, load_finetune_config, load_run_config
-from speccascade_bench.results import MANIFEST_FILE, read_lines, summarize
+from speccascade_bench.analysis.summary import summarize
+from speccascade_bench.config.finetune import load_finetune_config
+from speccascade_bench.config.run import load_run_config
+from speccascade_bench.run.folder import MANIFEST_FILE
+from speccascade_bench.run.rows import read_lines
+from speccascade_bench.settings import ConfigError
 
 from .test_results_folder import config, failed, pair_dir, scb  # noqa: F401 - pair_dir is a fixture
 

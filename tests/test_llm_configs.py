@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from speccascade_bench.config import load_run_config, load_run_configs, validate_resources
-from speccascade_bench.data import load_examples, looks_like_path
-from speccascade_bench.methods import METHODS, RULE_ALPHA_RANGE, RULES
-from speccascade_bench.metrics import example_score, extract_answer
-from speccascade_bench.prompts import cut_at_stop
+from speccascade_bench.config.run import load_run_config, load_run_configs
+from speccascade_bench.decoding.methods import METHODS, RULE_ALPHA_RANGE, RULES
+from speccascade_bench.run.plan import validate_resources
+from speccascade_bench.tasks.examples import load_examples
+from speccascade_bench.tasks.metrics import example_score, extract_answer
+from speccascade_bench.tasks.prompts import cut_at_stop
+from speccascade_bench.tasks.settings import looks_like_path
 
 ROOT = Path(__file__).parent.parent
 CONFIGS = ROOT / "configs" / "llm"

@@ -6,11 +6,11 @@ alpha 0, and the deferral-rate extremes of seq_cascade."""
 import pytest
 import torch
 
-from speccascade_bench import rules
-from speccascade_bench.config import DecodingConfig
-from speccascade_bench.decoding import decode
-from speccascade_bench.results import seq_cascade_rows
-from speccascade_bench.rules import Dists
+from speccascade_bench.decoding import rules
+from speccascade_bench.decoding.dispatch import decode
+from speccascade_bench.decoding.rules import Dists
+from speccascade_bench.decoding.settings import DecodingConfig
+from speccascade_bench.run.local import seq_cascade_rows
 
 from .helpers import prompt, tiny_pair
 

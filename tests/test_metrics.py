@@ -9,7 +9,7 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from speccascade_bench.metrics import (
+from speccascade_bench.tasks.metrics import (
     CORPUS_METRICS,
     NORMALIZERS,
     BootstrapInterval,

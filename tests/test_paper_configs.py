@@ -10,15 +10,14 @@ import yaml
 from typer.testing import CliRunner
 
 from speccascade_bench.cli import app
-from speccascade_bench.config import (
-    ConfigError,
-    load_finetune_config,
-    load_run_config,
-    load_run_configs,
-    validate_resources,
-)
-from speccascade_bench.data import DataError, load_examples, load_rows, looks_like_path
-from speccascade_bench.methods import RULES
+from speccascade_bench.config.finetune import load_finetune_config
+from speccascade_bench.config.run import load_run_config, load_run_configs
+from speccascade_bench.decoding.methods import RULES
+from speccascade_bench.run.plan import validate_resources
+from speccascade_bench.settings import ConfigError
+from speccascade_bench.tasks.data import DataError, load_rows
+from speccascade_bench.tasks.examples import load_examples
+from speccascade_bench.tasks.settings import looks_like_path
 
 ROOT = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"

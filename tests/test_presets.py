@@ -6,8 +6,8 @@ import yaml
 from typer.testing import CliRunner
 
 from speccascade_bench.cli import app
-from speccascade_bench.lm import load_pair
-from speccascade_bench.presets import T5_V1_1_SHAPES, build_preset
+from speccascade_bench.models.loading import load_pair
+from speccascade_bench.models.presets import T5_V1_1_SHAPES, build_preset
 
 
 def test_small_preset_has_the_t5_v1_1_small_shape():
@@ -43,7 +43,7 @@ def test_preset_pair_runs_and_is_marked_as_random(tmp_path):
 def test_latency_preset_config_compares_the_fast_path_with_dynamic_caches():
     from pathlib import Path
 
-    from speccascade_bench.config import load_run_configs
+    from speccascade_bench.config.run import load_run_configs
 
     base, dynamic, cpu = load_run_configs(Path(__file__).parent.parent / "configs" / "latency_presets.yaml")
     assert (base.models.drafter, base.models.verifier) == ("random:t5-v1_1-small", "random:t5-v1_1-large")

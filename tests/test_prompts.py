@@ -6,9 +6,18 @@ from dataclasses import replace
 import pytest
 from transformers import ByT5Tokenizer
 
-from speccascade_bench.config import ConfigError, load_run_config
-from speccascade_bench.data import DataError, load_examples
-from speccascade_bench.prompts import PromptFormat, PromptParts, TemplateError, prompt_ids, render, template_fields
+from speccascade_bench.config.run import load_run_config
+from speccascade_bench.settings import ConfigError
+from speccascade_bench.tasks.data import DataError
+from speccascade_bench.tasks.examples import load_examples
+from speccascade_bench.tasks.prompts import (
+    PromptFormat,
+    PromptParts,
+    TemplateError,
+    prompt_ids,
+    render,
+    template_fields,
+)
 
 from .helpers import write_jsonl
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from speccascade_bench import rules
-from speccascade_bench.config import DecodingConfig
-from speccascade_bench.decoding import decode
-from speccascade_bench.rules import Dists
+from speccascade_bench.decoding import rules
+from speccascade_bench.decoding.dispatch import decode
+from speccascade_bench.decoding.rules import Dists
+from speccascade_bench.decoding.settings import DecodingConfig
 
 from .helpers import EOS, VOCAB, prompt, tiny_pair
 

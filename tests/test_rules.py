@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from speccascade_bench import rules
-from speccascade_bench.rules import Dists
+from speccascade_bench.decoding import rules
+from speccascade_bench.decoding.rules import Dists
 
 Q = torch.tensor([[0.6, 0.3, 0.1]])
 P = torch.tensor([[0.2, 0.7, 0.1]])
@@ -191,7 +191,7 @@ def test_acceptance_probability_is_estimated_per_judged_position():
     judged draft with probability alpha = sum(min(q, p)) = 0.55. accepted / (accepted + rejections)
     recovers alpha, and the mean tokens per round is Leviathan's (1 - alpha^5) / (1 - alpha); accepted /
     drafted does not estimate alpha (drafts after a rejection are never judged)."""
-    from speccascade_bench.results import _acceptance_prob
+    from speccascade_bench.analysis.summary import _acceptance_prob
 
     gamma, rounds = 4, 4000
     alpha = float(torch.minimum(DRAFT, VERIFY).sum())

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from speccascade_bench import sandbox
-from speccascade_bench.config import TaskConfig
-from speccascade_bench.data import Example
-from speccascade_bench.sandbox import SandboxUnavailable, Verdict, run_tests
-from speccascade_bench.scoring import Scorer
+from speccascade_bench.tasks import sandbox
+from speccascade_bench.tasks.data import Example
+from speccascade_bench.tasks.sandbox import SandboxUnavailable, Verdict, limits, run_tests
+from speccascade_bench.tasks.scoring import Scorer
+from speccascade_bench.tasks.settings import TaskConfig
 
 SOLUTION = "def add_one(x):\n    return x + 1\n"
 TESTS = "assert add_one(1) == 2\nassert add_one(-1) == 0\n"
@@ -158,14 +158,14 @@ os.system("sleep {sleep_marker} &")
 
 def test_process_count_is_capped(confined, sleep_marker):
     verdict = run(FORK_COUNT.replace("MARK", sleep_marker) + SOLUTION,
-                  tests=f"assert 0 < children < {sandbox.MAX_PROCESSES}, children\n" + TESTS, in_process_guard=False)
+                  tests=f"assert 0 < children < {limits.MAX_PROCESSES}, children\n" + TESTS, in_process_guard=False)
     assert verdict.passed, verdict
     assert processes_running(["sleep", sleep_marker]) == []
 
 
 def test_fork_bomb_is_contained(confined, sleep_marker):
     # Run the bomb only where the cap demonstrably holds: every process forks until the cap refuses, then sleeps.
-    probe = run(FORK_COUNT.replace("MARK", sleep_marker), tests=f"assert children < {sandbox.MAX_PROCESSES}\n",
+    probe = run(FORK_COUNT.replace("MARK", sleep_marker), tests=f"assert children < {limits.MAX_PROCESSES}\n",
                 in_process_guard=False)
     if not probe.passed:
         pytest.skip(f"the process cap does not hold here: {probe.reason}")

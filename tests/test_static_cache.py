@@ -6,9 +6,9 @@ compiled steps are also checked with CUDA graphs (mode reduce-overhead)."""
 import pytest
 import torch
 
-from speccascade_bench.config import DecodingConfig
-from speccascade_bench.decoding import decode
-from speccascade_bench.lm import StaticShapes
+from speccascade_bench.decoding.dispatch import decode
+from speccascade_bench.decoding.settings import DecodingConfig
+from speccascade_bench.models.cached import StaticShapes
 
 from .helpers import EOS, prompt, tiny_pair
 

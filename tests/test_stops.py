@@ -7,9 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from speccascade_bench.config import DecodingConfig
-from speccascade_bench.decoding import Ending, decode
-from speccascade_bench.prompts import cut_at_stop
+from speccascade_bench.decoding.dispatch import decode
+from speccascade_bench.decoding.sampling import Ending
+from speccascade_bench.decoding.settings import DecodingConfig
+from speccascade_bench.tasks.prompts import cut_at_stop
 
 from .helpers import EOS, prompt, tiny_pair
 

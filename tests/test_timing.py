@@ -2,10 +2,11 @@
 
 import pytest
 
-from speccascade_bench import lm, timing
-from speccascade_bench.config import DecodingConfig
-from speccascade_bench.decoding import decode
-from speccascade_bench.lm import StaticShapes
+from speccascade_bench.decoding.dispatch import decode
+from speccascade_bench.decoding.settings import DecodingConfig
+from speccascade_bench.models import cached
+from speccascade_bench.models.cached import StaticShapes
+from speccascade_bench.run import timing
 
 from .helpers import prompt, tiny_pair
 
@@ -20,7 +21,7 @@ def test_wide_call_cost_times_the_asked_widths_and_leaves_decoding_alone(family,
 
     clock = [0.0]
     widths = []
-    real_logits = lm.CachedDecoder.logits
+    real_logits = cached.CachedDecoder.logits
 
     def logits(self, keep=1):
         # every forward costs 1 + 0.1 per token it reads, on the test's clock
@@ -29,7 +30,7 @@ def test_wide_call_cost_times_the_asked_widths_and_leaves_decoding_alone(family,
         clock[0] += 1.0 + 0.1 * new
         return real_logits(self, keep)
 
-    monkeypatch.setattr(lm.CachedDecoder, "logits", logits)
+    monkeypatch.setattr(cached.CachedDecoder, "logits", logits)
     monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
     ratio = timing.wide_call_cost(pair, "verifier", inputs, width=6, positions=(3, 9), repeats=4)
     monkeypatch.undo()

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from speccascade_bench.config import DecodingConfig
-from speccascade_bench.decoding import decode
-from speccascade_bench.lm import load_pair
-from speccascade_bench.metrics import corpus_score
+from speccascade_bench.decoding.dispatch import decode
+from speccascade_bench.decoding.settings import DecodingConfig
+from speccascade_bench.models.loading import load_pair
+from speccascade_bench.tasks.metrics import corpus_score
 from speccascade_bench.toy.language import make_lexicon, make_splits, write_splits
 
 PAIR = Path(__file__).parent.parent / "speccascade_bench" / "toy" / "pair"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from speccascade_bench.tradeoff import best_quality_within, latency_to_match
+from speccascade_bench.analysis.tradeoff import best_quality_within, latency_to_match
 
 CROSSING = [(0.3, 20.0), (0.5, 24.0), (0.7, 28.0), (1.2, 30.0)]  # reaches 26 between 0.5 and 0.7
 NEVER = [(0.2, 10.0), (0.6, 15.0), (0.9, 18.0)]
@@ -30,7 +30,7 @@ def test_best_quality_within_the_verifier_latency():
 
 
 def test_leviathan_speedup_formula():
-    from speccascade_bench.tradeoff import leviathan_speedup
+    from speccascade_bench.analysis.tradeoff import leviathan_speedup
 
     # a = 0.8, gamma = 4, c = 0.1: (1 - 0.8^5) / (0.2 * 1.4)
     assert leviathan_speedup(0.8, 4, 0.1) == pytest.approx((1 - 0.8**5) / (0.2 * 1.4))

@@ -10,7 +10,7 @@ from pathlib import Path
 def write_jsonl_splits(out_dir: Path, splits: dict[str, list[dict]]) -> dict[str, Path]:
     """Write each split's rows as `<out_dir>/<split>.jsonl`, never through a link (every path is checked
     before the first is written); returns the paths."""
-    from ..results import refuse_link, write_file
+    from ..files import refuse_link, write_file
 
     paths = {name: refuse_link(out_dir / f"{name}.jsonl") for name in splits}
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,10 @@
 """`scb run --workers N`: the examples of one or more run configs decoded by N Ray workers.
 
-The driver (this process) prepares every run as `runner.run_job` does, holds each results folder's lock and
-is the only process that writes into them: it computes what is left to do from the folders (`runner.
+The driver (this process) prepares every run as `run.local.run_job` does, holds each results folder's lock and
+is the only process that writes into them: it computes what is left to do from the folders (`run.local.
 done_examples`), sends one example at a time to an idle worker, and appends the rows the worker returns.
 A worker is a Ray actor holding one GPU (or a share of the CPUs) and one loaded model pair; it decodes each
-example it is sent with all of that example's method runs through `runner.Session.decode_example`, exactly
+example it is sent with all of that example's method runs through `run.session.Session.decode_example`, exactly
 as a single-process run does, after its own warm-up and call-cost probe. The random seed of an example
 depends only on the example, so sampled outputs do not depend on which worker decoded them.
 
@@ -19,52 +19,33 @@ import collections
 import contextlib
 import logging
 import os
-import signal
-import socket
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
-from .data import DataError, Example
-from .results import (
-    MANIFEST_FILE,
-    ExampleWriter,
-    ResultsError,
-    add_worker,
-    check_resume,
-    examples_dir,
-    package_versions,
-    start_manifest,
-)
-from .runner import (
-    PROBE_EXAMPLES,
-    Job,
-    Progress,
-    Session,
-    device_info,
-    done_examples,
-    finish,
-    remaining,
-    results_folder,
-    worker_label,
-    write_call_costs,
-    write_results,
-)
-from .scoring import Scorer
+from ..files import ResultsError
+from ..settings import ConfigError
+from ..tasks.data import DataError, Example
+from ..tasks.scoring import Scorer
+from .cluster import WorkerError, _check_reachable, _connected, _import_ray
+from .folder import MANIFEST_FILE
+from .local import done_examples, finish, remaining, results_folder, write_call_costs, write_results
+from .manifest import add_worker, check_resume, package_versions, start_manifest
+from .plan import PROBE_EXAMPLES, Job
+from .rows import ExampleWriter, examples_dir
+from .session import Session, device_info, worker_label
+from .settings import Finisher, Progress
 
 log = logging.getLogger(__name__)
 
 POLL_S = 2.0  # how often the driver looks up from waiting for results
+
 START_TIMEOUT_S = 900.0  # the run fails when no worker has been up for this long
+
 MAX_ATTEMPTS = 3  # an example whose worker dies this many times ends the run: it may be what kills them
+
 MAX_OPEN_FILES = 128  # results files the driver keeps open at once
-
-
-class WorkerError(RuntimeError):
-    """Ray is missing or cannot serve the run: no worker could start, or workers keep dying."""
 
 
 @dataclass
@@ -105,7 +86,7 @@ class ExampleWorker:
         import ray
         import torch
 
-        from .lm import resolve_device
+        from ..models.loading import resolve_device
 
         if threads:
             torch.set_num_threads(threads)
@@ -127,13 +108,13 @@ class ExampleWorker:
         return {"rows": self._session.decode_example(example, runs), "setup": setup}
 
     def _start(self, key: str, spec: dict) -> dict:
-        from .lm import load_pair
+        from ..models.loading import load_pair
 
         config = spec["config"]
         models = config.models
         self._session = self._job = None
         if config.task.metric == "pass_at_1" and spec["allow_code_execution"]:
-            from .sandbox import probe
+            from ..tasks.sandbox import probe
 
             why = probe()  # on this worker's machine, before its models load
             if why:
@@ -153,7 +134,8 @@ class ExampleWorker:
 
 
 def run(jobs: list[Job], workers: int, address: str | None = None, fresh: bool = False,
-        progress: Progress | None = None, verbose: bool = False, source: str = "--ray-address") -> list[Path]:
+        progress: Progress | None = None, verbose: bool = False, source: str = "--ray-address",
+        last: Finisher | None = None) -> list[Path]:
     """Decode the prepared runs `jobs` on `workers` Ray workers, each into its own results folder, with the
     guarantees of a single-process run; returns the folders. `address` joins a running Ray cluster; without
     it a local Ray instance is started (and stopped at the end). A process already connected to Ray keeps
@@ -179,95 +161,8 @@ def run(jobs: list[Job], workers: int, address: str | None = None, fresh: bool =
                     for writer in state.writers.values():
                         writer.close()
         for state in states:
-            finish(state.job)
+            finish(state.job, last)
     return [job.out for job in jobs]
-
-
-AUTH_HINT = ("a cluster with token authentication (Ray's default) needs RAY_AUTH_MODE=token here and its token "
-             "(~/.ray/auth_token or RAY_AUTH_TOKEN)")
-PROBE_TIMEOUT_S = 5  # how long the probe of a cluster's address waits for each of Ray's connection steps
-_PROBE = """import json, sys
-try:
-    from ray._raylet import GcsClient
-    GcsClient(address=sys.argv[1]).check_alive([], timeout=float(sys.argv[2]))
-    print(json.dumps({"ok": True}))
-except Exception as exc:
-    print(json.dumps({"ok": False, "kind": type(exc).__name__, "message": " ".join(str(exc).split())[:300]}))
-"""
-
-
-@contextlib.contextmanager
-def _connected(address: str | None, verbose: bool, source: str = "--ray-address"):
-    """Ray, connected: to `address` (checked by `_check_reachable`; named in errors as `source`, the option or
-    RAY_ADDRESS), or to a new local instance. Ray's own SIGTERM handler is replaced by the one that was there,
-    so that the command's interrupt handling stays as it is."""
-    ray = _import_ray()
-    if ray.is_initialized():  # a process that embeds the suite and joined Ray itself keeps its connection
-        yield ray
-        return
-    main = threading.current_thread() is threading.main_thread()
-    handler = signal.getsignal(signal.SIGTERM) if main else None
-    level = logging.INFO if verbose else logging.ERROR
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=verbose, logging_level=level)
-        else:
-            ray.init(address="local", include_dashboard=False, log_to_driver=verbose, logging_level=level)
-    except Exception as exc:  # whatever stops Ray from starting or connecting is one line
-        where = f"the Ray cluster at {source} {address}" if address else "a local Ray instance"
-        hint = f"; {AUTH_HINT}" if isinstance(exc, ray.exceptions.AuthenticationError) else ""
-        raise WorkerError(f"could not connect to {where}: {' '.join(str(exc).split())[:300]}{hint}") from None
-    finally:
-        if main and handler is not None:
-            signal.signal(signal.SIGTERM, handler)
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
-def _import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise WorkerError("--workers needs Ray: pip install 'speccascade-bench[ray]' (make install does)") from None
-    return ray
-
-
-def _check_reachable(address: str, source: str = "--ray-address") -> None:
-    """Fail within seconds unless a Ray cluster answers at a `host:port` address (Ray itself retries for minutes,
-    and waits for ever on a port that listens but is not Ray's): a TCP connection first, then a call to the
-    cluster's control service (its GCS) by Ray's own client, in a separate interpreter under a time limit.
-    A cluster that refuses this client's credentials is an error with the hint about Ray's token."""
-    import json
-    import subprocess
-    import sys
-
-    if "://" in address or ":" not in address:
-        return  # a Ray Client address, or `auto`: Ray resolves it
-    host, port = address.rsplit(":", 1)
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise WorkerError(f"nothing answers at {source} {address} ({reason}); start the head node first "
-                          "(`ray start --head --port PORT`)") from None
-    limit = 4 * PROBE_TIMEOUT_S + 10  # connection, its retry, the call, and the interpreter's start
-    env = {**os.environ, "RAY_gcs_rpc_server_connect_timeout_s": str(PROBE_TIMEOUT_S),
-           "RAY_gcs_rpc_server_reconnect_timeout_s": str(PROBE_TIMEOUT_S)}
-    try:
-        done = subprocess.run([sys.executable, "-c", _PROBE, address, str(PROBE_TIMEOUT_S)], capture_output=True,
-                              text=True, timeout=limit, env=env)
-        answer = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
-    except (subprocess.TimeoutExpired, ValueError):
-        answer = {}
-    if answer.get("ok"):
-        return
-    if answer.get("kind") == "AuthenticationError":
-        raise WorkerError(f"the Ray cluster at {source} {address} refused this client ({answer['message'][:200]}); "
-                          f"{AUTH_HINT}")
-    raise WorkerError(f"{source} {address} listens but does not answer as a Ray cluster (its GCS) within "
-                      f"{limit} s; give the address that `ray start --head` printed")
 
 
 class _Pool:
@@ -410,7 +305,7 @@ class _Pool:
 
 
 def _load_error(exc) -> bool:
-    from .lm import ModelLoadError
+    from ..models.loading import ModelLoadError
 
     return isinstance(exc, ModelLoadError)
 
@@ -454,4 +349,3 @@ def _for_workers(job: Job, device: str):
     models = replace(models, device=device, drafter=absolute(models.drafter), verifier=absolute(models.verifier),
                      tokenizer=absolute(models.tokenizer))
     return replace(job.config, models=models)
-

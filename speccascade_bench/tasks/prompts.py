@@ -65,7 +65,7 @@ def as_text(value) -> str:
 
 class _RowFormatter(string.Formatter):
     def get_field(self, field_name, args, kwargs):
-        from .data import get_field
+        from .prompts import get_field
 
         return as_text(get_field(kwargs["row"], _dotted(field_name))), field_name
 
@@ -152,3 +152,15 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """The text before the first occurrence of any stop string."""
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
     return text[:cut]
+
+
+def get_field(row: dict, dotted: str):
+    """`row["translation"]["en"]` for `dotted == "translation.en"` (`choices.0`: the first item of a list);
+    KeyError if any part is missing."""
+    value = row
+    for part in dotted.split("."):
+        try:
+            value = value[int(part)] if isinstance(value, list) and part.isdigit() else value[part]
+        except (KeyError, TypeError, IndexError):
+            raise KeyError(dotted) from None
+    return value

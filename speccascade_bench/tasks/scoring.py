@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import TaskConfig
 from .data import Example
 from .metrics import example_score, extract_answer
+from .settings import TaskConfig
 
 
 class CodeExecutionRefused(RuntimeError):

@@ -6,10 +6,13 @@ import io
 import os
 from pathlib import Path
 
-from .methods import METHODS, REFERENCE
-from .results import ResultsError, read_manifest, refuse_link, summarize, with_curves, write_file
+from ..decoding.methods import METHODS, REFERENCE
+from ..files import ResultsError, refuse_link, write_file
+from ..run.folder import read_manifest
+from .summary import summarize, with_curves
 
 FORMATS = (".png", ".pdf")
+
 FIGURES = {
     "quality_latency": ("relative_latency", "latency relative to the verifier"),
     "quality_cost": ("relative_cost", "cost relative to the verifier (counted calls x measured per-call cost)"),

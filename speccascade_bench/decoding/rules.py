@@ -64,8 +64,6 @@ def normalize(weights: Tensor) -> Tensor:
     return weights / weights.sum(-1, keepdim=True)
 
 
-# ---- deferral rules (paper eqs. 2, 5, 10): [n] booleans, True = defer to the verifier -------------
-
 def chow_defers(draft_probs: Tensor, alpha: float) -> Tensor:
     """Eq. 2 on unscaled drafter probabilities [..., V] -> [...]: defer iff max q < 1 - alpha."""
     return draft_probs.amax(-1) < 1.0 - alpha
@@ -87,8 +85,6 @@ def defer_opt(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
     return draft.probs.amax(-1) < verifier.probs.amax(-1) - alpha * tv
 
 
-# ---- token-specific rules (eqs. 13-15): [n, V] booleans r(v), True = token v is deferred ------------
-
 def token_defer_v1(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
     """Eq. 13: r(v) iff q(v) < max p - alpha."""
     return draft.probs < verifier.probs.amax(-1, keepdim=True) - alpha
@@ -105,7 +101,9 @@ def token_defer_v3(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
 
 
 DEFERRAL_RULES = {"chow": defer_chow, "diff": defer_diff, "opt": defer_opt}
+
 TOKEN_RULES = {"token_v1": token_defer_v1, "token_v2": token_defer_v2, "token_v3": token_defer_v3}
+
 assert set(DEFERRAL_RULES) | set(TOKEN_RULES) == set(RULES), "every rule of the registry needs a function"
 
 
@@ -121,8 +119,6 @@ def token_cascade_target(draft_scaled: Tensor, verifier_scaled: Tensor, token_de
     eta = (r * draft_scaled).sum(-1, keepdim=True)
     return draft_scaled * (1.0 - r) + verifier_scaled * eta
 
-
-# ---- targets of the generic speculative sampler ------------------------------------------------------
 
 @dataclass(frozen=True)
 class Target:
@@ -241,8 +237,6 @@ def verify_round(draft_tokens: Tensor, draft_scaled: Tensor, target: Target,
         residual = target.accept[i].clamp_min(0.0)
     return RoundOutcome(i, sample(residual, generator))
 
-
-# ---- BiLD (Kim et al. 2023): fallback and rollback decisions -----------------------------------------
 
 def bild_falls_back(draft_probs: Tensor, alpha: float) -> Tensor:
     """BiLD's fallback test on unscaled drafter probabilities [..., V] -> [...]: the drafter hands control to

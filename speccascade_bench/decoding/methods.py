@@ -1,12 +1,11 @@
 """The registry of decoding methods: names, parameters and their valid ranges.
 
 This module is pure data (no torch) so that configs can be validated without loading anything.
-The decoders that implement each method are registered in `speccascade_bench.decoding`.
+The decoders that implement each method are registered in `decoding.dispatch`.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field, replace
 
@@ -19,6 +18,7 @@ RULE_ALPHA_RANGE: dict[str, tuple[float | None, float | None]] = {
     "token_v2": (-1.0, 1.0),
     "token_v3": (0.0, 1.0),
 }
+
 # The deferral rules of spec_cascade: the one list of their names (rules.py implements each).
 RULES = tuple(RULE_ALPHA_RANGE)
 
@@ -83,9 +83,11 @@ class MethodSpec:
 
 DRAFT_LENGTH = Param("draft_length", "tokens drafted per round (gamma); defaults to decoding.draft_length", 1, 64,
                      tag="g", integer=True)
+
 # The baselines every run records: the verifier is the reference of relative latency and quality; both give
 # the per-call costs of the summary.
 REFERENCE = "verifier"
+
 DRAFTER = "drafter"
 
 METHODS: dict[str, MethodSpec] = {
@@ -158,12 +160,6 @@ METHODS: dict[str, MethodSpec] = {
         ),
     )
 }
-
-
-def suggest(name: str, options) -> str:
-    """A ' (did you mean ...?)' suffix for an unknown name, or ''."""
-    close = difflib.get_close_matches(name, list(options), n=2, cutoff=0.5)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def alpha_param(method: str, rule: str | None) -> Param | None:

@@ -7,22 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .methods import REFERENCE
-from .results import (
-    BOOTSTRAP_RESAMPLES,
-    CONFIDENCE,
-    SUMMARY_FILE,
-    check_devices,
-    read_manifest,
-    refuse_link,
-    summarize,
-    with_curves,
-    write_file,
-    write_summary,
-)
+from ..decoding.methods import REFERENCE
+from ..files import refuse_link, write_file
+from ..run.folder import read_manifest
+from ..run.manifest import check_devices
+from .summary import BOOTSTRAP_RESAMPLES, CONFIDENCE, SUMMARY_FILE, summarize, with_curves, write_summary
 from .tradeoff import best_quality_within, latency_to_match
 
 REPORT_FILE = "report.md"
+
 COLUMNS = [
     ("run_id", "run", "{}"), ("n", "n", "{:d}"), ("quality", "quality", "{:.2f}"),
     ("vs_verifier", f"vs verifier ({100 * CONFIDENCE:.0f}% CI)", "{}"),

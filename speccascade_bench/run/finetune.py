@@ -17,14 +17,18 @@ from pathlib import Path
 
 import torch
 
-from . import prompts
-from .config import ConfigError, FinetuneConfig, TaskConfig, check_local_task
-from .data import DataError, get_field, load_rows, looks_like_path, render_prompt, select_indices, text_field
-from .lm import ModelLoadError, check_tokenizer, damaged_weights, load_tokenizer, model_load_error
-from .metrics import ANSWER_METRICS, corpus_score
-from .prompts import cut_at_stop
+from ..models.loading import ModelLoadError, check_tokenizer, damaged_weights, load_tokenizer, model_load_error
+from ..settings import ConfigError
+from ..tasks import prompts
+from ..tasks.data import DataError, check_local_task, load_rows, select_indices, text_field
+from ..tasks.examples import render_prompt
+from ..tasks.metrics import ANSWER_METRICS, corpus_score
+from ..tasks.prompts import cut_at_stop, get_field
+from ..tasks.settings import TaskConfig, looks_like_path
+from .settings import FinetuneConfig
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")  # the trainer's checkpoint folders
+
 # What a checkpoint of the trainer needs for a faithful resume, besides the model weights.
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 

@@ -26,22 +26,24 @@ from dataclasses import dataclass
 import numpy as np
 import regex
 
-from .methods import suggest
+from ..settings import suggest
 
 CORPUS_METRICS = ("bleu", "chrf")  # corpus score from summed per-sentence statistics, not a mean
+
 MEAN_METRICS = ("rouge2", "rougeL", "exact_match", "f1", "pass_at_1")  # corpus score = mean example score
+
 ANSWER_METRICS = ("exact_match", "f1")  # the metrics that take `answer_pattern` and `normalize`
+
 METRICS = CORPUS_METRICS + MEAN_METRICS
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+
 _SQUAD_PUNCTUATION = frozenset(string.punctuation)
+
 # TriviaQA also treats the curly single quotes, the acute accent and the backtick as punctuation.
 _TRIVIAQA_PUNCTUATION = frozenset(string.punctuation + "\u2018\u2019\u00b4`")
+
 _NUMBER = re.compile(r"\s*[-+]?[0-9.,]*[0-9][0-9.,]*\s*")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Answer normalisation and extraction
 
 
 def normalize_squad(text: str) -> str:
@@ -70,12 +72,12 @@ NORMALIZERS: dict[str, Callable[[str], str]] = {
     "none": normalize_none,
 }
 
-
 PATTERN_SECONDS = 1.0  # the longest an answer pattern may search one text (a pattern can backtrack for ever)
 
-
 PATTERN_COMPILE_SECONDS = 5.0  # the longest an answer pattern may take to compile (compile time grows with repeats)
+
 PATTERN_COMPILE_MB = 1024  # the most memory compiling it may take
+
 PATTERN_CHARS = 2000
 
 
@@ -194,10 +196,6 @@ def _answer_score(metric: str, prediction: str, references: Sequence[str], patte
     return 100.0 * max(_token_f1(predicted, gold) for gold in golds)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Per-example and corpus scores
-
-
 def _check_metric(metric: str, answer_pattern: str | None = None) -> None:
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}{suggest(metric, METRICS)}; choose from {', '.join(METRICS)}")
@@ -271,10 +269,6 @@ def corpus_score(metric: str, predictions: Sequence[str], references: Sequence[s
     total = sum(example_score(metric, pred, refs, answer_pattern, normalize)
                 for pred, refs in zip(predictions, references, strict=True))
     return total / len(predictions)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Paired bootstrap
 
 
 @dataclass(frozen=True)

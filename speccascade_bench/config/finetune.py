@@ -1,0 +1,70 @@
+"""The fine-tuning config of `scb finetune`: a task and the model and training sections.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ..run.settings import (
+    ARCHITECTURE_CLASSES,
+    ARCHITECTURE_RANGES,
+    FROM_TOKENIZER,
+    FinetuneConfig,
+    _architecture_fields,
+)
+from ..settings import ConfigError, _Section, keys_of, short, suggest
+from .reader import _read_yaml
+from .run import read_task
+
+RUN_ONLY_TASK_KEYS = ("fewshot", "chat", "system", "tests", "test_setup", "code_timeout_s", "code_memory_mb")
+
+
+def is_finetune_config(path: str | Path) -> bool:
+    """Whether a config file is a fine-tuning config (it has a `model` or `training` section), not a run
+    config; the file is read and checked as `_read_yaml` does."""
+    data = _read_yaml(Path(path))
+    return isinstance(data, dict) and ("model" in data or "training" in data) and "models" not in data
+
+
+def load_finetune_config(path: str | Path) -> FinetuneConfig:
+    """Parse and validate a fine-tuning config. Raises ConfigError naming the file and key."""
+    file = Path(path)
+    data = _read_yaml(file)
+    top = _Section(file, "", data, ("name", "task", "model", "training", "output"))
+    name = top.fields(FinetuneConfig, only=("name",))["name"]
+    task = read_task(file, top.get("task", dict), split="train")
+    for key in RUN_ONLY_TASK_KEYS:
+        if key in (top.data.get("task") or {}):
+            raise ConfigError(file, f"task.{key}", "is a key of run configs: fine-tuning trains on the prefix and the "
+                              "source or prompt, followed by the target")
+    if task.metric == "pass_at_1":
+        raise ConfigError(file, "task.metric", "pass_at_1 runs code: fine-tuning evaluates with a text metric")
+    m = _Section(file, "model", top.get("model", dict), keys_of(FinetuneConfig, "model"))
+    model = m.fields(FinetuneConfig, "model")
+    if (model["pretrained"] is None) == (model["architecture"] is None):
+        raise m.error("pretrained", "give exactly one of pretrained (a hub name or path) or architecture "
+                      "(T5Config fields, or LlamaConfig fields with kind causal, trained from scratch)")
+    if model["architecture"] is not None:
+        kind = model["kind"]
+        known = _architecture_fields(kind)
+        for key, value in model["architecture"].items():
+            where = f"model.architecture.{short(key) if not isinstance(key, str) else key}"
+            if key not in known:
+                raise ConfigError(file, where, f"is not a {ARCHITECTURE_CLASSES[kind]} field (model.kind {kind})"
+                                  f"{suggest(str(key)[:100], known)}")
+            if key in FROM_TOKENIZER[kind]:
+                raise ConfigError(file, where, "is set from the tokenizer; remove it")
+            if not isinstance(value, int | float | str | bool) or isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(file, where, f"must be a finite number, a string or a boolean, got {short(value)}")
+            low, high = ARCHITECTURE_RANGES.get(key, (0, 10_000_000))
+            if isinstance(value, int | float) and not isinstance(value, bool) and not low <= value <= high:
+                raise ConfigError(file, where, f"must be in [{low:g}, {high:g}], got {short(value)}")
+        if model["tokenizer"] is None:
+            raise m.error("tokenizer", "is required with architecture (e.g. byt5, or a hub name or path)")
+    t = _Section(file, "training", top.get("training", dict, {}), keys_of(FinetuneConfig, "training"))
+    output = top.get("output", str)
+    if not output.strip():
+        raise top.error("output", "must not be empty")
+    return FinetuneConfig(name=name, task=task, output=output, **model,
+                          **t.fields(FinetuneConfig, "training"), file=str(file))

@@ -1,0 +1,127 @@
+"""What every decoding loop shares: temperature and filters on logits, one draw, the record of a
+decoded sequence (`DecodeResult`), when decoding ends (`Ending`: EOS ids, stop strings, the token budget) and
+plain autoregressive decoding of one model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..models.cached import CachedDecoder, ModelPair
+from . import rules
+from .settings import DecodingConfig
+
+
+def scaled(settings: DecodingConfig, logits: Tensor) -> Tensor:
+    """The sampling distribution of [..., V] logits at the settings' temperature and top_p."""
+    return rules.scaled_probs(logits, settings.temperature, settings.top_p)
+
+
+def draw(settings: DecodingConfig, distribution: Tensor, generator: torch.Generator | None) -> int:
+    """One token from a [V] distribution made by `scaled`; at temperature 0 (one-hot) its argmax, without
+    a multinomial call."""
+    return int(distribution.argmax()) if settings.greedy else rules.sample(distribution, generator)
+
+
+def sample(settings: DecodingConfig, logits: Tensor, generator: torch.Generator | None) -> int:
+    """One token from [V] logits at the settings' temperature and top_p."""
+    return draw(settings, scaled(settings, logits), generator)
+
+
+@dataclass
+class DecodeResult:
+    """Output ids (without the prompt or start token) and the counters of one decode."""
+
+    tokens: list[int] = field(default_factory=list)
+    drafter_calls: int = 0
+    verifier_calls: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    rounds: int = 0
+    accepted_per_round: list[int] = field(default_factory=list)
+    rejections: int = 0              # rounds that ended at a rejected draft token (not all accepted)
+    deferred: float = 0.0            # positions deferred to the verifier (expected mass for token rules)
+    drafter_logprob: float | None = None  # sum of unscaled log q over the drafter's own output tokens
+
+    @property
+    def output_length(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def confidence(self) -> float | None:
+        """Sequence confidence of a drafter output: the mean unscaled token log-probability."""
+        if self.drafter_logprob is None:
+            return None
+        return self.drafter_logprob / max(1, len(self.tokens))
+
+
+@dataclass(frozen=True)
+class Ending:
+    """When a decode ends: at an EOS token (`eos`: a model may have several), at the token limit, or at the
+    token whose text completes a stop string (`text` gives the text of output ids). Every method ends through
+    this one test, and drafting ends where decoding would: a draft stops at a stop string as it does at
+    EOS."""
+
+    eos: frozenset[int]
+    limit: int
+    stop: tuple[str, ...] = ()
+    text: Callable[[list[int]], str] | None = None
+
+    def _window(self) -> int:
+        """Tokens decoded to find a stop string completed by the last token: enough for the longest stop
+        even at one character per token, plus a margin for tokens that decode to nothing."""
+        return 2 * max(len(s) for s in self.stop) + 8
+
+    def _stops_at(self, tokens: list[int], end: int) -> bool:
+        """Whether tokens[:end] holds a stop string that tokens[:end - 1] does not."""
+        start = max(0, end - self._window())
+        tail = self.text(tokens[start:end])
+        found = [s for s in self.stop if s in tail]
+        if not found:  # the common case: one decode
+            return False
+        before = self.text(tokens[start:end - 1])
+        return any(s not in before for s in found)
+
+    def ended(self, tokens: list[int]) -> bool:
+        """Whether `tokens` end at EOS or fill the token limit."""
+        return len(tokens) >= self.limit or (bool(tokens) and tokens[-1] in self.eos)
+
+    def reached(self, tokens: list[int]) -> bool:
+        """Whether decoding ends after `tokens` (EOS, the limit or a stop string), their every token before the
+        last tested already."""
+        if self.ended(tokens):
+            return True
+        return bool(self.stop and tokens) and self._stops_at(tokens, len(tokens))
+
+    def clip(self, tokens: list[int], start: int = 0) -> list[int]:
+        """Cut after the first EOS or stop-completing token at or past `start` (the earlier ones were tested),
+        and at the token limit."""
+        for end in range(start + 1, min(len(tokens), self.limit) + 1):
+            if tokens[end - 1] in self.eos or (self.stop and self._stops_at(tokens, end)):
+                return tokens[:end]
+        return tokens[: self.limit]
+
+
+def ending(pair: ModelPair, settings: DecodingConfig) -> Ending:
+    """The pair's EOS and stop strings (`ModelPair.stop`) at the settings' token limit."""
+    return Ending(pair.eos_token_ids, settings.max_new_tokens, tuple(pair.stop), pair.decode)
+
+
+def autoregressive(decoder: CachedDecoder, settings: DecodingConfig, end: Ending,
+                   generator: torch.Generator | None, track_logprob: bool = False) -> tuple[list[int], float]:
+    """Decode with one model alone; returns the tokens and (if tracked) the sum of their unscaled
+    log-probabilities."""
+    tokens: list[int] = []
+    logprob = 0.0
+    while not end.reached(tokens):
+        logits = decoder.logits()[-1]
+        token = sample(settings, logits, generator)
+        if track_logprob:
+            logprob += float(torch.log_softmax(logits, -1)[token])
+        tokens.append(token)
+        decoder.extend([token])
+    return tokens, logprob

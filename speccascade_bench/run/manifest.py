@@ -1,0 +1,172 @@
+"""The manifest of a results folder: the resolved config, versions, hardware and start times; what a
+resumed run must match (`check_resume`), and the kinds of device its rows ran on (`check_devices`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import platform
+import subprocess
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+
+from ..files import ResultsError
+from ..settings import plain
+from .folder import FORMAT, MANIFEST_FILE, read_manifest, write_json_atomic
+from .rows import example_files, read_run
+from .settings import RunConfig
+
+# A resumed run must match the folder's manifest in these config sections and hardware fields.
+RESUME_SECTIONS = ("task", "models", "decoding", "timing")
+
+RESUME_HARDWARE = ("device", "cpu", "gpu", "torch_threads")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for package in ("speccascade-bench", "torch", "transformers", "datasets", "sacrebleu", "rouge-score"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def manifest_config(config: RunConfig) -> dict:
+    """The run's config as its manifest records it; a local dataset file also by its size and SHA-256, so
+    that a resume notices when the file at that path has changed."""
+    resolved = {
+        "name": config.name, "file": config.file, "variant": config.variant,
+        "task": plain(config.task), "models": plain(config.models),
+        "decoding": plain(config.decoding), "timing": plain(config.timing),
+        "methods": [{"run_id": r.run_id, "method": r.method, "params": r.params} for r in config.methods],
+    }
+    if config.task.is_local:
+        resolved["data"] = data_fingerprint(Path(config.task.dataset).expanduser())
+    fewshot = config.task.fewshot
+    if fewshot is not None and fewshot.n and fewshot.is_local:
+        resolved["data_shots"] = data_fingerprint(Path(fewshot.dataset).expanduser())
+    return resolved
+
+
+def data_fingerprint(path: Path) -> dict:
+    """A local data file's size and SHA-256."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def start_manifest(out: Path, resolved: dict, hardware: dict | None, **fields) -> None:
+    """Write a new run's manifest, or check a resumed run against the folder's (`check_resume`) and record
+    the resume. `resolved` is the run's config as the manifest stores it; `fields` are further entries.
+    `hardware` None (a distributed run) checks no hardware; a new manifest needs it."""
+    path = out / MANIFEST_FILE
+    if not path.exists():
+        if hardware is None:
+            raise ValueError("a new manifest needs the hardware")
+        write_json_atomic(path, {"format": FORMAT, "config": resolved, "hardware": hardware,
+                                 "versions": package_versions(), "git_commit": git_commit(), "started_at": _now(),
+                                 **fields})
+        return
+    previous = check_resume(out, resolved, hardware)
+    previous.setdefault("resumed_at", []).append(_now())
+    previous["config"]["methods"] = resolved["methods"]
+    write_json_atomic(path, previous)
+
+
+def _comparable(section: str, values: dict) -> dict:
+    """A config section as a resume compares it (the manifest's already completed by `read_manifest` with
+    the defaults of keys added since it was recorded): without the models' `device` setting, which the
+    hardware check covers (`auto` and `cpu` on the same CPU are the same measurement)."""
+    return {k: v for k, v in values.items() if not (section == "models" and k == "device")}
+
+
+def check_resume(out: Path, resolved: dict, hardware: dict | None) -> dict:
+    """The folder's manifest, after checking that a run with config `resolved` on `hardware` may add to it:
+    the same task, models, decoding and timing, on the same device, CPU, GPU and thread count (no hardware
+    check when `hardware` is None: a distributed run's rows name their device, see `device_kinds`)."""
+    if not (out / MANIFEST_FILE).exists():
+        return {}
+    previous = read_manifest(out)
+    old = previous["config"]
+    missing = []
+    if hardware is not None and not isinstance(previous.get("hardware"), dict):
+        missing.append("hardware")
+    if missing:
+        raise ResultsError(f"{out / MANIFEST_FILE} lacks its {', '.join(missing)} record, so a resume cannot be "
+                           "checked; restore it from a copy, or move the folder aside")
+    differ = [k for k in RESUME_SECTIONS if _comparable(k, old[k]) != _comparable(k, resolved[k])]
+    changed = [k for k in ("data", "data_shots") if old.get(k) is not None and old.get(k) != resolved.get(k)]
+    if changed:
+        task = resolved["task"]
+        path = task["dataset"] if changed[0] == "data" else (task.get("fewshot") or {}).get("dataset")
+        raise ResultsError(f"{out} holds results of another version of the data file {path} "
+                           "(its size or SHA-256 changed); use --fresh to start over or --output for another folder")
+    if differ:
+        raise ResultsError(f"{out} holds results of another {', '.join(differ)} configuration; use --fresh to "
+                           "start over or --output for another folder")
+    old_hw = previous.get("hardware", {})
+    moved = [k for k in RESUME_HARDWARE if hardware is not None and k in old_hw and old_hw.get(k) != hardware.get(k)]
+    if moved:
+        change = ", ".join(f"{k} {old_hw.get(k)} -> {hardware.get(k)}" for k in moved)
+        raise ResultsError(f"{out} was measured on other hardware ({change}); latencies would mix: use "
+                           "--output for another folder, or --fresh to start over")
+    return previous
+
+
+def add_worker(out: Path, worker: dict) -> None:
+    """Record a worker of a distributed run (host, pid, device, versions, call costs) in the manifest."""
+    manifest = read_manifest(out)
+    manifest.setdefault("workers", []).append({**worker, "started_at": _now()})
+    write_json_atomic(out / MANIFEST_FILE, manifest)
+
+
+def device_kind(hardware: dict) -> str:
+    """The kind of device a latency was measured on, as far as latencies may be compared: the GPU model on
+    CUDA; on a CPU, the processor and the thread count."""
+    if hardware.get("gpu"):
+        return str(hardware["gpu"])
+    return f"{hardware.get('cpu') or 'unknown'} CPU, {hardware.get('torch_threads')} threads"
+
+
+def device_kinds(results: Path) -> Counter:
+    """How many example lines ran on each kind of device: the rows' `worker` kind, or for rows recorded
+    without one, the kind of the manifest's hardware."""
+    default = device_kind(read_manifest(results).get("hardware", {}))
+    kinds = Counter()
+    for path in example_files(results):
+        for row in read_run(path)[0]:
+            worker = row.get("worker")
+            kinds[worker.get("kind", default) if isinstance(worker, dict) else default] += 1
+    return kinds
+
+
+def check_devices(results: Path, mix: bool = False) -> Counter:
+    """`device_kinds`, refusing (ResultsError) examples that ran on several kinds unless `mix`: their
+    latencies would be averaged together."""
+    kinds = device_kinds(results)
+    if len(kinds) > 1 and not mix:
+        listed = ", ".join(f"{kind}: {n} lines" for kind, n in kinds.most_common())
+        raise ResultsError(f"{results}: examples ran on {len(kinds)} kinds of device ({listed}); their latencies "
+                           "would mix: pass --mix-devices to report them together, or rerun one kind's examples "
+                           "into another folder")
+    return kinds
+
+

@@ -1,0 +1,200 @@
+"""Planning a run before any model loads: the method runs a config asks for, every check of its inputs
+(files, model positions, chat templates, the code sandbox), the output folder and the examples (`prepare`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..decoding.methods import DRAFTER, METHODS, REFERENCE
+from ..files import ResultsError
+from ..models.cached import StaticShapes
+from ..models.presets import PREFIX, T5_V1_1_SHAPES, is_preset, preset_shape
+from ..settings import ConfigError, short, suggest
+from ..tasks.data import DataError, Example, check_local_task
+from ..tasks.examples import load_examples
+from ..tasks.prompts import PromptFormat, prompt_ids
+from ..tasks.settings import TaskConfig, looks_like_path
+from .folder import check_output
+from .manifest import manifest_config
+from .settings import MethodRun, RunConfig, RunOptions
+
+log = logging.getLogger(__name__)
+
+PROBE_POSITIONS = 256  # call costs are probed within the first this many output positions
+
+PROBE_EXAMPLES = 3  # ... of this many examples
+
+
+def plan(config: RunConfig, methods: tuple[str, ...] | None = None) -> tuple[list[MethodRun], list[MethodRun]]:
+    """The method runs to decode and the seq_cascade deferral-rate runs derived from drafter/verifier.
+
+    The verifier is always decoded (it is the latency reference); the drafter too when a deferral-rate
+    seq_cascade needs it."""
+    runs = [r for r in config.methods if methods is None or r.method in methods]
+    if methods is not None:
+        unknown = set(methods) - {r.method for r in config.methods}
+        if unknown:
+            raise ConfigError(config.file, "methods", f"--methods names {', '.join(sorted(unknown))}, which the "
+                              f"config does not configure (it has {', '.join(config.method_names())})")
+    derived = [r for r in runs if METHODS[r.method].derived_by in r.params]
+    decoded = [r for r in runs if r not in derived]
+    needed = [REFERENCE] + ([DRAFTER] if derived else [])
+    for name in reversed(needed):
+        if not any(r.method == name for r in decoded):
+            decoded.insert(0, MethodRun(name, {}))
+    return decoded, derived
+
+
+def static_shapes(config: RunConfig, runs: list[MethodRun]) -> StaticShapes:
+    """The static cache sizes of a run: its token limits, and compiled steps up to the longest
+    verification (draft length + 1) of any method run."""
+    gammas = {int(r.params.get("draft_length", config.decoding.draft_length)) for r in runs}
+    gammas.add(config.decoding.draft_length)
+    mode = None if config.models.compile == "none" else config.models.compile
+    return shapes_for(config.decoding.max_new_tokens, config.task.max_source_tokens, gammas, mode)
+
+
+def shapes_for(max_new_tokens: int, max_source_tokens: int, gammas, compile_mode: str | None) -> StaticShapes:
+    """Static cache sizes for these token limits, with compiled steps of one token and of every draft length
+    + 1 (a verification; an encoder-decoder verifier's first forward scores the start token and a full draft)."""
+    widths = sorted({1} | {int(g) + 1 for g in gammas})
+    return StaticShapes(max_new_tokens, max_source_tokens, max(widths), tuple(widths), compile_mode)
+
+
+@dataclass
+class Job:
+    """One config's run, checked and planned before anything is written: the method runs to decode and to
+    derive, the selected examples and the results folder. `resolved` is the config as the manifest records it."""
+
+    config: RunConfig
+    out: Path
+    decoded: list[MethodRun]
+    derived: list[MethodRun]
+    examples: list[Example]
+    resolved: dict
+    limit: int | None = None
+    allow_code_execution: bool = False
+
+    def manifest_fields(self) -> dict:
+        """The manifest's entries besides the config, hardware and versions."""
+        models = self.config.models
+        return {"limit": self.limit, "dtype": models.dtype,
+                "random_weights": [role for role in ("drafter", "verifier") if is_preset(getattr(models, role))]}
+
+
+def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
+    """Check a run and plan it: the config's resources, the method runs, the output folder (`check_output`)
+    and the examples. Loads no model and writes nothing."""
+    options = options or RunOptions()
+    if options.device:
+        config = replace(config, models=replace(config.models, device=options.device))
+    validate_resources(config)
+    if config.task.metric == "pass_at_1" and not options.allow_code_execution:
+        raise ConfigError(config.file, "task.metric", "pass_at_1 runs model-written code; it runs only with "
+                          "--allow-code-execution, in a sandboxed process per example (read the README's "
+                          "'Code execution' section first)")
+    if config.task.metric == "pass_at_1":
+        from ..tasks.sandbox import probe
+
+        why = probe()
+        if why:
+            raise ConfigError(config.file, "task.metric", f"pass_at_1 needs the code sandbox, which cannot be set up "
+                              f"on this machine: {why}")
+    decoded, derived = plan(config, options.methods)
+    out = Path(options.output or config.output)
+    check_output(out)
+    try:
+        examples = load_examples(config.task, config.decoding.seed, options.limit)
+    except DataError as exc:
+        if exc.key is None:
+            raise
+        raise ConfigError(config.file, f"task.{exc.key}", str(exc)) from None
+    if not examples:
+        raise ResultsError("the task selected no examples")
+    check_positions(config)
+    if config.task.chat:
+        check_chat_template(config, examples[0])
+    return Job(config, out, decoded, derived, examples, manifest_config(config), options.limit,
+               options.allow_code_execution)
+
+
+def prompt_format(task: TaskConfig) -> PromptFormat:
+    """How a task's prompts are laid out: its token budget, delimiters and chat turns."""
+    return PromptFormat(task.max_source_tokens, task.target_delimiter, task.fewshot.delimiter if task.fewshot else "",
+                        task.chat, task.system)
+
+
+def check_chat_template(config: RunConfig, example: Example) -> None:
+    """A chat task's tokenizer has a chat template that takes the task's turns (Gemma 2's refuses a system
+    turn); checked on one example's prompt, with the tokenizer alone, before any model loads."""
+    from ..models.loading import load_tokenizer
+
+    models = config.models
+    name = models.tokenizer or ("byt5" if is_preset(models.verifier) else models.verifier)
+    tokenizer = load_tokenizer(name)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(config.file, "task.chat", f"the tokenizer {name!r} has no chat template; set chat: false or "
+                          "use an instruction-tuned model's tokenizer")
+    task = config.task
+    try:
+        prompt_ids(tokenizer, example.parts, prompt_format(task), decoder_only=True)
+    except Exception as exc:  # jinja raises its own errors from a template's raise_exception
+        key = "task.system" if task.system is not None else "task.chat"
+        raise ConfigError(config.file, key, f"the tokenizer's chat template refused the prompt: "
+                          f"{' '.join(str(exc).split())}") from None
+
+
+def check_positions(config: RunConfig) -> None:
+    """Each model with a bounded number of positions (its config's max_position_embeddings; T5's are relative
+    and unbounded) can hold the longest sequence a run may build: a prompt of task.max_source_tokens (prompts
+    are cut to it), then decoding.max_new_tokens and one more position (decoder-only), or either one alone
+    (encoder-decoder). Read from each model's config file, without weights, before any model loads; a model
+    whose config cannot be read here (a hub name off-line) is left to the model loader's own error."""
+    from transformers import AutoConfig
+
+    task, decoding = config.task, config.decoding
+    for role in ("drafter", "verifier"):
+        name = getattr(config.models, role)
+        if is_preset(name):
+            continue
+        try:
+            model_config = AutoConfig.from_pretrained(name)
+        except (OSError, ValueError):
+            continue
+        limit = getattr(model_config, "max_position_embeddings", None)
+        if not isinstance(limit, int):
+            continue
+        where = f"the {limit} positions of the {role} {name!r} (its config's max_position_embeddings)"
+        most_new = limit - 1 if model_config.is_encoder_decoder else limit - 2  # a decoder-only prompt needs one
+        if decoding.max_new_tokens > most_new:
+            raise ConfigError(config.file, "decoding.max_new_tokens", f"{decoding.max_new_tokens} new tokens do not "
+                              f"fit {where}; set it to at most {most_new}")
+        room = limit if model_config.is_encoder_decoder else limit - decoding.max_new_tokens - 1
+        if task.max_source_tokens > room:
+            raise ConfigError(config.file, "task.max_source_tokens", f"a prompt of up to {task.max_source_tokens} "
+                              f"tokens and {decoding.max_new_tokens} new ones do not fit {where}, and positions past "
+                              f"it give garbage; set task.max_source_tokens to at most {room}")
+
+
+def validate_resources(config: RunConfig) -> None:
+    """Filesystem checks: local dataset and model paths exist, local data has the named fields."""
+    file = config.file
+    if config.task.is_local:
+        check_local_task(file, "task.dataset", config.task)
+    fewshot = config.task.fewshot
+    if fewshot is not None and fewshot.n and fewshot.is_local:
+        shots = replace(config.task, dataset=fewshot.dataset, target=fewshot.target or config.task.target, tests=None,
+                        test_setup=None)
+        check_local_task(file, "task.fewshot.dataset", shots)
+    for role in ("drafter", "verifier", "tokenizer"):
+        name = getattr(config.models, role)
+        if name and is_preset(name):
+            if role == "tokenizer" or preset_shape(name) not in T5_V1_1_SHAPES:
+                raise ConfigError(file, f"models.{role}", f"unknown shape preset {short(name)}"
+                                  f"{suggest(preset_shape(name)[:100], T5_V1_1_SHAPES)}; presets: "
+                                  + ", ".join(PREFIX + shape for shape in T5_V1_1_SHAPES))
+        elif name and looks_like_path(name) and not Path(name).expanduser().exists():
+            raise ConfigError(file, f"models.{role}", f"local model path not found: {name}")

@@ -1,0 +1,197 @@
+"""Typed settings, shared by every layer.
+
+Each layer owns the dataclasses of its settings (`models.settings`, `decoding.settings`, `tasks.settings`,
+`run.settings`); a field is declared once with `option()`: its type, default, valid range or choices. The
+strict reader `Section` derives the allowed keys, the type checks and the defaults from those fields, and a
+`ConfigError` names the file and the dotted key. Nothing here imports the rest of the package.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import reprlib
+import sys
+from dataclasses import MISSING, Field, asdict, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+# A run or variant name: it becomes a folder name, so no separators, no leading dot, nothing empty.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+MAX_MESSAGE = 400
+
+_repr = reprlib.Repr()
+
+_repr.maxstring, _repr.maxother, _repr.maxlist, _repr.maxdict, _repr.maxlevel = 60, 60, 4, 4, 2
+
+
+def short(value: Any) -> str:
+    """A repr of a config value bounded in size, whatever the value (a 1 MB string, an alias bomb)."""
+    return _repr.repr(value)
+
+
+class ConfigError(ValueError):
+    """A config problem, located by file and dotted key."""
+
+    def __init__(self, file: str | Path, key: str, message: str):
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE] + "..."
+        key = key if len(key) <= 100 else key[:100] + "..."
+        self.file, self.key, self.message = str(file), key, message
+        super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+
+    def __reduce__(self):  # pickled as its three parts (a Ray worker's error reaches the command)
+        return type(self), (self.file, self.key, self.message)
+
+
+def option(default: Any = MISSING, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+           high_open: bool = False, choices: tuple[str, ...] = (), pattern: re.Pattern | None = None,
+           section: str = "", internal: bool = False) -> Any:
+    """A config field: its default (none: required), its valid range or choices, the name pattern a string
+    must match, the section it is read from (for flat dataclasses such as FinetuneConfig), or `internal`
+    for a field that is not a key of the file."""
+    metadata = {"low": low, "high": high, "low_open": low_open, "high_open": high_open, "choices": choices,
+                "pattern": pattern, "section": section, "internal": internal}
+    return field(default=default, metadata=metadata)
+
+
+_KINDS = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict, "tuple": tuple}
+
+MAX_STRINGS = 64  # items of a list of strings (stop strings)
+
+
+def _kind(f: Field, owner: type) -> tuple[type, bool]:
+    """The Python type of a field's value and whether it may be null, from its annotation."""
+    text = str(f.type)
+    nullable = text.endswith("| None")
+    base = text.removesuffix("| None").strip().split("[")[0]
+    return _KINDS.get(base) or vars(sys.modules[owner.__module__])[base], nullable  # a section's dataclass
+
+
+def keys_of(cls, section: str = "") -> tuple[str, ...]:
+    """The keys a config section accepts: its dataclass's fields (those of `section` for a flat one)."""
+    return tuple(f.name for f in fields(cls) if not f.metadata.get("internal")
+                 and f.metadata.get("section", "") == section)
+
+
+class _Section:
+    """Reads one mapping of a config, tracking which keys were used, so that unknown keys are errors."""
+
+    def __init__(self, file: Path, prefix: str, data: Any, allowed: tuple[str, ...]):
+        self.file, self.prefix = file, prefix
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(file, prefix or "(top level)", f"must be a mapping, got {type(data).__name__}")
+        for key in data:
+            if key not in allowed:
+                raise ConfigError(file, self.key(short(key) if not isinstance(key, str) else key),
+                                  f"unknown key{suggest(str(key)[:100], allowed)}; allowed: {', '.join(allowed)}")
+        self.data = data
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), message)
+
+    def get(self, name: str, kind: type | tuple, default: Any = ..., *, nullable: bool = False) -> Any:
+        if name not in self.data:
+            if default is ...:
+                raise self.error(name, "is required")
+            return default
+        value = self.data[name]
+        if value is None and nullable:
+            return None
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.error(name, f"must be {names}, got {type(value).__name__} {short(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(name, f"must be a finite number, got {value}")
+        return value
+
+    def strings(self, name: str, default: Any = ...) -> tuple[str, ...]:
+        """A list of non-empty strings (one string is a list of one)."""
+        value = self.get(name, (list, str), default)
+        items = [value] if isinstance(value, str) else list(value)
+        if len(items) > MAX_STRINGS:
+            raise self.error(name, f"has {len(items)} items; at most {MAX_STRINGS}")
+        for item in items:
+            if not isinstance(item, str) or not item:
+                raise self.error(name, f"must be a list of non-empty strings, got {short(item)}")
+        return tuple(items)
+
+    def choice(self, name: str, choices: tuple[str, ...], default: Any = ...) -> str:
+        value = self.get(name, str, default)
+        if value not in choices:
+            raise self.error(name, f"unknown value {short(value)}{suggest(value[:100], choices)}; choose from "
+                             f"{', '.join(choices)}")
+        return value
+
+    def number(self, name: str, kind: type, default: Any = ..., *, low=None, high=None, low_open=False,
+               high_open=False, nullable=False):
+        value = self.get(name, kind, default, nullable=nullable)
+        if value is None:
+            return None
+        bad_low = low is not None and (value <= low if low_open else value < low)
+        bad_high = high is not None and (value >= high if high_open else value > high)
+        if bad_low or bad_high:
+            lo = "-inf" if low is None else f"{low:g}"
+            hi = "inf" if high is None else f"{high:g}"
+            interval = f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
+            raise self.error(name, f"must be in {interval}, got {value:g}")
+        return value
+
+    def fields(self, cls, section: str = "", only: tuple[str, ...] | None = None, **defaults: Any) -> dict[str, Any]:
+        """The fields of `cls` (those of `section` for a flat one, or just `only`), each read with its type,
+        range and default; `defaults` overrides a field's default for this kind of file."""
+        values = {}
+        for f in fields(cls):
+            meta = f.metadata
+            if meta.get("internal") or meta.get("section", "") != section or only is not None and f.name not in only:
+                continue
+            kind, nullable = _kind(f, cls)
+            default = defaults.get(f.name, ... if f.default is MISSING else f.default)
+            if meta.get("choices"):
+                values[f.name] = self.choice(f.name, meta["choices"], default)
+            elif kind is tuple:
+                values[f.name] = self.strings(f.name, default)
+            elif is_dataclass(kind):
+                value = self.get(f.name, dict, default, nullable=nullable)
+                if isinstance(value, dict):
+                    value = kind(**_Section(self.file, self.key(f.name), value, keys_of(kind)).fields(kind))
+                values[f.name] = value
+            elif kind in (int, float):
+                values[f.name] = self.number(f.name, kind, default, low=meta.get("low"), high=meta.get("high"),
+                                             low_open=meta.get("low_open"), high_open=meta.get("high_open"),
+                                             nullable=nullable)
+            else:
+                value = values[f.name] = self.get(f.name, kind, default, nullable=nullable)
+                if kind is str and value is not None and default is ... and not value.strip():
+                    raise self.error(f.name, "must not be empty")
+                if kind is str and value is not None and meta.get("pattern") and not meta["pattern"].match(value):
+                    raise self.error(f.name, f"{short(value)} must be letters, digits, '_', '.', '+' or '-', "
+                                     "starting with a letter or digit")
+        return values
+
+
+def plain(section: Any) -> dict:
+    """A config section as plain JSON values (as a manifest records it)."""
+    def convert(value):
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [convert(v) for v in value]
+        return value
+    return convert(asdict(section))
+
+
+def suggest(name: str, options) -> str:
+    """A ' (did you mean ...?)' suffix for an unknown name, or ''."""
+    close = difflib.get_close_matches(name, list(options), n=2, cutoff=0.5)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""

@@ -1,0 +1,107 @@
+"""The package's layout holds: layers as folders whose imports point down, no import circle (lazy imports
+included), no module over MAX_LINES lines."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "speccascade_bench"
+# Bottom to top: a module may import its own layer and the layers before it, never one after it.
+LAYERS = ("settings", "files", "models", "decoding", "tasks", "run", "analysis", "config", "toy", "cli")
+MAX_LINES = 400
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package by dotted name (a package by its own name)."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """The package's modules that `name` imports anywhere in its body (function-level imports included)."""
+    found = set()
+    is_package = path.name == "__init__.py"
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".")
+                base = base[: len(base) - node.level + (1 if is_package else 0)]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            targets = [prefix] + [f"{prefix}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {t for t in targets if t in known and t != name and not name.startswith(t + ".")}
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    return {name: imports(name, path, known) for name, path in known.items()}
+
+
+def layer(name: str) -> str:
+    return name.split(".")[1] if name.count(".") else "__init__"
+
+
+def test_no_import_circle(graph):
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for target in sorted(graph[name]):
+            if state.get(target) == 1:
+                circle = path[path.index(target):] + [target]
+                pytest.fail("import circle: " + " -> ".join(circle))
+            if target not in state:
+                visit(target, path + [target])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+
+
+def test_layers_import_only_downwards(graph):
+    wrong = []
+    for name, targets in graph.items():
+        if layer(name) not in LAYERS:
+            continue
+        for target in targets:
+            if layer(target) in LAYERS and LAYERS.index(layer(target)) > LAYERS.index(layer(name)):
+                wrong.append(f"{name} -> {target}")
+    assert not wrong, wrong
+    assert {layer(name) for name in graph} - {"__init__"} == set(LAYERS)  # every folder or module has its place
+
+
+def test_no_module_over_the_line_limit():
+    long = {str(path.relative_to(PACKAGE)): n for path in PACKAGE.rglob("*.py")
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, long
+
+
+def test_the_checks_catch_a_circle_and_an_upward_import(tmp_path):
+    """The same checks on a made-up package: a circle and an import from a lower layer to a higher one."""
+    fake = {"speccascade_bench.models.a": "from ..run import b\n",
+            "speccascade_bench.run.b": "from ..models import a\n"}
+    known = {}
+    for name, text in fake.items():
+        path = tmp_path / (name.replace(".", "/") + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        known[name] = path
+    graph = {name: imports(name, path, known) for name, path in known.items()}
+    assert graph == {"speccascade_bench.models.a": {"speccascade_bench.run.b"},
+                     "speccascade_bench.run.b": {"speccascade_bench.models.a"}}
+    with pytest.raises(pytest.fail.Exception, match="import circle"):
+        test_no_import_circle(graph)
+    with pytest.raises(AssertionError, match="models.a -> speccascade_bench.run.b"):
+        test_layers_import_only_downwards(graph)
