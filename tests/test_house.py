@@ -1,5 +1,5 @@
 """The package's layout holds: layers as folders whose imports point down, no import circle (lazy imports
-included), no module over MAX_LINES lines."""
+included), no module over MAX_LINES lines and no function over MAX_FUNCTION_LINES."""
 
 import ast
 from pathlib import Path
@@ -10,6 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "speccascade_bench"
 # Bottom to top: a module may import its own layer and the layers before it, never one after it.
 LAYERS = ("settings", "files", "models", "decoding", "tasks", "run", "analysis", "config", "toy", "cli")
 MAX_LINES = 400
+MAX_FUNCTION_LINES = 60  # docstrings aside
 
 
 def modules() -> dict[str, Path]:
@@ -85,6 +86,19 @@ def test_layers_import_only_downwards(graph):
 def test_no_module_over_the_line_limit():
     long = {str(path.relative_to(PACKAGE)): n for path in PACKAGE.rglob("*.py")
             if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, long
+
+
+def test_no_function_over_the_line_limit():
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                body = node.body
+                has_doc = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and len(body) > 1
+                lines = node.end_lineno - (body[1] if has_doc else body[0]).lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name} ({lines})")
     assert not long, long
 
 

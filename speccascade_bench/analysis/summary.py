@@ -7,7 +7,10 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -27,14 +30,6 @@ CONFIDENCE = 0.95
 
 MIN_BOOTSTRAP_EXAMPLES = 10  # fewer examples give no interval: a resample of 2 examples says nothing
 
-SUMMARY_COLUMNS = (
-    "run_id", "method", *PARAMETERS, "temperature", "n", "metric",
-    "quality", "quality_vs_verifier", "quality_ci_low", "quality_ci_high", "latency_mean_s", "latency_p50_s",
-    "latency_std_s", "trial_cv", "relative_latency", "speedup",
-    "acceptance_rate", "acceptance_prob", "tokens_per_round", "deferral_rate", "output_tokens_mean",
-    "drafter_calls_mean", "verifier_calls_mean", "cost_ratio", "predicted_speedup", "verify_cost",
-    "predicted_speedup_at_r", "relative_cost",
-)
 
 
 log = logging.getLogger(__name__)
@@ -76,77 +71,128 @@ def shared_examples(runs: dict[str, list[dict]]) -> tuple[dict[str, list[dict]],
     return {run_id: rows for run_id, rows in kept.items() if rows}, left_out
 
 
+@dataclass
+class Folder:
+    """What the columns read besides a run's own rows: the folder's metric and temperature, the verifier's rows
+    and latencies by example, each role's cost per forward call (from the one-model runs) and r per draft
+    length (`call_costs.json`)."""
+
+    results: Path
+    metric: str
+    temperature: float
+    reference_rows: list[dict]
+    step_cost: dict[str, float]
+    verify_costs: dict[str, float]
+
+    def __post_init__(self) -> None:
+        self.verifier = {row["example_id"]: row["latency_s"] for row in self.reference_rows}
+        self.cost_ratio = self.step_cost["drafter"] / self.step_cost["verifier"]
+        self.verifier_cost = _mean(row["verifier_calls"] for row in self.reference_rows) * self.step_cost["verifier"]
+
+
+class Run:
+    """One method run's rows (over the examples every run recorded), with the sums its columns share."""
+
+    def __init__(self, run_id: str, rows: list[dict]):
+        self.run_id, self.rows, self.params = run_id, rows, rows[0]["params"]
+        self.drafted = sum(row["drafted"] for row in rows)
+        self.tokens = sum(row["output_tokens"] for row in rows)
+        self.rounds = sum(row["rounds"] for row in rows)
+        self.acceptance_prob = _acceptance_prob(rows)
+        self.gamma = self.params.get("draft_length")
+        self._versus: BootstrapInterval | None = None
+
+    def mean(self, field: str) -> float:
+        return _mean(row[field] for row in self.rows)
+
+    def versus(self, folder: Folder) -> BootstrapInterval:
+        """Its quality minus the verifier's on the same examples (`quality_difference`), computed once."""
+        if self._versus is None:
+            self._versus = (quality_difference(folder.metric, self.rows, folder.reference_rows)
+                            if folder.reference_rows else BootstrapInterval(math.nan, math.nan, math.nan, 0))
+        return self._versus
+
+
+def _relative_latency(folder: Folder, run: Run) -> float:
+    common = [row for row in run.rows if row["example_id"] in folder.verifier]
+    if not common:
+        return math.nan
+    return _mean(row["latency_s"] for row in common) / _mean(folder.verifier[row["example_id"]] for row in common)
+
+
+def _verify_cost(folder: Folder, run: Run) -> float:
+    return folder.verify_costs.get(str(run.gamma), math.nan) if run.gamma else math.nan
+
+
+def _predicted(folder: Folder, run: Run, at_r: bool = False) -> float:
+    """Leviathan et al.'s speed-up from the run's acceptance probability, gamma and the cost ratio (with the
+    verifier call priced at its measured r when `at_r`); NaN for a run that drafts nothing."""
+    if not (run.gamma and run.drafted) or math.isnan(folder.cost_ratio) or math.isnan(run.acceptance_prob):
+        return math.nan
+    calls = drafter_calls_per_round(run.params, run.gamma)
+    return leviathan_speedup(run.acceptance_prob, run.gamma, folder.cost_ratio, calls,
+                             _verify_cost(folder, run) if at_r else 1.0)
+
+
+def _relative_cost(folder: Folder, run: Run) -> float:
+    """Counted calls weighted by the measured per-call costs, relative to the verifier's: a view of the
+    method that does not depend on this machine's overheads."""
+    cost = sum(run.mean(f"{role}_calls") * folder.step_cost[role] for role in ("drafter", "verifier"))
+    return cost / folder.verifier_cost
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else math.nan
+
+
+Column = Callable[[Folder, Run], Any]
+# The summary's columns in order, each with the one function that computes it (`summary.csv`).
+COLUMNS: tuple[tuple[str, Column], ...] = (
+    ("run_id", lambda f, r: r.run_id),
+    ("method", lambda f, r: r.rows[0]["method"]),
+    *((name, lambda f, r, name=name: r.params.get(name)) for name in PARAMETERS),
+    ("temperature", lambda f, r: f.temperature),
+    ("n", lambda f, r: len(r.rows)),
+    ("metric", lambda f, r: f.metric),
+    ("quality", lambda f, r: quality(f.results, f.metric, r.rows)),
+    ("quality_vs_verifier", lambda f, r: r.versus(f).difference),
+    ("quality_ci_low", lambda f, r: r.versus(f).low),
+    ("quality_ci_high", lambda f, r: r.versus(f).high),
+    ("latency_mean_s", lambda f, r: r.mean("latency_s")),
+    ("latency_p50_s", lambda f, r: statistics.median(row["latency_s"] for row in r.rows)),
+    ("latency_std_s", lambda f, r: statistics.pstdev(row["latency_s"] for row in r.rows)),
+    ("trial_cv", lambda f, r: _trial_cv(r.rows)),
+    ("relative_latency", _relative_latency),
+    ("speedup", lambda f, r: _ratio(1.0, _relative_latency(f, r))),
+    ("acceptance_rate", lambda f, r: _ratio(sum(row["accepted"] for row in r.rows), r.drafted)),
+    ("acceptance_prob", lambda f, r: r.acceptance_prob),
+    ("tokens_per_round", lambda f, r: _ratio(r.tokens, r.rounds)),
+    ("deferral_rate", lambda f, r: _ratio(sum(row["deferred"] for row in r.rows), r.tokens)),
+    ("output_tokens_mean", lambda f, r: r.tokens / len(r.rows)),
+    ("drafter_calls_mean", lambda f, r: r.mean("drafter_calls")),
+    ("verifier_calls_mean", lambda f, r: r.mean("verifier_calls")),
+    ("cost_ratio", lambda f, r: f.cost_ratio),
+    ("predicted_speedup", _predicted),
+    ("verify_cost", _verify_cost),
+    ("predicted_speedup_at_r", lambda f, r: _predicted(f, r, at_r=True)),
+    ("relative_cost", _relative_cost),
+)
+SUMMARY_COLUMNS = tuple(name for name, _ in COLUMNS)
+
+
 def summarize(results: Path) -> pd.DataFrame:
-    """One row per method run, from the results files only, over the examples every run recorded
-    (`shared_examples`; `frame.attrs["unshared_rows"]` counts the rows left out)."""
+    """One row per method run (COLUMNS), from the results files only, over the examples every run recorded
+    (`shared_examples`; `frame.attrs["unshared_rows"]` counts the rows left out), in the registry's order."""
     manifest = read_manifest(results)
-    metric = manifest["config"]["task"]["metric"]
-    temperature = manifest["config"]["decoding"]["temperature"]
     runs, unshared = shared_examples(load_examples(results))
-    verify_costs = read_call_costs(results)
-    verifier = {row["example_id"]: row["latency_s"] for row in runs.get(REFERENCE, [])}
     step_cost = {}
     for method, role in ((DRAFTER, "drafter"), (REFERENCE, "verifier")):  # the one-model runs give per-call costs
         rows = runs.get(method, [])
         step_cost[role] = per_call_cost([row["latency_s"] for row in rows], [row[f"{role}_calls"] for row in rows])
-    cost_ratio = step_cost["drafter"] / step_cost["verifier"]
-    verifier_cost = _mean(row["verifier_calls"] for row in runs.get(REFERENCE, [])) * step_cost["verifier"]
-    records = []
-    for run_id, rows in runs.items():
-        params = rows[0]["params"]
-        latencies = pd.Series([row["latency_s"] for row in rows])
-        common = [row for row in rows if row["example_id"] in verifier]
-        relative = (_mean(r["latency_s"] for r in common) / _mean(verifier[r["example_id"]] for r in common)
-                    if common else math.nan)
-        drafted = sum(row["drafted"] for row in rows)
-        accepted = sum(row["accepted"] for row in rows)
-        n_rounds = sum(row["rounds"] for row in rows)
-        tokens = sum(row["output_tokens"] for row in rows)
-        acceptance = accepted / drafted if drafted else math.nan
-        acceptance_prob = _acceptance_prob(rows)
-        gamma = params.get("draft_length")
-        predicted = predicted_at_r = math.nan
-        verify_cost = verify_costs.get(str(gamma), math.nan) if gamma else math.nan
-        if gamma and drafted and not math.isnan(cost_ratio) and not math.isnan(acceptance_prob):
-            calls = drafter_calls_per_round(params, gamma)
-            predicted = leviathan_speedup(acceptance_prob, gamma, cost_ratio, calls)
-            predicted_at_r = leviathan_speedup(acceptance_prob, gamma, cost_ratio, calls, verify_cost)
-        records.append({
-            "run_id": run_id,
-            "method": rows[0]["method"],
-            **{name: params.get(name) for name in PARAMETERS},
-            "temperature": temperature,
-            "n": len(rows),
-            "metric": metric,
-            "quality": quality(results, metric, rows),
-            "latency_mean_s": latencies.mean(),
-            "latency_p50_s": latencies.median(),
-            "latency_std_s": latencies.std(ddof=0),
-            "trial_cv": _trial_cv(rows),
-            "relative_latency": relative,
-            "speedup": 1.0 / relative if relative else math.nan,
-            "acceptance_rate": acceptance,
-            "acceptance_prob": acceptance_prob,
-            "tokens_per_round": tokens / n_rounds if n_rounds else math.nan,
-            "deferral_rate": sum(row["deferred"] for row in rows) / tokens if tokens else math.nan,
-            "output_tokens_mean": tokens / len(rows),
-            "drafter_calls_mean": _mean(row["drafter_calls"] for row in rows),
-            "verifier_calls_mean": _mean(row["verifier_calls"] for row in rows),
-            "cost_ratio": cost_ratio,
-            "predicted_speedup": predicted,
-            "verify_cost": verify_cost,
-            "predicted_speedup_at_r": predicted_at_r,
-            # Machine-independent view: counted calls weighted by the measured per-call costs.
-            "relative_cost": (_mean(row["drafter_calls"] for row in rows) * step_cost["drafter"]
-                              + _mean(row["verifier_calls"] for row in rows) * step_cost["verifier"])
-            / verifier_cost,
-        })
-    reference_rows = runs.get(REFERENCE)
-    for record in records:
-        if reference_rows:
-            interval = quality_difference(metric, runs[record["run_id"]], reference_rows)
-            record.update(quality_vs_verifier=interval.difference, quality_ci_low=interval.low,
-                          quality_ci_high=interval.high)
+    folder = Folder(results, manifest["config"]["task"]["metric"], manifest["config"]["decoding"]["temperature"],
+                    runs.get(REFERENCE, []), step_cost, read_call_costs(results))
+    records = [{name: column(folder, run) for name, column in COLUMNS}
+               for run in (Run(run_id, rows) for run_id, rows in runs.items())]
     frame = pd.DataFrame.from_records(records, columns=list(SUMMARY_COLUMNS))
     frame["_order"] = frame["method"].map({name: i for i, name in enumerate(METHODS)})  # the registry's order
     frame["_curve"] = [group_key(row) for _, row in frame.iterrows()]

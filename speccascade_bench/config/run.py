@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..decoding.methods import METHODS, alpha_param
+from ..decoding.methods import METHODS, Param, alpha_param
 from ..decoding.settings import MIN_TEMPERATURE, DecodingConfig
 from ..models.settings import ModelsConfig
 from ..run.settings import MethodRun, RunConfig, TimingConfig
@@ -24,7 +24,28 @@ from ..tasks.settings import PATTERN_METRICS, TaskConfig, looks_like_path
 from .reader import _as_list, _read_yaml
 
 
+def _sweep(s: _Section, param: Param, checked: Param, value: Any, rule: str | None) -> list:
+    """A numeric method parameter's values (one value, or a list to sweep), each of its kind and in the range
+    of `checked` (alpha's range depends on the deferral rule)."""
+    values = _as_list(value)
+    if not values:
+        raise s.error(param.name, "must not be an empty list")
+    if len(values) > 1000:
+        raise s.error(param.name, f"sweeps {len(values)} values; at most 1000")
+    kind = int if param.integer else float
+    for value in values:
+        ok = isinstance(value, int) if kind is int else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok:
+            raise s.error(param.name, f"must be {kind.__name__} or a list of them, got {short(value)}")
+        problem = checked.check(float(value))
+        if problem:
+            where = f" for rule {rule!r}" if rule else ""
+            raise s.error(param.name, f"{problem}{where}")
+    return [kind(v) for v in values]
+
+
 def _methods(file: Path, data: Any, default_gamma: int) -> tuple[MethodRun, ...]:
+    """The method runs of a config's `methods` list: every entry's parameter grid expanded, each run once."""
     if not isinstance(data, list) or not data:
         raise ConfigError(file, "methods", "must be a non-empty list of {method: ..., ...} entries")
     runs: list[MethodRun] = []
@@ -55,21 +76,7 @@ def _methods(file: Path, data: Any, default_gamma: int) -> tuple[MethodRun, ...]
                 if param.default is not None:
                     grid[param.name] = [param.default]
                 continue
-            values = _as_list(entry[param.name])
-            if not values:
-                raise s.error(param.name, "must not be an empty list")
-            if len(values) > 1000:
-                raise s.error(param.name, f"sweeps {len(values)} values; at most 1000")
-            kind = int if param.integer else float
-            for value in values:
-                ok = isinstance(value, int) if kind is int else isinstance(value, int | float)
-                if isinstance(value, bool) or not ok:
-                    raise s.error(param.name, f"must be {kind.__name__} or a list of them, got {short(value)}")
-                problem = checked.check(float(value))
-                if problem:
-                    where = f" for rule {rule!r}" if rule else ""
-                    raise s.error(param.name, f"{problem}{where}")
-            grid[param.name] = [kind(v) for v in values]
+            grid[param.name] = _sweep(s, param, checked, entry[param.name], rule)
         if spec.one_of:
             given = [p for p in spec.one_of if p in grid]
             if len(given) != 1:

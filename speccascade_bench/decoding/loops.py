@@ -11,7 +11,7 @@ from ..models.cached import CachedDecoder
 from ..settings import suggest
 from . import rules
 from .methods import METHODS
-from .sampling import DecodeResult, autoregressive, ending, sample
+from .sampling import DecodeResult, Ending, autoregressive, ending, sample
 from .speculative import _gamma
 
 
@@ -144,21 +144,27 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
             result.deferred += 1
             if not end.reached(tokens):
                 emit(verifier.logits()[-1])
-        # The drafter's turn: at most max_run tokens, while it is confident enough.
-        for _ in range(max_run):
-            if end.reached(tokens):
-                break
-            drafter.extend(tokens[len(drafter.generated):])
-            draft_logits = drafter.logits()[-1]
-            if rules.bild_falls_back(torch.softmax(draft_logits, -1), alpha):
-                break
-            tokens.append(sample(settings, draft_logits, generator))
+        _bild_drafter_turn(drafter, tokens, settings, alpha, max_run, end, generator)
         # EOS or the limit end decoding at once, from either model (as in the reference); a stop string only once
         # the verifier has checked the drafter's tokens up to it.
         if end.ended(tokens) or end.reached(tokens) and len(verifier.generated) == len(tokens):
             break
     result.drafter_calls, result.verifier_calls = drafter.calls, verifier.calls
     return result
+
+
+def _bild_drafter_turn(drafter, tokens: list[int], settings, alpha: float, max_run: int, end: Ending,
+                       generator) -> None:
+    """BiLD's drafter turn: append at most `max_run` drafter tokens to `tokens`, while the drafter's max
+    probability is at least `alpha` and decoding has not reached its end."""
+    for _ in range(max_run):
+        if end.reached(tokens):
+            break
+        drafter.extend(tokens[len(drafter.generated):])
+        draft_logits = drafter.logits()[-1]
+        if rules.bild_falls_back(torch.softmax(draft_logits, -1), alpha):
+            break
+        tokens.append(sample(settings, draft_logits, generator))
 
 
 def _bild_drafter_first(pair, input_ids, settings, alpha, beta, max_run, generator) -> DecodeResult:

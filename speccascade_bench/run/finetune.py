@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..files import write_file
 from ..models.loading import ModelLoadError, check_tokenizer, damaged_weights, load_tokenizer, model_load_error
 from ..settings import ConfigError
 from ..tasks import prompts
@@ -225,31 +226,14 @@ def evaluate_causal(model, tokenizer, task: TaskConfig, sources: list[str], refe
     return corpus_score(task.metric, predictions, references, **answer_options(task))
 
 
-def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
-    """Train, save the model and tokenizer with `save_pretrained` to `config.output`; returns a summary."""
-    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer
+def _training_arguments(config: FinetuneConfig, checkpoints: Path):
+    """The trainer's arguments: the config's training section, checkpoints every `save_steps` into
+    `checkpoints` (the last two kept), bf16 where asked for or (auto) where the GPU supports it."""
+    from transformers import Seq2SeqTrainingArguments
 
-    check_resources(config)
-    out = Path(config.output).expanduser()
-    checkpoints = out / "checkpoints"
-    resume_from = None if fresh else resume_point(checkpoints)
-    tokenizer_name = config.tokenizer or config.pretrained
-    tokenizer = load_tokenizer(tokenizer_name, "model.tokenizer")
-    causal = config.kind == "causal"
-    if causal and tokenizer.pad_token is None:  # Llama-style tokenizers: padding is masked out of the loss
-        tokenizer.pad_token = tokenizer.eos_token
-    train = _tokenized(config.task, tokenizer, config.task.limit, config.seed, config.max_target_tokens, causal)
-    if config.eval_split:  # read before training, so that a bad evaluation row costs no training
-        task = eval_task(config.task, config.eval_split)
-        rows = load_rows(task)
-        indices = select_indices(len(rows), config.eval_examples, config.seed)
-        sources = [config.task.prefix + render_prompt(task, rows[i], i) for i in indices]
-        references = [text_field(rows[i], task, "target", i) for i in indices]
-    model = _build_model(config, tokenizer)
-    check_tokenizer(tokenizer, model, tokenizer_name, "model.tokenizer")
     bf16 = config.bf16 == "true" or (config.bf16 == "auto" and torch.cuda.is_available()
                                      and torch.cuda.is_bf16_supported())
-    args = Seq2SeqTrainingArguments(
+    return Seq2SeqTrainingArguments(
         output_dir=str(checkpoints),
         max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size,
@@ -270,6 +254,31 @@ def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
+
+
+def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
+    """Train, save the model and tokenizer with `save_pretrained` to `config.output`; returns a summary."""
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Trainer
+
+    check_resources(config)
+    out = Path(config.output).expanduser()
+    checkpoints = out / "checkpoints"
+    resume_from = None if fresh else resume_point(checkpoints)
+    tokenizer_name = config.tokenizer or config.pretrained
+    tokenizer = load_tokenizer(tokenizer_name, "model.tokenizer")
+    causal = config.kind == "causal"
+    if causal and tokenizer.pad_token is None:  # Llama-style tokenizers: padding is masked out of the loss
+        tokenizer.pad_token = tokenizer.eos_token
+    train = _tokenized(config.task, tokenizer, config.task.limit, config.seed, config.max_target_tokens, causal)
+    if config.eval_split:  # read before training, so that a bad evaluation row costs no training
+        task = eval_task(config.task, config.eval_split)
+        rows = load_rows(task)
+        indices = select_indices(len(rows), config.eval_examples, config.seed)
+        sources = [config.task.prefix + render_prompt(task, rows[i], i) for i in indices]
+        references = [text_field(rows[i], task, "target", i) for i in indices]
+    model = _build_model(config, tokenizer)
+    check_tokenizer(tokenizer, model, tokenizer_name, "model.tokenizer")
+    args = _training_arguments(config, checkpoints)
     if causal:
         # The seq2seq collator without a model only pads: input ids with the pad token, labels with -100, so
         # that padding is out of the loss whatever the pad token is (an EOS used as padding stays learnt).
@@ -290,5 +299,5 @@ def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
     save_dtype = getattr(torch, config.save_dtype)
     model.to(save_dtype).save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_file(out / "training.json", json.dumps(summary, indent=2) + "\n")
     return summary
