@@ -12,7 +12,8 @@ from speccascade_bench.analysis.tradeoff import leviathan_speedup
 from speccascade_bench.cli import app
 from speccascade_bench.config.run import load_run_config
 from speccascade_bench.run import local, settings
-from speccascade_bench.run.rows import EXAMPLE_FIELDS, read_lines
+from speccascade_bench.run.record import WRITTEN
+from speccascade_bench.run.rows import read_lines
 
 from .helpers import save_byte_pair, write_jsonl
 
@@ -69,7 +70,7 @@ def test_run_report_plot_round_trip(workspace):
         assert len(rows) == N_EXAMPLES
         assert len({r["example_id"] for r in rows}) == N_EXAMPLES
         for row in rows:
-            assert set(EXAMPLE_FIELDS) <= set(row)
+            assert set(WRITTEN) <= set(row)
             assert 1 <= row["output_tokens"] <= 6 and row["latency_s"] > 0
     spec = read_lines(out / "examples" / "spec_decode-g3.jsonl")
     assert all(len(r["latency_trials_s"]) == 2 for r in spec)

@@ -22,7 +22,8 @@ from speccascade_bench.cli import app
 from speccascade_bench.config.run import load_run_config
 from speccascade_bench.run import cluster, workers
 from speccascade_bench.run.plan import prepare
-from speccascade_bench.run.rows import EXAMPLE_FIELDS, read_lines
+from speccascade_bench.run.record import WRITTEN
+from speccascade_bench.run.rows import read_lines
 from speccascade_bench.run.settings import RunOptions
 
 from .helpers import save_byte_pair, write_jsonl
@@ -86,7 +87,7 @@ def lines(out: Path) -> dict[str, list[dict]]:
         rows = read_lines(path)
         ids = [row["example_id"] for row in rows]
         assert len(ids) == len(set(ids)), f"duplicate lines in {path}"
-        assert all(set(EXAMPLE_FIELDS) <= set(row) for row in rows)
+        assert all(set(WRITTEN) <= set(row) for row in rows)
         runs[path.stem] = sorted(({k: v for k, v in row.items() if k not in TIMED} for row in rows),
                                  key=lambda row: row["example_id"])
     return runs

@@ -244,7 +244,7 @@ def test_a_row_of_another_method_is_refused_with_its_line(tmp_path):
     failed(scb("report", folder), "verifier.jsonl: line 4 has method 'drafter'")
     rows[3] = {k: v for k, v in rows[3].items() if k != "run_id"}
     (folder / "examples" / "verifier.jsonl").write_text(lines(rows))
-    failed(scb("plot", folder), "verifier.jsonl: line 4 has run_id None")
+    failed(scb("plot", folder), "verifier.jsonl: line 4 has no text run_id")
 
 
 def test_conflicting_duplicate_examples_are_refused(tmp_path):

@@ -7,17 +7,11 @@ write and is dropped).
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
 from ..files import ResultsError, note, open_for_writing
-
-EXAMPLE_FIELDS = (
-    "example_id", "run_id", "method", "params", "prediction", "reference", "output_tokens", "input_tokens",
-    "latency_s", "latency_trials_s", "drafter_calls", "verifier_calls", "drafted", "accepted", "rounds",
-    "accepted_per_round", "rejections", "deferred", "confidence", "worker", "references", "shots", "score",
-)  # and `verdict`, the code sandbox's, in the rows of a pass_at_1 task
+from .record import problem
 
 
 def examples_dir(results: Path) -> Path:
@@ -98,28 +92,7 @@ def _parse_record(line: str) -> tuple[dict, str | None]:
         return {}, "is nested too deeply"
     if not isinstance(row, dict):
         return {}, "is not a JSON object"
-    if not isinstance(row.get("example_id"), int) or isinstance(row.get("example_id"), bool):
-        return row, "has no integer example_id"
-    if row["example_id"] < 0:  # a row index of the task's data
-        return row, f"has a negative example_id ({row['example_id']})"
-    if not isinstance(row.get("params"), dict) or not isinstance(row.get("method"), str):
-        return row, "has no method and params"
-    for name in RECORD_NUMBERS:
-        value = row.get(name)
-        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-            return row, f"has no finite {name}"
-    for name in ("prediction", "reference"):
-        if not isinstance(row.get(name), str):
-            return row, f"has no text {name}"
-    score = row.get("score")
-    if "score" in row and (not isinstance(score, int | float) or isinstance(score, bool) or not 0 <= score <= 100):
-        return row, "has a score that is not a number from 0 to 100"
-    return row, None
-
-
-# The numbers of an example record that the summary reads: each must be present, finite and >= 0.
-RECORD_NUMBERS = ("latency_s", "output_tokens", "drafter_calls", "verifier_calls", "drafted", "accepted", "rounds",
-                  "deferred")
+    return row, problem(row)
 
 
 def repair(path: Path) -> None:

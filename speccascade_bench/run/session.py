@@ -17,6 +17,7 @@ from ..tasks.prompts import cut_at_stop, prompt_ids
 from ..tasks.scoring import Scorer
 from .manifest import device_kind
 from .plan import PROBE_EXAMPLES, PROBE_POSITIONS, prompt_format, static_shapes
+from .record import ExampleRow
 from .settings import MethodRun, Progress, RunConfig
 from .timing import timed, wide_call_cost
 
@@ -43,18 +44,16 @@ def _nvidia_driver() -> str | None:
 
 
 def _record(example: Example, run: MethodRun, result, prediction: str, latencies: list[float],
-            input_tokens: int) -> dict:
-    return {
-        "example_id": example.example_id, "run_id": run.run_id, "method": run.method, "params": run.params,
-        "prediction": prediction, "reference": example.reference, "references": list(example.references),
-        "output_tokens": result.output_length, "input_tokens": input_tokens,
-        "latency_s": sum(latencies) / len(latencies),
-        "latency_trials_s": latencies, "drafter_calls": result.drafter_calls,
-        "verifier_calls": result.verifier_calls, "drafted": result.drafted, "accepted": result.accepted,
-        "rounds": result.rounds, "accepted_per_round": result.accepted_per_round, "rejections": result.rejections,
-        "deferred": result.deferred,
-        "confidence": result.confidence,
-    }
+            input_tokens: int) -> ExampleRow:
+    """An example's row before it is scored and placed (`shots`, `score`, `verdict`, `worker`)."""
+    return ExampleRow(
+        example_id=example.example_id, run_id=run.run_id, method=run.method, params=run.params,
+        prediction=prediction, reference=example.reference, references=list(example.references),
+        output_tokens=result.output_length, input_tokens=input_tokens, latency_s=sum(latencies) / len(latencies),
+        latency_trials_s=latencies, drafter_calls=result.drafter_calls, verifier_calls=result.verifier_calls,
+        drafted=result.drafted, accepted=result.accepted, rounds=result.rounds,
+        accepted_per_round=result.accepted_per_round, rejections=result.rejections, deferred=result.deferred,
+        confidence=result.confidence)
 
 
 def worker_label(hardware: dict, device: str | None = None) -> dict:
@@ -118,12 +117,10 @@ class Session:
                 result, seconds = timed(lambda r=run: self._decode(input_ids, example.example_id, r), self.device)
                 latencies.append(seconds)
             prediction = cut_at_stop(self.pair.decode(result.tokens), self.pair.stop)
-            row = _record(example, run, result, prediction, latencies, int(input_ids.shape[1]))
-            row["shots"] = shots
-            row["score"], detail = self.scorer.score(example, prediction)
-            if detail is not None:
-                row["verdict"] = detail
-            row["worker"] = self.worker
+            record = _record(example, run, result, prediction, latencies, int(input_ids.shape[1]))
+            record.score, record.verdict = self.scorer.score(example, prediction)
+            record.shots, record.worker = shots, self.worker
+            row = record.to_json()
             rows.append(row)
             if on_row:
                 on_row(row)

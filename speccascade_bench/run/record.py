@@ -1,0 +1,116 @@
+"""The example row, defined once: one line of `examples/<run_id>.jsonl`, one example decoded by one method run.
+
+`ExampleRow` is what a run writes (`Session` builds it; the derived runs copy and change it); its fields'
+metadata say what a reader demands of each field (`problem`: the checks of `run.rows.read_run`), which
+numbers the summary sums (SUMMED), and what each field means: the README's table of the row is
+`markdown_table()`, and a test compares the two.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _id(name: str, value: Any) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return f"has no integer {name}"
+    return f"has a negative {name} ({value})" if value < 0 else None
+
+
+def _count(name: str, value: Any) -> str | None:
+    if not _finite(value):
+        return f"has no finite {name}"
+    return f"has a negative {name} ({value})" if value < 0 else None
+
+
+# kind -> (what the README calls it, why a present value is wrong or None)
+KINDS = {
+    "id": ("integer >= 0", _id),
+    "count": ("number >= 0", _count),
+    "number": ("number", lambda name, v: None if _finite(v) else f"has no finite {name}"),
+    "score": ("number, 0-100", lambda name, v: None if _finite(v) and 0 <= v <= 100 else
+              f"has a {name} that is not a number from 0 to 100"),
+    "text": ("text", lambda name, v: None if isinstance(v, str) else f"has no text {name}"),
+    "mapping": ("mapping", lambda name, v: None if isinstance(v, dict) else f"has a {name} that is not a mapping"),
+    "list": ("list", lambda name, v: None if isinstance(v, list) else f"has a {name} that is not a list"),
+}
+
+
+def column(kind: str, doc: str, *, required: bool = False, summed: bool = False, nullable: bool = False) -> Any:
+    """A field of the row: its kind (KINDS), its meaning (the README's words), whether a reader demands it
+    (rows written before it existed lack it otherwise), whether the summary sums it (then it is demanded,
+    finite and >= 0), and whether it may be null."""
+    return field(default=None, metadata={"kind": kind, "doc": doc, "required": required or summed,
+                                         "summed": summed, "nullable": nullable})
+
+
+@dataclass
+class ExampleRow:
+    example_id: int = column("id", "the example's row in the task's data (0-based)", required=True)
+    run_id: str = column("text", "the method run, as the file is named", required=True)
+    method: str = column("text", "the method's registry name", required=True)
+    params: dict = column("mapping", "the method run's parameters", required=True)
+    prediction: str = column("text", "the decoded text, cut at the first stop string", required=True)
+    reference: str = column("text", "the first accepted answer", required=True)
+    references: list = column("list", "every accepted answer")
+    output_tokens: int = column("count", "tokens decoded", summed=True)
+    input_tokens: int = column("count", "tokens of the prompt")
+    latency_s: float = column("count", "seconds to decode it, the mean over the timed trials", summed=True)
+    latency_trials_s: list = column("list", "the seconds of each timed trial (null for derived runs)", nullable=True)
+    drafter_calls: int = column("count", "drafter forward calls", summed=True)
+    verifier_calls: int = column("count", "verifier forward calls", summed=True)
+    drafted: int = column("count", "draft tokens the verifier judged", summed=True)
+    accepted: int = column("count", "draft tokens it accepted", summed=True)
+    rounds: int = column("count", "speculative rounds (verifier turns for BiLD)", summed=True)
+    accepted_per_round: list = column("list", "tokens accepted in each round")
+    rejections: int = column("count", "rounds that ended at a rejected draft token")
+    deferred: float = column("count", "positions deferred to the verifier; for token rules the deferred drafter "
+                             "mass summed over positions", summed=True)
+    confidence: float = column("number", "the drafter's mean token log-probability (drafter runs)", nullable=True)
+    shots: int = column("count", "the few-shot examples the prompt kept")
+    score: float = column("score", "the example's own score (sentence BLEU or chrF, ROUGE F1, 0 or 100, F1)")
+    worker: dict = column("mapping", "where it ran: `host`, `device` and `kind` (the kind of device its latency "
+                          "may be compared with); rows without it ran on the manifest's hardware")
+    verdict: str = column("text", "pass_at_1 only: the sandbox's `passed`, `failed: ...`, `timeout`, `memory` or "
+                          "`error: ...`")
+
+    def to_json(self) -> dict:
+        """The line's object: every field, but `verdict` only where there is one."""
+        row = asdict(self)
+        if row["verdict"] is None:
+            del row["verdict"]
+        return row
+
+
+FIELDS = tuple(f.name for f in fields(ExampleRow))
+WRITTEN = tuple(name for name in FIELDS if name != "verdict")  # in every row a run writes now
+SUMMED = tuple(f.name for f in fields(ExampleRow) if f.metadata["summed"])
+
+
+def problem(row: dict) -> str | None:
+    """Why a line's object is not an example row (a few words), or None. A field a row may lack (one added since
+    the row was written) is checked only when present; a demanded one must be there and not null."""
+    for f in fields(ExampleRow):
+        meta, name = f.metadata, f.name
+        value = row.get(name)
+        if value is None and (meta["nullable"] or not meta["required"]) and (name in row or not meta["required"]):
+            continue
+        why = KINDS[meta["kind"]][1](name, value)
+        if why:
+            return why
+    return None
+
+
+def markdown_table() -> str:
+    """The README's table of the row: one line per field, in order."""
+    lines = ["| field | kind | meaning |", "|---|---|---|"]
+    for f in fields(ExampleRow):
+        kind = KINDS[f.metadata["kind"]][0] + (" or null" if f.metadata["nullable"] else "")
+        lines.append(f"| `{f.name}` | {kind} | {f.metadata['doc']} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,64 @@
+"""The example row and the summary's columns are each defined once, and the README follows: its table of the
+row is the record's, its list of summary columns the summary's. The record's checks are the reader's."""
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from speccascade_bench.analysis.summary import SUMMARY_COLUMNS
+from speccascade_bench.run.record import FIELDS, SUMMED, WRITTEN, ExampleRow, markdown_table, problem
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+def good_row() -> dict:
+    return ExampleRow(example_id=3, run_id="spec_decode-g2", method="spec_decode", params={"draft_length": 2},
+                      prediction="p", reference="r", references=["r"], output_tokens=4, input_tokens=5, latency_s=0.5,
+                      latency_trials_s=[0.5], drafter_calls=4, verifier_calls=2, drafted=4, accepted=3, rounds=2,
+                      accepted_per_round=[2, 1], rejections=1, deferred=0.0, confidence=None, shots=0, score=50.0,
+                      worker={"host": "h", "device": "cpu", "kind": "cpu"}).to_json()
+
+
+def test_the_readme_table_is_the_records():
+    start = README.index("| field | kind | meaning |")
+    end = README.index("\n\n", start)
+    assert README[start:end + 1] == markdown_table()
+
+
+def test_the_readme_lists_the_summary_columns_in_order():
+    bullet = README[README.index("- `summary.csv`: one row per method run:"):]
+    bullet = bullet[: bullet.index("Quality is the corpus score")]
+    named = [name.strip() for chunk in re.findall(r"`([^`]*)`", bullet) for name in chunk.split(",")]
+    listed = [name for name in named if name in SUMMARY_COLUMNS]
+    assert listed == list(SUMMARY_COLUMNS)
+
+
+def test_a_written_row_has_every_field_and_passes_the_reader():
+    row = good_row()
+    assert tuple(row) == WRITTEN and set(FIELDS) - set(row) == {"verdict"}
+    assert problem(row) is None
+    assert problem({**row, "verdict": "passed"}) is None
+    old = {name: value for name, value in row.items() if name not in ("worker", "references", "shots", "score",
+                                                                      "rejections")}
+    assert problem(old) is None  # a row written before those fields existed still loads
+
+
+@pytest.mark.parametrize("name,value,words", [
+    ("example_id", -1, "has a negative example_id (-1)"), ("example_id", True, "has no integer example_id"),
+    ("run_id", 3, "has no text run_id"), ("params", [], "has a params that is not a mapping"),
+    ("latency_s", math.nan, "has no finite latency_s"), ("latency_s", "1", "has no finite latency_s"),
+    ("rounds", -2, "has a negative rounds (-2)"), ("deferred", None, "has no finite deferred"),
+    ("score", 101, "has a score that is not a number from 0 to 100"), ("confidence", math.inf, "no finite confidence"),
+    ("references", "r", "has a references that is not a list"), ("worker", "cpu", "has a worker that is not"),
+])
+def test_each_kind_of_field_is_checked(name, value, words):
+    assert words in problem({**good_row(), name: value})
+
+
+def test_the_summed_numbers_are_demanded():
+    for name in SUMMED:
+        row = good_row()
+        del row[name]
+        assert problem(row) == f"has no finite {name}"
