@@ -73,3 +73,8 @@ def write_jsonl(path, rows):
     """A task data file: one JSON object per line. Returns the path."""
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
+
+
+# The deferral rules of Narasimhan et al. (eqs. 2, 5, 10, 13, 14, 15): what the paper's configs must sweep,
+# whatever else the registry holds.
+PAPER_RULES = ("chow", "diff", "opt", "token_v1", "token_v2", "token_v3")

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from speccascade_bench.config.run import load_run_config, load_run_configs
-from speccascade_bench.decoding.methods import METHODS, RULE_ALPHA_RANGE, RULES
+from speccascade_bench.decoding.methods import METHODS, RULE_ALPHA_RANGE
 from speccascade_bench.run.plan import validate_resources
 from speccascade_bench.tasks.examples import load_examples
 from speccascade_bench.tasks.metrics import example_score, extract_answer
 from speccascade_bench.tasks.prompts import cut_at_stop
 from speccascade_bench.tasks.settings import looks_like_path
+
+from .helpers import PAPER_RULES
 
 ROOT = Path(__file__).parent.parent
 CONFIGS = ROOT / "configs" / "llm"
@@ -156,7 +158,7 @@ def test_methods_sweep_every_rule_at_both_draft_lengths():
     gammas = {1, 5}
     assert {run.params["draft_length"] for run in runs if run.method == "spec_decode"} == gammas
     assert {run.params["draft_length"] for run in runs if run.method == "lossy_spec_decode"} == gammas
-    for rule in RULES:
+    for rule in PAPER_RULES:
         points = {(run.params["alpha"], run.params["draft_length"]) for run in runs
                   if run.method == "spec_cascade" and run.params["rule"] == rule}
         alphas = sorted({alpha for alpha, _ in points})

@@ -12,12 +12,13 @@ from typer.testing import CliRunner
 from speccascade_bench.cli import app
 from speccascade_bench.config.finetune import load_finetune_config
 from speccascade_bench.config.run import load_run_config, load_run_configs
-from speccascade_bench.decoding.methods import RULES
 from speccascade_bench.run.plan import validate_resources
 from speccascade_bench.settings import ConfigError
 from speccascade_bench.tasks.data import DataError, load_rows
 from speccascade_bench.tasks.examples import load_examples
 from speccascade_bench.tasks.settings import looks_like_path
+
+from .helpers import PAPER_RULES
 
 ROOT = Path(__file__).parent.parent
 DATA = Path(__file__).parent / "data"
@@ -48,8 +49,8 @@ def test_paper_config_names_the_documented_task(name):
     assert cfg.models.drafter.endswith(f"t5-v1_1-small-{name}")
     assert cfg.models.verifier.endswith(f"t5-v1_1-large-{name}")
     rules = {run.params["rule"] for run in cfg.methods if run.method == "spec_cascade"}
-    assert rules == set(RULES)
-    for rule in RULES:
+    assert rules == set(PAPER_RULES)
+    for rule in PAPER_RULES:
         alphas = [run.params["alpha"] for run in cfg.methods if run.params.get("rule") == rule]
         assert len(alphas) >= 8, rule
     for size, role in (("small", "drafter"), ("large", "verifier")):

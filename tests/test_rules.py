@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from speccascade_bench.decoding import rules
+from speccascade_bench.decoding import deferral, rules
 from speccascade_bench.decoding.rules import Dists
 
 Q = torch.tensor([[0.6, 0.3, 0.1]])
@@ -36,53 +36,53 @@ def test_scaled_probs_temperature_and_nucleus():
 
 
 def test_tv_distance():
-    assert torch.allclose(rules.tv_distance(P, Q), torch.tensor([0.4]))
+    assert torch.allclose(deferral.tv_distance(P, Q), torch.tensor([0.4]))
 
 
 def test_chow_hand_computed_and_extremes():
     draft, verifier = dists(Q), dists(P)
-    assert rules.defer_chow(draft, verifier, 0.3).item() is True   # 0.6 < 0.7
-    assert rules.defer_chow(draft, verifier, 0.5).item() is False  # 0.6 >= 0.5
-    assert rules.defer_chow(draft, verifier, 1.0).item() is False  # never at alpha 1
-    assert rules.defer_chow(draft, verifier, 0.0).item() is True   # any non-one-hot q defers at alpha 0
+    assert deferral.defer_chow(draft, verifier, 0.3).item() is True   # 0.6 < 0.7
+    assert deferral.defer_chow(draft, verifier, 0.5).item() is False  # 0.6 >= 0.5
+    assert deferral.defer_chow(draft, verifier, 1.0).item() is False  # never at alpha 1
+    assert deferral.defer_chow(draft, verifier, 0.0).item() is True   # any non-one-hot q defers at alpha 0
 
 
 def test_diff_hand_computed_and_extremes():
     draft, verifier = dists(Q), dists(P)
-    assert rules.defer_diff(draft, verifier, 0.05).item() is True   # 0.6 < 0.65
-    assert rules.defer_diff(draft, verifier, 0.15).item() is False  # 0.6 >= 0.55
+    assert deferral.defer_diff(draft, verifier, 0.05).item() is True   # 0.6 < 0.65
+    assert deferral.defer_diff(draft, verifier, 0.15).item() is False  # 0.6 >= 0.55
     sure = dists(torch.tensor([[1.0, 0.0, 0.0]]))
-    assert rules.defer_diff(sure, dists(torch.tensor([[1.0, 0.0, 0.0]])), -1.0).item() is True  # always
-    assert rules.defer_diff(dists(torch.tensor([[0.34, 0.33, 0.33]])), sure, 1.0).item() is False  # never
+    assert deferral.defer_diff(sure, dists(torch.tensor([[1.0, 0.0, 0.0]])), -1.0).item() is True  # always
+    assert deferral.defer_diff(dists(torch.tensor([[0.34, 0.33, 0.33]])), sure, 1.0).item() is False  # never
 
 
 def test_opt_uses_scaled_tv_and_equals_diff_when_tv_is_one():
     draft, verifier = dists(Q), dists(P)
     # TV = 0.4: defer iff 0.6 < 0.7 - 0.4 alpha  <=>  alpha < 0.25
-    assert rules.defer_opt(draft, verifier, 0.2).item() is True
-    assert rules.defer_opt(draft, verifier, 0.3).item() is False
-    assert rules.defer_opt(draft, verifier, -1e6).item() is True
-    assert rules.defer_opt(draft, verifier, 1e6).item() is False
+    assert deferral.defer_opt(draft, verifier, 0.2).item() is True
+    assert deferral.defer_opt(draft, verifier, 0.3).item() is False
+    assert deferral.defer_opt(draft, verifier, -1e6).item() is True
+    assert deferral.defer_opt(draft, verifier, 1e6).item() is False
     # at tau 0 with different argmaxes the scaled TV is 1 and OPT equals Diff
     greedy_q = Dists(Q, torch.tensor([[1.0, 0, 0]]))
     greedy_p = Dists(P, torch.tensor([[0, 1.0, 0]]))
     for alpha in (-0.5, 0.05, 0.1, 0.15, 0.5):
-        assert rules.defer_opt(greedy_q, greedy_p, alpha) == rules.defer_diff(greedy_q, greedy_p, alpha)
+        assert deferral.defer_opt(greedy_q, greedy_p, alpha) == deferral.defer_diff(greedy_q, greedy_p, alpha)
 
 
 def test_token_rules_hand_computed():
     draft, verifier = dists(Q), dists(P)
     # v1: q(v) < 0.7 - 0.2 = 0.5 -> tokens 1 and 2
-    assert rules.token_defer_v1(draft, verifier, 0.2).tolist() == [[False, True, True]]
+    assert deferral.token_defer_v1(draft, verifier, 0.2).tolist() == [[False, True, True]]
     # v2: p(v) < 0.7 - 0.2 = 0.5 -> tokens 0 and 2
-    assert rules.token_defer_v2(draft, verifier, 0.2).tolist() == [[True, False, True]]
+    assert deferral.token_defer_v2(draft, verifier, 0.2).tolist() == [[True, False, True]]
     # v3: p(v) < 0.5 * 0.7 = 0.35 -> tokens 0 and 2
-    assert rules.token_defer_v3(draft, verifier, 0.5).tolist() == [[True, False, True]]
+    assert deferral.token_defer_v3(draft, verifier, 0.5).tolist() == [[True, False, True]]
     # extremes
-    assert not rules.token_defer_v3(draft, verifier, 1.0).any()
-    assert rules.token_defer_v1(draft, verifier, -1.0).all()
-    assert rules.token_defer_v2(draft, verifier, -1.0).all()
-    assert not rules.token_defer_v1(draft, verifier, 1.0).any()
+    assert not deferral.token_defer_v3(draft, verifier, 1.0).any()
+    assert deferral.token_defer_v1(draft, verifier, -1.0).all()
+    assert deferral.token_defer_v2(draft, verifier, -1.0).all()
+    assert not deferral.token_defer_v1(draft, verifier, 1.0).any()
 
 
 def test_cascade_targets_hand_computed():
@@ -179,7 +179,7 @@ def test_cascade_sampler_matches_target(rule, alpha):
     draft = Dists(torch.stack([DRAFT, DRAFT_BONUS]), torch.stack([DRAFT, DRAFT_BONUS]))
     verifier = Dists(torch.stack([VERIFY, VERIFY_BONUS]), torch.stack([VERIFY, VERIFY_BONUS]))
     pi, _ = rules.cascade_mixture(rule, alpha, draft, verifier)
-    if rule in rules.TOKEN_RULES:  # a genuine mixture, neither model's distribution
+    if deferral.RULES[rule].per_token:  # a genuine mixture, neither model's distribution
         assert not torch.allclose(pi[0], DRAFT) and not torch.allclose(pi[0], VERIFY)
     first, bonus = _run_rounds(target_fn, True)
     _assert_matches(first, pi[0])

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..models.cached import CachedDecoder
 from ..settings import suggest
-from . import rules
+from . import deferral, rules
 from .methods import METHODS
 from .sampling import DecodeResult, Ending, autoregressive, ending, sample
 from .speculative import _gamma
@@ -51,7 +51,7 @@ def decode_token_cascade(pair, input_ids, settings, params, generator) -> Decode
     result = DecodeResult()
     while not end.reached(result.tokens):
         draft_logits = drafter.logits()[-1]
-        if not rules.chow_defers(torch.softmax(draft_logits, -1), alpha):
+        if not deferral.chow_defers(torch.softmax(draft_logits, -1), alpha):
             logits = draft_logits
         else:
             if verifier is None:

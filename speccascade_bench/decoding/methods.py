@@ -7,20 +7,28 @@ The decoders that implement each method are registered in `decoding.dispatch`.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-# Valid alpha range of each deferral rule (docs/ALGORITHMS.md); None means unbounded.
-RULE_ALPHA_RANGE: dict[str, tuple[float | None, float | None]] = {
-    "chow": (0.0, 1.0),
-    "diff": (-1.0, 1.0),
-    "opt": (None, None),
-    "token_v1": (-1.0, 1.0),
-    "token_v2": (-1.0, 1.0),
-    "token_v3": (0.0, 1.0),
-}
+from .deferral import RULES as DEFERRAL_RULES
 
-# The deferral rules of spec_cascade: the one list of their names (rules.py implements each).
-RULES = tuple(RULE_ALPHA_RANGE)
+
+class _AlphaRanges(Mapping):
+    """Each registered deferral rule's valid alpha range (`deferral.RULES`, docs/ALGORITHMS.md), read live: a
+    rule registered after this module is imported is in it at once."""
+
+    def __getitem__(self, rule: str) -> tuple[float | None, float | None]:
+        return DEFERRAL_RULES[rule].alpha
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(DEFERRAL_RULES)
+
+    def __len__(self) -> int:
+        return len(DEFERRAL_RULES)
+
+
+RULE_ALPHA_RANGE = _AlphaRanges()
+RULES = DEFERRAL_RULES.keys()  # the deferral rules of spec_cascade, live as well
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,7 @@ class Param:
     default: float | str | None = None
     required: bool = False
     sweepable: bool = True
-    choices: tuple[str, ...] = ()
+    choices: Collection[str] = ()  # a live view for `rule`: the deferral registry's names
     tag: str = ""              # the prefix of its value in a run id (alpha 0.3 -> a0.3); default: its name
     integer: bool = False
     labels_curve: bool = False  # part of a curve's name (not the swept parameter that traces the curve)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .methods import RULES
+from .deferral import RULES
 
 
 def scaled_probs(logits: Tensor, temperature: float, top_p: float = 1.0) -> Tensor:
@@ -55,56 +55,8 @@ def sample(probs: Tensor, generator: torch.Generator | None) -> int:
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def tv_distance(a: Tensor, b: Tensor) -> Tensor:
-    """Total variation distance per position: [..., V] x [..., V] -> [...]."""
-    return 0.5 * (a - b).abs().sum(-1)
-
-
 def normalize(weights: Tensor) -> Tensor:
     return weights / weights.sum(-1, keepdim=True)
-
-
-def chow_defers(draft_probs: Tensor, alpha: float) -> Tensor:
-    """Eq. 2 on unscaled drafter probabilities [..., V] -> [...]: defer iff max q < 1 - alpha."""
-    return draft_probs.amax(-1) < 1.0 - alpha
-
-
-def defer_chow(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
-    """Eq. 2: defer iff max q < 1 - alpha (the verifier is not consulted)."""
-    return chow_defers(draft.probs, alpha)
-
-
-def defer_diff(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
-    """Eq. 5: defer iff max q < max p - alpha."""
-    return draft.probs.amax(-1) < verifier.probs.amax(-1) - alpha
-
-
-def defer_opt(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
-    """Eq. 10: defer iff max q < max p - alpha * D_TV(p^tau, q^tau)."""
-    tv = tv_distance(verifier.scaled, draft.scaled)
-    return draft.probs.amax(-1) < verifier.probs.amax(-1) - alpha * tv
-
-
-def token_defer_v1(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
-    """Eq. 13: r(v) iff q(v) < max p - alpha."""
-    return draft.probs < verifier.probs.amax(-1, keepdim=True) - alpha
-
-
-def token_defer_v2(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
-    """Eq. 14: r(v) iff p(v) < max p - alpha."""
-    return verifier.probs < verifier.probs.amax(-1, keepdim=True) - alpha
-
-
-def token_defer_v3(draft: Dists, verifier: Dists, alpha: float) -> Tensor:
-    """Eq. 15: r(v) iff p(v) < (1 - alpha) * max p."""
-    return verifier.probs < (1.0 - alpha) * verifier.probs.amax(-1, keepdim=True)
-
-
-DEFERRAL_RULES = {"chow": defer_chow, "diff": defer_diff, "opt": defer_opt}
-
-TOKEN_RULES = {"token_v1": token_defer_v1, "token_v2": token_defer_v2, "token_v3": token_defer_v3}
-
-assert set(DEFERRAL_RULES) | set(TOKEN_RULES) == set(RULES), "every rule of the registry needs a function"
 
 
 def cascade_target(draft_scaled: Tensor, verifier_scaled: Tensor, defer: Tensor) -> Tensor:
@@ -182,16 +134,16 @@ def lossy_target(alpha: float, beta: float, greedy: bool) -> TargetFn:
 
 
 def cascade_mixture(rule: str, alpha: float, draft: Dists, verifier: Dists) -> tuple[Tensor, Tensor]:
-    """The target pi [n, V] of a named deferral rule and each position's deferral probability [n]:
-    r in {0, 1} for chow/diff/opt, the deferred drafter mass eta for the token rules."""
-    if rule in DEFERRAL_RULES:
-        defer = DEFERRAL_RULES[rule](draft, verifier, alpha)
-        return cascade_target(draft.scaled, verifier.scaled, defer), defer.float()
-    if rule in TOKEN_RULES:
-        token_defer = TOKEN_RULES[rule](draft, verifier, alpha)
-        eta = (token_defer.float() * draft.scaled).sum(-1)
-        return token_cascade_target(draft.scaled, verifier.scaled, token_defer), eta
-    raise ValueError(f"unknown deferral rule {rule!r}")
+    """The target pi [n, V] of a registered deferral rule (`deferral.RULES`) and each position's deferral
+    probability [n]: r in {0, 1} for a per-position rule, the deferred drafter mass eta for a per-token one."""
+    if rule not in RULES:
+        raise ValueError(f"unknown deferral rule {rule!r}")
+    spec = RULES[rule]
+    decided = spec.decide(draft, verifier, alpha)
+    if not spec.per_token:
+        return cascade_target(draft.scaled, verifier.scaled, decided), decided.float()
+    eta = (decided.float() * draft.scaled).sum(-1)
+    return token_cascade_target(draft.scaled, verifier.scaled, decided), eta
 
 
 def cascade_rule_target(rule: str, alpha: float, bonus_from_verifier: bool = False) -> TargetFn:
@@ -199,7 +151,7 @@ def cascade_rule_target(rule: str, alpha: float, bonus_from_verifier: bool = Fal
     is drawn from the target at the bonus position when the drafter's distribution there is given,
     else (with `bonus_from_verifier`) from the verifier's: an approximation, under which the bonus
     token no longer follows the target."""
-    if rule not in DEFERRAL_RULES and rule not in TOKEN_RULES:
+    if rule not in RULES:
         raise ValueError(f"unknown deferral rule {rule!r}")
 
     def target(draft: Dists, verifier: Dists) -> Target:

@@ -1,0 +1,89 @@
+"""The deferral rules of the speculative cascades: one registry, one function per rule.
+
+A rule decides, from the drafter's and the verifier's distributions (`rules.Dists`: unscaled `probs` and
+scaled `scaled`, each [n, V]) and its alpha, where the cascade defers to the verifier: per position (`[n]`
+booleans; the target there is the verifier's distribution, elsewhere the drafter's) or per token (`[n, V]`
+booleans r(v); the target is the token-level mixture of paper eq. 11). Decisions read the unscaled
+distributions; the OPT rule's TV term the scaled ones (docs/ALGORITHMS.md).
+
+Adding a rule is one function with `@deferral_rule(name, alpha=(low, high))`, here or in any module imported
+before a config is read: configs accept its name for `spec_cascade`'s `rule` at once, with its alpha range,
+and the speculative loop uses it. The rules are tensor expressions, so this module does not import torch and
+configs are checked without it (the tensors go unannotated: `draft` and `verifier` are `rules.Dists`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DeferralRule:
+    name: str
+    alpha: tuple[float | None, float | None]  # the valid range of alpha; None is unbounded
+    per_token: bool  # r(v) per token ([n, V]) rather than one decision per position ([n])
+    decide: Callable[[Any, Any, float], Any]  # (draft: Dists, verifier: Dists, alpha) -> bool tensor
+
+
+RULES: dict[str, DeferralRule] = {}  # the registry, in order of registration
+
+
+def deferral_rule(name: str, alpha: tuple[float | None, float | None] = (None, None), per_token: bool = False):
+    """Register the decorated function as the deferral rule `name` with its alpha range."""
+
+    def register(decide: Callable) -> Callable:
+        if name in RULES:
+            raise ValueError(f"the deferral rule {name!r} is registered twice")
+        RULES[name] = DeferralRule(name, alpha, per_token, decide)
+        return decide
+
+    return register
+
+
+def tv_distance(a, b):
+    """Total variation distance per position: [..., V] x [..., V] -> [...]."""
+    return 0.5 * (a - b).abs().sum(-1)
+
+
+def chow_defers(draft_probs, alpha: float):
+    """Eq. 2 on unscaled drafter probabilities [..., V] -> [...]: defer iff max q < 1 - alpha."""
+    return draft_probs.amax(-1) < 1.0 - alpha
+
+
+@deferral_rule("chow", alpha=(0.0, 1.0))
+def defer_chow(draft, verifier, alpha: float):
+    """Eq. 2: defer iff max q < 1 - alpha (the verifier is not consulted)."""
+    return chow_defers(draft.probs, alpha)
+
+
+@deferral_rule("diff", alpha=(-1.0, 1.0))
+def defer_diff(draft, verifier, alpha: float):
+    """Eq. 5: defer iff max q < max p - alpha."""
+    return draft.probs.amax(-1) < verifier.probs.amax(-1) - alpha
+
+
+@deferral_rule("opt")
+def defer_opt(draft, verifier, alpha: float):
+    """Eq. 10: defer iff max q < max p - alpha * D_TV(p^tau, q^tau)."""
+    tv = tv_distance(verifier.scaled, draft.scaled)
+    return draft.probs.amax(-1) < verifier.probs.amax(-1) - alpha * tv
+
+
+@deferral_rule("token_v1", alpha=(-1.0, 1.0), per_token=True)
+def token_defer_v1(draft, verifier, alpha: float):
+    """Eq. 13: r(v) iff q(v) < max p - alpha."""
+    return draft.probs < verifier.probs.amax(-1, keepdim=True) - alpha
+
+
+@deferral_rule("token_v2", alpha=(-1.0, 1.0), per_token=True)
+def token_defer_v2(draft, verifier, alpha: float):
+    """Eq. 14: r(v) iff p(v) < max p - alpha."""
+    return verifier.probs < verifier.probs.amax(-1, keepdim=True) - alpha
+
+
+@deferral_rule("token_v3", alpha=(0.0, 1.0), per_token=True)
+def token_defer_v3(draft, verifier, alpha: float):
+    """Eq. 15: r(v) iff p(v) < (1 - alpha) * max p."""
+    return verifier.probs < (1.0 - alpha) * verifier.probs.amax(-1, keepdim=True)
