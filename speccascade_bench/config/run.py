@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from ..decoding.settings import MIN_TEMPERATURE, DecodingConfig
 from ..models.settings import ModelsConfig
 from ..run.settings import MethodRun, RunConfig, TimingConfig
 from ..settings import ConfigError, _Section, keys_of, short, suggest
-from ..tasks import metrics
+from ..tasks import kinds, metrics
 from ..tasks.prompts import TemplateError, template_fields
 from ..tasks.settings import PATTERN_METRICS, TaskConfig, looks_like_path
 from .reader import _as_list, _read_yaml
@@ -201,10 +202,24 @@ def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str,
     return RunConfig(name, task, models, methods, decoding, timing, output, str(file), variant, variants, data)
 
 
+def _row_function(section: _Section, file: Path, spec: str) -> str:
+    """`task.process` as the run records it (a file beside the config made absolute), once it is found."""
+    where, sep, name = spec.rpartition(":")
+    if sep and where.endswith(".py") and not Path(where).expanduser().is_absolute():
+        spec = f"{(file.parent / where).resolve()}:{name}"
+    try:
+        kinds.resolve(spec)
+    except ValueError as exc:
+        raise section.error("process", str(exc)) from None
+    return spec
+
+
 def read_task(file: Path, data: Any, **defaults: Any) -> TaskConfig:
     """The `task` section, with the checks that span its keys."""
     section = _Section(file, "task", data, keys_of(TaskConfig))
     task = TaskConfig(**section.fields(TaskConfig, **defaults))
+    if task.process is not None:
+        task = replace(task, process=_row_function(section, file, task.process))
     if (task.source is None) == (task.prompt is None):
         raise section.error("source", "give either source (a field) or prompt (a template over the fields), not "
                             + ("both" if task.source else "neither"))

@@ -21,7 +21,7 @@ from ..files import write_file
 from ..models.loading import ModelLoadError, check_tokenizer, damaged_weights, load_tokenizer, model_load_error
 from ..settings import ConfigError
 from ..tasks import prompts
-from ..tasks.data import DataError, check_local_task, load_rows, select_indices, text_field
+from ..tasks.data import DataError, check_local_task, select_indices, task_rows, text_field
 from ..tasks.examples import render_prompt
 from ..tasks.metrics import ANSWER_METRICS, corpus_score
 from ..tasks.prompts import cut_at_stop, get_field
@@ -165,7 +165,7 @@ def eval_task(task: TaskConfig, eval_split: str) -> TaskConfig:
 
 
 def _tokenized(task: TaskConfig, tokenizer, limit: int | None, seed: int, max_target: int, causal: bool = False):
-    rows = load_rows(task)
+    rows = task_rows(task)
     if len(rows) == 0:
         raise DataError(f"dataset {task.dataset!r} has no rows")
     for key in task.fields_used():
@@ -272,7 +272,7 @@ def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
     train = _tokenized(config.task, tokenizer, config.task.limit, config.seed, config.max_target_tokens, causal)
     if config.eval_split:  # read before training, so that a bad evaluation row costs no training
         task = eval_task(config.task, config.eval_split)
-        rows = load_rows(task)
+        rows = task_rows(task)
         indices = select_indices(len(rows), config.eval_examples, config.seed)
         sources = [config.task.prefix + render_prompt(task, rows[i], i) for i in indices]
         references = [text_field(rows[i], task, "target", i) for i in indices]

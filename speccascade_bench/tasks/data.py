@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..settings import ConfigError
+from . import kinds
 from .prompts import PromptParts, get_field
 from .settings import _BUILDERS, TaskConfig
 
@@ -73,6 +74,8 @@ def check_local_fields(path: Path, task: TaskConfig) -> None:
         raise DataError(f"cannot read {path}: {_one_line(exc)}", "dataset") from None
     if not isinstance(row, dict) or not row:
         raise DataError(f"{path} has no rows", "dataset")
+    if task.process:
+        row = _Processed([row], kinds.resolve(task.process), str(path))[0]
     for dotted in task.fields_used():
         try:
             get_field(row, dotted)
@@ -137,6 +140,36 @@ def loading_script_message(task: TaskConfig) -> str:
     return (f"dataset {task.dataset!r} ships only a loading script, which this version of `datasets` does not "
             "run; set `task.revision: refs/convert/parquet` (the hub's parquet conversion of it) or point "
             "`task.dataset` at a repository with data files (e.g. `wmt/wmt14` instead of `wmt14`)")
+
+
+def task_rows(task: TaskConfig):
+    """The task's rows as its prompt and target read them: `load_rows`, each row through `task.process`."""
+    rows = load_rows(task)
+    return _Processed(rows, kinds.resolve(task.process), task.dataset) if task.process else rows
+
+
+class _Processed:
+    """Rows seen through a task's row function (`tasks.kinds`), each computed once when first read. A row the
+    function refuses (any exception) or turns into something other than a mapping is a DataError naming it."""
+
+    def __init__(self, rows, process, where: str):
+        self.rows, self.process, self.where, self.done = rows, process, where, {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        if index not in self.done:
+            try:
+                row = self.process(dict(self.rows[index]))
+            except Exception as exc:  # the row function's own error, in one line
+                raise DataError(f"{self.where}: row {index} (0-based): the row function failed: "
+                                f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}", "process") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{self.where}: row {index} (0-based): the row function returned "
+                                f"{type(row).__name__}, not a row", "process")
+            self.done[index] = row
+        return self.done[index]
 
 
 def load_rows(task: TaskConfig):

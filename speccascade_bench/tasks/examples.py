@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from .data import DataError, Example, _present_field, load_rows, select_indices, text_field
+from .data import DataError, Example, _present_field, select_indices, task_rows, text_field
 from .metrics import ANSWER_METRICS, PatternTimeout, extract_answer
 from .prompts import PromptParts, as_text, get_field, render
 from .settings import TaskConfig
@@ -14,7 +14,7 @@ from .settings import TaskConfig
 
 def load_examples(task: TaskConfig, seed: int, limit: int | None = None) -> list[Example]:
     """The evaluated examples, by row index: their prompts (with the shots), references and tests."""
-    rows = load_rows(task)
+    rows = task_rows(task)
     indices = select_indices(len(rows), task.limit, seed)
     if limit is not None:
         indices = indices[:limit]
@@ -132,10 +132,10 @@ class ShotPool:
         self.task, self.n = task, fewshot.n
         if fewshot.is_local:
             self.name = fewshot.dataset
-            self.rows = load_rows(replace(task, dataset=fewshot.dataset, subset=None, revision=None))
+            self.rows = task_rows(replace(task, dataset=fewshot.dataset, subset=None, revision=None))
         else:
             self.name = f"{task.dataset} split {fewshot.split!r}"
-            self.rows = eval_rows if fewshot.split == task.split else load_rows(replace(task, split=fewshot.split))
+            self.rows = eval_rows if fewshot.split == task.split else task_rows(replace(task, split=fewshot.split))
         self.same_rows = not fewshot.is_local and fewshot.split == task.split
         order = list(range(fewshot.offset if fewshot.order == "first" else 0, len(self.rows)))
         if fewshot.order == "random":

@@ -61,6 +61,7 @@ class TaskConfig:
     target: str = option()
     source: str | None = option(None)
     prompt: str | None = option(None)
+    process: str | None = option(None)  # a task kind or file.py:function over each row (tasks.kinds)
     subset: str | None = option(None)
     split: str = option("test")  # a fine-tuning config's default is "train"
     revision: str | None = option(None)
