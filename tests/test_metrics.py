@@ -9,18 +9,16 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
+from speccascade_bench.tasks.bootstrap import BootstrapInterval, paired_bootstrap, resampled_scores
 from speccascade_bench.tasks.metrics import (
     CORPUS_METRICS,
     NORMALIZERS,
-    BootstrapInterval,
     clean_number,
     corpus_score,
     example_score,
     extract_answer,
     normalize_squad,
     normalize_triviaqa,
-    paired_bootstrap,
-    resampled_scores,
 )
 
 PREDICTIONS = ["the cat sat on the mat", "a quick brown fox jumps", "running dogs were barking loudly"]

@@ -19,10 +19,9 @@ from ..files import ResultsError, refuse_link, write_file
 from ..run.folder import read_call_costs, read_manifest
 from ..run.manifest import device_kinds
 from ..run.rows import load_examples
-from ..tasks.metrics import BootstrapInterval, corpus_score, paired_bootstrap
+from ..tasks.bootstrap import BootstrapInterval, paired_bootstrap
+from ..tasks.metrics import SCORED_METRICS, corpus_score
 from .tradeoff import acceptance_probability, drafter_calls_per_round, leviathan_speedup, per_call_cost
-
-SCORED_METRICS = ("exact_match", "f1", "pass_at_1")  # their quality is the mean of the rows' `score`
 
 BOOTSTRAP_RESAMPLES = 1000
 
@@ -216,7 +215,7 @@ def quality(results: Path, metric: str, rows: list[dict]) -> float:
 
 def quality_difference(metric: str, rows: list[dict], reference_rows: list[dict]) -> BootstrapInterval:
     """A run's quality minus the verifier's on the same examples, with a paired bootstrap interval
-    (CONFIDENCE, BOOTSTRAP_RESAMPLES, seed 0): `metrics.paired_bootstrap` over the rows matched by example.
+    (CONFIDENCE, BOOTSTRAP_RESAMPLES, seed 0): `bootstrap.paired_bootstrap` over the rows matched by example.
     NaN with fewer than MIN_BOOTSTRAP_EXAMPLES examples."""
     by_id = {row["example_id"]: row for row in reference_rows}
     pairs = [(row, by_id[row["example_id"]]) for row in rows if row["example_id"] in by_id]

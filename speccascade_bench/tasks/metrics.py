@@ -20,21 +20,67 @@ import functools
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import regex
 
 from ..settings import suggest
 
-CORPUS_METRICS = ("bleu", "chrf")  # corpus score from summed per-sentence statistics, not a mean
+Score = Callable[[str, Sequence[str], "str | None", str], float]  # (prediction, references, pattern, normalize)
 
-MEAN_METRICS = ("rouge2", "rougeL", "exact_match", "f1", "pass_at_1")  # corpus score = mean example score
 
-ANSWER_METRICS = ("exact_match", "f1")  # the metrics that take `answer_pattern` and `normalize`
+@dataclass(frozen=True)
+class Metric:
+    """A metric of the registry: how one example is scored, and how the corpus score follows from it."""
 
-METRICS = CORPUS_METRICS + MEAN_METRICS
+    name: str
+    score: Score | None  # one example on a 0-100 scale; None: scored elsewhere (pass_at_1, in the sandbox)
+    summed: bool = False  # the corpus score is sacrebleu's, from summed sentence statistics (else the mean)
+    answer: bool = False  # takes `answer_pattern` and `normalize`
+    sandbox: bool = False  # runs model-written code
+    rows_scored: bool = True  # `scb report` averages the rows' stored scores (else it recomputes the corpus score)
+
+
+REGISTRY: dict[str, Metric] = {}
+
+
+def register_metric(name: str, *, answer: bool = False, summed: bool = False, sandbox: bool = False,
+                    rows_scored: bool = True):
+    """Register the decorated score function (prediction, references, pattern, normalize) -> 0-100 as the
+    metric `name`: configs accept it as `task.metric` at once, and its corpus score is the mean."""
+
+    def register(score: Score | None) -> Score | None:
+        if name in REGISTRY:
+            raise ValueError(f"the metric {name!r} is registered twice")
+        REGISTRY[name] = Metric(name, score, summed, answer, sandbox, rows_scored)
+        return score
+
+    return register
+
+
+class _Names(Collection):
+    """The names of the registry's metrics that satisfy `keep`, read live (a metric registered later is in)."""
+
+    def __init__(self, keep: Callable[[Metric], bool]):
+        self.keep = keep
+
+    def __iter__(self):
+        return (name for name, metric in REGISTRY.items() if self.keep(metric))
+
+    def __contains__(self, name: object) -> bool:
+        return name in REGISTRY and self.keep(REGISTRY[name])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+METRICS = _Names(lambda metric: True)
+CORPUS_METRICS = _Names(lambda metric: metric.summed)  # corpus score from summed per-sentence statistics
+MEAN_METRICS = _Names(lambda metric: not metric.summed)  # corpus score = mean example score
+ANSWER_METRICS = _Names(lambda metric: metric.answer)  # the metrics that take `answer_pattern` and `normalize`
+PATTERN_METRICS = _Names(lambda metric: metric.answer or metric.sandbox)  # an answer_pattern's (pass_at_1: the code)
+SCORED_METRICS = _Names(lambda metric: metric.rows_scored)  # their quality is the mean of the rows' `score`
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -186,14 +232,10 @@ def _token_f1(predicted: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _answer_score(metric: str, prediction: str, references: Sequence[str], pattern: str | None,
-                  normalize: str) -> float:
+def _answers(prediction: str, references: Sequence[str], pattern: str | None, normalize: str) -> tuple[str, list[str]]:
+    """The normalised answer of a prediction and the normalised gold answers (see `example_score`)."""
     normalizer = _normalizer(normalize)
-    predicted = _predicted_answer(prediction, pattern, normalizer)
-    golds = _gold_answers(references, pattern, normalizer)
-    if metric == "exact_match":
-        return 100.0 * (predicted in golds)
-    return 100.0 * max(_token_f1(predicted, gold) for gold in golds)
+    return _predicted_answer(prediction, pattern, normalizer), _gold_answers(references, pattern, normalizer)
 
 
 def _check_metric(metric: str, answer_pattern: str | None = None) -> None:
@@ -215,19 +257,9 @@ def _rouge_scorer(metric: str):
     return rouge_scorer.RougeScorer([metric], use_stemmer=True)
 
 
-def _text_score(metric: str, prediction: str, reference: str) -> float:
-    import sacrebleu
-
-    if metric == "bleu":
-        return float(sacrebleu.sentence_bleu(prediction, [reference]).score)
-    if metric == "chrf":
-        return float(sacrebleu.sentence_chrf(prediction, [reference]).score)
-    return 100.0 * _rouge_scorer(metric).score(reference, prediction)[metric].fmeasure
-
-
 def example_score(metric: str, prediction: str, references: str | Sequence[str], answer_pattern: str | None = None,
                   normalize: str = "squad") -> float:
-    """One example's score on a 0-100 scale.
+    """One example's score on a 0-100 scale, by the registered metric's score function.
 
     bleu/chrf/rouge2/rougeL score against `references[0]`. exact_match and f1 extract the answer with
     `answer_pattern` (a prediction it does not match answers ""), apply `clean_number` when a pattern is
@@ -236,14 +268,52 @@ def example_score(metric: str, prediction: str, references: str | Sequence[str],
     use normalize="none": the SQuAD normaliser deletes "-" and ".", so "-3" would equal "3".
     """
     _check_metric(metric, answer_pattern)
+    spec = REGISTRY[metric]
+    if spec.score is None:
+        raise ValueError(f"{metric} needs the generated code run in the sandbox; it is not computed in metrics")
     references = _reference_list(references)
-    if metric == "pass_at_1":
-        raise ValueError("pass_at_1 needs the generated code run in the sandbox; it is not computed in metrics")
-    if metric in ANSWER_METRICS:
-        return _answer_score(metric, prediction, references, answer_pattern, normalize)
-    if not references:
+    if not spec.answer and not references:
         raise ValueError(f"{metric} needs a reference")
-    return _text_score(metric, prediction, references[0])
+    return spec.score(prediction, references, answer_pattern, normalize)
+
+
+@register_metric("bleu", summed=True, rows_scored=False)
+def _bleu(prediction: str, references: Sequence[str], pattern: str | None, normalize: str) -> float:
+    import sacrebleu
+
+    return float(sacrebleu.sentence_bleu(prediction, [references[0]]).score)
+
+
+@register_metric("chrf", summed=True, rows_scored=False)
+def _chrf(prediction: str, references: Sequence[str], pattern: str | None, normalize: str) -> float:
+    import sacrebleu
+
+    return float(sacrebleu.sentence_chrf(prediction, [references[0]]).score)
+
+
+@register_metric("rouge2", rows_scored=False)
+def _rouge2(prediction: str, references: Sequence[str], pattern: str | None, normalize: str) -> float:
+    return 100.0 * _rouge_scorer("rouge2").score(references[0], prediction)["rouge2"].fmeasure
+
+
+@register_metric("rougeL", rows_scored=False)
+def _rouge_l(prediction: str, references: Sequence[str], pattern: str | None, normalize: str) -> float:
+    return 100.0 * _rouge_scorer("rougeL").score(references[0], prediction)["rougeL"].fmeasure
+
+
+@register_metric("exact_match", answer=True)
+def _exact_match(prediction: str, references: Sequence[str], pattern: str | None, normalize: str) -> float:
+    predicted, golds = _answers(prediction, references, pattern, normalize)
+    return 100.0 * (predicted in golds)
+
+
+@register_metric("f1", answer=True)
+def _f1(prediction: str, references: Sequence[str], pattern: str | None, normalize: str) -> float:
+    predicted, golds = _answers(prediction, references, pattern, normalize)
+    return 100.0 * max(_token_f1(predicted, gold) for gold in golds)
+
+
+register_metric("pass_at_1", sandbox=True)(None)  # scored by running the code against its tests (tasks.scoring)
 
 
 def _sacrebleu_metric(metric: str):
@@ -269,92 +339,3 @@ def corpus_score(metric: str, predictions: Sequence[str], references: Sequence[s
     total = sum(example_score(metric, pred, refs, answer_pattern, normalize)
                 for pred, refs in zip(predictions, references, strict=True))
     return total / len(predictions)
-
-
-@dataclass(frozen=True)
-class BootstrapInterval:
-    """metric(a) - metric(b) on all examples, and its bootstrap percentile interval [low, high]."""
-
-    difference: float
-    low: float
-    high: float
-    resamples: int
-
-
-def _example_values(metric: str, predictions: Sequence[str], references, scores: Sequence[float] | None,
-                    answer_pattern: str | None, normalize: str) -> np.ndarray:
-    """What a resample sums, (n, k): per-sentence sufficient statistics for BLEU/chrF, else the example
-    scores as a column (given, or computed with `example_score`)."""
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
-    if metric in CORPUS_METRICS:
-        if scores is not None:
-            raise ValueError(f"{metric} is a corpus metric: it is resampled from sentence statistics, not scores")
-        first = [_reference_list(refs)[0] for refs in references]
-        return np.asarray(_sacrebleu_metric(metric)._extract_corpus_statistics(list(predictions), [first]),
-                          dtype=np.float64)
-    if scores is None:
-        scores = [example_score(metric, pred, refs, answer_pattern, normalize)
-                  for pred, refs in zip(predictions, references, strict=True)]
-    if len(scores) != len(predictions):
-        raise ValueError(f"{len(scores)} scores but {len(predictions)} predictions")
-    return np.asarray(scores, dtype=np.float64)[:, None]
-
-
-def _index_counts(indices: np.ndarray, n: int) -> np.ndarray:
-    """(resamples, m) example indices -> (resamples, n) how often each example was drawn."""
-    resamples = indices.shape[0]
-    offsets = indices + n * np.arange(resamples)[:, None]
-    return np.bincount(offsets.ravel(), minlength=resamples * n).reshape(resamples, n).astype(np.float64)
-
-
-def _statistic(metric: str, summed: np.ndarray, size: int) -> np.ndarray:
-    """The metric of each resample from its summed values (resamples, k); `size` examples per resample."""
-    if metric in CORPUS_METRICS:
-        scorer = _sacrebleu_metric(metric)
-        return np.array([scorer._compute_score_from_stats(row.tolist()).score for row in summed])
-    return summed[:, 0] / size
-
-
-def _resampled(metric: str, values: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    return _statistic(metric, _index_counts(indices, len(values)) @ values, indices.shape[1])
-
-
-def resampled_scores(metric: str, predictions: Sequence[str], references, indices: np.ndarray,
-                     scores: Sequence[float] | None = None, *, answer_pattern: str | None = None,
-                     normalize: str = "squad") -> np.ndarray:
-    """The corpus metric of each resample, (resamples,), from example indices (resamples, m). One row
-    holding every index once gives `corpus_score`. `scores` replaces `example_score` for mean metrics."""
-    _check_metric(metric, answer_pattern)
-    values = _example_values(metric, predictions, references, scores, answer_pattern, normalize)
-    indices = np.asarray(indices)
-    if indices.ndim != 2 or indices.shape[1] == 0:
-        raise ValueError(f"indices must be (resamples, m) with m >= 1, got shape {indices.shape}")
-    return _resampled(metric, values, indices)
-
-
-def paired_bootstrap(metric: str, predictions_a: Sequence[str], predictions_b: Sequence[str], references,
-                     scores_a: Sequence[float] | None = None, scores_b: Sequence[float] | None = None, *,
-                     resamples: int = 1000, seed: int | np.random.Generator = 0, confidence: float = 0.95,
-                     answer_pattern: str | None = None, normalize: str = "squad") -> BootstrapInterval:
-    """Paired bootstrap of metric(a) - metric(b): each resample draws the same example indices for both
-    systems, and [low, high] is the `confidence` percentile interval of the resampled differences.
-    Mean metrics resample example scores (`scores_a`/`scores_b`, or computed with `example_score`);
-    BLEU and chrF resample per-sentence sufficient statistics and rescore the corpus."""
-    _check_metric(metric, answer_pattern)
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    n = len(references)
-    if n == 0:
-        raise ValueError("no examples to resample")
-    values_a = _example_values(metric, predictions_a, references, scores_a, answer_pattern, normalize)
-    values_b = _example_values(metric, predictions_b, references, scores_b, answer_pattern, normalize)
-    everything = np.arange(n)[None, :]
-    difference = (_resampled(metric, values_a, everything) - _resampled(metric, values_b, everything))[0]
-    indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    differences = _resampled(metric, values_a, indices) - _resampled(metric, values_b, indices)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(differences, [tail, 1 - tail])
-    return BootstrapInterval(float(difference), float(low), float(high), resamples)

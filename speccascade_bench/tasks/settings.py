@@ -15,7 +15,7 @@ METRICS = metrics.METRICS
 
 NORMALIZERS = tuple(metrics.NORMALIZERS)  # answer normalisation of exact_match and f1
 
-PATTERN_METRICS = (*metrics.ANSWER_METRICS, "pass_at_1")  # an answer_pattern's metrics (the code of pass_at_1)
+PATTERN_METRICS = metrics.PATTERN_METRICS  # an answer_pattern's metrics (the code of pass_at_1)
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}  # as datasets reads them
 LOCAL_DATA_SUFFIXES = tuple(_BUILDERS)

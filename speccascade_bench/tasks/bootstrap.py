@@ -1,0 +1,102 @@
+"""The paired bootstrap of a quality difference: metric(a) - metric(b) on the same examples, with a percentile
+interval. Mean metrics resample example scores; BLEU and chrF resample per-sentence sufficient statistics and
+rescore the corpus, since a corpus BLEU is not the mean of sentence BLEUs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .metrics import CORPUS_METRICS, _check_metric, _reference_list, _sacrebleu_metric, example_score
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """metric(a) - metric(b) on all examples, and its bootstrap percentile interval [low, high]."""
+
+    difference: float
+    low: float
+    high: float
+    resamples: int
+
+
+def _example_values(metric: str, predictions: Sequence[str], references, scores: Sequence[float] | None,
+                    answer_pattern: str | None, normalize: str) -> np.ndarray:
+    """What a resample sums, (n, k): per-sentence sufficient statistics for BLEU/chrF, else the example
+    scores as a column (given, or computed with `example_score`)."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    if metric in CORPUS_METRICS:
+        if scores is not None:
+            raise ValueError(f"{metric} is a corpus metric: it is resampled from sentence statistics, not scores")
+        first = [_reference_list(refs)[0] for refs in references]
+        return np.asarray(_sacrebleu_metric(metric)._extract_corpus_statistics(list(predictions), [first]),
+                          dtype=np.float64)
+    if scores is None:
+        scores = [example_score(metric, pred, refs, answer_pattern, normalize)
+                  for pred, refs in zip(predictions, references, strict=True)]
+    if len(scores) != len(predictions):
+        raise ValueError(f"{len(scores)} scores but {len(predictions)} predictions")
+    return np.asarray(scores, dtype=np.float64)[:, None]
+
+
+def _index_counts(indices: np.ndarray, n: int) -> np.ndarray:
+    """(resamples, m) example indices -> (resamples, n) how often each example was drawn."""
+    resamples = indices.shape[0]
+    offsets = indices + n * np.arange(resamples)[:, None]
+    return np.bincount(offsets.ravel(), minlength=resamples * n).reshape(resamples, n).astype(np.float64)
+
+
+def _statistic(metric: str, summed: np.ndarray, size: int) -> np.ndarray:
+    """The metric of each resample from its summed values (resamples, k); `size` examples per resample."""
+    if metric in CORPUS_METRICS:
+        scorer = _sacrebleu_metric(metric)
+        return np.array([scorer._compute_score_from_stats(row.tolist()).score for row in summed])
+    return summed[:, 0] / size
+
+
+def _resampled(metric: str, values: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    return _statistic(metric, _index_counts(indices, len(values)) @ values, indices.shape[1])
+
+
+def resampled_scores(metric: str, predictions: Sequence[str], references, indices: np.ndarray,
+                     scores: Sequence[float] | None = None, *, answer_pattern: str | None = None,
+                     normalize: str = "squad") -> np.ndarray:
+    """The corpus metric of each resample, (resamples,), from example indices (resamples, m). One row
+    holding every index once gives `corpus_score`. `scores` replaces `example_score` for mean metrics."""
+    _check_metric(metric, answer_pattern)
+    values = _example_values(metric, predictions, references, scores, answer_pattern, normalize)
+    indices = np.asarray(indices)
+    if indices.ndim != 2 or indices.shape[1] == 0:
+        raise ValueError(f"indices must be (resamples, m) with m >= 1, got shape {indices.shape}")
+    return _resampled(metric, values, indices)
+
+
+def paired_bootstrap(metric: str, predictions_a: Sequence[str], predictions_b: Sequence[str], references,
+                     scores_a: Sequence[float] | None = None, scores_b: Sequence[float] | None = None, *,
+                     resamples: int = 1000, seed: int | np.random.Generator = 0, confidence: float = 0.95,
+                     answer_pattern: str | None = None, normalize: str = "squad") -> BootstrapInterval:
+    """Paired bootstrap of metric(a) - metric(b): each resample draws the same example indices for both
+    systems, and [low, high] is the `confidence` percentile interval of the resampled differences.
+    Mean metrics resample example scores (`scores_a`/`scores_b`, or computed with `example_score`);
+    BLEU and chrF resample per-sentence sufficient statistics and rescore the corpus."""
+    _check_metric(metric, answer_pattern)
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    n = len(references)
+    if n == 0:
+        raise ValueError("no examples to resample")
+    values_a = _example_values(metric, predictions_a, references, scores_a, answer_pattern, normalize)
+    values_b = _example_values(metric, predictions_b, references, scores_b, answer_pattern, normalize)
+    everything = np.arange(n)[None, :]
+    difference = (_resampled(metric, values_a, everything) - _resampled(metric, values_b, everything))[0]
+    indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    differences = _resampled(metric, values_a, indices) - _resampled(metric, values_b, indices)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(differences, [tail, 1 - tail])
+    return BootstrapInterval(float(difference), float(low), float(high), resamples)
