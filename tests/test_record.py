@@ -16,7 +16,8 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 def good_row() -> dict:
     return ExampleRow(example_id=3, run_id="spec_decode-g2", method="spec_decode", params={"draft_length": 2},
                       prediction="p", reference="r", references=["r"], output_tokens=4, input_tokens=5, latency_s=0.5,
-                      latency_trials_s=[0.5], drafter_calls=4, verifier_calls=2, drafted=4, accepted=3, rounds=2,
+                      latency_trials_s=[0.5], drafter_calls=4, verifier_calls=2, calls={"drafter": 4, "verifier": 2},
+                      drafted=4, accepted=3, rounds=2,
                       accepted_per_round=[2, 1], rejections=1, deferred=0.0, confidence=None, shots=0, score=50.0,
                       worker={"host": "h", "device": "cpu", "kind": "cpu"}).to_json()
 
@@ -62,3 +63,13 @@ def test_the_summed_numbers_are_demanded():
         row = good_row()
         del row[name]
         assert problem(row) == f"has no finite {name}"
+
+
+def test_calls_are_read_by_role_with_the_old_fields_as_fallback():
+    from speccascade_bench.analysis.summary import calls
+
+    row = good_row()
+    assert row["calls"] == {"drafter": 4, "verifier": 2} == {role: calls(row, role) for role in ("drafter", "verifier")}
+    old = {name: value for name, value in row.items() if name != "calls"}
+    assert calls(old, "drafter") == 4 and calls(old, "verifier") == 2 and calls(old, "third") == 0
+    assert calls({**row, "calls": {"third": 7}}, "third") == 7

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..decoding.methods import DRAFTER, METHODS, PARAMETERS, REFERENCE
+from ..decoding.methods import METHODS, PARAMETERS, REFERENCE
 from ..files import ResultsError, refuse_link, write_file
 from ..run.folder import read_call_costs, read_manifest
 from ..run.manifest import device_kinds
@@ -86,7 +86,7 @@ class Folder:
     def __post_init__(self) -> None:
         self.verifier = {row["example_id"]: row["latency_s"] for row in self.reference_rows}
         self.cost_ratio = self.step_cost["drafter"] / self.step_cost["verifier"]
-        self.verifier_cost = _mean(row["verifier_calls"] for row in self.reference_rows) * self.step_cost["verifier"]
+        self.verifier_cost = _mean(calls(row, "verifier") for row in self.reference_rows) * self.step_cost["verifier"]
 
 
 class Run:
@@ -110,6 +110,13 @@ class Run:
             self._versus = (quality_difference(folder.metric, self.rows, folder.reference_rows)
                             if folder.reference_rows else BootstrapInterval(math.nan, math.nan, math.nan, 0))
         return self._versus
+
+
+def calls(row: dict, role: str) -> int:
+    """A row's forward calls of one model role: `calls[role]`, or for rows written before `calls` existed, the
+    role's own field (`drafter_calls`, `verifier_calls`)."""
+    by_role = row.get("calls")
+    return by_role.get(role, 0) if isinstance(by_role, dict) else row.get(f"{role}_calls", 0)
 
 
 def _relative_latency(folder: Folder, run: Run) -> float:
@@ -136,7 +143,7 @@ def _predicted(folder: Folder, run: Run, at_r: bool = False) -> float:
 def _relative_cost(folder: Folder, run: Run) -> float:
     """Counted calls weighted by the measured per-call costs, relative to the verifier's: a view of the
     method that does not depend on this machine's overheads."""
-    cost = sum(run.mean(f"{role}_calls") * folder.step_cost[role] for role in ("drafter", "verifier"))
+    cost = sum(_mean(calls(row, role) for row in run.rows) * folder.step_cost[role] for role in folder.step_cost)
     return cost / folder.verifier_cost
 
 
@@ -185,9 +192,10 @@ def summarize(results: Path) -> pd.DataFrame:
     manifest = read_manifest(results)
     runs, unshared = shared_examples(load_examples(results))
     step_cost = {}
-    for method, role in ((DRAFTER, "drafter"), (REFERENCE, "verifier")):  # the one-model runs give per-call costs
-        rows = runs.get(method, [])
-        step_cost[role] = per_call_cost([row["latency_s"] for row in rows], [row[f"{role}_calls"] for row in rows])
+    for method, spec in METHODS.items():  # the one-model runs give each role's cost per forward call
+        if len(spec.roles) == 1:
+            role, rows = spec.roles[0], runs.get(method, [])
+            step_cost[role] = per_call_cost([row["latency_s"] for row in rows], [calls(row, role) for row in rows])
     folder = Folder(results, manifest["config"]["task"]["metric"], manifest["config"]["decoding"]["temperature"],
                     runs.get(REFERENCE, []), step_cost, read_call_costs(results))
     records = [{name: column(folder, run) for name, column in COLUMNS}

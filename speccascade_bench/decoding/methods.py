@@ -79,8 +79,7 @@ class MethodSpec:
     name: str
     description: str
     params: tuple[Param, ...] = field(default_factory=tuple)
-    uses_drafter: bool = True
-    uses_verifier: bool = True
+    roles: tuple[str, ...] = ("drafter", "verifier")  # the models it calls; a one-role method gives that role's cost
     one_of: tuple[str, ...] = ()     # exactly one of these parameters must be given
     derived_by: str | None = None    # a run setting this parameter is evaluated from the baselines' outputs
     marker: str | None = None        # drawn as a single point with this marker (no parameter to sweep)
@@ -101,8 +100,9 @@ DRAFTER = "drafter"
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec(DRAFTER, "autoregressive decoding with the drafter alone", uses_verifier=False, marker="s"),
-        MethodSpec(REFERENCE, "autoregressive decoding with the verifier alone", uses_drafter=False, marker="*"),
+        MethodSpec(DRAFTER, "autoregressive decoding with the drafter alone", roles=("drafter",), marker="s"),
+        MethodSpec(REFERENCE, "autoregressive decoding with the verifier alone", roles=("verifier",),
+                   marker="*"),
         MethodSpec(
             "seq_cascade",
             "Chow cascade on a sequence confidence: defer the whole output to the verifier when the "

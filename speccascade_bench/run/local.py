@@ -170,6 +170,7 @@ def seq_cascade_rows(drafter: list[dict], verifier: list[dict], rate: float, run
             "latency_trials_s": None,
             "drafter_calls": draft["drafter_calls"],
             "verifier_calls": other["verifier_calls"] if deferred else 0,
+            "calls": {"drafter": draft["drafter_calls"], "verifier": other["verifier_calls"] if deferred else 0},
             "deferred": float(chosen["output_tokens"]) if deferred else 0.0,
             "confidence": draft["confidence"],
         })

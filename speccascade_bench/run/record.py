@@ -65,6 +65,7 @@ class ExampleRow:
     latency_trials_s: list = column("list", "the seconds of each timed trial (null for derived runs)", nullable=True)
     drafter_calls: int = column("count", "drafter forward calls", summed=True)
     verifier_calls: int = column("count", "verifier forward calls", summed=True)
+    calls: dict = column("mapping", "forward calls per model role, `{role: n}` (the two fields above, by role)")
     drafted: int = column("count", "draft tokens the verifier judged", summed=True)
     accepted: int = column("count", "draft tokens it accepted", summed=True)
     rounds: int = column("count", "speculative rounds (verifier turns for BiLD)", summed=True)

@@ -51,6 +51,7 @@ def _record(example: Example, run: MethodRun, result, prediction: str, latencies
         prediction=prediction, reference=example.reference, references=list(example.references),
         output_tokens=result.output_length, input_tokens=input_tokens, latency_s=sum(latencies) / len(latencies),
         latency_trials_s=latencies, drafter_calls=result.drafter_calls, verifier_calls=result.verifier_calls,
+        calls={"drafter": result.drafter_calls, "verifier": result.verifier_calls},
         drafted=result.drafted, accepted=result.accepted, rounds=result.rounds,
         accepted_per_round=result.accepted_per_round, rejections=result.rejections, deferred=result.deferred,
         confidence=result.confidence)
