@@ -8,7 +8,8 @@ import pandas as pd
 
 from speccascade_bench.analysis.summary import SUMMARY_COLUMNS
 from speccascade_bench.config.run import load_run_config
-from speccascade_bench.run.rows import EXAMPLE_FIELDS, read_lines
+from speccascade_bench.run.record import WRITTEN
+from speccascade_bench.run.rows import read_lines
 
 
 def check(results: Path) -> list[str]:
@@ -29,7 +30,7 @@ def check(results: Path) -> list[str]:
         if len(ids) != n or len(set(ids)) != n:
             problems.append(f"{run_id}: {len(ids)} lines for {n} examples")
         for row in rows:
-            missing = set(EXAMPLE_FIELDS) - set(row)
+            missing = set(WRITTEN) - set(row)
             if missing:
                 problems.append(f"{run_id}: example {row['example_id']} lacks {sorted(missing)}")
                 break

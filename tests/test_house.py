@@ -119,3 +119,20 @@ def test_the_checks_catch_a_circle_and_an_upward_import(tmp_path):
         test_no_import_circle(graph)
     with pytest.raises(AssertionError, match="models.a -> speccascade_bench.run.b"):
         test_layers_import_only_downwards(graph)
+
+
+def test_the_scripts_import_only_what_the_package_has():
+    """scripts/ run only in CI and by hand: a name they import that moved or vanished fails here first."""
+    import importlib
+
+    missing = []
+    for path in sorted((PACKAGE.parent / "scripts").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("speccascade_bench"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    try:
+                        getattr(module, alias.name, None) or importlib.import_module(f"{node.module}.{alias.name}")
+                    except ImportError:
+                        missing.append(f"{path.name}: {node.module}.{alias.name}")
+    assert not missing, missing
