@@ -204,6 +204,16 @@ def test_finetune_refuses_an_output_folder_it_did_not_write_and_null_eval_target
     (project / "config.json").write_text("mine")
     failed(scb("finetune", "-c", path), "is not an output of `scb finetune`")
     assert (project / "config.json").read_text() == "mine" and len(list(project.iterdir())) == 1
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text("not a model")
+    (project / "config.json").unlink()
+    (project / "training.json").write_text("{}")  # an output of scb finetune...
+    (project / "config.json").symlink_to(elsewhere)  # ...with a link where save_pretrained writes
+    failed(scb("finetune", "-c", path), "config.json is a link")
+    assert elsewhere.read_text() == "not a model"
+    (project / "config.json").unlink()
+    (project / "training.json").unlink()
+    (project / "config.json").write_text("mine")
     bad = tmp_path / "eval.jsonl"
     bad.write_text(json.dumps({"src": "a", "tgt": None}) + "\n")
     raw["output"] = str(tmp_path / "ft2")

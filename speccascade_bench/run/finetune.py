@@ -105,6 +105,9 @@ def check_resources(config: FinetuneConfig) -> None:
     if out.is_dir() and any(out.iterdir()) and not ours:
         raise ConfigError(file, "output", f"{out} exists and is not an output of `scb finetune` (no training.json or "
                           "checkpoints/); choose another output (nothing was written)")
+    link = next((path for path in out.rglob("*") if path.is_symlink()), None) if out.is_dir() else None
+    if link is not None:  # the trainer and save_pretrained would write through it
+        raise ConfigError(file, "output", f"{link} is a link, which this suite never writes through; move it aside")
 
 
 def checkpoints_by_step(checkpoints: Path) -> list[Path]:
