@@ -291,7 +291,8 @@ def test_ray_options_that_cannot_work_are_one_line_errors(workspace, tmp_path):
     assert not out.exists()
 
 
-def test_a_port_that_listens_but_is_not_ray_is_one_line_within_seconds(workspace, tmp_path):
+def test_a_port_that_listens_but_is_not_ray_is_one_line_within_seconds(workspace, tmp_path, monkeypatch):
+    monkeypatch.setattr(cluster, "PROBE_TIMEOUT_S", 2)  # Ray's connection steps, each (5 s in a real run)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
