@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def done_examples(job: Job) -> dict[str, set[int]]:
     """The examples each decoded method run already has in the (locked) results folder: what a resume skips.
-    Read as `scb report` reads them (`results.read_run`): rows of another run or conflicting rows are refused."""
+    Read as `scb report` reads them (`run.rows.read_run`): rows of another run or conflicting rows are refused."""
     return {run.run_id: {row["example_id"] for row in read_run(examples_dir(job.out) / f"{run.run_id}.jsonl")[0]}
             for run in job.decoded}
 

@@ -59,7 +59,7 @@ def _record(example: Example, run: MethodRun, result, prediction: str, latencies
 
 def worker_label(hardware: dict, device: str | None = None) -> dict:
     """Where an example ran, as its rows record it (`worker`): the host, the device and the device kind
-    (results.device_kind), which tells `scb report` whether latencies may be compared."""
+    (`run.manifest.device_kind`), which tells `scb report` whether latencies may be compared."""
     return {"host": platform.node(), "device": device or hardware["device"], "kind": device_kind(hardware)}
 
 
