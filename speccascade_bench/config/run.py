@@ -71,9 +71,14 @@ def _methods(file: Path, data: Any, default_gamma: int) -> tuple[MethodRun, ...]
             if param.choices:
                 continue
             checked = alpha_param(name, rule) if param.name == "alpha" else param
+            if param.needs and choices.get(param.needs[0]) != param.needs[1]:
+                if param.name in entry:
+                    raise s.error(param.name, f"applies only with {param.needs[0]}: {param.needs[1]}")
+                continue
             if param.name not in entry:
-                if param.required:
-                    raise s.error(param.name, f"is required for {name}")
+                if param.required or param.needs:
+                    raise s.error(param.name, f"is required for {name}"
+                                  + (f" with {param.needs[0]}: {param.needs[1]}" if param.needs else ""))
                 if param.default is not None:
                     grid[param.name] = [param.default]
                 continue

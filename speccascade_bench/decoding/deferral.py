@@ -14,7 +14,7 @@ configs are checked without it (the tensors go unannotated: `draft` and `verifie
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,33 @@ def deferral_rule(name: str, alpha: tuple[float | None, float | None] = (None, N
         return decide
 
     return register
+
+
+SEQUENCE_SCORES = ("chow_average", "chow_sum", "chow_quantile")
+
+
+def sequence_score(token_logprobs: Sequence[float], score: str = "chow_average",
+                   quantile: float | None = None) -> float:
+    """A whole output's confidence from the drafter's log-probabilities of its own tokens (higher is surer), the
+    scores of Gupta et al. (2024): `chow_average` their mean, `chow_sum` their sum (it favours short outputs),
+    `chow_quantile` their `quantile`-quantile, linearly interpolated between the sorted values (at a low
+    quantile the least confident tokens decide, whatever the length). An empty output scores 0."""
+    values = list(token_logprobs)  # summed in output order, as a run sums them while decoding
+    if not values:
+        return 0.0
+    if score == "chow_sum":
+        return sum(values)
+    if score == "chow_average":
+        return sum(values) / len(values)
+    values.sort()
+    if score != "chow_quantile":
+        raise ValueError(f"unknown sequence score {score!r}; known: {', '.join(SEQUENCE_SCORES)}")
+    if quantile is None or not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"chow_quantile needs a quantile in [0, 1], got {quantile}")
+    position = quantile * (len(values) - 1)
+    low = int(position)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (position - low) * (values[high] - values[low])
 
 
 def tv_distance(a, b):

@@ -17,8 +17,8 @@ from .speculative import _gamma
 
 def decode_drafter(pair, input_ids, settings, params, generator) -> DecodeResult:
     decoder = pair.decoder("drafter", input_ids)
-    tokens, logprob = autoregressive(decoder, settings, ending(pair, settings), generator, track_logprob=True)
-    return DecodeResult(tokens, drafter_calls=decoder.calls, drafter_logprob=logprob)
+    tokens, logprobs = autoregressive(decoder, settings, ending(pair, settings), generator, track_logprob=True)
+    return DecodeResult(tokens, drafter_calls=decoder.calls, drafter_token_logprobs=logprobs)
 
 
 def decode_verifier(pair, input_ids, settings, params, generator) -> DecodeResult:
@@ -28,17 +28,20 @@ def decode_verifier(pair, input_ids, settings, params, generator) -> DecodeResul
 
 
 def decode_seq_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:
-    """Chow on the sequence confidence: keep the drafter's output unless its mean log q is below the
-    threshold, else decode again from scratch with the verifier. (A deferral-rate sweep is evaluated
+    """Chow on a sequence confidence (`sequence_score`, default the mean log q; `deferral.sequence_score`): keep
+    the drafter's output unless its confidence is below the threshold, else decode again from scratch with the
+    verifier. (A deferral-rate sweep is evaluated
     from the drafter's and verifier's outputs instead; see `run.local.seq_cascade_rows`.)"""
     if "threshold" not in params:
         raise ValueError("seq_cascade decodes one example only with an absolute threshold; deferral rates "
                          "(alpha) are evaluated over a whole run from the drafter and verifier outputs")
     draft = decode_drafter(pair, input_ids, settings, params, generator)
-    if draft.confidence >= params["threshold"]:
+    score = deferral.sequence_score(draft.drafter_token_logprobs, params.get("sequence_score", "chow_average"),
+                                    params.get("quantile"))
+    if score >= params["threshold"]:
         return draft
     verified = decode_verifier(pair, input_ids, settings, params, generator)
-    verified.drafter_calls, verified.drafter_logprob = draft.drafter_calls, draft.drafter_logprob
+    verified.drafter_calls, verified.drafter_token_logprobs = draft.drafter_calls, draft.drafter_token_logprobs
     return verified
 
 

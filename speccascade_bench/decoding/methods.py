@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from .deferral import RULES as DEFERRAL_RULES
+from .deferral import SEQUENCE_SCORES
 
 
 class _AlphaRanges(Mapping):
@@ -45,6 +46,7 @@ class Param:
     tag: str = ""              # the prefix of its value in a run id (alpha 0.3 -> a0.3); default: its name
     integer: bool = False
     labels_curve: bool = False  # part of a curve's name (not the swept parameter that traces the curve)
+    needs: tuple[str, str] | None = None  # (choice, value): it applies, and is then required, only at that value
 
     def range_text(self) -> str:
         if self.choices:
@@ -110,8 +112,14 @@ METHODS: dict[str, MethodSpec] = {
             (
                 Param("alpha", "deferral rate: the fraction of examples deferred (a quantile of the confidence)",
                       0.0, 1.0, tag="a"),
-                Param("threshold", "absolute confidence threshold (mean log q); defer when below", None, 0.0,
-                      tag="t"),
+                Param("threshold", "absolute confidence threshold (of the sequence score); defer when below", None,
+                      0.0, tag="t"),
+                Param("sequence_score", "the sequence confidence (Gupta et al. 2024): chow_average (the mean token "
+                      "log q), chow_sum (their sum), chow_quantile (a quantile of them)", default="chow_average",
+                      sweepable=False, choices=SEQUENCE_SCORES, labels_curve=True),
+                Param("quantile", "chow_quantile's quantile of the token log-probabilities (low: the least "
+                      "confident tokens decide)", 0.0, 1.0, tag="q", labels_curve=True,
+                      needs=("sequence_score", "chow_quantile")),
             ),
             one_of=("alpha", "threshold"),
             derived_by="alpha",

@@ -45,7 +45,7 @@ class DecodeResult:
     accepted_per_round: list[int] = field(default_factory=list)
     rejections: int = 0              # rounds that ended at a rejected draft token (not all accepted)
     deferred: float = 0.0            # positions deferred to the verifier (expected mass for token rules)
-    drafter_logprob: float | None = None  # sum of unscaled log q over the drafter's own output tokens
+    drafter_token_logprobs: list[float] | None = None  # unscaled log q of each of the drafter's own output tokens
 
     @property
     def output_length(self) -> int:
@@ -54,9 +54,9 @@ class DecodeResult:
     @property
     def confidence(self) -> float | None:
         """Sequence confidence of a drafter output: the mean unscaled token log-probability."""
-        if self.drafter_logprob is None:
+        if self.drafter_token_logprobs is None:
             return None
-        return self.drafter_logprob / max(1, len(self.tokens))
+        return sum(self.drafter_token_logprobs) / max(1, len(self.tokens))
 
 
 @dataclass(frozen=True)
@@ -112,16 +112,15 @@ def ending(pair: ModelPair, settings: DecodingConfig) -> Ending:
 
 
 def autoregressive(decoder: CachedDecoder, settings: DecodingConfig, end: Ending,
-                   generator: torch.Generator | None, track_logprob: bool = False) -> tuple[list[int], float]:
-    """Decode with one model alone; returns the tokens and (if tracked) the sum of their unscaled
-    log-probabilities."""
+                   generator: torch.Generator | None, track_logprob: bool = False) -> tuple[list[int], list[float]]:
+    """Decode with one model alone; returns the tokens and (if tracked) their unscaled log-probabilities."""
     tokens: list[int] = []
-    logprob = 0.0
+    logprobs: list[float] = []
     while not end.reached(tokens):
         logits = decoder.logits()[-1]
         token = sample(settings, logits, generator)
         if track_logprob:
-            logprob += float(torch.log_softmax(logits, -1)[token])
+            logprobs.append(float(torch.log_softmax(logits, -1)[token]))
         tokens.append(token)
         decoder.extend([token])
-    return tokens, logprob
+    return tokens, logprobs

@@ -8,6 +8,7 @@ import json
 import logging
 from pathlib import Path
 
+from ..decoding import deferral
 from ..decoding.methods import DRAFTER, REFERENCE
 from ..files import ResultsError, write_atomic
 from ..models.loading import load_pair, resolve_device
@@ -152,11 +153,11 @@ def _write_derived(out: Path, derived: list[MethodRun]) -> None:
 def seq_cascade_rows(drafter: list[dict], verifier: list[dict], rate: float, run_id: str,
                      params: dict) -> list[dict]:
     """Sequence-level Chow cascade at a deferral rate, from the drafter's and verifier's outputs: the
-    `rate` fraction of examples with the lowest drafter confidence are deferred. Latency of a deferred
-    example is the drafter's plus the verifier's."""
+    `rate` fraction of examples with the lowest drafter confidence (`sequence_confidence`) are deferred.
+    Latency of a deferred example is the drafter's plus the verifier's."""
     by_id = {row["example_id"]: row for row in verifier}
     common = [row for row in drafter if row["example_id"] in by_id]
-    order = sorted(common, key=lambda row: (row["confidence"], row["example_id"]))
+    order = sorted(common, key=lambda row: (sequence_confidence(row, params), row["example_id"]))
     deferred_ids = {row["example_id"] for row in order[: round(rate * len(order))]}
     rows = []
     for draft in common:
@@ -172,6 +173,22 @@ def seq_cascade_rows(drafter: list[dict], verifier: list[dict], rate: float, run
             "verifier_calls": other["verifier_calls"] if deferred else 0,
             "calls": {"drafter": draft["drafter_calls"], "verifier": other["verifier_calls"] if deferred else 0},
             "deferred": float(chosen["output_tokens"]) if deferred else 0.0,
-            "confidence": draft["confidence"],
+            "confidence": draft["confidence"], "token_logprobs": draft.get("token_logprobs"),
         })
     return rows
+
+
+def sequence_confidence(row: dict, params: dict) -> float:
+    """A drafter row's confidence under seq_cascade's `sequence_score` (`deferral.sequence_score`). The mean is
+    the row's `confidence`; the sum follows from it; a quantile needs the token log-probabilities, which rows
+    recorded before they existed lack (a ResultsError: run the drafter again)."""
+    score = params.get("sequence_score", "chow_average")
+    if score == "chow_average":
+        return row["confidence"]
+    logprobs = row.get("token_logprobs")
+    if logprobs is None:
+        if score == "chow_sum":
+            return row["confidence"] * row["output_tokens"]
+        raise ResultsError(f"the drafter's rows have no token_logprobs (recorded by an earlier version), which "
+                           f"{score} needs; delete examples/{DRAFTER}.jsonl to decode the drafter again")
+    return deferral.sequence_score(logprobs, score, params.get("quantile"))

@@ -54,7 +54,7 @@ def _record(example: Example, run: MethodRun, result, prediction: str, latencies
         calls={"drafter": result.drafter_calls, "verifier": result.verifier_calls},
         drafted=result.drafted, accepted=result.accepted, rounds=result.rounds,
         accepted_per_round=result.accepted_per_round, rejections=result.rejections, deferred=result.deferred,
-        confidence=result.confidence)
+        confidence=result.confidence, token_logprobs=result.drafter_token_logprobs)
 
 
 def worker_label(hardware: dict, device: str | None = None) -> dict:
