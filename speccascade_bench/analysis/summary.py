@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from ..decoding.methods import METHODS, PARAMETERS, REFERENCE
-from ..files import ResultsError, refuse_link, write_file
+from ..files import ResultsError, write_file
 from ..run.folder import read_call_costs, read_manifest
 from ..run.manifest import device_kinds
 from ..run.rows import load_examples
@@ -244,7 +244,6 @@ SUMMARY_FILE = "summary.csv"
 def write_summary(results: Path, frame: pd.DataFrame | None = None) -> pd.DataFrame:
     """Write the summary (`summarize`, unless given) to SUMMARY_FILE, never through a link; returns it."""
     frame = summarize(results) if frame is None else frame
-    refuse_link(results / SUMMARY_FILE)
     write_file(results / SUMMARY_FILE, frame.to_csv(index=False, float_format="%.6g"))
     return frame
 

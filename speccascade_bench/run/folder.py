@@ -127,9 +127,10 @@ def check_output(out: Path) -> bool:
             raise _link_error(path)
         if path.exists() and not path.is_file():
             raise ResultsError(f"{path} is not a regular file, which this suite never writes; move it aside")
-        if path.is_file() and path.stat().st_nlink > 1:
-            raise ResultsError(f"{path} has {path.stat().st_nlink - 1} other hard link(s), which this suite never "
-                               "writes through; move it aside")
+        links = path.stat().st_nlink if path.is_file() else 1
+        if links > 1:
+            raise ResultsError(f"{path} has {links - 1} other hard link(s), which this suite never writes through; "
+                               "move it aside")
     read_manifest(out)
     return True
 

@@ -97,12 +97,7 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
                           "--allow-code-execution, in a sandboxed process per example (read the README's "
                           "'Code execution' section first)")
     if config.task.metric == "pass_at_1":
-        from ..tasks.sandbox import probe
-
-        why = probe()
-        if why:
-            raise ConfigError(config.file, "task.metric", f"pass_at_1 needs the code sandbox, which cannot be set up "
-                              f"on this machine: {why}")
+        check_sandbox(config)
     decoded, derived = plan(config, options.methods)
     out = Path(options.output or config.output)
     check_output(out)
@@ -145,6 +140,17 @@ def check_chat_template(config: RunConfig, example: Example) -> None:
         key = "task.system" if task.system is not None else "task.chat"
         raise ConfigError(config.file, key, f"the tokenizer's chat template refused the prompt: "
                           f"{' '.join(str(exc).split())}") from None
+
+
+def check_sandbox(config: RunConfig, where: str = "on this machine") -> None:
+    """A pass_at_1 run's code sandbox can be set up `where` it will run (`tasks.sandbox.probe`), before any model
+    loads there; a ConfigError on task.metric says why not."""
+    from ..tasks.sandbox import probe
+
+    why = probe()
+    if why:
+        raise ConfigError(config.file, "task.metric", f"pass_at_1 needs the code sandbox, which cannot be set up "
+                          f"{where}: {why}")
 
 
 def check_positions(config: RunConfig) -> None:

@@ -32,7 +32,7 @@ from .cluster import WorkerError, _check_reachable, _connected, _import_ray
 from .folder import MANIFEST_FILE
 from .local import done_examples, finish, remaining, results_folder, write_call_costs, write_results
 from .manifest import add_worker, check_resume, package_versions, start_manifest
-from .plan import PROBE_EXAMPLES, Job
+from .plan import PROBE_EXAMPLES, Job, check_sandbox
 from .rows import ExampleWriter, examples_dir
 from .session import Session, device_info, worker_label
 from .settings import Finisher, Progress
@@ -114,12 +114,7 @@ class ExampleWorker:
         models = config.models
         self._session = self._job = None
         if config.task.metric == "pass_at_1" and spec["allow_code_execution"]:
-            from ..tasks.sandbox import probe
-
-            why = probe()  # on this worker's machine, before its models load
-            if why:
-                raise ConfigError(config.file, "task.metric", f"pass_at_1 needs the code sandbox, which cannot be "
-                                  f"set up on the worker on {self.label['host']}: {why}")
+            check_sandbox(config, f"on the worker on {self.label['host']}")  # before its models load
         pair_key = repr(models) if models.cache == "dynamic" else None  # a static cache is sized per run
         if pair_key is None or pair_key != self._pair_key:
             self._pair = None

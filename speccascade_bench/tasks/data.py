@@ -164,7 +164,7 @@ class _Processed:
                 row = self.process(dict(self.rows[index]))
             except Exception as exc:  # the row function's own error, in one line
                 raise DataError(f"{self.where}: row {index} (0-based): the row function failed: "
-                                f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}", "process") from None
+                                f"{type(exc).__name__}: {_one_line(exc)}", "process") from None
             if not isinstance(row, dict):
                 raise DataError(f"{self.where}: row {index} (0-based): the row function returned "
                                 f"{type(row).__name__}, not a row", "process")

@@ -10,6 +10,7 @@ function cannot process stops the run before any model loads, with the row's ind
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import string
@@ -36,6 +37,13 @@ def resolve(spec: str) -> Process:
     """The row function `spec` names (see the module docstring); a ValueError says why it cannot be found."""
     if spec in KINDS:
         return KINDS[spec]
+    return _load(spec)
+
+
+@functools.lru_cache(maxsize=64)
+def _load(spec: str) -> Process:
+    """A `file.py:function` or `module:function`, loaded once per process (the config reader, the evaluated
+    rows, the shots and the field checks all ask for it): the user's file runs once."""
     where, sep, name = spec.rpartition(":")
     if not sep or not where or not name.isidentifier():
         raise ValueError(f"{spec!r} is neither a task kind ({', '.join(KINDS)}) nor file.py:function or "
