@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TOY_DATA := data/toy/test.jsonl
 TOY_LLM_DATA := data/toy_llm/test.jsonl
 
-.PHONY: install demo test test-fast lint toy-data toy-pair toy-llm-data toy-llm-pair ci-run bench bench-quick bench-gpu clean-results
+.PHONY: install demo test test-fast lint toy-data toy-pair toy-chain toy-llm-data toy-llm-pair ci-run bench bench-quick bench-gpu clean-results
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ toy-pair: $(TOY_DATA)
 	$(BIN)/scb finetune --config configs/toy/drafter.yaml --fresh
 	$(BIN)/scb finetune --config configs/toy/verifier.yaml --fresh
 	$(BIN)/scb finetune --config configs/toy/verifier.yaml --max-steps 4000
+
+# The demo chain's middle model (speccascade_bench/toy/pair/middle; about 5 minutes on 2 CPU cores).
+toy-chain: $(TOY_DATA)
+	$(BIN)/scb finetune --config configs/toy/middle.yaml --fresh
 
 $(TOY_LLM_DATA): | $(VENV)/.installed
 	$(BIN)/scb toy-data --task arithmetic --out data/toy_llm --train 40000

@@ -18,10 +18,11 @@ from ..decoding.methods import METHODS, PARAMETERS, REFERENCE
 from ..files import ResultsError, write_file
 from ..run.folder import read_call_costs, read_manifest
 from ..run.manifest import device_kinds
+from ..run.record import calls_of as calls
 from ..run.rows import load_examples
 from ..tasks.bootstrap import BootstrapInterval, paired_bootstrap
 from ..tasks.metrics import SCORED_METRICS, corpus_score
-from .tradeoff import acceptance_probability, drafter_calls_per_round, leviathan_speedup, per_call_cost
+from .tradeoff import acceptance_probability, chain_speedup, drafter_calls_per_round, leviathan_speedup, per_call_cost
 
 BOOTSTRAP_RESAMPLES = 1000
 
@@ -112,13 +113,6 @@ class Run:
         return self._versus
 
 
-def calls(row: dict, role: str) -> int:
-    """A row's forward calls of one model role: `calls[role]`, or for rows written before `calls` existed, the
-    role's own field (`drafter_calls`, `verifier_calls`)."""
-    by_role = row.get("calls")
-    return by_role.get(role, 0) if isinstance(by_role, dict) else row.get(f"{role}_calls", 0)
-
-
 def _relative_latency(folder: Folder, run: Run) -> float:
     common = [row for row in run.rows if row["example_id"] in folder.verifier]
     if not common:
@@ -130,9 +124,32 @@ def _verify_cost(folder: Folder, run: Run) -> float:
     return folder.verify_costs.get(str(run.gamma), math.nan) if run.gamma else math.nan
 
 
+def _level_acceptance(run: Run) -> list[float] | None:
+    """A chain run's acceptance probability at each level (`acceptance_probability` of its rows' `levels`)."""
+    levels = [row.get("levels") for row in run.rows]
+    if not levels or any(not isinstance(level, list) for level in levels):
+        return None
+    return [acceptance_probability(sum(row[j]["accepted"] for row in levels),
+                                   sum(row[j]["rejections"] for row in levels)) for j in range(len(levels[0]))]
+
+
+def _chain_predicted(folder: Folder, run: Run) -> float:
+    """`chain_speedup` from a chain run's acceptance per level, its draft lengths and each model's measured cost."""
+    acceptances = _level_acceptance(run)
+    if acceptances is None or not run.drafted:
+        return math.nan
+    roles = ["drafter", *(f"middle{j}" for j in range(1, len(acceptances))), "verifier"]
+    costs = [folder.step_cost.get(role, math.nan) / folder.step_cost["verifier"] for role in roles]
+    return chain_speedup(acceptances, run.params["draft_lengths"], costs,
+                         run.params.get("bonus") == "target" and "rules" in run.params)
+
+
 def _predicted(folder: Folder, run: Run, at_r: bool = False) -> float:
     """Leviathan et al.'s speed-up from the run's acceptance probability, gamma and the cost ratio (with the
-    verifier call priced at its measured r when `at_r`); NaN for a run that drafts nothing."""
+    verifier call priced at its measured r when `at_r`), or a chain's (`chain_speedup`, not at r); NaN for a run
+    that drafts nothing."""
+    if "draft_lengths" in run.params:
+        return math.nan if at_r else _chain_predicted(folder, run)
     if not (run.gamma and run.drafted) or math.isnan(folder.cost_ratio) or math.isnan(run.acceptance_prob):
         return math.nan
     calls = drafter_calls_per_round(run.params, run.gamma)
@@ -147,6 +164,16 @@ def _relative_cost(folder: Folder, run: Run) -> float:
     return cost / folder.verifier_cost
 
 
+def _param(value):
+    """A parameter's summary cell: its value, or a chain's per-level values joined by `+`."""
+    return _joined(value) if isinstance(value, list) else value
+
+
+def _joined(values: list | None, fmt: str = "{}") -> str | None:
+    """Per-level values as one cell: joined by `+`, as in run ids."""
+    return None if values is None else "+".join(fmt.format(v) for v in values)
+
+
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else math.nan
 
@@ -156,7 +183,7 @@ Column = Callable[[Folder, Run], Any]
 COLUMNS: tuple[tuple[str, Column], ...] = (
     ("run_id", lambda f, r: r.run_id),
     ("method", lambda f, r: r.rows[0]["method"]),
-    *((name, lambda f, r, name=name: r.params.get(name)) for name in PARAMETERS),
+    *((name, lambda f, r, name=name: _param(r.params.get(name))) for name in PARAMETERS),
     ("temperature", lambda f, r: f.temperature),
     ("n", lambda f, r: len(r.rows)),
     ("metric", lambda f, r: f.metric),
@@ -172,6 +199,7 @@ COLUMNS: tuple[tuple[str, Column], ...] = (
     ("speedup", lambda f, r: _ratio(1.0, _relative_latency(f, r))),
     ("acceptance_rate", lambda f, r: _ratio(sum(row["accepted"] for row in r.rows), r.drafted)),
     ("acceptance_prob", lambda f, r: r.acceptance_prob),
+    ("acceptance_by_level", lambda f, r: _joined(_level_acceptance(r), "{:.3f}")),
     ("tokens_per_round", lambda f, r: _ratio(r.tokens, r.rounds)),
     ("deferral_rate", lambda f, r: _ratio(sum(row["deferred"] for row in r.rows), r.tokens)),
     ("output_tokens_mean", lambda f, r: r.tokens / len(r.rows)),
@@ -191,11 +219,13 @@ def summarize(results: Path) -> pd.DataFrame:
     (`shared_examples`; `frame.attrs["unshared_rows"]` counts the rows left out), in the registry's order."""
     manifest = read_manifest(results)
     runs, unshared = shared_examples(load_examples(results))
-    step_cost = {}
-    for method, spec in METHODS.items():  # the one-model runs give each role's cost per forward call
-        if len(spec.roles) == 1:
-            role, rows = spec.roles[0], runs.get(method, [])
-            step_cost[role] = per_call_cost([row["latency_s"] for row in rows], [calls(row, role) for row in rows])
+    step_cost = {"drafter": math.nan, "verifier": math.nan}
+    for rows in runs.values():  # the one-model runs give each role's cost per forward call
+        spec = METHODS.get(rows[0]["method"])
+        roles = spec.roles_for((), rows[0]["params"]) if spec else ()
+        if len(roles) == 1:
+            step_cost[roles[0]] = per_call_cost([row["latency_s"] for row in rows],
+                                                [calls(row, roles[0]) for row in rows])
     folder = Folder(results, manifest["config"]["task"]["metric"], manifest["config"]["decoding"]["temperature"],
                     runs.get(REFERENCE, []), step_cost, read_call_costs(results))
     records = [{name: column(folder, run) for name, column in COLUMNS}

@@ -87,6 +87,27 @@ def leviathan_speedup(acceptance: float, gamma: int, cost_ratio: float, drafter_
     return (1 - acceptance ** (gamma + 1)) / ((1 - acceptance) * (calls * cost_ratio + verify_cost))
 
 
+def chain_speedup(acceptances: Sequence[float], gammas: Sequence[int], costs: Sequence[float],
+                  bonus_rows: bool = False) -> float:
+    """The expected speed-up of a chain of models over its largest alone (docs/ALGORITHMS.md, "Chains"): level j
+    (1..n) drafts `gammas[j-1]` tokens of level j - 1 per round and accepts each with probability
+    `acceptances[j-1]`; `costs` are each model's per-call cost in verifier steps (the verifier's, 1, last). A token
+    of level 0 costs c_0; a round of level j costs (gamma_j + b) tokens of level j - 1 (b = 1 when the bonus is
+    drawn from the target, `bonus_rows`) and one call of its model, c_j, and settles
+    E_j = (1 - a_j^(gamma_j + 1)) / (1 - a_j) tokens; so a token of level j costs T_j = ((gamma_j + b) T_{j-1} +
+    c_j) / E_j, and the speed-up is 1 / T_n. On a pair it is `leviathan_speedup`. NaN when any input is."""
+    if len(acceptances) != len(gammas) or len(costs) != len(gammas) + 1:
+        raise ValueError("a chain of n + 1 models has n acceptances and draft lengths, and n + 1 costs")
+    values = [*acceptances, *costs]
+    if any(isinstance(v, float) and math.isnan(v) for v in values):
+        return math.nan
+    token = costs[0]
+    for acceptance, gamma, cost in zip(acceptances, gammas, costs[1:], strict=True):
+        settled = gamma + 1 if acceptance >= 1.0 else (1 - acceptance ** (gamma + 1)) / (1 - acceptance)
+        token = ((gamma + bonus_rows) * token + cost) / settled
+    return 1.0 / token
+
+
 def per_call_cost(seconds: Sequence[float], calls: Sequence[int]) -> float:
     """The measured cost of one forward call of a model: the total time of its one-model runs over their
     total forward calls (NaN without calls)."""

@@ -8,101 +8,20 @@ or a dataset; the checks that need the filesystem are in `validate_resources`.
 
 from __future__ import annotations
 
-import itertools
 import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..decoding.methods import METHODS, Param, alpha_param
 from ..decoding.settings import MIN_TEMPERATURE, DecodingConfig
 from ..models.settings import ModelsConfig
-from ..run.settings import MethodRun, RunConfig, TimingConfig
+from ..run.settings import RunConfig, TimingConfig
 from ..settings import ConfigError, _Section, keys_of, short, suggest
 from ..tasks import kinds, metrics
 from ..tasks.prompts import TemplateError, template_fields
 from ..tasks.settings import PATTERN_METRICS, TaskConfig, looks_like_path
-from .reader import _as_list, _read_yaml
-
-
-def _sweep(s: _Section, param: Param, checked: Param, value: Any, rule: str | None) -> list:
-    """A numeric method parameter's values (one value, or a list to sweep), each of its kind and in the range
-    of `checked` (alpha's range depends on the deferral rule)."""
-    values = _as_list(value)
-    if not values:
-        raise s.error(param.name, "must not be an empty list")
-    if len(values) > 1000:
-        raise s.error(param.name, f"sweeps {len(values)} values; at most 1000")
-    kind = int if param.integer else float
-    for value in values:
-        ok = isinstance(value, int) if kind is int else isinstance(value, int | float)
-        if isinstance(value, bool) or not ok:
-            raise s.error(param.name, f"must be {kind.__name__} or a list of them, got {short(value)}")
-        problem = checked.check(float(value))
-        if problem:
-            where = f" for rule {rule!r}" if rule else ""
-            raise s.error(param.name, f"{problem}{where}")
-    return [kind(v) for v in values]
-
-
-def _methods(file: Path, data: Any, default_gamma: int) -> tuple[MethodRun, ...]:
-    """The method runs of a config's `methods` list: every entry's parameter grid expanded, each run once."""
-    if not isinstance(data, list) or not data:
-        raise ConfigError(file, "methods", "must be a non-empty list of {method: ..., ...} entries")
-    runs: list[MethodRun] = []
-    run_ids: set[str] = set()
-    for i, entry in enumerate(data):
-        prefix = f"methods[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(file, prefix, f"must be a mapping, got {type(entry).__name__}")
-        name = entry.get("method")
-        if not isinstance(name, str):
-            raise ConfigError(file, f"{prefix}.method", "is required (a method name)")
-        if name not in METHODS:
-            raise ConfigError(file, f"{prefix}.method", f"unknown method {short(name)}"
-                              f"{suggest(name[:100], METHODS)}; known: {', '.join(METHODS)}")
-        spec = METHODS[name]
-        s = _Section(file, prefix, entry, ("method", *(p.name for p in spec.params)))
-        choices = {p.name: s.choice(p.name, p.choices, ... if p.required else p.default)
-                   for p in spec.params if p.choices}
-        rule = choices.get("rule")
-        grid: dict[str, list] = {}
-        for param in spec.params:
-            if param.choices:
-                continue
-            checked = alpha_param(name, rule) if param.name == "alpha" else param
-            if param.needs and choices.get(param.needs[0]) != param.needs[1]:
-                if param.name in entry:
-                    raise s.error(param.name, f"applies only with {param.needs[0]}: {param.needs[1]}")
-                continue
-            if param.name not in entry:
-                if param.required or param.needs:
-                    raise s.error(param.name, f"is required for {name}"
-                                  + (f" with {param.needs[0]}: {param.needs[1]}" if param.needs else ""))
-                if param.default is not None:
-                    grid[param.name] = [param.default]
-                continue
-            grid[param.name] = _sweep(s, param, checked, entry[param.name], rule)
-        if spec.one_of:
-            given = [p for p in spec.one_of if p in grid]
-            if len(given) != 1:
-                problem = "not both" if given else f"{name} needs one"
-                raise s.error(given[-1] if given else spec.one_of[0],
-                              f"give either {' or '.join(spec.one_of)}, {problem}")
-        if "draft_length" not in grid and spec.param("draft_length"):
-            grid["draft_length"] = [default_gamma]
-        keys = list(grid)
-        for combo in itertools.product(*(grid[k] for k in keys)):
-            params = {**choices, **dict(zip(keys, combo, strict=True))}
-            run = MethodRun(name, params)
-            if run.run_id in run_ids:
-                raise ConfigError(file, prefix, f"duplicates the method run {run.run_id!r}")
-            runs.append(run)
-            run_ids.add(run.run_id)
-            if len(runs) > 10_000:
-                raise ConfigError(file, prefix, "the methods expand to more than 10000 method runs")
-    return tuple(runs)
-
+from .methods import read_methods
+from .reader import _read_yaml
 
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -189,10 +108,9 @@ def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str,
     top = _Section(file, "", data, keys_of(RunConfig))
     name = top.fields(RunConfig, only=("name",))["name"]
     task = read_task(file, top.get("task", dict))
-    m = _Section(file, "models", top.get("models", dict), keys_of(ModelsConfig))
-    models = ModelsConfig(**m.fields(ModelsConfig))
+    models = read_models(file, top.get("models", dict))
     if models.compile != "none" and models.cache != "static":
-        raise m.error("compile", "needs cache: static (compiled steps need fixed cache shapes)")
+        raise ConfigError(file, "models.compile", "needs cache: static (compiled steps need fixed cache shapes)")
     d = _Section(file, "decoding", top.get("decoding", dict, {}), keys_of(DecodingConfig))
     decoding = DecodingConfig(**d.fields(DecodingConfig))
     if 0 < decoding.temperature < MIN_TEMPERATURE:
@@ -200,11 +118,34 @@ def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str,
                       f"{decoding.temperature:g}")
     t = _Section(file, "timing", top.get("timing", dict, {}), keys_of(TimingConfig))
     timing = TimingConfig(**t.fields(TimingConfig))
-    methods = _methods(file, top.get("methods", list), decoding.draft_length)
+    methods = read_methods(file, top.get("methods", list), decoding.draft_length, models.roles)
     output = top.get("output", str, f"results/{name}")
     if not output.strip():
         raise top.error("output", "must not be empty")
     return RunConfig(name, task, models, methods, decoding, timing, output, str(file), variant, variants, data)
+
+
+MAX_CHAIN = 8
+
+
+def read_models(file: Path, data: Any) -> ModelsConfig:
+    """The `models` section: a drafter and a verifier (with `middle`, a chain), or the whole chain as `chain`."""
+    m = _Section(file, "models", data, (*keys_of(ModelsConfig), "chain"))
+    if "chain" not in m.data:
+        models = ModelsConfig(**m.fields(ModelsConfig))
+        if len(models.chain) > MAX_CHAIN:
+            raise m.error("middle", f"makes a chain of {len(models.chain)} models; at most {MAX_CHAIN}")
+        return models
+    both = [key for key in ("drafter", "verifier", "middle") if key in m.data]
+    if both:
+        raise m.error(both[0], "give either chain (every model, smallest first) or drafter and verifier (with "
+                      "middle), not both")
+    chain = m.strings("chain")
+    if len(chain) < 2:
+        raise m.error("chain", f"names {len(chain)} model; a chain needs at least two, smallest first")
+    if len(chain) > MAX_CHAIN:
+        raise m.error("chain", f"names {len(chain)} models; at most {MAX_CHAIN}")
+    return ModelsConfig(**m.fields(ModelsConfig, drafter=chain[0], verifier=chain[-1], middle=chain[1:-1]))
 
 
 def _row_function(section: _Section, file: Path, spec: str) -> str:

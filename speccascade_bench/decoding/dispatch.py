@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ..models.cached import ModelPair
 from ..settings import suggest
+from .chain import decode_chain_seq_cascade, decode_chain_spec_cascade, decode_middle, decode_staged_spec
 from .loops import decode_bild, decode_drafter, decode_seq_cascade, decode_token_cascade, decode_verifier
 from .methods import METHODS
 from .sampling import DecodeResult
@@ -29,6 +30,10 @@ DECODERS: dict[str, Decoder] = {
     "lossy_spec_decode": decode_lossy_spec,
     "spec_cascade": decode_spec_cascade,
     "bild": decode_bild,
+    "middle": decode_middle,
+    "staged_spec_decode": decode_staged_spec,
+    "chain_spec_cascade": decode_chain_spec_cascade,
+    "chain_seq_cascade": decode_chain_seq_cascade,
 }
 
 assert set(DECODERS) == set(METHODS), "every registered method needs a decoder"

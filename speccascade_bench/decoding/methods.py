@@ -47,6 +47,7 @@ class Param:
     integer: bool = False
     labels_curve: bool = False  # part of a curve's name (not the swept parameter that traces the curve)
     needs: tuple[str, str] | None = None  # (choice, value): it applies, and is then required, only at that value
+    per_level: bool = False  # a chain method's list of one value per level (per adjacent pair of models)
 
     def range_text(self) -> str:
         if self.choices:
@@ -85,6 +86,15 @@ class MethodSpec:
     one_of: tuple[str, ...] = ()     # exactly one of these parameters must be given
     derived_by: str | None = None    # a run setting this parameter is evaluated from the baselines' outputs
     marker: str | None = None        # drawn as a single point with this marker (no parameter to sweep)
+    chain: bool = False              # calls every model of the chain; its per-level parameters have one value per level
+
+    def roles_for(self, chain_roles: tuple[str, ...], params: dict | None = None) -> tuple[str, ...]:
+        """The roles of the models it calls in a chain with `chain_roles` (a middle model's run: that model)."""
+        if self.chain:
+            return chain_roles
+        if self.name == MIDDLE:
+            return (f"middle{int((params or {})['level'])}",)
+        return self.roles
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -99,12 +109,21 @@ REFERENCE = "verifier"
 
 DRAFTER = "drafter"
 
+MIDDLE = "middle"  # a middle model of a chain alone (its `level`: 1 is the one after the drafter)
+
+PER_LEVEL_GAMMA = Param("draft_lengths", "tokens each model drafts per round for the next, one per level (the "
+                        "drafter's first); defaults to decoding.draft_length at every level", 1, 64, tag="g",
+                        integer=True, per_level=True)
+
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         MethodSpec(DRAFTER, "autoregressive decoding with the drafter alone", roles=("drafter",), marker="s"),
         MethodSpec(REFERENCE, "autoregressive decoding with the verifier alone", roles=("verifier",),
                    marker="*"),
+        MethodSpec(MIDDLE, "autoregressive decoding with one middle model of a chain alone",
+                   (Param("level", "which middle model: 1 is the one after the drafter", 1, 62, required=True,
+                          tag="l", integer=True, sweepable=False),), roles=(), marker="^"),
         MethodSpec(
             "seq_cascade",
             "Chow cascade on a sequence confidence: defer the whole output to the verifier when the "
@@ -174,15 +193,54 @@ METHODS: dict[str, MethodSpec] = {
                       labels_curve=True),
             ),
         ),
+        MethodSpec(
+            "staged_spec_decode",
+            "staged speculative decoding (Spector and Re 2023; CS Drafting's vertical cascade): each model of the "
+            "chain drafts for the next by lossless speculative decoding; the output follows the verifier exactly",
+            (PER_LEVEL_GAMMA,), chain=True, marker="P",
+        ),
+        MethodSpec(
+            "chain_spec_cascade",
+            "speculative cascade across a chain: at each level the next model verifies the drafts of the levels "
+            "below against the target of that level's deferral rule (on a pair: spec_cascade)",
+            (
+                Param("rules", "deferral rule per level", required=True, sweepable=False, choices=RULES,
+                      labels_curve=True, per_level=True),
+                Param("alphas", "deferral parameter per level; each in its rule's range", required=True, tag="a",
+                      per_level=True),
+                PER_LEVEL_GAMMA,
+                Param("bonus", "as spec_cascade's, at every level", default="target", sweepable=False,
+                      choices=("target", "verifier"), labels_curve=True),
+            ),
+            chain=True,
+        ),
+        MethodSpec(
+            "chain_seq_cascade",
+            "Chow cascade over a chain: each model keeps its output unless its sequence confidence is low, else "
+            "the next model decodes from scratch",
+            (
+                Param("alphas", "deferral rate per level: the fraction of the examples reaching a model that it "
+                      "defers to the next (a quantile of its confidence over them)", 0.0, 1.0, tag="a",
+                      per_level=True),
+                Param("thresholds", "absolute confidence threshold per level; a model defers when below", None,
+                      0.0, tag="t", per_level=True),
+                Param("sequence_score", "as seq_cascade's, for every model", default="chow_average",
+                      sweepable=False, choices=SEQUENCE_SCORES, labels_curve=True),
+            ),
+            one_of=("alphas", "thresholds"),
+            derived_by="alphas",
+            chain=True,
+        ),
     )
 }
 
 
 def alpha_param(method: str, rule: str | None) -> Param | None:
-    """The alpha parameter of a method, with the range of its rule for spec_cascade."""
+    """The alpha parameter of a method (a chain method's `alphas`), with the range of its rule (a level's rule)
+    for the speculative cascades."""
     spec = METHODS[method]
-    base = spec.param("alpha")
-    if base is None or method != "spec_cascade" or rule is None:
+    base = spec.param("alphas" if spec.chain else "alpha")
+    if base is None or spec.param("rules" if spec.chain else "rule") is None or rule is None:
         return base
     low, high = RULE_ALPHA_RANGE[rule]
     return replace(base, low=low, high=high)

@@ -46,6 +46,12 @@ class DecodeResult:
     rejections: int = 0              # rounds that ended at a rejected draft token (not all accepted)
     deferred: float = 0.0            # positions deferred to the verifier (expected mass for token rules)
     drafter_token_logprobs: list[float] | None = None  # unscaled log q of each of the drafter's own output tokens
+    calls: dict[str, int] | None = None  # forward calls per role, where more than the drafter and verifier ran
+    levels: list[dict] | None = None     # a chain's counters per level (drafter->middle1, ..., ->verifier)
+
+    def calls_by_role(self) -> dict[str, int]:
+        return self.calls if self.calls is not None else {"drafter": self.drafter_calls,
+                                                          "verifier": self.verifier_calls}
 
     @property
     def output_length(self) -> int:

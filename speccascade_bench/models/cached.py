@@ -1,4 +1,4 @@
-"""Models: loading a drafter/verifier pair and driving one model's decoder with a KV cache.
+"""Models: a drafter/verifier pair (or a chain of models) and driving one model's decoder with a KV cache.
 
 This is the only layer that calls models. `CachedDecoder` holds one model's state for one example:
 the token sequence so far, how much of it the KV cache covers, and (encoder-decoder models) the encoder
@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from .settings import chain_roles
 
 _SPECIAL_TOKENS = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
 
@@ -138,11 +140,17 @@ class CachedDecoder:
         if length < self.prompt_length:
             raise ValueError("cannot truncate into the prompt")
         del self.tokens[length:]
-        if self.cached > length:
+        self.uncache(len(self.tokens) - length)
+
+    def uncache(self, positions: int) -> None:
+        """Crop the cache so that the last `positions` tokens are not in it (`logits(keep=positions)` can then
+        score them all), the tokens themselves kept."""
+        keep = len(self.tokens) - positions
+        if self.cached > keep:
             self_attention = getattr(self._cache, "self_attention_cache", self._cache)
             with torch.inference_mode():
-                _crop(self_attention, self.cached - length)
-            self.cached = length
+                _crop(self_attention, self.cached - keep)
+            self.cached = keep
 
     @torch.inference_mode()
     def logits(self, keep: int = 1) -> Tensor:
@@ -188,8 +196,10 @@ class CachedDecoder:
 
 @dataclass
 class ModelPair:
-    """A drafter and a verifier that share a vocabulary, with their tokenizer. Decoding also ends where the
-    output's text first contains one of the `stop` strings (set per task)."""
+    """A drafter and a verifier that share a vocabulary, with their tokenizer, and the models of a chain between
+    them (`middle`, smallest first; none for a pair). Each model plays a role (`roles`): the drafter, `middle1`,
+    ..., the verifier. Decoding also ends where the output's text first contains one of the `stop` strings (set
+    per task)."""
 
     drafter: object
     verifier: object
@@ -199,7 +209,20 @@ class ModelPair:
     static: StaticShapes | None = None
     stop: tuple[str, ...] = ()
     vocab_size: int | None = None  # logits are cut to the shared vocabulary when the embeddings differ in size
+    middle: tuple[object, ...] = ()
     _static_states: dict[str, _StaticState] = field(default_factory=dict, repr=False)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return chain_roles(len(self.middle) + 2)
+
+    def model(self, role: str):
+        """The model that plays `role`."""
+        if role.startswith("middle") and role[6:].isdigit() and 1 <= int(role[6:]) <= len(self.middle):
+            return self.middle[int(role[6:]) - 1]
+        if role in ("drafter", "verifier"):
+            return getattr(self, role)
+        raise ValueError(f"no model plays the role {role!r}; the roles are {', '.join(self.roles)}")
 
     def use_static_caches(self, shapes: StaticShapes, sample_input: Tensor | None = None) -> None:
         """Preallocate a static KV cache per model at `shapes`' sizes; every later decoder of the pair uses
@@ -210,8 +233,8 @@ class ModelPair:
         if shapes.compile_mode is not None and sample_input is None:
             raise ValueError("compiling the decode steps needs a sample input")
         self.static = shapes
-        for role in ("drafter", "verifier"):
-            model = getattr(self, role)
+        for role in self.roles:
+            model = self.model(role)
             config = model.config.get_text_config(decoder=True)
             if model.config.is_encoder_decoder:
                 capacity = shapes.max_new_tokens + 1
@@ -274,7 +297,7 @@ class ModelPair:
 
     def decoder(self, role: str, input_ids: Tensor) -> CachedDecoder:
         static = (self.static, self._static_states[role]) if self.static is not None else None
-        return CachedDecoder(getattr(self, role), input_ids, self.start_token_id, static, self.vocab_size)
+        return CachedDecoder(self.model(role), input_ids, self.start_token_id, static, self.vocab_size)
 
     def encode(self, text: str, max_tokens: int) -> Tensor:
         """Tokenise one input: [1, L] ids on the pair's device."""

@@ -1,6 +1,7 @@
 """Loading models and tokenizers by hub name or local path (or a shape preset), with one-line errors.
 
-A drafter and a verifier must share a vocabulary (`check_compatible`); a tokenizer must fit its model
+A drafter and a verifier (and the models of a chain between them) must share a vocabulary
+(`check_compatible`); a tokenizer must fit its model
 (`check_tokenizer`). `load_pair` returns the `ModelPair` that decoding drives.
 """
 
@@ -12,6 +13,7 @@ import torch
 
 from .cached import _SPECIAL_TOKENS, ModelPair
 from .presets import build_preset, is_preset
+from .settings import chain_roles
 
 
 class ModelLoadError(RuntimeError):
@@ -139,18 +141,23 @@ def check_tokenizer(tokenizer, model, name: str, setting: str = "models.tokenize
 
 
 def load_pair(drafter: str, verifier: str, tokenizer: str | None = None, device: str = "auto",
-              dtype: str = "float32") -> ModelPair:
-    """Load a drafter/verifier pair by hub name or local path and check that they and the tokenizer fit
-    together. The tokenizer defaults to the verifier's (`byt5` for shape presets)."""
+              dtype: str = "float32", middle: tuple[str, ...] = ()) -> ModelPair:
+    """Load a drafter/verifier pair (with `middle`, a chain: the models between them, smallest first) by hub name
+    or local path and check that every model and the tokenizer fit together. The tokenizer defaults to the
+    verifier's (`byt5` for shape presets)."""
     torch_device = resolve_device(device)
     torch_dtype = getattr(torch, dtype)
-    drafter_model = _load_model(drafter, "drafter", torch_device, torch_dtype)
-    verifier_model = _load_model(verifier, "verifier", torch_device, torch_dtype)
+    names = (drafter, *middle, verifier)
+    roles = chain_roles(len(names))
+    models = [_load_model(name, role, torch_device, torch_dtype) for name, role in zip(names, roles, strict=True)]
     name = tokenizer or ("byt5" if is_preset(verifier) else verifier)
     tok = load_tokenizer(name)
-    check_compatible(drafter_model.config, verifier_model.config, tokens=len(tok))
-    check_tokenizer(tok, verifier_model, name)
-    check_tokenizer(tok, drafter_model, name)
-    shared = min(drafter_model.config.vocab_size, verifier_model.config.vocab_size)
-    vocab = None if drafter_model.config.vocab_size == verifier_model.config.vocab_size else shared
-    return ModelPair(drafter_model, verifier_model, tok, torch_device, torch_dtype, vocab_size=vocab)
+    for role, model in zip(roles, models, strict=True):
+        if role != "verifier":
+            check_compatible(model.config, models[-1].config, (role, "verifier"), tokens=len(tok))
+    for model in reversed(models):
+        check_tokenizer(tok, model, name)
+    sizes = {model.config.vocab_size for model in models}
+    vocab = None if len(sizes) == 1 else min(sizes)
+    return ModelPair(models[0], models[-1], tok, torch_device, torch_dtype, vocab_size=vocab,
+                     middle=tuple(models[1:-1]))

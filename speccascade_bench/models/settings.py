@@ -16,12 +16,37 @@ CACHES = ("dynamic", "static")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
 
+def chain_roles(models: int) -> tuple[str, ...]:
+    """The role names of a chain of `models` models, smallest first: the drafter, `middle1`, `middle2`, ... and
+    the verifier (a pair is the chain of two)."""
+    if models < 2:
+        raise ValueError(f"a chain needs at least two models, got {models}")
+    return ("drafter", *(f"middle{i}" for i in range(1, models - 1)), "verifier")
+
+
 @dataclass(frozen=True)
 class ModelsConfig:
+    """The models and how they run. A chain of three or more models names the models between the drafter and
+    the verifier in `middle`, smallest first (a config may instead list the whole chain under `chain`)."""
+
     drafter: str = option()
     verifier: str = option()
+    middle: tuple[str, ...] = option(())
     tokenizer: str | None = option(None)
     dtype: str = option("float32", choices=DTYPES)
     device: str = option("auto", choices=DEVICES)
     cache: str = option("dynamic", choices=CACHES)
     compile: str = option("none", choices=COMPILE_MODES)
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """Every model, smallest first: the drafter, the middle models, the verifier."""
+        return (self.drafter, *self.middle, self.verifier)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The role of each model of `chain`: drafter, middle1, ..., verifier."""
+        return chain_roles(len(self.middle) + 2)
+
+    def name_of(self, role: str) -> str:
+        return dict(zip(self.roles, self.chain, strict=True))[role]

@@ -4,16 +4,14 @@ the results per example so that an interrupted run resumes where it stopped."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from pathlib import Path
 
-from ..decoding import deferral
-from ..decoding.methods import DRAFTER, REFERENCE
-from ..files import ResultsError, write_atomic
+from ..files import ResultsError
 from ..models.loading import load_pair, resolve_device
 from ..tasks.data import Example
 from ..tasks.scoring import Scorer
+from .derived import write_derived
 from .folder import CALL_COSTS_FILE, LOCK_FILE, RunLock, check_output, clean, write_json_atomic
 from .manifest import check_resume, start_manifest
 from .plan import PROBE_EXAMPLES, Job, prepare
@@ -58,7 +56,8 @@ def run_job(job: Job, fresh: bool = False, progress: Progress | None = None, las
     with results_folder(job.out, fresh):
         check_resume(job.out, job.resolved, hardware)
         todo = remaining(job, done_examples(job))
-        pair = load_pair(models.drafter, models.verifier, models.tokenizer, models.device, models.dtype)
+        pair = load_pair(models.drafter, models.verifier, models.tokenizer, models.device, models.dtype,
+                         models.middle)
         session = Session(job.config, pair, job.decoded, device, job.examples[0], worker_label(hardware), progress,
                           Scorer(job.config.task, job.allow_code_execution, hidden=(job.out.resolve(),)))
         write_results(start_manifest, job.out, job.resolved, hardware, **job.manifest_fields())
@@ -72,7 +71,7 @@ def run_job(job: Job, fresh: bool = False, progress: Progress | None = None, las
 
 def finish(job: Job, last: Finisher | None = None) -> None:
     """After every example is decoded: the derived runs' files, then `last` (the summary, in `scb run`)."""
-    write_results(_write_derived, job.out, job.derived)
+    write_results(write_derived, job.out, job.derived)
     if last is not None:
         write_results(last, job.out)
 
@@ -138,57 +137,3 @@ def write_call_costs(out: Path, costs: dict[str, float], inputs: int) -> None:
     """Write measured call costs to CALL_COSTS_FILE (nothing when no draft length could be timed)."""
     if costs:
         write_json_atomic(out / CALL_COSTS_FILE, {"verify_call_cost": costs, "inputs": inputs})
-
-
-def _write_derived(out: Path, derived: list[MethodRun]) -> None:
-    drafter = read_run(examples_dir(out) / f"{DRAFTER}.jsonl")[0]
-    verifier = read_run(examples_dir(out) / f"{REFERENCE}.jsonl")[0]
-    for run in derived:
-        rows = seq_cascade_rows(drafter, verifier, run.params["alpha"], run.run_id, run.params)
-        path = examples_dir(out) / f"{run.run_id}.jsonl"
-        write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
-                     tmp=path.with_suffix(".tmp"))
-
-
-def seq_cascade_rows(drafter: list[dict], verifier: list[dict], rate: float, run_id: str,
-                     params: dict) -> list[dict]:
-    """Sequence-level Chow cascade at a deferral rate, from the drafter's and verifier's outputs: the
-    `rate` fraction of examples with the lowest drafter confidence (`sequence_confidence`) are deferred.
-    Latency of a deferred example is the drafter's plus the verifier's."""
-    by_id = {row["example_id"]: row for row in verifier}
-    common = [row for row in drafter if row["example_id"] in by_id]
-    order = sorted(common, key=lambda row: (sequence_confidence(row, params), row["example_id"]))
-    deferred_ids = {row["example_id"] for row in order[: round(rate * len(order))]}
-    rows = []
-    for draft in common:
-        deferred = draft["example_id"] in deferred_ids
-        chosen = by_id[draft["example_id"]] if deferred else draft
-        other = by_id[draft["example_id"]]
-        rows.append({
-            **chosen,
-            "run_id": run_id, "method": "seq_cascade", "params": params,
-            "latency_s": draft["latency_s"] + (other["latency_s"] if deferred else 0.0),
-            "latency_trials_s": None,
-            "drafter_calls": draft["drafter_calls"],
-            "verifier_calls": other["verifier_calls"] if deferred else 0,
-            "calls": {"drafter": draft["drafter_calls"], "verifier": other["verifier_calls"] if deferred else 0},
-            "deferred": float(chosen["output_tokens"]) if deferred else 0.0,
-            "confidence": draft["confidence"], "token_logprobs": draft.get("token_logprobs"),
-        })
-    return rows
-
-
-def sequence_confidence(row: dict, params: dict) -> float:
-    """A drafter row's confidence under seq_cascade's `sequence_score` (`deferral.sequence_score`). The mean is
-    the row's `confidence`; the sum follows from it; a quantile needs the token log-probabilities, which rows
-    recorded before they existed lack (a ResultsError: run the drafter again)."""
-    score = params.get("sequence_score", "chow_average")
-    if score == "chow_average":
-        return row["confidence"]
-    logprobs = row.get("token_logprobs")
-    if logprobs is None:
-        if score == "chow_sum":
-            return row["confidence"] * row["output_tokens"]
-        raise ResultsError(f"the drafter's rows have no token_logprobs (recorded by an earlier version), which "
-                           f"{score} needs; delete examples/{DRAFTER}.jsonl to decode the drafter again")
-    return deferral.sequence_score(logprobs, score, params.get("quantile"))

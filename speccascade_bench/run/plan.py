@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..decoding.methods import DRAFTER, METHODS, REFERENCE
+from ..decoding.methods import DRAFTER, METHODS, MIDDLE, REFERENCE
 from ..files import ResultsError
 from ..models.cached import StaticShapes
 from ..models.presets import PREFIX, T5_V1_1_SHAPES, is_preset, preset_shape
@@ -29,10 +29,11 @@ PROBE_EXAMPLES = 3  # ... of this many examples
 
 
 def plan(config: RunConfig, methods: tuple[str, ...] | None = None) -> tuple[list[MethodRun], list[MethodRun]]:
-    """The method runs to decode and the seq_cascade deferral-rate runs derived from drafter/verifier.
+    """The method runs to decode and the deferral-rate runs (seq_cascade's, chain_seq_cascade's) derived from the
+    one-model runs.
 
-    The verifier is always decoded (it is the latency reference); the drafter too when a deferral-rate
-    seq_cascade needs it."""
+    The verifier is always decoded (it is the latency reference); the drafter too when a deferral-rate run
+    needs it; in a chain, every model alone."""
     runs = [r for r in config.methods if methods is None or r.method in methods]
     if methods is not None:
         unknown = set(methods) - {r.method for r in config.methods}
@@ -41,18 +42,32 @@ def plan(config: RunConfig, methods: tuple[str, ...] | None = None) -> tuple[lis
                               f"config does not configure (it has {', '.join(config.method_names())})")
     derived = [r for r in runs if METHODS[r.method].derived_by in r.params]
     decoded = [r for r in runs if r not in derived]
-    needed = [REFERENCE] + ([DRAFTER] if derived else [])
-    for name in reversed(needed):
-        if not any(r.method == name for r in decoded):
-            decoded.insert(0, MethodRun(name, {}))
+    chain = config.models.middle
+    # A chain decodes each model alone: its per-call cost, and the outputs a chain_seq_cascade rate reads.
+    needed = [MethodRun(REFERENCE, {})]
+    if derived or chain:
+        needed.insert(0, MethodRun(DRAFTER, {}))
+    needed[1:1] = [MethodRun(MIDDLE, {"level": level}) for level in range(1, len(chain) + 1)]
+    for run in reversed(needed):
+        if not any(r.run_id == run.run_id for r in decoded):
+            decoded.insert(0, run)
     return decoded, derived
+
+
+def draft_lengths(runs: list[MethodRun]) -> set[int]:
+    """Every draft length of the runs (each level's of a chain method)."""
+    found = set()
+    for run in runs:
+        for name in ("draft_length", "draft_lengths"):
+            value = run.params.get(name)
+            found.update(int(v) for v in (value if isinstance(value, list | tuple) else [value]) if v is not None)
+    return found
 
 
 def static_shapes(config: RunConfig, runs: list[MethodRun]) -> StaticShapes:
     """The static cache sizes of a run: its token limits, and compiled steps up to the longest
     verification (draft length + 1) of any method run."""
-    gammas = {int(r.params.get("draft_length", config.decoding.draft_length)) for r in runs}
-    gammas.add(config.decoding.draft_length)
+    gammas = draft_lengths(runs) | {config.decoding.draft_length}
     mode = None if config.models.compile == "none" else config.models.compile
     return shapes_for(config.decoding.max_new_tokens, config.task.max_source_tokens, gammas, mode)
 
@@ -82,7 +97,8 @@ class Job:
         """The manifest's entries besides the config, hardware and versions."""
         models = self.config.models
         return {"limit": self.limit, "dtype": models.dtype,
-                "random_weights": [role for role in ("drafter", "verifier") if is_preset(getattr(models, role))]}
+                "random_weights": [role for role, name in zip(models.roles, models.chain, strict=True)
+                                   if is_preset(name)]}
 
 
 def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
@@ -110,6 +126,7 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
     if not examples:
         raise ResultsError("the task selected no examples")
     check_positions(config)
+    check_chain(config)
     if config.task.chat:
         check_chat_template(config, examples[0])
     return Job(config, out, decoded, derived, examples, manifest_config(config), options.limit,
@@ -153,23 +170,65 @@ def check_sandbox(config: RunConfig, where: str = "on this machine") -> None:
                           f"{where}: {why}")
 
 
+def _readable_configs(config: RunConfig):
+    """(role, transformers config) of each model whose config file can be read here, without weights (presets and
+    hub names off-line are left out)."""
+    from transformers import AutoConfig
+
+    for role, name in zip(config.models.roles, config.models.chain, strict=True):
+        if is_preset(name):
+            continue
+        try:
+            yield role, AutoConfig.from_pretrained(name)
+        except (OSError, ValueError):
+            continue
+
+
+def check_chain(config: RunConfig) -> None:
+    """The models share a vocabulary, special tokens and architecture family (`check_compatible`, on their config
+    files), and in a chain every model folder that holds a tokenizer holds the run's tokenizer; checked before any
+    model loads, on what can be read here (a ConfigError on the models' key)."""
+    from ..models.loading import ModelLoadError, check_compatible, load_tokenizer
+
+    models = config.models
+    key = "models.chain" if models.middle else "models.drafter"
+    readable = dict(_readable_configs(config))
+    if "verifier" in readable:
+        for role, model_config in readable.items():
+            if role != "verifier":
+                try:
+                    check_compatible(model_config, readable["verifier"], (role, "verifier"))
+                except ModelLoadError as exc:
+                    raise ConfigError(config.file, key, str(exc)) from None
+    if not models.middle:
+        return
+    name = models.tokenizer or ("byt5" if is_preset(models.verifier) else models.verifier)
+    try:
+        vocab = load_tokenizer(name).get_vocab()
+    except (ModelLoadError, OSError, ValueError):
+        return
+    for role, model in zip(models.roles, models.chain, strict=True):
+        if model == name or not (looks_like_path(model) and Path(model).expanduser().is_dir()):
+            continue
+        try:
+            theirs = load_tokenizer(model).get_vocab()
+        except (ModelLoadError, OSError, ValueError):
+            continue  # a folder without tokenizer files uses the run's
+        if theirs != vocab:
+            raise ConfigError(config.file, key, f"the {role} {model!r} has another tokenizer than the run's {name!r} "
+                              f"({len(theirs)} tokens against {len(vocab)}, or the same count mapped otherwise): "
+                              "every model of a chain must share one")
+
+
 def check_positions(config: RunConfig) -> None:
     """Each model with a bounded number of positions (its config's max_position_embeddings; T5's are relative
     and unbounded) can hold the longest sequence a run may build: a prompt of task.max_source_tokens (prompts
     are cut to it), then decoding.max_new_tokens and one more position (decoder-only), or either one alone
     (encoder-decoder). Read from each model's config file, without weights, before any model loads; a model
     whose config cannot be read here (a hub name off-line) is left to the model loader's own error."""
-    from transformers import AutoConfig
-
     task, decoding = config.task, config.decoding
-    for role in ("drafter", "verifier"):
-        name = getattr(config.models, role)
-        if is_preset(name):
-            continue
-        try:
-            model_config = AutoConfig.from_pretrained(name)
-        except (OSError, ValueError):
-            continue
+    for role, model_config in _readable_configs(config):
+        name = config.models.name_of(role)
         limit = getattr(model_config, "max_position_embeddings", None)
         if not isinstance(limit, int):
             continue
@@ -195,12 +254,13 @@ def validate_resources(config: RunConfig) -> None:
         shots = replace(config.task, dataset=fewshot.dataset, target=fewshot.target or config.task.target, tests=None,
                         test_setup=None)
         check_local_task(file, "task.fewshot.dataset", shots)
-    for role in ("drafter", "verifier", "tokenizer"):
-        name = getattr(config.models, role)
+    models = config.models
+    for role, name in (*zip(models.roles, models.chain, strict=True), ("tokenizer", models.tokenizer)):
+        key = "models.chain" if models.middle and role != "tokenizer" else f"models.{role}"
         if name and is_preset(name):
             if role == "tokenizer" or preset_shape(name) not in T5_V1_1_SHAPES:
-                raise ConfigError(file, f"models.{role}", f"unknown shape preset {short(name)}"
+                raise ConfigError(file, key, f"unknown shape preset {short(name)}"
                                   f"{suggest(preset_shape(name)[:100], T5_V1_1_SHAPES)}; presets: "
                                   + ", ".join(PREFIX + shape for shape in T5_V1_1_SHAPES))
         elif name and looks_like_path(name) and not Path(name).expanduser().exists():
-            raise ConfigError(file, f"models.{role}", f"local model path not found: {name}")
+            raise ConfigError(file, key, f"local model path not found: {name}")

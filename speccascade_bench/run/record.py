@@ -65,7 +65,11 @@ class ExampleRow:
     latency_trials_s: list = column("list", "the seconds of each timed trial (null for derived runs)", nullable=True)
     drafter_calls: int = column("count", "drafter forward calls", summed=True)
     verifier_calls: int = column("count", "verifier forward calls", summed=True)
-    calls: dict = column("mapping", "forward calls per model role, `{role: n}` (the two fields above, by role)")
+    calls: dict = column("mapping", "forward calls per model role, `{role: n}` (the two fields above, by role; a "
+                         "chain's middle models as `middle1`, `middle2`, ...)")
+    levels: list = column("list", "a chain method's counters per level (drafter->middle1, ..., ->verifier), each "
+                          "`{drafted, accepted, rounds, rejections, deferred}` as the fields below count them for the "
+                          "last level (null for other methods)", nullable=True)
     drafted: int = column("count", "draft tokens the verifier judged", summed=True)
     accepted: int = column("count", "draft tokens it accepted", summed=True)
     rounds: int = column("count", "speculative rounds (verifier turns for BiLD)", summed=True)
@@ -108,6 +112,12 @@ def problem(row: dict) -> str | None:
         if why:
             return why
     return None
+
+
+def calls_of(row: dict, role: str) -> int:
+    """A row's calls of one role (rows written before `calls` existed have `drafter_calls`, `verifier_calls`)."""
+    by_role = row.get("calls")
+    return by_role.get(role, 0) if isinstance(by_role, dict) else row.get(f"{role}_calls", 0)
 
 
 def markdown_table() -> str:

@@ -16,7 +16,7 @@ from ..tasks.data import Example
 from ..tasks.prompts import cut_at_stop, prompt_ids
 from ..tasks.scoring import Scorer
 from .manifest import device_kind
-from .plan import PROBE_EXAMPLES, PROBE_POSITIONS, prompt_format, static_shapes
+from .plan import PROBE_EXAMPLES, PROBE_POSITIONS, draft_lengths, prompt_format, static_shapes
 from .record import ExampleRow
 from .settings import MethodRun, Progress, RunConfig
 from .timing import timed, wide_call_cost
@@ -51,7 +51,7 @@ def _record(example: Example, run: MethodRun, result, prediction: str, latencies
         prediction=prediction, reference=example.reference, references=list(example.references),
         output_tokens=result.output_length, input_tokens=input_tokens, latency_s=sum(latencies) / len(latencies),
         latency_trials_s=latencies, drafter_calls=result.drafter_calls, verifier_calls=result.verifier_calls,
-        calls={"drafter": result.drafter_calls, "verifier": result.verifier_calls},
+        calls=result.calls_by_role(), levels=result.levels,
         drafted=result.drafted, accepted=result.accepted, rounds=result.rounds,
         accepted_per_round=result.accepted_per_round, rejections=result.rejections, deferred=result.deferred,
         confidence=result.confidence, token_logprobs=result.drafter_token_logprobs)
@@ -132,7 +132,7 @@ def call_costs(pair, config: RunConfig, runs: list[MethodRun], inputs: list[torc
     """What one verifier call over gamma + 1 positions costs, in one-token verifier steps, for each draft length
     gamma of the runs (`timing.wide_call_cost`, from three positions spread over the output length); the
     summary prices Leviathan et al.'s prediction with it. Draft lengths too long for the outputs are left out."""
-    gammas = sorted({int(r.params["draft_length"]) for r in runs if "draft_length" in r.params})
+    gammas = sorted(draft_lengths(runs))
     costs = {}
     for gamma in gammas:
         # A position and a call must fit in the outputs; positions past PROBE_POSITIONS are not probed.

@@ -27,7 +27,7 @@ class TimingConfig:
 class MethodRun:
     """One method at one parameter setting: a curve point. `run_id` names its results file: the method,
     then each parameter in the registry's order (numbers after their tag, a required choice as its value,
-    an optional choice as `name_value` when it is not the default)."""
+    an optional choice as `name_value` when it is not the default; a chain's per-level values joined by `+`)."""
 
     method: str
     params: dict[str, Any]
@@ -39,7 +39,11 @@ class MethodRun:
             if param.name not in self.params:
                 continue
             value = self.params[param.name]
-            number = "" if param.choices else f"{param.tag or param.name}{_number_text(value)}"
+            if isinstance(value, list | tuple):  # one value per level of a chain
+                value = "+".join(str(v) if param.choices else _number_text(v) for v in value)
+                number = "" if param.choices else f"{param.tag or param.name}{value}"
+            else:
+                number = "" if param.choices else f"{param.tag or param.name}{_number_text(value)}"
             text = param.label(value, number, "_")
             if text is not None:
                 parts.append(text)

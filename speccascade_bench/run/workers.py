@@ -118,7 +118,8 @@ class ExampleWorker:
         pair_key = repr(models) if models.cache == "dynamic" else None  # a static cache is sized per run
         if pair_key is None or pair_key != self._pair_key:
             self._pair = None
-            self._pair = load_pair(models.drafter, models.verifier, models.tokenizer, models.device, models.dtype)
+            self._pair = load_pair(models.drafter, models.verifier, models.tokenizer, models.device, models.dtype,
+                                   models.middle)
         self._pair_key = pair_key
         started = time.perf_counter()
         scorer = Scorer(config.task, spec["allow_code_execution"], hidden=(Path(spec["hidden"]),))

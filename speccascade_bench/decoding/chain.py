@@ -1,0 +1,270 @@
+"""Chains of models M_0 < M_1 < ... < M_n (the drafter, the middle models, the verifier): staged speculative
+decoding and the speculative cascade across a chain, one recursive sampler.
+
+Level j (1..n) is the pair (M_{j-1}, M_j). The drafts for M_j come from the levels below: M_0 samples them
+alone; for j >= 2, M_{j-1} verifies M_{j-2}'s drafts in rounds of speculative sampling and the tokens it
+settles are M_j's drafts. Each level's tokens follow a known distribution at every position (its row): M_0's
+own, or the target of the level that settled them (the verifier's distribution for lossless levels, a
+deferral rule's mixture for cascade levels). M_j's round accepts them against its own target with those rows
+as the draft distribution (paper Alg. 4), so every level is exact in its target and the verifier's output
+follows the top level's target: the verifier's distribution for staged speculative decoding, the cascades'
+composed mixture otherwise (docs/ALGORITHMS.md, "Chains").
+
+A level asked for m drafts settles rounds until it has m tokens, or m + 1 when the level above needs the
+row at its bonus position (a cascade with `bonus: target`): the extra token is dropped, its row kept.
+Every model's cache follows the sequence it is asked about (`_sync`), so rolled-back tokens are cropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..models.cached import CachedDecoder
+from . import deferral, rules
+from .deferral import RULES
+from .rules import Dists, Target
+from .sampling import DecodeResult, Ending, autoregressive, draw, ending, scaled
+
+
+@dataclass
+class LevelCounts:
+    """One level's counters: drafts its upper model judged and accepted, its rounds, the rounds that ended at
+    a rejection, and the positions (or, for token rules, the drafter mass) deferred to its upper model."""
+
+    drafted: int = 0
+    accepted: int = 0
+    rounds: int = 0
+    rejections: int = 0
+    deferred: float = 0.0
+    accepted_per_round: list[int] = field(default_factory=list)
+
+    def record(self) -> dict:
+        return {"drafted": self.drafted, "accepted": self.accepted, "rounds": self.rounds,
+                "rejections": self.rejections, "deferred": self.deferred}
+
+
+@dataclass(frozen=True)
+class Level:
+    """How level j settles its tokens: its draft length, its deferral rule and alpha (None: lossless), and
+    whether its bonus token is drawn from its target (then the level below gives the row at the bonus position)."""
+
+    gamma: int
+    rule: str | None = None
+    alpha: float = 0.0
+    bonus_from_target: bool = False
+
+
+def _sync(decoder: CachedDecoder, tokens: list[int]) -> None:
+    """Point a decoder at the output `tokens`: keep what it shares with them (cache included), drop the rest,
+    append what it lacks."""
+    have = decoder.generated
+    common = 0
+    for mine, theirs in zip(have, tokens, strict=False):
+        if mine != theirs:
+            break
+        common += 1
+    if common < len(have):
+        decoder.truncate(decoder.prompt_length + common)
+    decoder.extend(tokens[common:])
+
+
+def cascade_level(rule: str, alpha: float, draft: Dists, verifier: Dists) -> tuple[Dists, Tensor]:
+    """A deferral rule's target at n positions (paper eqs. 6 and 11) as Dists, and each position's deferral
+    probability [n]. The scaled part is the target; the unscaled part is the same mixture of the unscaled
+    distributions, with the same decisions: what the level above reads as this level's confidence."""
+    spec = RULES[rule]
+    decided = spec.decide(draft, verifier, alpha)
+    if spec.per_token:
+        mix, deferred = rules.token_cascade_target, (decided.float() * draft.scaled).sum(-1)
+    else:
+        mix, deferred = rules.cascade_target, decided.float()
+    return Dists(mix(draft.probs, verifier.probs, decided), mix(draft.scaled, verifier.scaled, decided)), deferred
+
+
+class ChainSampler:
+    """One example decoded through a chain; `settle(len(models) - 1, [], limit)` is the whole output."""
+
+    def __init__(self, pair, input_ids: Tensor, settings, levels: list[Level], generator):
+        self.roles = pair.roles
+        self.decoders = [pair.decoder(role, input_ids) for role in self.roles]
+        if len(levels) != len(self.decoders) - 1:
+            raise ValueError(f"a chain of {len(self.decoders)} models has {len(self.decoders) - 1} levels, "
+                             f"got settings for {len(levels)}")
+        self.settings, self.levels, self.generator = settings, levels, generator
+        self.end: Ending = ending(pair, settings)
+        self.counts = [LevelCounts() for _ in levels]
+
+    def draft(self, prefix: list[int], wanted: int, with_next: bool) -> tuple[list[int], Dists, bool]:
+        """M_0 alone: up to `wanted` tokens after `prefix`, their rows (and the next position's with `with_next`),
+        and whether decoding ends within them."""
+        decoder, settings = self.decoders[0], self.settings
+        _sync(decoder, prefix)
+        decoder.uncache(1)  # the prefix may be all cached (the drafter's own tokens, settled above)
+        tokens: list[int] = []
+        logits_rows: list[Tensor] = []
+        scaled_rows: list[Tensor] = []
+        ended = False
+        for _ in range(wanted):
+            logits = decoder.logits()[-1]
+            distribution = scaled(settings, logits)
+            token = draw(settings, distribution, self.generator)
+            logits_rows.append(logits)
+            scaled_rows.append(distribution)
+            tokens.append(token)
+            decoder.extend([token])
+            if self.end.reached(prefix + tokens):
+                ended = True
+                break
+        if with_next and not ended:
+            logits = decoder.logits()[-1]
+            logits_rows.append(logits)
+            scaled_rows.append(scaled(settings, logits))
+        return tokens, Dists(torch.softmax(torch.stack(logits_rows), -1), torch.stack(scaled_rows)), ended
+
+    def settle(self, model: int, prefix: list[int], wanted: int,
+               with_next: bool = False) -> tuple[list[int], Dists | None, bool]:
+        """Tokens of model `model`'s level after `prefix`: rounds until `wanted` tokens (one more with `with_next`,
+        for its row) or the end of decoding; returns the tokens (at most `wanted`), their rows and whether
+        decoding ends within them."""
+        if model == 0:
+            return self.draft(prefix, wanted, with_next)
+        level, counts = self.levels[model - 1], self.counts[model - 1]
+        limit = self.end.limit
+        tokens: list[int] = []
+        probs: list[Tensor] = []
+        scaled_rows: list[Tensor] = []
+        ended = False
+        while len(tokens) < wanted + with_next and not ended:
+            base = prefix + tokens
+            asked = min(level.gamma, limit - len(base))
+            bonus_row = level.bonus_from_target and len(base) + asked < limit
+            drafts, draft, draft_ended = self.settle(model - 1, base, asked, bonus_row)
+            new, rows, accepted = self._round(model, base, drafts, draft, draft_ended, counts)
+            kept = self.end.clip(base + new, start=len(base) + max(0, accepted - 1))[len(base):]
+            tokens += kept
+            probs.append(rows.probs[: len(kept)])
+            scaled_rows.append(rows.scaled[: len(kept)])
+            ended = len(kept) < len(new) or self.end.reached(prefix + tokens)
+        ended = ended and len(tokens) <= wanted  # an end among the dropped tokens is no end of these
+        rows = Dists(torch.cat(probs), torch.cat(scaled_rows)) if probs else None
+        if rows is not None:
+            rows = rows.head(min(len(tokens), wanted) + (with_next and not ended))
+        return tokens[:wanted], rows, ended
+
+    def _round(self, model: int, base: list[int], drafts: list[int], draft: Dists, draft_ended: bool,
+               counts: LevelCounts) -> tuple[list[int], Dists, int]:
+        """One round of model `model` over `drafts` (rows `draft`): the settled tokens, each one's row, and how
+        many drafts it accepted."""
+        level, settings = self.levels[model - 1], self.settings
+        k = len(drafts)
+        bonus_kept = not draft_ended and len(base) + k < self.end.limit
+        decoder = self.decoders[model]
+        _sync(decoder, base + drafts)
+        decoder.uncache(k + 1)
+        verifier = Dists.from_logits(decoder.logits(keep=k + 1), settings.temperature, settings.top_p)
+        target, settled = self._target(level, draft, verifier)
+        outcome = rules.verify_round(torch.tensor(drafts, device=verifier.probs.device), draft.scaled[:k], target,
+                                     self.generator)
+        new = drafts[: outcome.accepted] + ([] if outcome.next_token is None else [outcome.next_token])
+        decided = min(outcome.accepted + (outcome.accepted < k or bonus_kept), target.deferral.shape[0])
+        counts.deferred += float(target.deferral[:decided].sum())
+        counts.rounds += 1
+        counts.drafted += k
+        counts.accepted += outcome.accepted
+        counts.accepted_per_round.append(outcome.accepted)
+        counts.rejections += outcome.accepted < k
+        return new, settled, outcome.accepted
+
+    def _target(self, level: Level, draft: Dists, verifier: Dists) -> tuple[Target, Dists]:
+        """A level's Target for `rules.verify_round` and the rows of its settled positions (k + 1: the bonus
+        position's is the distribution its bonus token is drawn from)."""
+        if level.rule is None:
+            return rules.lossless_target(draft, verifier), verifier
+        mixed, deferred = cascade_level(level.rule, level.alpha, draft, verifier.head(len(draft)))
+        target = rules._mixture_target(mixed.scaled, draft, verifier, deferred, not level.bonus_from_target)
+        if len(mixed) < len(verifier):  # the bonus comes from the verifier: so does its row
+            k = len(mixed)
+            mixed = Dists(torch.cat([mixed.probs, verifier.probs[k:]]), torch.cat([mixed.scaled, verifier.scaled[k:]]))
+        return target, mixed
+
+    def result(self, tokens: list[int]) -> DecodeResult:
+        top = self.counts[-1]
+        calls = {role: decoder.calls for role, decoder in zip(self.roles, self.decoders, strict=True)}
+        return DecodeResult(tokens, drafter_calls=calls["drafter"], verifier_calls=calls["verifier"],
+                            drafted=top.drafted, accepted=top.accepted, rounds=top.rounds,
+                            accepted_per_round=top.accepted_per_round, rejections=top.rejections,
+                            deferred=top.deferred, calls=calls, levels=[c.record() for c in self.counts])
+
+
+def _per_level(params: dict, name: str, levels: int, default) -> list:
+    values = params.get(name, [default] * levels)
+    values = list(values) if isinstance(values, list | tuple) else [values] * levels
+    if len(values) != levels:
+        raise ValueError(f"{name} has {len(values)} values; the chain has {levels} levels")
+    return values
+
+
+def chain_levels(pair, settings, params: dict, cascade: bool) -> list[Level]:
+    """Each level's settings from a chain method's parameters (per-level lists)."""
+    levels = len(pair.roles) - 1
+    gammas = _per_level(params, "draft_lengths", levels, settings.draft_length)
+    if not cascade:
+        return [Level(int(gamma)) for gamma in gammas]
+    from_target = params.get("bonus", "target") == "target"
+    chosen = _per_level(params, "rules", levels, None)
+    alphas = _per_level(params, "alphas", levels, None)
+    unknown = [rule for rule in chosen if rule not in RULES]
+    if unknown:
+        raise ValueError(f"unknown deferral rule {unknown[0]!r}")
+    return [Level(int(g), rule, float(a), from_target) for g, rule, a in zip(gammas, chosen, alphas, strict=True)]
+
+
+def _decode_chain(pair, input_ids, settings, levels: list[Level], generator) -> DecodeResult:
+    sampler = ChainSampler(pair, input_ids, settings, levels, generator)
+    tokens, _, _ = sampler.settle(len(levels), [], settings.max_new_tokens)
+    return sampler.result(tokens)
+
+
+def decode_staged_spec(pair, input_ids, settings, params, generator) -> DecodeResult:
+    return _decode_chain(pair, input_ids, settings, chain_levels(pair, settings, params, False), generator)
+
+
+def decode_chain_spec_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:
+    return _decode_chain(pair, input_ids, settings, chain_levels(pair, settings, params, True), generator)
+
+
+def decode_middle(pair, input_ids, settings, params, generator) -> DecodeResult:
+    """One middle model of a chain alone (`level` 1 is the one after the drafter), with its token log-probabilities
+    (what chain_seq_cascade's confidences read)."""
+    role = f"middle{int(params['level'])}"
+    decoder = pair.decoder(role, input_ids)
+    tokens, logprobs = autoregressive(decoder, settings, ending(pair, settings), generator, track_logprob=True)
+    return DecodeResult(tokens, calls={role: decoder.calls}, drafter_token_logprobs=logprobs)
+
+
+def decode_chain_seq_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:
+    """Each model in turn decodes from scratch, and keeps its output when its sequence confidence
+    (`deferral.sequence_score`) is at least its level's threshold; the verifier's output is always kept.
+    (Deferral rates are evaluated over a whole run from the one-model outputs: `run.derived.chain_seq_cascade_rows`.)"""
+    if "thresholds" not in params:
+        raise ValueError("chain_seq_cascade decodes one example only with absolute thresholds; deferral rates "
+                         "(alphas) are evaluated over a whole run from each model's outputs")
+    roles = pair.roles
+    thresholds = _per_level(params, "thresholds", len(roles) - 1, None)
+    end = ending(pair, settings)
+    calls: dict[str, int] = {}
+    for i, role in enumerate(roles):
+        decoder = pair.decoder(role, input_ids)
+        tokens, logprobs = autoregressive(decoder, settings, end, generator, track_logprob=True)
+        calls[role] = decoder.calls
+        if role == "drafter":
+            first = logprobs
+        if i == len(roles) - 1 or deferral.sequence_score(logprobs, params.get("sequence_score", "chow_average"),
+                                                           params.get("quantile")) >= thresholds[i]:
+            break
+    return DecodeResult(tokens, drafter_calls=calls["drafter"], verifier_calls=calls.get("verifier", 0),
+                        deferred=float(len(tokens)) * (i == len(roles) - 1), calls={r: calls.get(r, 0) for r in roles},
+                        drafter_token_logprobs=first)
