@@ -73,6 +73,10 @@ ci-run: $(TOY_DATA) $(TOY_LLM_DATA)
 	$(BIN)/scb report results/toy_llm_ci > /dev/null
 	$(BIN)/scb plot results/toy_llm_ci > /dev/null
 	$(BIN)/python scripts/check_results.py results/toy_llm_ci
+	$(BIN)/scb run --config configs/toy_chain_ci.yaml --fresh
+	$(BIN)/scb report results/toy_chain_ci > /dev/null
+	$(BIN)/scb plot results/toy_chain_ci > /dev/null
+	$(BIN)/python scripts/check_results.py results/toy_chain_ci
 
 # The suite's loops against generate(), its static-cache compiled path and assisted generation on the
 # toy pair; then per-token latency over output length and memory over examples (reports, no assertions).
@@ -81,11 +85,13 @@ bench: install
 	$(BIN)/python scripts/bench_peers.py --pair llm
 	$(BIN)/python scripts/bench_scaling.py
 	$(BIN)/python scripts/bench_scaling.py --cache static
+	$(BIN)/python scripts/bench_chain.py
 
 bench-quick: install
 	$(BIN)/python scripts/bench_peers.py --quick
 	$(BIN)/python scripts/bench_peers.py --quick --pair llm --compile-mode none
 	$(BIN)/python scripts/bench_scaling.py --quick
+	$(BIN)/python scripts/bench_chain.py --quick
 
 # On a GPU: the whole timing protocol of docs/PERFORMANCE.md, outputs in results/gpu-<date>/.
 bench-gpu: install

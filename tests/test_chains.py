@@ -279,3 +279,22 @@ def test_a_chain_run_records_calls_and_levels_and_reports_them(byte_chain):
     verifier_row = summary[summary["run_id"] == "verifier"].iloc[0]
     assert row["predicted_speedup"] > 0 and row["quality"] == verifier_row["quality"]
     assert "middle-l1" in set(summary["run_id"])
+
+
+PAPER = ["configs/wmt.yaml", "configs/cnn_dm.yaml", "configs/xsum.yaml"]
+LLM = ["cnn_dm", "gsm8k", "mbpp", "nq", "squad_v2", "triviaqa", "web_questions", "wmt"]
+
+
+@pytest.mark.parametrize("path", PAPER + [f"configs/llm/{name}.yaml" for name in LLM])
+def test_the_paper_configs_have_a_chain_variant(path):
+    from pathlib import Path
+
+    config = load_run_config(Path(__file__).parent.parent / path, "chain")
+    if "llm" in path:
+        assert config.models.chain == ("google/gemma-2-2b-it", "google/gemma-2-9b-it", "google/gemma-2-27b-it")
+    else:
+        task = Path(path).stem
+        assert config.models.chain == tuple(f"./checkpoints/t5-v1_1-{size}-{task}" for size in ("small", "base",
+                                                                                                 "large"))
+    methods = {run.method for run in config.methods}
+    assert {"staged_spec_decode", "chain_spec_cascade", "chain_seq_cascade", "spec_decode", "spec_cascade"} <= methods

@@ -226,6 +226,8 @@ METHODS: dict[str, MethodSpec] = {
                       0.0, tag="t", per_level=True),
                 Param("sequence_score", "as seq_cascade's, for every model", default="chow_average",
                       sweepable=False, choices=SEQUENCE_SCORES, labels_curve=True),
+                Param("quantile", "chow_quantile's quantile, as seq_cascade's", 0.0, 1.0, tag="q", labels_curve=True,
+                      needs=("sequence_score", "chow_quantile")),
             ),
             one_of=("alphas", "thresholds"),
             derived_by="alphas",
