@@ -100,7 +100,7 @@ def test_staged_sampling_follows_the_largest_model(family, sampling, one_thread)
     settings = DecodingConfig(max_new_tokens=2, draft_length=2, **sampling)
     generator = torch.Generator().manual_seed(11)
     samples = [tuple(decode("staged_spec_decode", models, ids, settings, {"draft_lengths": [2, 2]},
-                            generator).tokens) for _ in range(1200)]
+                            generator).tokens) for _ in range(1000)]
     assert _chi_square(samples, _verifier_two_tokens(models, ids, settings)) > 1e-3
 
 
@@ -118,7 +118,7 @@ def test_chain_cascade_samples_its_composed_target(rules, one_thread):
     generator = torch.Generator().manual_seed(3)
     params = {"rules": list(rules), "alphas": alphas, "draft_lengths": [2, 2]}
     samples = [tuple(decode("chain_spec_cascade", models, ids, settings, params, generator).tokens)
-               for _ in range(1200)]
+               for _ in range(1000)]
     exact = {(v,): float(p) for v, p in enumerate(target.scaled[0]) if p > 0}
     assert _chi_square(samples, exact) > 1e-3
 
@@ -298,3 +298,51 @@ def test_the_paper_configs_have_a_chain_variant(path):
                                                                                                  "large"))
     methods = {run.method for run in config.methods}
     assert {"staged_spec_decode", "chain_spec_cascade", "chain_seq_cascade", "spec_decode", "spec_cascade"} <= methods
+
+
+@pytest.mark.parametrize("family", ["t5", "llama"])
+def test_horizontal_staged_decoding_is_exact(family, one_thread):
+    models = chain(family, seed=2)
+    greedy = DecodingConfig(max_new_tokens=20, temperature=0.0)
+    for seed in range(3):
+        verifier = decode("verifier", models, prompt(seed), greedy).tokens
+        for horizontal in (1, 2):
+            params = {"draft_lengths": [2, 4], "horizontal": horizontal}
+            assert decode("staged_spec_decode", models, prompt(seed), greedy, params).tokens == verifier
+    if family == "llama":
+        return
+    models = chain(family, seed=3, noise=(0.8, 0.5))
+    ids = prompt(5)
+    settings = DecodingConfig(max_new_tokens=2, temperature=1.0)
+    generator = torch.Generator().manual_seed(12)
+    params = {"draft_lengths": [2, 3], "horizontal": 1}
+    samples = [tuple(decode("staged_spec_decode", models, ids, settings, params, generator).tokens)
+               for _ in range(1000)]
+    assert _chi_square(samples, _verifier_two_tokens(models, ids, settings)) > 1e-3
+
+
+def test_horizontal_counted_calls_match_a_hand_count():
+    """Three copies of one model, draft lengths (1, 3), horizontal 1, three tokens: the verifier's first draft comes
+    from the middle (drafter call 1, middle call 1, which settles two tokens and keeps one), the other two from the
+    drafter directly (calls 2 and 3); one verifier call accepts all three."""
+    model = tiny_t5(0)
+    models = ModelPair(model, model, None, CPU, torch.float32, middle=(model,))
+    ids = next(prompt(s) for s in range(50) if EOS not in decode("verifier", models, prompt(s),
+                                                                 DecodingConfig(max_new_tokens=5)).tokens)
+    result = decode("staged_spec_decode", models, ids, DecodingConfig(max_new_tokens=3, temperature=0.0),
+                    {"draft_lengths": [1, 3], "horizontal": 1})
+    assert result.calls == {"drafter": 3, "middle1": 1, "verifier": 1}
+    assert result.levels[0]["drafted"] == 1 and result.levels[1]["drafted"] == 3 == result.levels[1]["accepted"]
+
+
+@pytest.mark.parametrize("models,horizontal,message", [
+    (("drafter", "verifier"), 1, "needs a chain of three or more models"),
+    (("drafter", "middle", "verifier"), 3, "must be below the verifier's draft length (3"),
+])
+def test_bad_horizontal_is_refused(byte_chain, models, horizontal, message):
+    path = _config(byte_chain, _chain(byte_chain, *models), [
+        {"method": "staged_spec_decode", "draft_lengths": [2] * (len(models) - 2) + [3], "horizontal": horizontal}],
+        name="horizontal")
+    with pytest.raises(ConfigError) as error:
+        load_run_config(path)
+    assert error.value.key == "methods[0].horizontal" and message in error.value.message

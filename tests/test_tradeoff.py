@@ -2,7 +2,7 @@
 
 import pytest
 
-from speccascade_bench.analysis.tradeoff import best_quality_within, latency_to_match
+from speccascade_bench.analysis.tradeoff import best_quality_within, latency_to_match, leviathan_speedup
 
 CROSSING = [(0.3, 20.0), (0.5, 24.0), (0.7, 28.0), (1.2, 30.0)]  # reaches 26 between 0.5 and 0.7
 NEVER = [(0.2, 10.0), (0.6, 15.0), (0.9, 18.0)]
@@ -41,3 +41,29 @@ def test_leviathan_speedup_formula():
     # a machine where the verifier call over gamma + 1 positions costs r = 1.3 one-token steps
     assert leviathan_speedup(0.8, 4, 0.1, verify_cost=1.3) == pytest.approx((1 - 0.8**5) / (0.2 * 1.7))
     assert leviathan_speedup(1.0, 4, 0.0, verify_cost=2.0) == pytest.approx(2.5)
+
+
+def test_rounds_to_settle_at_its_extremes_and_by_hand():
+    from speccascade_bench.analysis.tradeoff import rounds_to_settle
+
+    assert rounds_to_settle(1.0, 2, 5) == 2.0  # every round settles 3: two rounds for 5 tokens
+    assert rounds_to_settle(0.0, 2, 5) == 5.0  # every round settles 1 (the replacement)
+    # gamma 1, a = 0.5: a round settles 1 or 2 tokens, each with probability 0.5; R(1) = 1, R(2) = 1 + 0.5 R(1).
+    assert rounds_to_settle(0.5, 1, 2) == pytest.approx(1.5)
+    assert rounds_to_settle(0.5, 1, 3) == pytest.approx(1 + 0.5 * 1.5 + 0.5 * 1)
+
+
+def test_chain_speedup_is_leviathans_on_a_pair_and_prices_the_middle_model():
+    from speccascade_bench.analysis.tradeoff import chain_speedup
+
+    for a, gamma, c in ((0.9, 5, 0.3), (0.6, 3, 0.1), (1.0, 4, 0.5)):
+        assert chain_speedup([a], [gamma], [c, 1.0]) == pytest.approx(leviathan_speedup(a, gamma, c))
+        assert chain_speedup([a], [gamma], [c, 1.0], bonus_rows=True) == \
+            pytest.approx(leviathan_speedup(a, gamma, c, gamma + 1))
+    # Every draft accepted, gammas (1, 3): the middle settles 2 tokens per round (cost c0 + c1), so the 3 drafts
+    # of a top round take 2 middle rounds; the top round settles 4 tokens for 2 (c0 + c1) + 1.
+    assert chain_speedup([1.0, 1.0], [1, 3], [0.1, 0.4, 1.0]) == pytest.approx(4 / (2 * 0.5 + 1))
+    # A free middle model with perfect acceptance makes the chain the middle's own speed-up over the verifier.
+    assert chain_speedup([1.0, 1.0], [4, 4], [0.0, 0.0, 1.0]) == pytest.approx(5.0)
+    with pytest.raises(ValueError):
+        chain_speedup([0.9, 0.9], [3], [0.1, 1.0])

@@ -21,12 +21,20 @@ COLUMNS = [
     ("vs_verifier", f"vs verifier ({100 * CONFIDENCE:.0f}% CI)", "{}"),
     ("latency_mean_s", "latency (ms)", "{:.1f}"), ("relative_latency", "rel. latency", "{:.3f}"),
     ("speedup", "speed-up", "{:.2f}x"), ("acceptance_rate", "accept", "{:.3f}"),
-    ("acceptance_prob", "accept prob", "{:.3f}"),
+    ("acceptance_prob", "accept prob", "{:.3f}"), ("acceptance_by_level", "accept prob by level", "{}"),
     ("tokens_per_round", "tok/round", "{:.2f}"), ("deferral_rate", "deferral", "{:.3f}"),
     ("predicted_speedup", "predicted", "{:.2f}x"), ("of_predicted", "of predicted", "{:.2f}"),
     ("verify_cost", "r", "{:.2f}"), ("of_predicted_at_r", "of pred. at r", "{:.2f}"),
     ("output_tokens_mean", "out tokens", "{:.1f}"),
 ]
+
+
+def _models_text(models: dict) -> str:
+    """The models of a run: the pair, or a chain smallest first."""
+    if not models.get("middle"):
+        return f"drafter `{models['drafter']}`, verifier `{models['verifier']}`"
+    chain = [models["drafter"], *models["middle"], models["verifier"]]
+    return "chain " + " -> ".join(f"`{name}`" for name in chain)
 
 
 def _cell(value, fmt: str, column: str) -> str:
@@ -117,8 +125,7 @@ def build_report(results: Path, frame: pd.DataFrame | None = None, mix_devices: 
     header = [
         f"# {cfg['name']}: {cfg['task']['dataset']} ({cfg['task']['metric']})",
         "",
-        f"- drafter `{cfg['models']['drafter']}`, verifier `{cfg['models']['verifier']}`, "
-        f"{manifest.get('dtype')} on {hardware.get('device')} ({device})",
+        f"- {_models_text(cfg['models'])}, {manifest.get('dtype')} on {hardware.get('device')} ({device})",
         f"- temperature {cfg['decoding']['temperature']}, top_p {cfg['decoding']['top_p']}, draft length "
         f"{cfg['decoding']['draft_length']}, max new tokens {cfg['decoding']['max_new_tokens']}, "
         f"{cfg['timing']['trials']} timing trial(s), {cfg['timing']['warmup']} warm-up example(s)",
@@ -153,10 +160,11 @@ def build_report(results: Path, frame: pd.DataFrame | None = None, mix_devices: 
         "interval holds 0 (no difference detected), 'worse' or 'better' where it does not; latency the mean "
         "seconds per example; relative latency is against the "
         "verifier on the same examples; accept is accepted / drafted tokens, accept prob the per-position "
-        "acceptance probability (accepted / judged positions); predicted is Leviathan et al.'s speed-up from "
-        "accept prob and c, and 'of predicted' the measured speed-up over it; r is what a verifier call over "
-        "gamma + 1 positions cost in one-token steps on this machine (the formula assumes 1), and 'of pred. "
-        "at r' the measured speed-up over the prediction priced with it.",
+        "acceptance probability (accepted / judged positions), for a chain at each level, smallest first; "
+        "predicted is Leviathan et al.'s speed-up from accept prob and c (for a chain, docs/ALGORITHMS.md: "
+        "the chain's predicted speed-up), and 'of predicted' the measured speed-up over it; r is what a "
+        "verifier call over gamma + 1 positions cost in one-token steps on this machine (the formula assumes "
+        "1), and 'of pred. at r' the measured speed-up over the prediction priced with it.",
         "",
     ]
     return "\n".join(header) + markdown_table(frame) + "\n\n" + tradeoff_table(frame)

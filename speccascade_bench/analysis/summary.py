@@ -127,7 +127,7 @@ def _verify_cost(folder: Folder, run: Run) -> float:
 def _level_acceptance(run: Run) -> list[float] | None:
     """A chain run's acceptance probability at each level (`acceptance_probability` of its rows' `levels`)."""
     levels = [row.get("levels") for row in run.rows]
-    if not levels or any(not isinstance(level, list) for level in levels):
+    if not levels or any(not isinstance(level, list) or len(level) != len(levels[0]) for level in levels):
         return None
     return [acceptance_probability(sum(row[j]["accepted"] for row in levels),
                                    sum(row[j]["rejections"] for row in levels)) for j in range(len(levels[0]))]
@@ -135,13 +135,13 @@ def _level_acceptance(run: Run) -> list[float] | None:
 
 def _chain_predicted(folder: Folder, run: Run) -> float:
     """`chain_speedup` from a chain run's acceptance per level, its draft lengths and each model's measured cost."""
-    acceptances = _level_acceptance(run)
-    if acceptances is None or not run.drafted:
+    acceptances, gammas = _level_acceptance(run), run.params.get("draft_lengths")
+    if acceptances is None or not run.drafted or not isinstance(gammas, list) or len(gammas) != len(acceptances):
         return math.nan
     roles = ["drafter", *(f"middle{j}" for j in range(1, len(acceptances))), "verifier"]
     costs = [folder.step_cost.get(role, math.nan) / folder.step_cost["verifier"] for role in roles]
-    return chain_speedup(acceptances, run.params["draft_lengths"], costs,
-                         run.params.get("bonus") == "target" and "rules" in run.params)
+    return chain_speedup(acceptances, gammas, costs,
+                         run.params.get("bonus") == "target" and "rules" in run.params, run.params.get("horizontal"))
 
 
 def _predicted(folder: Folder, run: Run, at_r: bool = False) -> float:

@@ -87,25 +87,49 @@ def leviathan_speedup(acceptance: float, gamma: int, cost_ratio: float, drafter_
     return (1 - acceptance ** (gamma + 1)) / ((1 - acceptance) * (calls * cost_ratio + verify_cost))
 
 
+def rounds_to_settle(acceptance: float, gamma: int, wanted: int) -> float:
+    """The expected rounds a level needs to settle at least `wanted` tokens when each round drafts `gamma` and
+    accepts each with probability a: a round settles k tokens (k - 1 accepted, then a replacement) with
+    probability a^(k-1)(1 - a) for k <= gamma, and gamma + 1 with a^gamma; R(m) = 1 + sum_k P(k) R(m - k),
+    R(m <= 0) = 0."""
+    settles = [acceptance ** (k - 1) * (1 - acceptance) for k in range(1, gamma + 1)] + [acceptance ** gamma]
+    rounds = [0.0] * (wanted + 1)
+    for m in range(1, wanted + 1):
+        rounds[m] = 1.0 + sum(p * rounds[m - k] for k, p in enumerate(settles, start=1) if m - k > 0)
+    return rounds[wanted]
+
+
 def chain_speedup(acceptances: Sequence[float], gammas: Sequence[int], costs: Sequence[float],
-                  bonus_rows: bool = False) -> float:
-    """The expected speed-up of a chain of models over its largest alone (docs/ALGORITHMS.md, "Chains"): level j
-    (1..n) drafts `gammas[j-1]` tokens of level j - 1 per round and accepts each with probability
-    `acceptances[j-1]`; `costs` are each model's per-call cost in verifier steps (the verifier's, 1, last). A token
-    of level 0 costs c_0; a round of level j costs (gamma_j + b) tokens of level j - 1 (b = 1 when the bonus is
-    drawn from the target, `bonus_rows`) and one call of its model, c_j, and settles
-    E_j = (1 - a_j^(gamma_j + 1)) / (1 - a_j) tokens; so a token of level j costs T_j = ((gamma_j + b) T_{j-1} +
-    c_j) / E_j, and the speed-up is 1 / T_n. On a pair it is `leviathan_speedup`. NaN when any input is."""
+                  bonus_rows: bool = False, horizontal: int | None = None) -> float:
+    """The expected speed-up of a chain of models over its largest alone (docs/ALGORITHMS.md, "The chain's
+    predicted speed-up"): level j (1..n) drafts `gammas[j-1]` tokens of level j - 1 per round and accepts each
+    with probability `acceptances[j-1]`; `costs` are each model's per-call cost in verifier steps (the
+    verifier's, 1, last). Settling m tokens at level 0 costs m c_0; at level j >= 1 it takes
+    `rounds_to_settle(a_j, gamma_j, m)` rounds of cost D_{j-1} + c_j, where D_{j-1}, the cost of one draft from
+    level j - 1, is that of settling gamma_j tokens there (gamma_j + 1 when the bonus is drawn from the target,
+    `bonus_rows`). The top level settles E = (1 - a_n^(gamma_n + 1)) / (1 - a_n) tokens per round of cost
+    D_{n-1} + 1: the speed-up is E / (D_{n-1} + 1), Leviathan et al.'s `leviathan_speedup` on a pair. With
+    `horizontal` h (CS Drafting's horizontal cascade) the top level's draft is h tokens of level n - 1 and the
+    rest of level 0: D_{n-1} = S_{n-1}(h) + (gamma_n - h + b) c_0. NaN when any input is."""
     if len(acceptances) != len(gammas) or len(costs) != len(gammas) + 1:
         raise ValueError("a chain of n + 1 models has n acceptances and draft lengths, and n + 1 costs")
-    values = [*acceptances, *costs]
-    if any(isinstance(v, float) and math.isnan(v) for v in values):
+    if any(isinstance(v, float) and math.isnan(v) for v in (*acceptances, *costs)):
         return math.nan
-    token = costs[0]
-    for acceptance, gamma, cost in zip(acceptances, gammas, costs[1:], strict=True):
-        settled = gamma + 1 if acceptance >= 1.0 else (1 - acceptance ** (gamma + 1)) / (1 - acceptance)
-        token = ((gamma + bonus_rows) * token + cost) / settled
-    return 1.0 / token
+
+    def settling(level: int, wanted: int) -> float:  # the cost of settling `wanted` tokens at `level`
+        if level == 0:
+            return wanted * costs[0]
+        gamma = gammas[level - 1]
+        round_cost = settling(level - 1, gamma + bonus_rows) + costs[level]
+        return rounds_to_settle(acceptances[level - 1], gamma, wanted) * round_cost
+
+    top, gamma = acceptances[-1], gammas[-1]
+    settled = gamma + 1 if top >= 1.0 else (1 - top ** (gamma + 1)) / (1 - top)
+    if horizontal is not None and len(gammas) > 1 and horizontal < gamma:
+        draft = settling(len(gammas) - 1, horizontal) + (gamma - horizontal + bonus_rows) * costs[0]
+    else:
+        draft = settling(len(gammas) - 1, gamma + bonus_rows)
+    return settled / (draft + costs[-1])
 
 
 def per_call_cost(seconds: Sequence[float], calls: Sequence[int]) -> float:

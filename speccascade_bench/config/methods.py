@@ -155,9 +155,23 @@ def _entry_runs(file: Path, prefix: str, entry: dict, default_gamma: int,
         grid["draft_length"] = [default_gamma]
     if "draft_lengths" not in grid and spec.param("draft_lengths"):
         grid["draft_lengths"] = [[default_gamma] * (len(roles) - 1)]
+    if "horizontal" in grid:
+        _check_horizontal(s, grid, roles)
     keys = list(grid)
     return (MethodRun(name, {**choices, **dict(zip(keys, combo, strict=True))})
             for combo in itertools.product(*(grid[k] for k in keys)))
+
+
+def _check_horizontal(s: _Section, grid: dict[str, list], roles: tuple[str, ...]) -> None:
+    """CS Drafting's horizontal cascade needs a model between the drafter and the verifier, and fewer positions
+    from the level below than the verifier's draft length (else it changes nothing)."""
+    if len(roles) < 3:
+        raise s.error("horizontal", "needs a chain of three or more models: on a pair every draft comes from the "
+                      "drafter already")
+    shortest = min(gammas[-1] for gammas in grid["draft_lengths"])
+    if max(grid["horizontal"]) >= shortest:
+        raise s.error("horizontal", f"must be below the verifier's draft length ({shortest}, the last of "
+                      "draft_lengths): the positions past it are the ones the drafter drafts")
 
 
 def read_methods(file: Path, data: Any, default_gamma: int, roles: tuple[str, ...]) -> tuple[MethodRun, ...]:

@@ -17,7 +17,7 @@ Every model's cache follows the sequence it is asked about (`_sync`), so rolled-
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -49,12 +49,14 @@ class LevelCounts:
 @dataclass(frozen=True)
 class Level:
     """How level j settles its tokens: its draft length, its deferral rule and alpha (None: lossless), and
-    whether its bonus token is drawn from its target (then the level below gives the row at the bonus position)."""
+    whether its bonus token is drawn from its target (then the level below gives the row at the bonus position);
+    with `horizontal`, only a round's first `horizontal` drafts come from the level below, the rest from M_0."""
 
     gamma: int
     rule: str | None = None
     alpha: float = 0.0
     bonus_from_target: bool = False
+    horizontal: int | None = None  # drafts past this many positions of a round come from M_0 directly
 
 
 def _sync(decoder: CachedDecoder, tokens: list[int]) -> None:
@@ -141,7 +143,7 @@ class ChainSampler:
             base = prefix + tokens
             asked = min(level.gamma, limit - len(base))
             bonus_row = level.bonus_from_target and len(base) + asked < limit
-            drafts, draft, draft_ended = self.settle(model - 1, base, asked, bonus_row)
+            drafts, draft, draft_ended = self._drafts(model, base, asked, bonus_row)
             new, rows, accepted = self._round(model, base, drafts, draft, draft_ended, counts)
             kept = self.end.clip(base + new, start=len(base) + max(0, accepted - 1))[len(base):]
             tokens += kept
@@ -153,6 +155,20 @@ class ChainSampler:
         if rows is not None:
             rows = rows.head(min(len(tokens), wanted) + (with_next and not ended))
         return tokens[:wanted], rows, ended
+
+    def _drafts(self, model: int, base: list[int], asked: int, with_next: bool) -> tuple[list[int], Dists, bool]:
+        """A round's drafts for model `model` and their rows: from the level below, or with `horizontal` (CS
+        Drafting's horizontal cascade) its first positions from the level below and the rest from M_0 alone.
+        Each draft's row is the distribution it was drawn from, so the round stays exact."""
+        head = self.levels[model - 1].horizontal
+        if head is None or model < 2 or head >= asked:
+            return self.settle(model - 1, base, asked, with_next)
+        drafts, rows, ended = self.settle(model - 1, base, head)
+        if ended:
+            return drafts, rows, ended
+        tail, tail_rows, ended = self.draft(base + drafts, asked - head, with_next)
+        return drafts + tail, Dists(torch.cat([rows.probs, tail_rows.probs]),
+                                    torch.cat([rows.scaled, tail_rows.scaled])), ended
 
     def _round(self, model: int, base: list[int], drafts: list[int], draft: Dists, draft_ended: bool,
                counts: LevelCounts) -> tuple[list[int], Dists, int]:
@@ -212,7 +228,10 @@ def chain_levels(pair, settings, params: dict, cascade: bool) -> list[Level]:
     levels = len(pair.roles) - 1
     gammas = _per_level(params, "draft_lengths", levels, settings.draft_length)
     if not cascade:
-        return [Level(int(gamma)) for gamma in gammas]
+        levels_ = [Level(int(gamma)) for gamma in gammas]
+        if params.get("horizontal") is not None:
+            levels_[-1] = replace(levels_[-1], horizontal=int(params["horizontal"]))
+        return levels_
     from_target = params.get("bonus", "target") == "target"
     chosen = _per_level(params, "rules", levels, None)
     alphas = _per_level(params, "alphas", levels, None)

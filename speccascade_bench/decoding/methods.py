@@ -197,7 +197,12 @@ METHODS: dict[str, MethodSpec] = {
             "staged_spec_decode",
             "staged speculative decoding (Spector and Re 2023; CS Drafting's vertical cascade): each model of the "
             "chain drafts for the next by lossless speculative decoding; the output follows the verifier exactly",
-            (PER_LEVEL_GAMMA,), chain=True, marker="P",
+            (PER_LEVEL_GAMMA,
+             Param("horizontal", "CS Drafting's horizontal cascade: the verifier's drafts come from the level "
+                   "below for the first `horizontal` positions of a round and from the drafter directly for the rest "
+                   "(a chain of three or more models; below the top level's draft length)", 1, 63, tag="h",
+                   integer=True, labels_curve=True)),
+            chain=True, marker="P",
         ),
         MethodSpec(
             "chain_spec_cascade",

@@ -29,6 +29,19 @@ def _count(name: str, value: Any) -> str | None:
     return f"has a negative {name} ({value})" if value < 0 else None
 
 
+LEVEL_COUNTS = ("drafted", "accepted", "rounds", "rejections", "deferred")
+
+
+def _levels(name: str, value: Any) -> str | None:
+    """A chain row's `levels`: a list of mappings, each with every count of LEVEL_COUNTS, finite and >= 0."""
+    if not isinstance(value, list) or not value:
+        return f"has a {name} that is not a non-empty list"
+    for level in value:
+        if not isinstance(level, dict) or any(_count(key, level.get(key)) for key in LEVEL_COUNTS):
+            return f"has a {name} entry without every count ({', '.join(LEVEL_COUNTS)}) as a number >= 0"
+    return None
+
+
 # kind -> (what the README calls it, why a present value is wrong or None)
 KINDS = {
     "id": ("integer >= 0", _id),
@@ -39,6 +52,7 @@ KINDS = {
     "text": ("text", lambda name, v: None if isinstance(v, str) else f"has no text {name}"),
     "mapping": ("mapping", lambda name, v: None if isinstance(v, dict) else f"has a {name} that is not a mapping"),
     "list": ("list", lambda name, v: None if isinstance(v, list) else f"has a {name} that is not a list"),
+    "levels": ("list of counts per level", _levels),
 }
 
 
@@ -67,7 +81,7 @@ class ExampleRow:
     verifier_calls: int = column("count", "verifier forward calls", summed=True)
     calls: dict = column("mapping", "forward calls per model role, `{role: n}` (the two fields above, by role; a "
                          "chain's middle models as `middle1`, `middle2`, ...)")
-    levels: list = column("list", "a chain method's counters per level (drafter->middle1, ..., ->verifier), each "
+    levels: list = column("levels", "a chain method's counters per level (drafter->middle1, ..., ->verifier), each "
                           "`{drafted, accepted, rounds, rejections, deferred}` as the fields below count them for the "
                           "last level (null for other methods)", nullable=True)
     drafted: int = column("count", "draft tokens the verifier judged", summed=True)
