@@ -16,6 +16,8 @@
 #   presets_dynamic  `scb run` of configs/latency_presets.yaml (T5 v1.1 small drafting for large, random
 #                    weights, bfloat16) with transformers' dynamic caches
 #   presets_static   the same on the fast path (static caches, CUDA graphs)
+#   presets_chain    the `chain` variant: T5 v1.1 small -> base -> large on the fast path, staged speculative
+#                    decoding against two-model speculative decoding (each model's per-call cost is real)
 # Environment: PYTHON (default python3); STAGES (the stages to run, default all, in the order above);
 # EXAMPLES (bench_peers examples, default 60); LIMIT (preset-run examples, default 20); STAGE_SECONDS (each
 # stage's limit, default 900); DEVICE (default cuda; cpu runs the same commands on a CPU, as a check of the
@@ -27,7 +29,7 @@ py=${PYTHON:-python3}
 examples=${EXAMPLES:-60}
 limit=${LIMIT:-20}
 stage_seconds=${STAGE_SECONDS:-900}
-stages=" ${STAGES:-exactness peers scaling_dynamic scaling_static presets_dynamic presets_static} "
+stages=" ${STAGES:-exactness peers scaling_dynamic scaling_static presets_dynamic presets_static presets_chain} "
 device=${DEVICE:-cuda}
 quick=()
 [ "${QUICK:-0}" = 1 ] && quick=(--quick)
@@ -69,6 +71,8 @@ stage presets_dynamic "$py" -m speccascade_bench.cli run --config configs/latenc
     --device "$device" --limit "$limit" --methods "$run_methods" --output "$out/latency_presets-dynamic" --fresh
 stage presets_static "$py" -m speccascade_bench.cli run --config configs/latency_presets.yaml \
     --device "$device" --limit "$limit" --methods "$run_methods" --output "$out/latency_presets" --fresh
+stage presets_chain "$py" -m speccascade_bench.cli run --config configs/latency_presets.yaml --variant chain \
+    --device "$device" --limit "$limit" --output "$out/latency_presets-chain" --fresh
 for run in "$out"/latency_presets*/; do
     [ -f "$run/summary.csv" ] && "$py" -m speccascade_bench.cli report "$run" > "$run/report.md" 2>&1
 done

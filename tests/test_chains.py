@@ -346,3 +346,45 @@ def test_bad_horizontal_is_refused(byte_chain, models, horizontal, message):
     with pytest.raises(ConfigError) as error:
         load_run_config(path)
     assert error.value.key == "methods[0].horizontal" and message in error.value.message
+
+
+@pytest.mark.parametrize("family", ["t5", "llama"])
+def test_a_chain_on_static_caches_matches_dynamic_caches(family, one_thread):
+    from speccascade_bench.models.cached import StaticShapes
+
+    dynamic, static = chain(family), chain(family)
+    static.use_static_caches(StaticShapes(max_new_tokens=16, max_source_tokens=8, max_step_tokens=6,
+                                          first_step_tokens=(1, 6)))
+    runs = [("middle", {"level": 1}), ("staged_spec_decode", {"draft_lengths": [2, 4]}),
+            ("staged_spec_decode", {"draft_lengths": [1, 5], "horizontal": 2}),
+            ("chain_spec_cascade", {"rules": ["opt", "token_v2"], "alphas": [0.2, 0.1], "draft_lengths": [2, 4]}),
+            ("chain_seq_cascade", {"thresholds": [-0.5, -0.5]})]
+    for seed in range(3):
+        for temperature in (0.0, 1.0):
+            settings = DecodingConfig(max_new_tokens=16, temperature=temperature)
+            for method, params in runs:
+                ours, theirs = (decode(method, models, prompt(seed), settings, params,
+                                       torch.Generator().manual_seed(seed)) for models in (static, dynamic))
+                assert (ours.tokens, ours.calls) == (theirs.tokens, theirs.calls), (method, seed, temperature)
+                for mine, other in zip(ours.levels or [], theirs.levels or [], strict=True):
+                    # the deferred mass of a token rule is a float sum whose last bits follow the cache layout
+                    assert mine == {**other, "deferred": pytest.approx(other["deferred"], rel=1e-5, abs=1e-6)}
+
+
+def test_a_chain_whose_model_folder_holds_another_tokenizer_is_refused(byte_chain, tmp_path, monkeypatch):
+    import shutil
+
+    from transformers import ByT5Tokenizer
+
+    import speccascade_bench.models.loading as loading
+
+    shutil.copytree(byte_chain / "middle", tmp_path / "middle")
+    for name in ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"):
+        (tmp_path / "middle" / name).unlink(missing_ok=True)
+    ByT5Tokenizer(extra_ids=10).save_pretrained(tmp_path / "middle")  # the same model, 10 sentinels, not 125
+    monkeypatch.setattr(loading, "_load_model", lambda *a: pytest.fail("a model was loaded"))
+    models = {"chain": [str(byte_chain / "drafter"), str(tmp_path / "middle"), str(byte_chain / "verifier")]}
+    config = load_run_config(_config(byte_chain, models, [{"method": "staged_spec_decode"}], name="tokenizers"))
+    with pytest.raises(ConfigError) as error:
+        prepare(config)
+    assert error.value.key == "models.chain" and "has another tokenizer than the run's" in error.value.message

@@ -82,7 +82,7 @@ def test_paper_config_validates_once_its_models_are_fine_tuned(name, tmp_path, m
 @pytest.mark.parametrize("name", list(DOCUMENTED))
 def test_paper_variants_change_only_what_they_name(name):
     base = load_run_config(ROOT / "configs" / f"{name}.yaml")
-    expected = {"greedy", "gamma3", "gamma7", *PAIRS} | (set(MULTITASK_T5) if name != "xsum" else set())
+    expected = {"greedy", "gamma3", "gamma7", "chain", *PAIRS} | (set(MULTITASK_T5) if name != "xsum" else set())
     assert set(base.variants) == expected
     variants = {cfg.variant: cfg for cfg in load_run_configs(ROOT / "configs" / f"{name}.yaml")[1:]}
     for variant, cfg in variants.items():

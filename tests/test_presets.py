@@ -45,7 +45,10 @@ def test_latency_preset_config_compares_the_fast_path_with_dynamic_caches():
 
     from speccascade_bench.config.run import load_run_configs
 
-    base, dynamic, cpu = load_run_configs(Path(__file__).parent.parent / "configs" / "latency_presets.yaml")
+    base, *variants = load_run_configs(Path(__file__).parent.parent / "configs" / "latency_presets.yaml")
+    dynamic, cpu, chain = (next(cfg for cfg in variants if cfg.variant == name) for name in ("dynamic", "cpu", "chain"))
+    assert chain.models.chain == ("random:t5-v1_1-small", "random:t5-v1_1-base", "random:t5-v1_1-large")
+    assert {run.method for run in chain.methods} == {"verifier", "spec_decode", "staged_spec_decode"}
     assert (base.models.drafter, base.models.verifier) == ("random:t5-v1_1-small", "random:t5-v1_1-large")
     assert (base.models.cache, base.models.compile, base.models.device) == ("static", "reduce-overhead", "cuda")
     assert (dynamic.models.cache, dynamic.models.compile) == ("dynamic", "none")

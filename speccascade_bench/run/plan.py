@@ -125,8 +125,9 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
         raise ConfigError(config.file, f"task.{exc.key}", str(exc)) from None
     if not examples:
         raise ResultsError("the task selected no examples")
-    check_positions(config)
-    check_chain(config)
+    readable = dict(_readable_configs(config))  # read once: each read of a hub name off-line waits on the hub
+    check_positions(config, readable)
+    check_chain(config, readable)
     if config.task.chat:
         check_chat_template(config, examples[0])
     return Job(config, out, decoded, derived, examples, manifest_config(config), options.limit,
@@ -184,15 +185,15 @@ def _readable_configs(config: RunConfig):
             continue
 
 
-def check_chain(config: RunConfig) -> None:
+def check_chain(config: RunConfig, readable: dict) -> None:
     """The models share a vocabulary, special tokens and architecture family (`check_compatible`, on their config
     files), and in a chain every model folder that holds a tokenizer holds the run's tokenizer; checked before any
-    model loads, on what can be read here (a ConfigError on the models' key)."""
+    model loads, on what can be read here (`readable`: role -> the configs `_readable_configs` read; a ConfigError
+    on the models' key)."""
     from ..models.loading import ModelLoadError, check_compatible, load_tokenizer
 
     models = config.models
     key = "models.chain" if models.middle else "models.drafter"
-    readable = dict(_readable_configs(config))
     if "verifier" in readable:
         for role, model_config in readable.items():
             if role != "verifier":
@@ -203,6 +204,8 @@ def check_chain(config: RunConfig) -> None:
     if not models.middle:
         return
     name = models.tokenizer or ("byt5" if is_preset(models.verifier) else models.verifier)
+    if name != "byt5" and not Path(name).expanduser().is_dir():
+        return  # a hub tokenizer: the loader checks it against each model
     try:
         vocab = load_tokenizer(name).get_vocab()
     except (ModelLoadError, OSError, ValueError):
@@ -220,14 +223,15 @@ def check_chain(config: RunConfig) -> None:
                               "every model of a chain must share one")
 
 
-def check_positions(config: RunConfig) -> None:
+def check_positions(config: RunConfig, readable: dict | None = None) -> None:
     """Each model with a bounded number of positions (its config's max_position_embeddings; T5's are relative
     and unbounded) can hold the longest sequence a run may build: a prompt of task.max_source_tokens (prompts
     are cut to it), then decoding.max_new_tokens and one more position (decoder-only), or either one alone
     (encoder-decoder). Read from each model's config file, without weights, before any model loads; a model
     whose config cannot be read here (a hub name off-line) is left to the model loader's own error."""
     task, decoding = config.task, config.decoding
-    for role, model_config in _readable_configs(config):
+    readable = dict(_readable_configs(config)) if readable is None else readable
+    for role, model_config in readable.items():
         name = config.models.name_of(role)
         limit = getattr(model_config, "max_position_embeddings", None)
         if not isinstance(limit, int):
