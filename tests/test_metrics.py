@@ -261,3 +261,19 @@ def test_bootstrap_rejects_bad_inputs():
         paired_bootstrap("pass_at_1", ["a"], ["a"], ["a"])
     with pytest.raises(ValueError, match="confidence"):
         paired_bootstrap("f1", ["a"], ["a"], ["a"], confidence=1.0)
+
+
+def test_golds_that_normalise_to_nothing_are_dropped_only_under_squad_normalisation():
+    # SQuAD v2.0's script drops them: an empty prediction does not match "." when a real gold remains.
+    assert example_score("exact_match", "", ["Normandy", "."], normalize="squad") == 0.0
+    # TriviaQA's script keeps every alias: "." normalises to "" there too, and the empty prediction matches it.
+    assert example_score("exact_match", "", ["Normandy", "."], normalize="triviaqa") == 100.0
+    assert example_score("exact_match", "?!", ["Normandy", "..."], normalize="triviaqa") == 100.0
+    assert example_score("exact_match", "", ["Normandy", " "], normalize="none") == 100.0
+    # TriviaQA's token F1 is 0 when either answer has no token (no token in common); SQuAD's is 1 if both are empty.
+    assert example_score("f1", "", ["Normandy", "."], normalize="triviaqa") == 0.0
+    assert example_score("f1", "", ["."], normalize="squad") == 100.0
+    # A question with no gold at all is unanswerable under every normalisation: only an empty answer is right.
+    for normalize in ("squad", "triviaqa", "none"):
+        assert example_score("f1", "", [], normalize=normalize) == 100.0
+        assert example_score("exact_match", "Paris", [], normalize=normalize) == 0.0

@@ -209,22 +209,27 @@ def _predicted_answer(prediction: str, pattern: str | None, normalizer: Callable
     return normalizer(clean_number(answer) if pattern is not None else answer)
 
 
-def _gold_answers(references: Sequence[str], pattern: str | None, normalizer: Callable[[str], str]) -> list[str]:
-    """The normalised gold answers. A reference the pattern does not match is kept whole. As in the SQuAD
-    v2.0 script, golds that normalise to "" are dropped and no gold left means the only answer is ""."""
+def _gold_answers(references: Sequence[str], pattern: str | None, normalizer: Callable[[str], str],
+                  drop_empty: bool) -> list[str]:
+    """The normalised gold answers. A reference the pattern does not match is kept whole. With `drop_empty` (the
+    SQuAD v2.0 script's rule, under its normalisation only), golds that normalise to "" are dropped; TriviaQA's
+    script keeps them (an empty prediction then matches). No gold at all means the only answer is ""."""
     golds = []
     for reference in references:
         answer = extract_answer(reference, pattern)
         answer = reference if answer is None else answer
         golds.append(normalizer(clean_number(answer) if pattern is not None else answer))
-    return [gold for gold in golds if gold] or [""]
+    if drop_empty:
+        golds = [gold for gold in golds if gold]
+    return golds or [""]
 
 
-def _token_f1(predicted: str, gold: str) -> float:
-    """SQuAD token F1 in [0, 1] of two normalised answers; when either is empty, 1 if both are."""
+def _token_f1(predicted: str, gold: str, empty_match: bool = True) -> float:
+    """Token F1 in [0, 1] of two normalised answers. When either is empty: SQuAD's script gives 1 if both are
+    (`empty_match`), TriviaQA's 0 (no token in common)."""
     predicted_tokens, gold_tokens = predicted.split(), gold.split()
     if not predicted_tokens or not gold_tokens:
-        return float(predicted_tokens == gold_tokens)
+        return float(empty_match and predicted_tokens == gold_tokens)
     same = sum((Counter(predicted_tokens) & Counter(gold_tokens)).values())
     if same == 0:
         return 0.0
@@ -235,7 +240,8 @@ def _token_f1(predicted: str, gold: str) -> float:
 def _answers(prediction: str, references: Sequence[str], pattern: str | None, normalize: str) -> tuple[str, list[str]]:
     """The normalised answer of a prediction and the normalised gold answers (see `example_score`)."""
     normalizer = _normalizer(normalize)
-    return _predicted_answer(prediction, pattern, normalizer), _gold_answers(references, pattern, normalizer)
+    return (_predicted_answer(prediction, pattern, normalizer),
+            _gold_answers(references, pattern, normalizer, drop_empty=normalize == "squad"))
 
 
 def _check_metric(metric: str, answer_pattern: str | None = None) -> None:
@@ -310,7 +316,9 @@ def _exact_match(prediction: str, references: Sequence[str], pattern: str | None
 @register_metric("f1", answer=True)
 def _f1(prediction: str, references: Sequence[str], pattern: str | None, normalize: str) -> float:
     predicted, golds = _answers(prediction, references, pattern, normalize)
-    return 100.0 * max(_token_f1(predicted, gold) for gold in golds)
+    if not references:  # unanswerable: only an empty answer is right, under every normalisation
+        return 100.0 * (predicted == "")
+    return 100.0 * max(_token_f1(predicted, gold, empty_match=normalize != "triviaqa") for gold in golds)
 
 
 register_metric("pass_at_1", sandbox=True)(None)  # scored by running the code against its tests (tasks.scoring)
