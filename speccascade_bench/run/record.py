@@ -91,9 +91,10 @@ class ExampleRow:
     rejections: int = column("count", "rounds that ended at a rejected draft token")
     deferred: float = column("count", "positions deferred to the verifier; for token rules the deferred drafter "
                              "mass summed over positions", summed=True)
-    confidence: float = column("number", "the drafter's mean token log-probability (drafter runs)", nullable=True)
-    token_logprobs: list = column("list", "the drafter's log-probability of each of its own tokens (drafter runs; "
-                                  "what seq_cascade's sequence scores read)", nullable=True)
+    confidence: float = column("number", "the model's mean token log-probability (drafter and middle runs)",
+                               nullable=True)
+    token_logprobs: list = column("list", "the model's log-probability of each of its own tokens (drafter and "
+                                  "middle runs; what the sequence cascades' scores read)", nullable=True)
     shots: int = column("count", "the few-shot examples the prompt kept")
     score: float = column("score", "the example's own score (sentence BLEU or chrF, ROUGE F1, 0 or 100, F1)")
     worker: dict = column("mapping", "where it ran: `host`, `device` and `kind` (the kind of device its latency "
