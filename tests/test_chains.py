@@ -386,3 +386,14 @@ def test_a_chain_whose_model_folder_holds_another_tokenizer_is_refused(byte_chai
     with pytest.raises(ConfigError) as error:
         prepare(config)
     assert error.value.key == "models.chain" and "has another tokenizer than the run's" in error.value.message
+
+
+def test_embedding_tables_of_different_sizes_pass_the_check_when_the_tokenizer_fits(byte_chain):
+    """Qwen2.5 pads its models' tables to different sizes for one tokenizer: the check before loading accepts a
+    chain whose run tokenizer fits the smallest table."""
+    wide = tiny_t5(0, vocab=400)
+    wide.config.eos_token_id, wide.config.decoder_start_token_id = 1, 0
+    wide.save_pretrained(byte_chain / "wide")
+    config = load_run_config(_config(byte_chain, _chain(byte_chain, "drafter", "wide", "verifier"),
+                                     [{"method": "staged_spec_decode"}], name="wide"))
+    assert prepare(config).config.models.middle == (str(byte_chain / "wide"),)

@@ -185,31 +185,43 @@ def _readable_configs(config: RunConfig):
             continue
 
 
+def _run_tokenizer(models):
+    """The run's tokenizer (its name and the tokenizer) when it can be read here without the hub: `byt5` or a
+    local folder; else (None, None), and the model loader checks it."""
+    from ..models.loading import ModelLoadError, load_tokenizer
+
+    name = models.tokenizer or ("byt5" if is_preset(models.verifier) else models.verifier)
+    if name != "byt5" and not Path(name).expanduser().is_dir():
+        return None, None
+    try:
+        return name, load_tokenizer(name)
+    except (ModelLoadError, OSError, ValueError):
+        return None, None
+
+
 def check_chain(config: RunConfig, readable: dict) -> None:
     """The models share a vocabulary, special tokens and architecture family (`check_compatible`, on their config
-    files), and in a chain every model folder that holds a tokenizer holds the run's tokenizer; checked before any
-    model loads, on what can be read here (`readable`: role -> the configs `_readable_configs` read; a ConfigError
-    on the models' key)."""
+    files; embedding tables of different sizes pass when the run's tokenizer fits the smaller, or when the
+    tokenizer is on the hub, which the loader then checks), and in a chain every model folder that holds a
+    tokenizer holds the run's tokenizer; checked before any model loads, on what can be read here (`readable`:
+    role -> the configs `_readable_configs` read; a ConfigError on the models' key)."""
     from ..models.loading import ModelLoadError, check_compatible, load_tokenizer
 
     models = config.models
     key = "models.chain" if models.middle else "models.drafter"
+    name, tokenizer = _run_tokenizer(models)
     if "verifier" in readable:
+        verifier = readable["verifier"]
         for role, model_config in readable.items():
-            if role != "verifier":
-                try:
-                    check_compatible(model_config, readable["verifier"], (role, "verifier"))
-                except ModelLoadError as exc:
-                    raise ConfigError(config.file, key, str(exc)) from None
-    if not models.middle:
+            tokens = len(tokenizer) if tokenizer is not None else min(model_config.vocab_size, verifier.vocab_size)
+            try:
+                if role != "verifier":
+                    check_compatible(model_config, verifier, (role, "verifier"), tokens=tokens)
+            except ModelLoadError as exc:
+                raise ConfigError(config.file, key, str(exc)) from None
+    if not models.middle or tokenizer is None:
         return
-    name = models.tokenizer or ("byt5" if is_preset(models.verifier) else models.verifier)
-    if name != "byt5" and not Path(name).expanduser().is_dir():
-        return  # a hub tokenizer: the loader checks it against each model
-    try:
-        vocab = load_tokenizer(name).get_vocab()
-    except (ModelLoadError, OSError, ValueError):
-        return
+    vocab = tokenizer.get_vocab()
     for role, model in zip(models.roles, models.chain, strict=True):
         if model == name or not (looks_like_path(model) and Path(model).expanduser().is_dir()):
             continue
