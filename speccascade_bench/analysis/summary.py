@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..decoding.methods import METHODS, PARAMETERS, REFERENCE
 from ..files import ResultsError, write_file
+from ..models.settings import chain_roles
 from ..run.folder import read_call_costs, read_manifest
 from ..run.manifest import device_kinds
 from ..run.record import calls_of as calls
@@ -138,8 +139,8 @@ def _chain_predicted(folder: Folder, run: Run) -> float:
     acceptances, gammas = _level_acceptance(run), run.params.get("draft_lengths")
     if acceptances is None or not run.drafted or not isinstance(gammas, list) or len(gammas) != len(acceptances):
         return math.nan
-    roles = ["drafter", *(f"middle{j}" for j in range(1, len(acceptances))), "verifier"]
-    costs = [folder.step_cost.get(role, math.nan) / folder.step_cost["verifier"] for role in roles]
+    costs = [folder.step_cost.get(role, math.nan) / folder.step_cost["verifier"]
+             for role in chain_roles(len(acceptances) + 1)]
     return chain_speedup(acceptances, gammas, costs,
                          run.params.get("bonus") == "target" and "rules" in run.params, run.params.get("horizontal"))
 

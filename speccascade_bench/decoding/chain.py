@@ -17,33 +17,18 @@ Every model's cache follows the sequence it is asked about (`_sync`), so rolled-
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from ..models.cached import CachedDecoder
+from ..models.settings import middle_role
 from . import deferral, rules
 from .deferral import RULES
 from .rules import Dists, Target
-from .sampling import DecodeResult, Ending, autoregressive, draw, ending, scaled
-
-
-@dataclass
-class LevelCounts:
-    """One level's counters: drafts its upper model judged and accepted, its rounds, the rounds that ended at
-    a rejection, and the positions (or, for token rules, the drafter mass) deferred to its upper model."""
-
-    drafted: int = 0
-    accepted: int = 0
-    rounds: int = 0
-    rejections: int = 0
-    deferred: float = 0.0
-    accepted_per_round: list[int] = field(default_factory=list)
-
-    def record(self) -> dict:
-        return {"drafted": self.drafted, "accepted": self.accepted, "rounds": self.rounds,
-                "rejections": self.rejections, "deferred": self.deferred}
+from .sampling import DecodeResult, Ending, autoregressive, ending
+from .speculative import draft_alone
 
 
 @dataclass(frozen=True)
@@ -97,34 +82,15 @@ class ChainSampler:
                              f"got settings for {len(levels)}")
         self.settings, self.levels, self.generator = settings, levels, generator
         self.end: Ending = ending(pair, settings)
-        self.counts = [LevelCounts() for _ in levels]
+        self.counts = [DecodeResult() for _ in levels]  # each level's round counters
 
     def draft(self, prefix: list[int], wanted: int, with_next: bool) -> tuple[list[int], Dists, bool]:
         """M_0 alone: up to `wanted` tokens after `prefix`, their rows (and the next position's with `with_next`),
-        and whether decoding ends within them."""
-        decoder, settings = self.decoders[0], self.settings
+        and whether decoding ends within them (`speculative.draft_alone`)."""
+        decoder = self.decoders[0]
         _sync(decoder, prefix)
         decoder.uncache(1)  # the prefix may be all cached (the drafter's own tokens, settled above)
-        tokens: list[int] = []
-        logits_rows: list[Tensor] = []
-        scaled_rows: list[Tensor] = []
-        ended = False
-        for _ in range(wanted):
-            logits = decoder.logits()[-1]
-            distribution = scaled(settings, logits)
-            token = draw(settings, distribution, self.generator)
-            logits_rows.append(logits)
-            scaled_rows.append(distribution)
-            tokens.append(token)
-            decoder.extend([token])
-            if self.end.reached(prefix + tokens):
-                ended = True
-                break
-        if with_next and not ended:
-            logits = decoder.logits()[-1]
-            logits_rows.append(logits)
-            scaled_rows.append(scaled(settings, logits))
-        return tokens, Dists(torch.softmax(torch.stack(logits_rows), -1), torch.stack(scaled_rows)), ended
+        return draft_alone(decoder, self.settings, self.end, prefix, wanted, with_next, self.generator)
 
     def settle(self, model: int, prefix: list[int], wanted: int,
                with_next: bool = False) -> tuple[list[int], Dists | None, bool]:
@@ -171,7 +137,7 @@ class ChainSampler:
                                     torch.cat([rows.scaled, tail_rows.scaled])), ended
 
     def _round(self, model: int, base: list[int], drafts: list[int], draft: Dists, draft_ended: bool,
-               counts: LevelCounts) -> tuple[list[int], Dists, int]:
+               counts: DecodeResult) -> tuple[list[int], Dists, int]:
         """One round of model `model` over `drafts` (rows `draft`): the settled tokens, each one's row, and how
         many drafts it accepted."""
         level, settings = self.levels[model - 1], self.settings
@@ -185,13 +151,7 @@ class ChainSampler:
         outcome = rules.verify_round(torch.tensor(drafts, device=verifier.probs.device), draft.scaled[:k], target,
                                      self.generator)
         new = drafts[: outcome.accepted] + ([] if outcome.next_token is None else [outcome.next_token])
-        decided = min(outcome.accepted + (outcome.accepted < k or bonus_kept), target.deferral.shape[0])
-        counts.deferred += float(target.deferral[:decided].sum())
-        counts.rounds += 1
-        counts.drafted += k
-        counts.accepted += outcome.accepted
-        counts.accepted_per_round.append(outcome.accepted)
-        counts.rejections += outcome.accepted < k
+        counts.count_round(outcome, k, target.deferral, bonus_kept)
         return new, settled, outcome.accepted
 
     def _target(self, level: Level, draft: Dists, verifier: Dists) -> tuple[Target, Dists]:
@@ -212,7 +172,7 @@ class ChainSampler:
         return DecodeResult(tokens, drafter_calls=calls["drafter"], verifier_calls=calls["verifier"],
                             drafted=top.drafted, accepted=top.accepted, rounds=top.rounds,
                             accepted_per_round=top.accepted_per_round, rejections=top.rejections,
-                            deferred=top.deferred, calls=calls, levels=[c.record() for c in self.counts])
+                            deferred=top.deferred, calls=calls, levels=[c.level_counts() for c in self.counts])
 
 
 def _per_level(params: dict, name: str, levels: int, default) -> list:
@@ -258,7 +218,7 @@ def decode_chain_spec_cascade(pair, input_ids, settings, params, generator) -> D
 def decode_middle(pair, input_ids, settings, params, generator) -> DecodeResult:
     """One middle model of a chain alone (`level` 1 is the one after the drafter), with its token log-probabilities
     (what chain_seq_cascade's confidences read)."""
-    role = f"middle{int(params['level'])}"
+    role = middle_role(params["level"])
     decoder = pair.decoder(role, input_ids)
     tokens, logprobs = autoregressive(decoder, settings, ending(pair, settings), generator, track_logprob=True)
     return DecodeResult(tokens, calls={role: decoder.calls}, drafter_token_logprobs=logprobs)

@@ -10,6 +10,7 @@ import math
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
+from ..models.settings import middle_role
 from .deferral import RULES as DEFERRAL_RULES
 from .deferral import SEQUENCE_SCORES
 
@@ -93,7 +94,7 @@ class MethodSpec:
         if self.chain:
             return chain_roles
         if self.name == MIDDLE:
-            return (f"middle{int((params or {})['level'])}",)
+            return (middle_role((params or {})["level"]),)
         return self.roles
 
     def param(self, name: str) -> Param | None:

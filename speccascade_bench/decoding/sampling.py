@@ -49,6 +49,23 @@ class DecodeResult:
     calls: dict[str, int] | None = None  # forward calls per role, where more than the drafter and verifier ran
     levels: list[dict] | None = None     # a chain's counters per level (drafter->middle1, ..., ->verifier)
 
+    def count_round(self, outcome: rules.RoundOutcome, drafted: int, deferral: Tensor, bonus_kept: bool) -> None:
+        """Add one verification round of `drafted` drafts: its `outcome`, and the deferral of the positions it
+        decided: the accepted drafts, then the replacement's, or the bonus's when a bonus is kept (one drawn past
+        EOS or the token limit is discarded and decides nothing)."""
+        decided = min(outcome.accepted + (outcome.accepted < drafted or bonus_kept), deferral.shape[0])
+        self.deferred += float(deferral[:decided].sum())
+        self.rounds += 1
+        self.drafted += drafted
+        self.accepted += outcome.accepted
+        self.accepted_per_round.append(outcome.accepted)
+        self.rejections += outcome.accepted < drafted
+
+    def level_counts(self) -> dict:
+        """The round counters a chain row records per level (`levels`)."""
+        return {"drafted": self.drafted, "accepted": self.accepted, "rounds": self.rounds,
+                "rejections": self.rejections, "deferred": self.deferred}
+
     def calls_by_role(self) -> dict[str, int]:
         return self.calls if self.calls is not None else {"drafter": self.drafter_calls,
                                                           "verifier": self.verifier_calls}

@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..models.cached import ModelPair
+from ..models.cached import CachedDecoder, ModelPair
 from . import rules
 from .rules import Dists
-from .sampling import DecodeResult, draw, ending, scaled
+from .sampling import DecodeResult, Ending, draw, ending, scaled
 from .settings import DecodingConfig
 
 
@@ -27,47 +27,21 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
     result = DecodeResult()
     while not end.reached(result.tokens):
         base = len(result.tokens)
-        draft_tokens: list[int] = []
-        draft_logits: list[Tensor] = []
-        draft_scaled: list[Tensor] = []
-        for _ in range(min(gamma, limit - base)):
-            logits = drafter.logits()[-1]
-            distribution = scaled(settings, logits)
-            token = draw(settings, distribution, generator)
-            draft_logits.append(logits)
-            draft_scaled.append(distribution)
-            draft_tokens.append(token)
-            drafter.extend([token])
-            if end.reached(result.tokens + draft_tokens):
-                ended = True
-                break
-        else:
-            ended = False
+        wanted = min(gamma, limit - base)
+        # q at the bonus position too, for a cascade's bonus target (no bonus after EOS, a stop or the limit)
+        draft_tokens, draft, ended = draft_alone(drafter, settings, end, result.tokens, wanted,
+                                                 needs_draft_at_bonus and base + wanted < limit, generator)
         k = len(draft_tokens)
-        bonus_kept = not ended and base + k < limit  # no bonus after EOS, a stop or the limit
-        if needs_draft_at_bonus and bonus_kept:  # q at the bonus position, for a cascade's bonus target
-            logits = drafter.logits()[-1]
-            draft_logits.append(logits)
-            draft_scaled.append(scaled(settings, logits))
+        bonus_kept = not ended and base + k < limit
         verifier.extend(draft_tokens)
         verifier_logits = verifier.logits(keep=k + 1)
-        draft = Dists(torch.softmax(torch.stack(draft_logits), -1), torch.stack(draft_scaled))
         target = target_fn(draft, Dists.from_logits(verifier_logits, settings.temperature, settings.top_p))
         outcome = rules.verify_round(torch.tensor(draft_tokens, device=verifier_logits.device),
                                      draft.scaled[:k], target, generator)
         new_tokens = draft_tokens[: outcome.accepted]
         if outcome.next_token is not None:
             new_tokens.append(outcome.next_token)
-        # The positions this round decided: the accepted drafts, then the replacement's, or the bonus's when a
-        # bonus is kept (one drawn past EOS or the token limit is discarded and decides nothing).
-        decided = outcome.accepted + (outcome.accepted < k or bonus_kept)
-        decided = min(decided, target.deferral.shape[0])
-        result.deferred += float(target.deferral[:decided].sum())
-        result.rounds += 1
-        result.drafted += k
-        result.accepted += outcome.accepted
-        result.accepted_per_round.append(outcome.accepted)
-        result.rejections += outcome.accepted < k
+        result.count_round(outcome, k, target.deferral, bonus_kept)
         for decoder in (drafter, verifier):
             decoder.truncate(decoder.prompt_length + base + outcome.accepted)
             decoder.extend(new_tokens[outcome.accepted:])
@@ -75,6 +49,33 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
         result.tokens = end.clip(result.tokens + new_tokens, start=base + max(0, outcome.accepted - 1))
     result.drafter_calls, result.verifier_calls = drafter.calls, verifier.calls
     return result
+
+
+def draft_alone(drafter: CachedDecoder, settings: DecodingConfig, end: Ending, prefix: list[int], wanted: int,
+                with_next: bool, generator: torch.Generator | None) -> tuple[list[int], Dists, bool]:
+    """Up to `wanted` drafts sampled by `drafter` (whose uncached tokens end at `prefix`, the output so far), their
+    distributions (and, with `with_next`, the next position's when decoding does not end within them), and
+    whether it does: drafting stops at the first token that ends decoding (EOS, a stop string, the limit)."""
+    tokens: list[int] = []
+    logits_rows: list[Tensor] = []
+    scaled_rows: list[Tensor] = []
+    ended = False
+    for _ in range(wanted):
+        logits = drafter.logits()[-1]
+        distribution = scaled(settings, logits)
+        token = draw(settings, distribution, generator)
+        logits_rows.append(logits)
+        scaled_rows.append(distribution)
+        tokens.append(token)
+        drafter.extend([token])
+        if end.reached(prefix + tokens):
+            ended = True
+            break
+    if with_next and not ended:
+        logits = drafter.logits()[-1]
+        logits_rows.append(logits)
+        scaled_rows.append(scaled(settings, logits))
+    return tokens, Dists(torch.softmax(torch.stack(logits_rows), -1), torch.stack(scaled_rows)), ended
 
 
 def _gamma(settings: DecodingConfig, params: dict) -> int:

@@ -16,12 +16,17 @@ CACHES = ("dynamic", "static")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
 
+def middle_role(level: int) -> str:
+    """The role of a chain's middle model `level` (1 is the one after the drafter)."""
+    return f"middle{int(level)}"
+
+
 def chain_roles(models: int) -> tuple[str, ...]:
     """The role names of a chain of `models` models, smallest first: the drafter, `middle1`, `middle2`, ... and
     the verifier (a pair is the chain of two)."""
     if models < 2:
         raise ValueError(f"a chain needs at least two models, got {models}")
-    return ("drafter", *(f"middle{i}" for i in range(1, models - 1)), "verifier")
+    return ("drafter", *(middle_role(i) for i in range(1, models - 1)), "verifier")
 
 
 @dataclass(frozen=True)

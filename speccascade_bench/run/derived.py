@@ -10,6 +10,7 @@ from pathlib import Path
 from ..decoding import deferral
 from ..decoding.methods import DRAFTER, MIDDLE, REFERENCE
 from ..files import ResultsError, write_atomic
+from ..models.settings import chain_roles
 from .record import calls_of
 from .rows import examples_dir, read_run
 from .settings import MethodRun
@@ -50,7 +51,7 @@ def chain_seq_cascade_rows(models: list[list[dict]], rates: list[float], run_id:
         stops.update({e: i for e in order[cut:]})
         reaching = order[:cut]
     stops.update({e: len(models) - 1 for e in reaching})
-    roles = [DRAFTER, *(f"middle{level}" for level in range(1, len(models) - 1)), REFERENCE]
+    roles = chain_roles(len(models))
     out = []
     for example in shared:
         stop = stops[example]

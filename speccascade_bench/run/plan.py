@@ -235,14 +235,14 @@ def check_chain(config: RunConfig, readable: dict) -> None:
                               "every model of a chain must share one")
 
 
-def check_positions(config: RunConfig, readable: dict | None = None) -> None:
+def check_positions(config: RunConfig, readable: dict) -> None:
     """Each model with a bounded number of positions (its config's max_position_embeddings; T5's are relative
     and unbounded) can hold the longest sequence a run may build: a prompt of task.max_source_tokens (prompts
     are cut to it), then decoding.max_new_tokens and one more position (decoder-only), or either one alone
-    (encoder-decoder). Read from each model's config file, without weights, before any model loads; a model
-    whose config cannot be read here (a hub name off-line) is left to the model loader's own error."""
+    (encoder-decoder). Read from each model's config file, without weights, before any model loads (`readable`:
+    role -> the configs `_readable_configs` read); a model whose config cannot be read here (a hub name off-line)
+    is left to the model loader's own error."""
     task, decoding = config.task, config.decoding
-    readable = dict(_readable_configs(config)) if readable is None else readable
     for role, model_config in readable.items():
         name = config.models.name_of(role)
         limit = getattr(model_config, "max_position_embeddings", None)
