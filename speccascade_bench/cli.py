@@ -315,17 +315,29 @@ def _signals_as_interrupts(received: list[int]):
 
 
 @app.command()
-def report(results: Path = typer.Argument(..., help="results folder of `scb run`"),
+def report(results: list[Path] = typer.Argument(..., help="results folders of `scb run`"),
+           html: bool = typer.Option(False, "--html", help="also write one self-contained report.html for all the "
+                                     "folders (figures, sortable tables, links to the example files)"),
+           out: Path = typer.Option(None, help="folder for report.html (default: the results folder; with several "
+                                    "folders, the first one's parent)"),
            mix_devices: bool = typer.Option(False, "--mix-devices", help="report examples that ran on different "
                                             "kinds of device together (refused otherwise)")) -> None:
-    """Print the summary table in Markdown (also written to RESULTS/report.md and summary.csv when the
-    folder is writable; otherwise a one-line note on stderr says so)."""
+    """Print the summary table in Markdown for each folder (also written to RESULTS/report.md and summary.csv when
+    the folder is writable; otherwise a one-line note on stderr says so); with --html also report.html."""
     from .analysis.report import write_report
 
-    text, not_written = write_report(results, mix_devices)
-    typer.echo(text)
-    if not_written is not None:
-        typer.echo(f"note: report.md and summary.csv not written into {results}: {_message(not_written)}", err=True)
+    if out is not None and not html:
+        _fail("--out is where report.html goes: give it with --html")
+    for i, folder in enumerate(results):
+        text, not_written = write_report(folder, mix_devices)
+        typer.echo(("\n" if i else "") + text)
+        if not_written is not None:
+            typer.echo(f"note: report.md and summary.csv not written into {folder}: {_message(not_written)}",
+                       err=True)
+    if html:
+        from .analysis.html import write_html
+
+        typer.echo(f"wrote {write_html(results, out, mix_devices)}", err=True)
 
 
 @app.command()

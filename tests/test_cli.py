@@ -132,7 +132,8 @@ def test_plot_of_several_folders_adds_a_combined_figure_with_a_panel_each(worksp
         assert (figures / name / "quality_latency.png").exists() and (figures / name / "quality_cost.pdf").exists()
     single = imread(figures / "task_a" / "quality_latency.png")
     combined = imread(figures / "combined_quality_latency.png")
-    assert combined.shape[1] > 1.5 * single.shape[1]  # one panel per folder, side by side
+    # a column per folder, each the full panel over the zoomed one; the single figure has them side by side
+    assert combined.shape[0] > 1.5 * single.shape[0] and combined.shape[1] < 1.2 * single.shape[1]
     assert (figures / "combined_quality_cost.pdf").read_bytes()[:5] == b"%PDF-"
     missing = CliRunner().invoke(app, ["plot", str(folders[0]), str(workspace / "nowhere")])
     assert missing.exit_code == 2 and "nowhere" in missing.output

@@ -1,14 +1,20 @@
-"""`scb plot`: quality against latency relative to the verifier, one curve per method (and rule)."""
+"""`scb plot`: quality against latency (and call cost) relative to the verifier, one curve per method (and
+rule) in its own style (`style`), with the intervals of every point, the Pareto frontier over all methods and a
+panel zoomed near the verifier's quality."""
 
 from __future__ import annotations
 
 import io
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..decoding.methods import METHODS, REFERENCE
+from ..decoding.methods import REFERENCE
 from ..files import ResultsError, refuse_link, write_file
 from ..run.folder import read_manifest
+from .curves import pareto_front, sweep_key, zoom_window
+from .style import Style, curve_style
 from .summary import summarize, with_curves
 
 FORMATS = (".png", ".pdf")
@@ -75,55 +81,159 @@ def folder_labels(folders: list[Path]) -> list[str]:
             depths[i] += 1
 
 
+@dataclass
+class Curve:
+    """One curve of a panel: its points in sweep order (`curves.sweep_key`) with their intervals, as absolute
+    coordinates (NaN where a point has none)."""
+
+    name: str
+    style: Style
+    x: list[float]
+    y: list[float]
+    x_low: list[float]
+    x_high: list[float]
+    y_low: list[float]
+    y_high: list[float]
+
+    def errors(self, values: list[float], low: list[float], high: list[float]) -> list[list[float]]:
+        """matplotlib's [below, above] error lengths: from the interval's ends, 0 where there is none."""
+        def length(a: float, b: float) -> float:
+            return 0.0 if math.isnan(a) or math.isnan(b) else max(0.0, b - a)
+        return [[length(lo, v) for v, lo in zip(values, low, strict=True)],
+                [length(v, hi) for v, hi in zip(values, high, strict=True)]]
+
+
+def panel_curves(frame, column: str) -> list[Curve]:
+    """A summary's curves (`with_curves`) against `column`, each ordered by its swept parameter, with the
+    quality interval of every point (the paired bootstrap against the verifier, moved onto the point) and, for
+    relative latency, its spread across examples (`relative_latency_low`/`_high`)."""
+    curves = []
+    for curve, rows in frame.groupby("curve", sort=False):
+        rows = rows.assign(_key=[sweep_key(row) for _, row in rows.iterrows()]).sort_values("_key", kind="stable")
+        shift = rows["quality"] - rows["quality_vs_verifier"]
+        has_x = column == "relative_latency"
+        nan = [math.nan] * len(rows)
+        curves.append(Curve(
+            curve, curve_style(curve), rows[column].astype(float).tolist(), rows["quality"].astype(float).tolist(),
+            rows["relative_latency_low"].astype(float).tolist() if has_x else nan,
+            rows["relative_latency_high"].astype(float).tolist() if has_x else nan,
+            (shift + rows["quality_ci_low"]).astype(float).tolist(),
+            (shift + rows["quality_ci_high"]).astype(float).tolist()))
+    return curves
+
+
+def frontier_points(curves: list[Curve]) -> list[tuple[float, float]]:
+    """The Pareto frontier (`curves.pareto_front`) over every point of every curve, in order of latency."""
+    points = [(x, y) for curve in curves for x, y in zip(curve.x, curve.y, strict=True)]
+    return [points[i] for i in pareto_front(points)]
+
+
+class Ids:
+    """Names for the SVG groups of each curve's artists (`report --html` shows and hides a curve by them):
+    `scb-curve-<k>-<n>`, k the curve's number in `numbers`, n a running count that keeps each name unique."""
+
+    def __init__(self, numbers: dict[str, int] | None = None):
+        self.numbers, self.count = numbers or {}, 0
+
+    def __call__(self, curve: str) -> str | None:
+        if curve not in self.numbers:
+            return None
+        self.count += 1
+        return f"scb-curve-{self.numbers[curve]}-{self.count}"
+
+
+def draw_panel(ax, curves: list[Curve], ids: Ids | None = None, reference: float | None = None) -> dict:
+    """Draw `curves` into `ax`: each in its style with its quality intervals as vertical bars and its latency
+    spread as horizontal bars, the Pareto frontier over them as a grey staircase with its points ringed, and the
+    verifier's quality and latency dotted. Returns the ErrorbarContainer of each curve by name."""
+    ids = ids or Ids()
+    drawn = {}
+    for curve in curves:
+        style = curve.style
+        container = ax.errorbar(
+            curve.x, curve.y, xerr=curve.errors(curve.x, curve.x_low, curve.x_high),
+            yerr=curve.errors(curve.y, curve.y_low, curve.y_high), label=curve.name, color=style.color,
+            marker=style.marker, linestyle=style.linestyle, markersize=10 if style.point else 4,
+            markeredgecolor="black" if style.point else style.color, elinewidth=0.8, capsize=2,
+            zorder=3 if style.point else 2)
+        gid = ids(curve.name)
+        for artist in container.get_children():
+            artist.set_gid(gid)
+        drawn[curve.name] = container
+    front = frontier_points(curves)
+    if front:
+        xs, ys = zip(*front, strict=True)
+        ax.step(xs, ys, where="post", color="grey", linewidth=3, alpha=0.35, zorder=1, label="Pareto frontier")
+        ax.scatter(xs, ys, s=280, facecolors="none", edgecolors="grey", linewidths=1.5, zorder=4)
+    if reference is not None:
+        ax.axhline(reference, color="grey", linestyle=":", linewidth=1)
+        ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+    ax.grid(alpha=0.3)
+    return drawn
+
+
+def _reference(frame) -> float | None:
+    verifier = frame[frame["method"] == REFERENCE]
+    return float(verifier["quality"].iloc[0]) if len(verifier) else None
+
+
+def _title(cfg: dict, frame) -> str:
+    n = int(frame["n"].max()) if len(frame) else 0
+    return f"{cfg['name']}: T={cfg['decoding']['temperature']:g}, gamma={cfg['decoding']['draft_length']}, n={n}"
+
+
+def draw_figure(runs: list[tuple[dict, object]], column: str, label: str, ids: Ids | None = None):
+    """The figure of one or several results folders against `column`: per folder a panel of every curve and,
+    under it (beside it for one folder), the panel zoomed near the verifier's quality (`curves.zoom_window`);
+    one legend for all. Returns the figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    single = len(runs) == 1
+    shape = (1, 2) if single else (2, len(runs))
+    size = (15.0, 5.6) if single else (5.4 * len(runs) + 3.5, 10.0)
+    fig, axes = plt.subplots(*shape, figsize=size, squeeze=False, layout="constrained")
+    handles: dict[str, object] = {}
+    for i, (cfg, frame) in enumerate(runs):
+        full, zoom = (axes[0][0], axes[0][1]) if single else (axes[0][i], axes[1][i])
+        curves = panel_curves(frame, column)
+        reference = _reference(frame)
+        for ax in (full, zoom):
+            draw_panel(ax, curves, ids, reference)
+            ax.set_xlabel(label)
+            ax.set_ylabel(f"{cfg['task']['metric']} (corpus)")
+        full.set_title(_title(cfg, frame), fontsize=10)
+        window = zoom_window([(x, y) for c in curves for x, y in zip(c.x, c.y, strict=True)], reference) \
+            if reference is not None else None
+        if window is None:
+            zoom.set_title("zoom: no point near the verifier's quality", fontsize=9)
+        else:
+            zoom.set_xlim(*window[0])
+            zoom.set_ylim(*window[1])
+            zoom.set_title(f"near the verifier's quality ({reference:.2f})", fontsize=10)
+        for handle, text in zip(*full.get_legend_handles_labels(), strict=True):
+            handles.setdefault(text, handle)
+    fig.legend(list(handles.values()), list(handles), fontsize=8, loc="outside right center",
+               ncols=1 if len(handles) <= 22 else 2)
+    return fig
+
+
 def _plot_one(cfg: dict, frame, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    colors = _colors([frame])
     for name, (column, label) in FIGURES.items():
-        fig, ax = _subplots(1)
-        _draw(ax[0], frame, cfg, column, label, colors)
-        ax[0].legend(fontsize=8, loc="best")
-        paths += _save(fig, out / name)
+        paths += _save(draw_figure([(cfg, frame)], column, label), out / name)
     return paths
 
 
 def _plot_combined(runs: list[tuple[dict, object]], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    colors = _colors([frame for _, frame in runs])  # one colour per curve across the panels
     for name, (column, label) in FIGURES.items():
-        fig, axes = _subplots(len(runs))
-        for ax, (cfg, frame) in zip(axes, runs, strict=True):
-            _draw(ax, frame, cfg, column, label, colors)
-        handles, labels = {}, []
-        for ax in axes:
-            for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
-                if text not in handles:
-                    handles[text] = handle
-                    labels.append(text)
-        fig.legend([handles[t] for t in labels], labels, fontsize=8, loc="outside right center")
-        paths += _save(fig, out / f"combined_{name}")
+        paths += _save(draw_figure(runs, column, label), out / f"combined_{name}")
     return paths
-
-
-def _colors(frames) -> dict[str, tuple]:
-    """A colour per curve of frames that have a `curve` column (`with_curves`)."""
-    from matplotlib import colormaps
-
-    curves = list(dict.fromkeys(curve for frame in frames for curve in frame["curve"]))
-    palette = colormaps["tab20"].colors
-    return {curve: palette[(2 * i) % 20 + (2 * i) // 20 % 2] for i, curve in enumerate(curves)}
-
-
-def _subplots(panels: int):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    width = 7.5 if panels == 1 else 5.2 * panels + 2.5
-    fig, axes = plt.subplots(1, panels, figsize=(width, 5), squeeze=False, layout="constrained")
-    return fig, list(axes[0])
 
 
 def _save(fig, stem: Path) -> list[Path]:
@@ -138,25 +248,11 @@ def _save(fig, stem: Path) -> list[Path]:
     return paths
 
 
-def _draw(ax, frame, cfg: dict, column: str, label: str, colors: dict[str, tuple]) -> None:
-    """One panel; `frame` is a summary with its `curve` column."""
-    for curve, rows in frame.groupby("curve", sort=False):
-        method = rows["method"].iloc[0]
-        marker = METHODS[method].marker if method in METHODS else None
-        if marker and len(rows) == 1:
-            ax.scatter(rows[column], rows["quality"], marker=marker, s=90, zorder=3,
-                       label=curve, edgecolors="black", color=colors[curve])
-            continue
-        sweep = "threshold" if rows["alpha"].isna().all() else "alpha"
-        rows = rows.sort_values(sweep)
-        ax.plot(rows[column], rows["quality"], marker="o", markersize=4, label=curve, color=colors[curve])
-    verifier = frame[frame["method"] == REFERENCE]
-    if len(verifier):
-        ax.axhline(verifier["quality"].iloc[0], color="grey", linestyle=":", linewidth=1)
-        ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel(label)
-    ax.set_ylabel(f"{cfg['task']['metric']} (corpus)")
-    n = int(frame["n"].max()) if len(frame) else 0
-    ax.set_title(f"{cfg['name']}: T={cfg['decoding']['temperature']:g}, "
-                 f"gamma={cfg['decoding']['draft_length']}, n={n}")
-    ax.grid(alpha=0.3)
+def svg(fig) -> str:
+    """The figure as SVG text (text drawn as paths, no date: the same figure gives the same bytes); closes it."""
+    import matplotlib.pyplot as plt
+
+    image = io.StringIO()
+    fig.savefig(image, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    return image.getvalue()

@@ -29,6 +29,21 @@ COLUMNS = [
 ]
 
 
+EXPLANATION = (
+    "Quality is the corpus score (for exact_match, f1 and pass_at_1 the mean of the examples' scores); 'vs "
+    "verifier' is the run's quality minus the verifier's on the same examples, with a paired bootstrap "
+    f"{100 * CONFIDENCE:.0f}% interval ({BOOTSTRAP_RESAMPLES} resamples of the examples), and '=' where the "
+    "interval holds 0 (no difference detected), 'worse' or 'better' where it does not; latency the mean "
+    "seconds per example; relative latency is against the "
+    "verifier on the same examples; accept is accepted / drafted tokens, accept prob the per-position "
+    "acceptance probability (accepted / judged positions), for a chain at each level, smallest first; "
+    "predicted is Leviathan et al.'s speed-up from accept prob and c (for a chain, docs/ALGORITHMS.md: "
+    "the chain's predicted speed-up), and 'of predicted' the measured speed-up over it; r is what a "
+    "verifier call over gamma + 1 positions cost in one-token steps on this machine (the formula assumes "
+    "1), and 'of pred. at r' the measured speed-up over the prediction priced with it."
+)
+
+
 def _models_text(models: dict) -> str:
     """The models of a run: the pair, or a chain smallest first."""
     if not models.get("middle"):
@@ -60,37 +75,63 @@ def versus_verifier(row) -> str | None:
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    frame = frame.assign(of_predicted=frame["speedup"] / frame["predicted_speedup"],  # measured / predicted
-                         of_predicted_at_r=frame["speedup"] / frame["predicted_speedup_at_r"],
-                         vs_verifier=[versus_verifier(row) for _, row in frame.iterrows()])
     lines = ["| " + " | ".join(header for _, header, _ in COLUMNS) + " |",
              "|" + "|".join(" --- " for _ in COLUMNS) + "|"]
-    for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(_cell(row[c], f, c) for c, _, f in COLUMNS) + " |")
+    lines += ["| " + " | ".join(text for text, _ in row) + " |" for row in summary_cells(frame)]
     return "\n".join(lines)
 
 
-def tradeoff_table(frame: pd.DataFrame) -> str:
-    """Per curve: (i) the lowest relative latency at which it matches the verifier's quality, with the
-    speed-up, and (ii) the best quality it reaches without exceeding the verifier's latency."""
+TRADEOFF_HEADERS = ("curve", "points", "latency to match verifier", "speed-up", "best quality at latency <= 1")
+
+
+def tradeoff_rows(frame: pd.DataFrame) -> tuple[float, list[tuple[str, ...]]] | None:
+    """The verifier's quality and, per curve: (i) the lowest relative latency at which it matches the verifier's
+    quality, with the speed-up, and (ii) the best quality it reaches without exceeding the verifier's latency,
+    as the cells of TRADEOFF_HEADERS. None without a verifier run."""
     verifier = frame[frame["method"] == REFERENCE]
     if verifier.empty:
-        return ""
+        return None
     target = float(verifier["quality"].iloc[0])
-    lines = [f"Trade-off against the verifier (quality {target:.2f}, relative latency 1):", "",
-             "| curve | points | latency to match verifier | speed-up | best quality at latency <= 1 |",
-             "| --- | --- | --- | --- | --- |"]
-    curves = with_curves(frame)
-    for curve, rows in curves.groupby("curve", sort=False):
+    rows = []
+    for curve, runs in with_curves(frame).groupby("curve", sort=False):
         if curve == REFERENCE:
             continue
-        points = list(zip(rows["relative_latency"], rows["quality"], strict=True))
+        points = list(zip(runs["relative_latency"], runs["quality"], strict=True))
         match = latency_to_match(points, target)
         best = best_quality_within(points, 1.0)
-        lines.append(f"| {curve} | {len(points)} | {match.text() if match else 'not reached'} | "
-                     f"{f'{1 / match.value:.2f}x' if match else '-'} | "
-                     f"{best.text('{:.2f}') if best else 'not reached'} |")
+        rows.append((curve, str(len(points)), match.text() if match else "not reached",
+                     f"{1 / match.value:.2f}x" if match else "-", best.text("{:.2f}") if best else "not reached"))
+    return target, rows
+
+
+def tradeoff_table(frame: pd.DataFrame) -> str:
+    """`tradeoff_rows` as a Markdown table under a line naming the verifier's quality ("" without a verifier)."""
+    table = tradeoff_rows(frame)
+    if table is None:
+        return ""
+    target, rows = table
+    lines = [f"Trade-off against the verifier (quality {target:.2f}, relative latency 1):", "",
+             "| " + " | ".join(TRADEOFF_HEADERS) + " |", "|" + "|".join(" --- " for _ in TRADEOFF_HEADERS) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def summary_cells(frame: pd.DataFrame) -> list[list[tuple[str, object]]]:
+    """The report table's rows (COLUMNS): each cell as (its text, its value to sort by: a number, or the text)."""
+    frame = frame.assign(of_predicted=frame["speedup"] / frame["predicted_speedup"],  # measured / predicted
+                         of_predicted_at_r=frame["speedup"] / frame["predicted_speedup_at_r"],
+                         vs_verifier=[versus_verifier(row) for _, row in frame.iterrows()],
+                         _sort_vs=frame["quality_vs_verifier"])
+    rows = []
+    for _, row in frame.iterrows():
+        cells = []
+        for column, _, fmt in COLUMNS:
+            text = _cell(row[column], fmt, column)
+            value = row["_sort_vs"] if column == "vs_verifier" else row[column]
+            number = isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+            cells.append((text, float(value) if number else text))
+        rows.append(cells)
+    return rows
 
 
 def write_report(results: Path, mix_devices: bool = False) -> tuple[str, OSError | None]:
@@ -119,12 +160,18 @@ def build_report(results: Path, frame: pd.DataFrame | None = None, mix_devices: 
     manifest = read_manifest(results)
     frame = summarize(results) if frame is None else frame
     cfg = manifest["config"]
+    header = [f"# {cfg['name']}: {cfg['task']['dataset']} ({cfg['task']['metric']})", "",
+              *settings_lines(manifest, frame, kinds), "", EXPLANATION, ""]
+    return "\n".join(header) + markdown_table(frame) + "\n\n" + tradeoff_table(frame)
+
+
+def settings_lines(manifest: dict, frame: pd.DataFrame, kinds) -> list[str]:
+    """The report's list of the run's settings and machine, as Markdown items (`- ...`)."""
+    cfg = manifest["config"]
     hardware = manifest.get("hardware", {})
     device = hardware.get("gpu") or hardware.get("cpu") or hardware.get("device")
     cost_ratio = frame["cost_ratio"].dropna()
     header = [
-        f"# {cfg['name']}: {cfg['task']['dataset']} ({cfg['task']['metric']})",
-        "",
         f"- {_models_text(cfg['models'])}, {manifest.get('dtype')} on {hardware.get('device')} ({device})",
         f"- temperature {cfg['decoding']['temperature']}, top_p {cfg['decoding']['top_p']}, draft length "
         f"{cfg['decoding']['draft_length']}, max new tokens {cfg['decoding']['max_new_tokens']}, "
@@ -152,19 +199,4 @@ def build_report(results: Path, frame: pd.DataFrame | None = None, mix_devices: 
         header.append(f"- spread of repeated timings (per example, std / mean over its trials, averaged): "
                       f"median {100 * spread.median():.1f}%, largest {100 * spread.max():.1f}% "
                       f"({frame.loc[spread.idxmax(), 'run_id']})")
-    header += [
-        "",
-        "Quality is the corpus score (for exact_match, f1 and pass_at_1 the mean of the examples' scores); 'vs "
-        "verifier' is the run's quality minus the verifier's on the same examples, with a paired bootstrap "
-        f"{100 * CONFIDENCE:.0f}% interval ({BOOTSTRAP_RESAMPLES} resamples of the examples), and '=' where the "
-        "interval holds 0 (no difference detected), 'worse' or 'better' where it does not; latency the mean "
-        "seconds per example; relative latency is against the "
-        "verifier on the same examples; accept is accepted / drafted tokens, accept prob the per-position "
-        "acceptance probability (accepted / judged positions), for a chain at each level, smallest first; "
-        "predicted is Leviathan et al.'s speed-up from accept prob and c (for a chain, docs/ALGORITHMS.md: "
-        "the chain's predicted speed-up), and 'of predicted' the measured speed-up over it; r is what a "
-        "verifier call over gamma + 1 positions cost in one-token steps on this machine (the formula assumes "
-        "1), and 'of pred. at r' the measured speed-up over the prediction priced with it.",
-        "",
-    ]
-    return "\n".join(header) + markdown_table(frame) + "\n\n" + tradeoff_table(frame)
+    return header

@@ -23,6 +23,7 @@ from ..run.record import calls_of as calls
 from ..run.rows import load_examples
 from ..tasks.bootstrap import BootstrapInterval, paired_bootstrap
 from ..tasks.metrics import SCORED_METRICS, corpus_score
+from .curves import ratio_interval
 from .tradeoff import acceptance_probability, chain_speedup, drafter_calls_per_round, leviathan_speedup, per_call_cost
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -102,6 +103,7 @@ class Run:
         self.acceptance_prob = _acceptance_prob(rows)
         self.gamma = self.params.get("draft_length")
         self._versus: BootstrapInterval | None = None
+        self._latency_interval: tuple[float, float] | None = None
 
     def mean(self, field: str) -> float:
         return _mean(row[field] for row in self.rows)
@@ -113,12 +115,28 @@ class Run:
                             if folder.reference_rows else BootstrapInterval(math.nan, math.nan, math.nan, 0))
         return self._versus
 
+    def latency_interval(self, folder: Folder) -> tuple[float, float]:
+        """`_latency_interval`, computed once."""
+        if self._latency_interval is None:
+            self._latency_interval = _latency_interval(folder, self)
+        return self._latency_interval
+
 
 def _relative_latency(folder: Folder, run: Run) -> float:
     common = [row for row in run.rows if row["example_id"] in folder.verifier]
     if not common:
         return math.nan
     return _mean(row["latency_s"] for row in common) / _mean(folder.verifier[row["example_id"]] for row in common)
+
+
+def _latency_interval(folder: Folder, run: Run) -> tuple[float, float]:
+    """The spread of the relative latency across examples: a paired bootstrap interval (`curves.ratio_interval`,
+    BOOTSTRAP_RESAMPLES, seed 0, CONFIDENCE) of the run's mean latency over the verifier's on the same examples."""
+    common = [row for row in run.rows if row["example_id"] in folder.verifier]
+    if run.run_id == REFERENCE or len(common) < MIN_BOOTSTRAP_EXAMPLES:
+        return math.nan, math.nan
+    return ratio_interval([row["latency_s"] for row in common], [folder.verifier[row["example_id"]] for row in common],
+                          BOOTSTRAP_RESAMPLES, 0, CONFIDENCE)
 
 
 def _verify_cost(folder: Folder, run: Run) -> float:
@@ -197,6 +215,8 @@ COLUMNS: tuple[tuple[str, Column], ...] = (
     ("latency_std_s", lambda f, r: statistics.pstdev(row["latency_s"] for row in r.rows)),
     ("trial_cv", lambda f, r: _trial_cv(r.rows)),
     ("relative_latency", _relative_latency),
+    ("relative_latency_low", lambda f, r: r.latency_interval(f)[0]),
+    ("relative_latency_high", lambda f, r: r.latency_interval(f)[1]),
     ("speedup", lambda f, r: _ratio(1.0, _relative_latency(f, r))),
     ("acceptance_rate", lambda f, r: _ratio(sum(row["accepted"] for row in r.rows), r.drafted)),
     ("acceptance_prob", lambda f, r: r.acceptance_prob),
