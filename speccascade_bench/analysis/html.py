@@ -56,9 +56,9 @@ document.querySelectorAll('input[data-curve]').forEach(function (box) {
     });
   });
 });
-document.querySelectorAll('table.sortable th').forEach(function (th, column) {
+document.querySelectorAll('table.sortable th').forEach(function (th) {
   th.addEventListener('click', function () {
-    var table = th.closest('table'), body = table.tBodies[0];
+    var table = th.closest('table'), body = table.tBodies[0], column = th.cellIndex;
     var up = th.getAttribute('aria-sort') !== 'ascending';
     table.querySelectorAll('th').forEach(function (other) { other.removeAttribute('aria-sort'); });
     th.setAttribute('aria-sort', up ? 'ascending' : 'descending');

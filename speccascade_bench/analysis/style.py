@@ -26,13 +26,13 @@ COLORS = {
     "chain_seq_cascade": "#c49c94",
     "spec_cascade chow": "#1f77b4",
     "spec_cascade diff": "#ff7f0e",
-    "spec_cascade opt": "#6b6ecf",
+    "spec_cascade opt": "#637939",
     "spec_cascade token_v1": "#98df8a",
     "spec_cascade token_v2": "#ffbb78",
     "spec_cascade token_v3": "#9edae5",
 }
 # For methods and rules registered beyond these (plugins): a colour chosen by their name.
-SPARE_COLORS = ("#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1")
+SPARE_COLORS = ("#6b6ecf", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1")
 
 MARKERS = ("o", "v", "^", "<", ">", "p", "h", "X", "d", "8")
 LINESTYLES = ("-", "--", ":", "-.")
