@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TOY_DATA := data/toy/test.jsonl
 TOY_LLM_DATA := data/toy_llm/test.jsonl
 
-.PHONY: install demo test test-fast lint toy-data toy-pair toy-chain toy-llm-data toy-llm-pair ci-run bench bench-quick bench-gpu clean-results
+.PHONY: install browser demo test test-fast lint toy-data toy-pair toy-chain toy-llm-data toy-llm-pair ci-run bench bench-quick bench-gpu clean-results
 
 install: $(VENV)/.installed
 
@@ -44,10 +44,19 @@ toy-llm-pair: $(TOY_LLM_DATA)
 	$(BIN)/scb finetune --config configs/toy_llm/drafter.yaml --fresh
 	$(BIN)/scb finetune --config configs/toy_llm/verifier.yaml --fresh
 
+# Debian's Chromium for the HTML report's browser tests (tests/test_html_report.py), which Playwright drives; where
+# it cannot be installed (no apt-get, not root) those tests are skipped with the reason.
+browser:
+	@if command -v chromium > /dev/null; then echo "chromium: $$(command -v chromium)"; \
+	elif command -v apt-get > /dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y -q chromium > /dev/null 2>&1 || (apt-get update -q > /dev/null 2>&1 && \
+		apt-get install -y -q chromium > /dev/null 2>&1) || echo "chromium could not be installed: browser tests skip"; \
+	else echo "no apt-get as root: install Chromium (Debian: apt-get install chromium) to run the browser tests"; fi
+
 demo: $(TOY_DATA)
 	$(BIN)/scb run --config configs/toy_t1.yaml
 	$(BIN)/scb plot results/toy_t1
-	$(BIN)/scb report results/toy_t1
+	$(BIN)/scb report results/toy_t1 --html
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -66,15 +75,15 @@ lint: install
 # whose output files are then checked.
 ci-run: $(TOY_DATA) $(TOY_LLM_DATA)
 	$(BIN)/scb run --config configs/ci.yaml --fresh
-	$(BIN)/scb report results/ci > /dev/null
+	$(BIN)/scb report results/ci --html > /dev/null
 	$(BIN)/scb plot results/ci > /dev/null
 	$(BIN)/python scripts/check_results.py results/ci
 	$(BIN)/scb run --config configs/toy_llm_ci.yaml --fresh
-	$(BIN)/scb report results/toy_llm_ci > /dev/null
+	$(BIN)/scb report results/toy_llm_ci --html > /dev/null
 	$(BIN)/scb plot results/toy_llm_ci > /dev/null
 	$(BIN)/python scripts/check_results.py results/toy_llm_ci
 	$(BIN)/scb run --config configs/toy_chain_ci.yaml --fresh
-	$(BIN)/scb report results/toy_chain_ci > /dev/null
+	$(BIN)/scb report results/toy_chain_ci --html > /dev/null
 	$(BIN)/scb plot results/toy_chain_ci > /dev/null
 	$(BIN)/python scripts/check_results.py results/toy_chain_ci
 

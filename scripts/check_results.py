@@ -39,6 +39,10 @@ def check(results: Path) -> list[str]:
         problems.append(f"summary.csv columns {list(summary.columns)}")
     if set(summary["run_id"]) != found:
         problems.append("summary.csv rows do not match the example files")
+    page = results / "report.html"
+    text = page.read_text() if page.is_file() else ""
+    if text.count("<svg") != 2 or text.count("<script") != 1 or text.count('data-curve="') < 2:
+        problems.append("report.html missing, or without its two figures, its curves and its one script")
     for name in ("report.md", "quality_latency.png", "quality_latency.pdf", "quality_cost.png", "quality_cost.pdf"):
         path = results / name
         if not path.exists() or path.stat().st_size == 0:
@@ -54,4 +58,4 @@ if __name__ == "__main__":
     if issues:
         sys.exit(1)
     print(f"{folder}: manifest, {len(list((folder / 'examples').glob('*.jsonl')))} example files, summary, "
-          "report and figures are complete")
+          "report, page and figures are complete")
