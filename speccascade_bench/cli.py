@@ -337,7 +337,11 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
     if html:
         from .analysis.html import write_html
 
-        typer.echo(f"wrote {write_html(results, out, mix_devices)}", err=True)
+        try:
+            page = write_html(results, out, mix_devices)
+        except OSError as exc:
+            _fail(f"report.html not written: {_message(exc)}; give --out with a folder you can write")
+        typer.echo(f"wrote {page}", err=True)
 
 
 @app.command()

@@ -64,7 +64,7 @@ def test_the_page_holds_everything_and_escapes_every_text(folders, tmp_path):
     assert "built: data/built.jsonl" not in text and "plain: data/built.jsonl (exact_match)" in text
 
 
-def test_the_page_goes_where_it_is_told_and_never_through_a_link(folders, tmp_path):
+def test_the_page_goes_where_it_is_told_and_never_over_what_it_did_not_write(folders, tmp_path):
     hostile, plain = folders
     assert write_html([plain]) == plain / HTML_FILE
     target = tmp_path / "elsewhere.html"
@@ -75,6 +75,14 @@ def test_the_page_goes_where_it_is_told_and_never_through_a_link(folders, tmp_pa
     with pytest.raises(ResultsError, match="link"):
         write_html([plain], out)
     assert target.read_text() == "keep"
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / HTML_FILE).write_text("<html>someone's page</html>")
+    with pytest.raises(ResultsError, match="not written by"):
+        write_html([plain], theirs)
+    assert (theirs / HTML_FILE).read_text() == "<html>someone's page</html>"
+    assert write_html([plain], theirs / "new") == theirs / "new" / HTML_FILE
+    assert write_html([plain], theirs / "new") == theirs / "new" / HTML_FILE  # its own page it replaces
     afile = tmp_path / "a_file"
     afile.write_text("")
     with pytest.raises(ResultsError, match="not a folder"):
@@ -85,6 +93,19 @@ def test_the_page_goes_where_it_is_told_and_never_through_a_link(folders, tmp_pa
     assert result.exit_code == 0, result.output
     assert (tmp_path / "both" / HTML_FILE).is_file() and result.output.count("| run |") == 2
     assert (plain / "report.md").is_file() and (hostile / "report.md").is_file()  # the Markdown reports stay
+
+
+def test_a_folder_it_cannot_write_is_one_line(folders, tmp_path, monkeypatch):
+    from speccascade_bench.analysis import html
+
+    def read_only(path, data, sync=False):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(html, "write_file", read_only)
+    _, plain = folders
+    result = CliRunner().invoke(app, ["report", str(plain), "--html", "--out", str(tmp_path / "archive")])
+    assert result.exit_code == 2 and "report.html not written" in result.output and "--out" in result.output
+    assert "Traceback" not in result.output and "| run |" in result.output  # the Markdown report still printed
 
 
 def test_findings_appear_for_a_recorded_toy_config_only(folders, tmp_path):

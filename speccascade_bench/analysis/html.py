@@ -26,6 +26,7 @@ from .style import curve_style
 from .summary import summarize, with_curves
 
 HTML_FILE = "report.html"
+GENERATOR = '<meta name="generator" content="speccascade-bench scb report --html">'  # marks a page as ours
 
 # The recorded toy runs (results/toy) and the section of results/toy/README.md that says which of the paper's
 # findings hold on them.
@@ -287,6 +288,7 @@ def build_html(folders: list[Path], page: Path, mix_devices: bool = False) -> st
     return "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        GENERATOR,
         f'<meta http-equiv="Content-Security-Policy" content="{policy}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>speccascade-bench report: {_text(names)}</title>",
@@ -300,13 +302,26 @@ def build_html(folders: list[Path], page: Path, mix_devices: bool = False) -> st
     ]) + "\n"
 
 
+def _ours(path: Path) -> bool:
+    """Whether an existing file is a page this command wrote (GENERATOR near its top)."""
+    try:
+        with path.open("rb") as f:
+            return GENERATOR.encode() in f.read(4096)
+    except OSError:
+        return False
+
+
 def write_html(folders: list[Path], out: Path | None = None, mix_devices: bool = False) -> Path:
     """Write HTML_FILE for `folders` into `out`, or into the folder (one folder) or the first folder's parent
-    (several, as `scb plot`'s combined figure); never through a link. Returns its path."""
+    (several, as `scb plot`'s combined figure); never through a link, and never over a file of that name that
+    this command did not write (a ResultsError). Returns its path."""
     if out is not None and (out.exists() or out.is_symlink()) and not out.is_dir():
         raise ResultsError(f"--out {out} is not a folder (a file, or a link to nothing); give a folder")
     target = (out or (folders[0] if len(folders) == 1 else folders[0].parent)) / HTML_FILE
     refuse_link(target)
+    if target.exists() and not _ours(target):
+        raise ResultsError(f"{target} exists and was not written by `scb report --html`; move it aside or give "
+                           "another --out")
     text = build_html(folders, target, mix_devices)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_file(target, text)
