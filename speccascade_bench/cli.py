@@ -344,6 +344,29 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
         typer.echo(f"wrote {page}", err=True)
 
 
+@app.command("fit-router")
+def fit_router(results: Path = typer.Argument(..., help="results folder of `scb run` with the drafter's and the "
+                                              "verifier's outputs on a fitting split (not the evaluation split)"),
+               out: Path = typer.Option(..., "--out", "-o", help="the router file to write (JSON)"),
+               level: str = typer.Option("sequence", help="sequence (seq_cascade's `sequence_score: learned`) or "
+                                         "token (spec_cascade's `rule: learned`; needs `record: [tokens]`)"),
+               folds: int = typer.Option(5, callback=_at_least_one, help="cross-validation folds")) -> None:
+    """Fit a learned deferral router on a pair's own outputs (logistic regression, cross-validated) and write it
+    as JSON; prints its cross-validated AUC next to the plug-in score's."""
+    from .analysis.router_fit import fit_router as fit
+    from .decoding.router import LEVELS
+
+    if level not in LEVELS:
+        _fail(f"--level must be one of {', '.join(LEVELS)}, got {level!r}")
+    if folds < 2:
+        _fail(f"--folds must be at least 2, got {folds}")
+    router = fit(results, level, out, folds)
+    f = router.fitted
+    typer.echo(f"{out}: {level} router fitted on {len(f['examples'])} examples ({f['weighted_examples']} weighted "
+               f"{'positions' if level == 'token' else 'examples'}); cross-validated weighted AUC {f['cv_auc']:.3f} "
+               f"against {f['plug_in_auc']:.3f} for {f['plug_in']}")
+
+
 @app.command()
 def plot(results: list[Path] = typer.Argument(..., help="results folders of `scb run` (e.g. one per task)"),
          out: Path = typer.Option(None, help="folder for the figures (default: each results folder; with "

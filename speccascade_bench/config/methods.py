@@ -9,10 +9,12 @@ a list of one value per level, or a list of such lists to sweep.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..decoding.deferral import RULES as DEFERRAL_RULES
 from ..decoding.methods import METHODS, MIDDLE, MethodSpec, Param, alpha_param
 from ..run.settings import MethodRun
 from ..settings import ConfigError, _Section, short, suggest
@@ -106,7 +108,7 @@ def _grid(s: _Section, spec: MethodSpec, entry: dict, choices: dict, roles: tupl
     grid: dict[str, list] = {}
     rule = choices.get("rule")
     for param in spec.params:
-        if param.choices:
+        if param.choices or param.path:
             continue
         if param.needs and choices.get(param.needs[0]) != param.needs[1]:
             if param.name in entry:
@@ -147,6 +149,12 @@ def _entry_runs(file: Path, prefix: str, entry: dict, default_gamma: int,
                         s.choice(p.name, p.choices, ... if p.required else p.default))
                for p in spec.params if p.choices}
     grid = _grid(s, spec, entry, choices, roles)
+    learned = [rule for rule in choices.get("rules") or [] if DEFERRAL_RULES[rule].uses_router]
+    if learned:
+        raise s.error("rules", f"{learned[0]!r} is fitted on a pair (`scb fit-router`); a chain's levels take "
+                      "the rules that need no router")
+    paths = {param.name: _path(s, param, entry, choices) for param in spec.params if param.path}
+    paths = {name: value for name, value in paths.items() if value is not None}
     if name == MIDDLE and any(level > len(roles) - 2 for level in grid["level"]):
         middles = len(roles) - 2
         raise s.error("level", f"the models have {middles} middle model{'' if middles == 1 else 's'}"
@@ -158,8 +166,31 @@ def _entry_runs(file: Path, prefix: str, entry: dict, default_gamma: int,
     if "horizontal" in grid:
         _check_horizontal(s, grid, roles)
     keys = list(grid)
-    return (MethodRun(name, {**choices, **dict(zip(keys, combo, strict=True))})
+    return (MethodRun(name, {**choices, **paths, **dict(zip(keys, combo, strict=True))})
             for combo in itertools.product(*(grid[k] for k in keys)))
+
+
+SAFE_STEM = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _path(s: _Section, param: Param, entry: dict, choices: dict) -> str | None:
+    """A file parameter (a router): a path whose file name names the run (checked, with the file itself, before any
+    model loads: `run.routers`); required, and only allowed, where its `needs` choice is made."""
+    wanted = param.needs is None or choices.get(param.needs[0]) == param.needs[1]
+    if param.name not in entry:
+        if wanted and param.needs:
+            raise s.error(param.name, f"is required with {param.needs[0]}: {param.needs[1]} (a file of `scb "
+                          "fit-router`)")
+        return None
+    if not wanted:
+        raise s.error(param.name, f"applies only with {param.needs[0]}: {param.needs[1]}")
+    value = entry[param.name]
+    if not isinstance(value, str) or not value.strip():
+        raise s.error(param.name, f"must be a file's path, got {short(value)}")
+    if not SAFE_STEM.fullmatch(Path(value).stem):
+        raise s.error(param.name, f"{short(value)}: the file's name (without its suffix) names the run: use 1 to 64 "
+                      "letters, digits, `_`, `.` or `-`")
+    return value
 
 
 def _check_horizontal(s: _Section, grid: dict[str, list], roles: tuple[str, ...]) -> None:

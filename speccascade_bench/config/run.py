@@ -104,6 +104,9 @@ def _has_key(data: Any, dotted: str) -> bool:
     return True
 
 
+RECORDS = ("tokens",)  # `record`: what a run may record beyond its rows' usual fields
+
+
 def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str, ...]) -> RunConfig:
     top = _Section(file, "", data, keys_of(RunConfig))
     name = top.fields(RunConfig, only=("name",))["name"]
@@ -122,7 +125,12 @@ def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str,
     output = top.get("output", str, f"results/{name}")
     if not output.strip():
         raise top.error("output", "must not be empty")
-    return RunConfig(name, task, models, methods, decoding, timing, output, str(file), variant, variants, data)
+    record = top.get("record", list, [])
+    unknown = [item for item in record if item not in RECORDS]
+    if unknown:
+        raise top.error("record", f"unknown record {short(unknown[0])}; known: {', '.join(RECORDS)}")
+    return RunConfig(name, task, models, methods, decoding, timing, output, tuple(dict.fromkeys(record)), str(file),
+                     variant, variants, data)
 
 
 MAX_CHAIN = 8

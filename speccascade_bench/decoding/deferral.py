@@ -24,25 +24,29 @@ class DeferralRule:
     name: str
     alpha: tuple[float | None, float | None]  # the valid range of alpha; None is unbounded
     per_token: bool  # r(v) per token ([n, V]) rather than one decision per position ([n])
-    decide: Callable[[Any, Any, float], Any]  # (draft: Dists, verifier: Dists, alpha) -> bool tensor
+    decide: Callable[..., Any]  # (draft: Dists, verifier: Dists, alpha[, router]) -> bool tensor, or [n] weights
+    uses_router: bool = False  # a learned rule: decide also takes the router, and returns weights in [0, 1]
 
 
 RULES: dict[str, DeferralRule] = {}  # the registry, in order of registration
 
 
-def deferral_rule(name: str, alpha: tuple[float | None, float | None] = (None, None), per_token: bool = False):
+def deferral_rule(name: str, alpha: tuple[float | None, float | None] = (None, None), per_token: bool = False,
+                  uses_router: bool = False):
     """Register the decorated function as the deferral rule `name` with its alpha range."""
 
     def register(decide: Callable) -> Callable:
         if name in RULES:
             raise ValueError(f"the deferral rule {name!r} is registered twice")
-        RULES[name] = DeferralRule(name, alpha, per_token, decide)
+        RULES[name] = DeferralRule(name, alpha, per_token, decide, uses_router)
         return decide
 
     return register
 
 
 SEQUENCE_SCORES = ("chow_average", "chow_sum", "chow_quantile")
+
+LEARNED = "learned"  # the learned sequence score and token rule (`decoding.router`)
 
 
 def sequence_score(token_logprobs: Sequence[float], score: str = "chow_average",

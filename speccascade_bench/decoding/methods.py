@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import PurePath
 
 from ..models.settings import middle_role
+from . import router as _router  # noqa: F401  (registers the learned deferral rule)
+from .deferral import LEARNED, SEQUENCE_SCORES
 from .deferral import RULES as DEFERRAL_RULES
-from .deferral import SEQUENCE_SCORES
 
 
 class _AlphaRanges(Mapping):
@@ -49,8 +51,12 @@ class Param:
     labels_curve: bool = False  # part of a curve's name (not the swept parameter that traces the curve)
     needs: tuple[str, str] | None = None  # (choice, value): it applies, and is then required, only at that value
     per_level: bool = False  # a chain method's list of one value per level (per adjacent pair of models)
+    path: bool = False  # a file's path (a router): named in run ids and curves by its file's stem
+
 
     def range_text(self) -> str:
+        if self.path:
+            return "a file's path"
         if self.choices:
             return " | ".join(self.choices)
         low = "-inf" if self.low is None else f"{self.low:g}"
@@ -61,6 +67,8 @@ class Param:
         """The parameter at `value` in a name (a run id, a curve's name): `number`, the caller's text of a
         numeric value; a required choice as its value; an optional choice as name, `sep`, value, or None
         (not shown) at its default."""
+        if self.path:
+            return f"{self.tag or self.name}{sep if sep == '=' else ''}{PurePath(str(value)).stem}"
         if not self.choices:
             return number
         if self.required:
@@ -112,6 +120,12 @@ DRAFTER = "drafter"
 
 MIDDLE = "middle"  # a middle model of a chain alone (its `level`: 1 is the one after the drafter)
 
+def ROUTER_PARAM(choice: str) -> Param:  # noqa: N802  (a constant's maker)
+    """The router file of a learned deferral (`scb fit-router`), needed when `choice` is `learned`."""
+    return Param("router", "the router file of `learned` (`scb fit-router`: JSON, fitted on this pair's outputs on "
+                 "another split)", sweepable=False, tag="r", labels_curve=True, path=True, needs=(choice, LEARNED))
+
+
 PER_LEVEL_GAMMA = Param("draft_lengths", "tokens each model drafts per round for the next, one per level (the "
                         "drafter's first); defaults to decoding.draft_length at every level", 1, 64, tag="g",
                         integer=True, per_level=True)
@@ -135,11 +149,13 @@ METHODS: dict[str, MethodSpec] = {
                 Param("threshold", "absolute confidence threshold (of the sequence score); defer when below", None,
                       0.0, tag="t"),
                 Param("sequence_score", "the sequence confidence (Gupta et al. 2024): chow_average (the mean token "
-                      "log q), chow_sum (their sum), chow_quantile (a quantile of them)", default="chow_average",
-                      sweepable=False, choices=SEQUENCE_SCORES, labels_curve=True),
+                      "log q), chow_sum (their sum), chow_quantile (a quantile of them), learned (minus a router's "
+                      "probability that deferring pays; `scb fit-router`)", default="chow_average",
+                      sweepable=False, choices=(*SEQUENCE_SCORES, LEARNED), labels_curve=True),
                 Param("quantile", "chow_quantile's quantile of the token log-probabilities (low: the least "
                       "confident tokens decide)", 0.0, 1.0, tag="q", labels_curve=True,
                       needs=("sequence_score", "chow_quantile")),
+                ROUTER_PARAM("sequence_score"),
             ),
             one_of=("alpha", "threshold"),
             derived_by="alpha",
@@ -171,6 +187,7 @@ METHODS: dict[str, MethodSpec] = {
                       "(exact; needs one more drafter step) or the verifier's (an approximation: the output "
                       "then no longer follows the target at that position)", default="target", sweepable=False,
                       choices=("target", "verifier"), labels_curve=True),
+                ROUTER_PARAM("rule"),
             ),
         ),
         MethodSpec(

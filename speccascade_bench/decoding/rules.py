@@ -60,7 +60,7 @@ def normalize(weights: Tensor) -> Tensor:
 
 
 def cascade_target(draft_scaled: Tensor, verifier_scaled: Tensor, defer: Tensor) -> Tensor:
-    """Eq. 6: pi = (1 - r) q^tau + r p^tau, with r [n] in {0, 1}."""
+    """Eq. 6: pi = (1 - r) q^tau + r p^tau, with r [n] in {0, 1} (in [0, 1] for the learned rule)."""
     r = defer.to(draft_scaled.dtype).unsqueeze(-1)
     return (1.0 - r) * draft_scaled + r * verifier_scaled
 
@@ -133,20 +133,23 @@ def lossy_target(alpha: float, beta: float, greedy: bool) -> TargetFn:
     return target
 
 
-def cascade_mixture(rule: str, alpha: float, draft: Dists, verifier: Dists) -> tuple[Tensor, Tensor]:
+def cascade_mixture(rule: str, alpha: float, draft: Dists, verifier: Dists, router=None) -> tuple[Tensor, Tensor]:
     """The target pi [n, V] of a registered deferral rule (`deferral.RULES`) and each position's deferral
-    probability [n]: r in {0, 1} for a per-position rule, the deferred drafter mass eta for a per-token one."""
+    probability [n]: r in {0, 1} for a per-position rule, its weight in [0, 1] for a learned one (with its
+    `router`), the deferred drafter mass eta for a per-token one."""
     if rule not in RULES:
         raise ValueError(f"unknown deferral rule {rule!r}")
     spec = RULES[rule]
-    decided = spec.decide(draft, verifier, alpha)
+    if spec.uses_router and router is None:
+        raise ValueError(f"the deferral rule {rule!r} needs a router")
+    decided = spec.decide(draft, verifier, alpha, router) if spec.uses_router else spec.decide(draft, verifier, alpha)
     if not spec.per_token:
         return cascade_target(draft.scaled, verifier.scaled, decided), decided.float()
     eta = (decided.float() * draft.scaled).sum(-1)
     return token_cascade_target(draft.scaled, verifier.scaled, decided), eta
 
 
-def cascade_rule_target(rule: str, alpha: float, bonus_from_verifier: bool = False) -> TargetFn:
+def cascade_rule_target(rule: str, alpha: float, bonus_from_verifier: bool = False, router=None) -> TargetFn:
     """A speculative cascade's target (paper eqs. 6 and 11) for a named deferral rule. The bonus token
     is drawn from the target at the bonus position when the drafter's distribution there is given,
     else (with `bonus_from_verifier`) from the verifier's: an approximation, under which the bonus
@@ -155,7 +158,7 @@ def cascade_rule_target(rule: str, alpha: float, bonus_from_verifier: bool = Fal
         raise ValueError(f"unknown deferral rule {rule!r}")
 
     def target(draft: Dists, verifier: Dists) -> Target:
-        pi, deferral = cascade_mixture(rule, alpha, draft, verifier.head(len(draft)))
+        pi, deferral = cascade_mixture(rule, alpha, draft, verifier.head(len(draft)), router)
         return _mixture_target(pi, draft, verifier, deferral, bonus_from_verifier)
 
     return target

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..models.cached import CachedDecoder, ModelPair
 from . import rules
+from .router import read_router
 from .rules import Dists
 from .sampling import DecodeResult, Ending, draw, ending, scaled
 from .settings import DecodingConfig
@@ -94,6 +95,8 @@ def decode_lossy_spec(pair, input_ids, settings, params, generator) -> DecodeRes
 
 def decode_spec_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:
     from_verifier = params.get("bonus", "target") == "verifier"
-    target = rules.cascade_rule_target(params["rule"], params["alpha"], bonus_from_verifier=from_verifier)
+    router = read_router(params["router"]) if "router" in params else None
+    target = rules.cascade_rule_target(params["rule"], params["alpha"], bonus_from_verifier=from_verifier,
+                                       router=router)
     return speculative_sample(pair, input_ids, settings, _gamma(settings, params), target, not from_verifier,
                               generator)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..decoding import deferral
+from ..decoding import deferral, router
 from ..decoding.methods import DRAFTER, MIDDLE, REFERENCE
 from ..files import ResultsError, write_atomic
 from ..models.settings import chain_roles
@@ -104,6 +104,8 @@ def sequence_confidence(row: dict, params: dict) -> float:
     if score == "chow_average":
         return row["confidence"]
     logprobs = row.get("token_logprobs")
+    if score == deferral.LEARNED and logprobs is not None:  # minus the router's probability that deferring pays
+        return -router.read_router(params["router"]).probability(router.sequence_features(logprobs))
     if logprobs is None:
         if score == "chow_sum":
             return row["confidence"] * row["output_tokens"]

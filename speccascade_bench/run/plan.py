@@ -19,6 +19,7 @@ from ..tasks.prompts import PromptFormat, prompt_ids
 from ..tasks.settings import TaskConfig, looks_like_path
 from .folder import check_output
 from .manifest import manifest_config
+from .routers import check_routers
 from .settings import MethodRun, RunConfig, RunOptions
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
         raise ConfigError(config.file, f"task.{exc.key}", str(exc)) from None
     if not examples:
         raise ResultsError("the task selected no examples")
+    check_routers(config, [*decoded, *derived], examples)
     readable = dict(_readable_configs(config))  # read once: each read of a hub name off-line waits on the hub
     check_positions(config, readable)
     check_chain(config, readable)

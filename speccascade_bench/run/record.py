@@ -95,6 +95,10 @@ class ExampleRow:
                                nullable=True)
     token_logprobs: list = column("list", "the model's log-probability of each of its own tokens (drafter and "
                                   "middle runs; what the sequence cascades' scores read)", nullable=True)
+    token_stats: dict = column(
+        "mapping", "with `record: [tokens]`, in the drafter's rows: per position of the reference (at most "
+        "max_new_tokens), `features` (max q, max p, their TV distance, each one's entropy) and `q_ref`, `p_ref` (each "
+        "model's probability of the reference token): what `scb fit-router --level token` fits on", nullable=True)
     shots: int = column("count", "the few-shot examples the prompt kept")
     score: float = column("score", "the example's own score (sentence BLEU or chrF, ROUGE F1, 0 or 100, F1)")
     worker: dict = column("mapping", "where it ran: `host`, `device` and `kind` (the kind of device its latency "

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 
 from ..decoding.dispatch import decode
+from ..decoding.methods import DRAFTER
+from ..decoding.router import token_features
 from ..tasks.data import Example
 from ..tasks.prompts import cut_at_stop, prompt_ids
 from ..tasks.scoring import Scorer
@@ -121,11 +123,40 @@ class Session:
             record = _record(example, run, result, prediction, latencies, int(input_ids.shape[1]))
             record.score, record.verdict = self.scorer.score(example, prediction)
             record.shots, record.worker = shots, self.worker
+            if run.method == DRAFTER and "tokens" in self.config.record:  # untimed, after the timed trials
+                record.token_stats = reference_stats(self.pair, input_ids, example.reference,
+                                                     self.config.decoding.max_new_tokens)
             row = record.to_json()
             rows.append(row)
             if on_row:
                 on_row(row)
         return rows
+
+
+def reference_stats(pair, input_ids: torch.Tensor, reference: str, limit: int) -> dict:
+    """What `scb fit-router --level token` fits on, for one example (`ExampleRow.token_stats`): both models scored
+    on the reference's first `limit` tokens after the prompt (the encoder-decoder's reference ending with EOS), one
+    forward call each; per position the token features of q and p (`router.TOKEN_FEATURES`) and each model's
+    probability of the reference token, rounded to 5 decimals."""
+    ids = pair.tokenizer(reference, add_special_tokens=False).input_ids
+    if pair.is_encoder_decoder:
+        ids = [*ids, pair.eos_token_id]
+    ids = ids[:limit]
+    if not ids:
+        return {"features": [], "q_ref": [], "p_ref": []}
+    probs = {}
+    for role in ("drafter", "verifier"):
+        decoder = pair.decoder(role, input_ids)
+        decoder.extend(ids)
+        probs[role] = torch.softmax(decoder.logits(keep=len(ids) + 1)[: len(ids)], dim=-1)
+    q, p = probs["drafter"], probs["verifier"]
+    index = torch.tensor(ids, device=q.device).unsqueeze(-1)
+
+    def rounded(values: torch.Tensor) -> list:
+        return torch.round(values.double(), decimals=5).tolist()
+
+    return {"features": rounded(token_features(q, p)), "q_ref": rounded(q.gather(-1, index)[:, 0]),
+            "p_ref": rounded(p.gather(-1, index)[:, 0])}
 
 
 def call_costs(pair, config: RunConfig, runs: list[MethodRun], inputs: list[torch.Tensor]) -> dict[str, float]:

@@ -65,6 +65,7 @@ class RunConfig:
     decoding: DecodingConfig = option(DecodingConfig())
     timing: TimingConfig = option(TimingConfig())
     output: str = option("")  # default results/<name>
+    record: tuple[str, ...] = option(())  # extra records: `tokens` (`token_stats` in the drafter's rows)
     file: str = option("", internal=True)
     variant: str | None = option(None, internal=True)
     variants: tuple[str, ...] = option((), internal=True)

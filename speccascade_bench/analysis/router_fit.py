@@ -1,0 +1,155 @@
+"""`scb fit-router`: fit a learned deferral router (`decoding.router`) on a results folder that holds the drafter's
+and the verifier's outputs on a fitting split.
+
+The model is scikit-learn's logistic regression on standardised features, its L2 strength chosen by stratified
+k-fold cross-validation on ROC AUC (`LogisticRegressionCV`). Deferral is a ranking: a cascade defers the examples
+(or positions) it ranks highest, so what matters is the order of the scores, which a linear logit gives smoothly
+and stores as a few JSON numbers; gradient boosting ranked no better on the toy pairs' features, which are few
+and monotone, and would need skops to store.
+
+Labels, each weighted by what is at stake (a gain of 0 carries no weight):
+- sequence: y = 1 when the verifier's output scores better than the drafter's on the example (`score`), weight
+  |verifier score - drafter score|;
+- token: y = 1 when the verifier gives the reference token more probability than the drafter, weight
+  |p(ref) - q(ref)|, at every recorded position (`token_stats`, `record: [tokens]`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..decoding.methods import DRAFTER, REFERENCE
+from ..decoding.router import FEATURES, FORMAT, Router, sequence_features
+from ..files import ResultsError, refuse_link, write_file
+from ..run.folder import read_manifest
+from ..run.routers import tokenizer_of
+from ..run.rows import examples_dir, read_run
+
+FOLDS = 5
+MODEL = ("logistic regression (scikit-learn LogisticRegressionCV: L2, standardised features, C chosen among 10 "
+         "values by stratified {folds}-fold cross-validation on ROC AUC, sample weights)")
+LABELS = {
+    "sequence": "1 when the verifier's output scores better than the drafter's; weight |verifier score - drafter "
+                "score|",
+    "token": "1 when the verifier gives the reference token more probability than the drafter; weight "
+             "|p(ref) - q(ref)|",
+}
+PLUG_IN = {"sequence": ("chow_average (minus the mean token log q)", "logprob_mean"),
+           "token": ("chow (minus max q)", "max_q")}
+
+
+def _rows(results: Path, run_id: str, role: str) -> dict[int, dict]:
+    path = examples_dir(results) / f"{run_id}.jsonl"
+    rows, _ = read_run(path) if path.is_file() else ([], 0)
+    if not rows:
+        raise ResultsError(f"{results} has no {role} outputs ({path} is missing or empty): run the drafter and the "
+                           "verifier (methods `drafter` and `verifier`) on the fitting split first")
+    return {row["example_id"]: row for row in rows}
+
+
+def _sequence_data(results: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    drafter, verifier = _rows(results, DRAFTER, "drafter"), _rows(results, REFERENCE, "verifier")
+    ids = sorted(set(drafter) & set(verifier))
+    xs, gains = [], []
+    for example in ids:
+        draft, large = drafter[example], verifier[example]
+        if draft.get("token_logprobs") is None:
+            raise ResultsError(f"{results}: the drafter's rows have no token_logprobs (recorded by an earlier "
+                               "version); run the drafter again")
+        if not isinstance(draft.get("score"), int | float) or not isinstance(large.get("score"), int | float):
+            raise ResultsError(f"{results}: example {example} has no per-example score; the label is the gain in "
+                               "score from deferring")
+        xs.append(sequence_features(draft["token_logprobs"]))
+        gains.append(large["score"] - draft["score"])
+    gains_array = np.asarray(gains, dtype=float)
+    return np.asarray(xs, dtype=float), gains_array > 0, np.abs(gains_array), ids
+
+
+def _token_data(results: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    drafter = _rows(results, DRAFTER, "drafter")
+    _rows(results, REFERENCE, "verifier")
+    xs, q_ref, p_ref, ids = [], [], [], []
+    for example, row in sorted(drafter.items()):
+        stats = row.get("token_stats")
+        if not isinstance(stats, dict):
+            raise ResultsError(f"{results}: the drafter's rows have no token_stats; run the fitting split with "
+                               "`record: [tokens]` in its config")
+        xs += stats["features"]
+        q_ref += stats["q_ref"]
+        p_ref += stats["p_ref"]
+        ids.append(example)
+    diff = np.asarray(p_ref, dtype=float) - np.asarray(q_ref, dtype=float)
+    return np.asarray(xs, dtype=float).reshape(-1, len(FEATURES["token"])), diff > 0, np.abs(diff), ids
+
+
+def fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray, level: str, folds: int = FOLDS, seed: int = 0) -> tuple[
+        Router, dict]:
+    """A router fitted on features `x` [n, F], labels `y` and weights: the cross-validated logistic regression,
+    and its scores: the cross-validated weighted AUC of the router and of the level's plug-in score on the same
+    data. A ResultsError when a class has fewer than `folds` weighted examples."""
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    keep = weight > 0
+    x, y, weight = x[keep], y[keep], weight[keep]
+    counts = (int(y.sum()), int((~y).sum()))
+    if min(counts) < folds:
+        raise ResultsError(f"{counts[0]} examples where deferring pays and {counts[1]} where it costs: too few of one "
+                           f"kind for {folds}-fold cross-validation (fit on more examples)")
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    xs = (x - mean) / scale
+    splits = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    model = LogisticRegressionCV(Cs=10, cv=splits, scoring="roc_auc", max_iter=5000)
+    model.fit(xs, y, sample_weight=weight)
+    c = float(model.C_[0])
+    predicted = cross_val_predict(LogisticRegression(C=c, max_iter=5000), xs, y, cv=splits, method="predict_proba",
+                                  params={"sample_weight": weight})[:, 1]
+    plug_in = -x[:, FEATURES[level].index(PLUG_IN[level][1])]
+    router = Router(level, FEATURES[level], tuple(mean.tolist()), tuple(scale.tolist()),
+                    tuple(model.coef_[0].tolist()), float(model.intercept_[0]))
+    scores = {"C": c, "cv_auc": float(roc_auc_score(y, predicted, sample_weight=weight)),
+              "plug_in_auc": float(roc_auc_score(y, plug_in, sample_weight=weight)), "plug_in": PLUG_IN[level][0],
+              "weighted_examples": int(len(y)), "positive": counts[0]}
+    return router, scores
+
+
+def fit_router(results: Path, level: str, out: Path, folds: int = FOLDS, seed: int = 0) -> Router:
+    """Fit a router of `level` on a results folder and write it to `out` as JSON (never through a link, never over a
+    file that is not a router); returns it."""
+    import sklearn
+
+    manifest = read_manifest(results)
+    refuse_link(out)
+    if out.exists():
+        try:
+            ours = json.loads(out.read_text(encoding="utf-8")).get("format") == FORMAT
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise ResultsError(f"{out} exists and is not a router file; give another --out")
+    x, y, weight, ids = _sequence_data(results) if level == "sequence" else _token_data(results)
+    router, scores = fit(x, y, weight, level, folds, seed)
+    cfg = manifest["config"]
+    task = cfg["task"]
+    fitted = {
+        "pair": {"drafter": cfg["models"]["drafter"], "verifier": cfg["models"]["verifier"]},
+        "tokenizer": tokenizer_of(cfg["models"].get("tokenizer"), cfg["models"]["verifier"]),
+        "task": {key: task.get(key) for key in ("dataset", "subset", "split", "metric", "source", "target")},
+        "examples": ids, "positions": int(len(x)) if level == "token" else None,
+        "label": LABELS[level], "model": MODEL.format(folds=folds), "folds": folds, "seed": seed, **scores,
+        "results": str(results), "temperature": cfg["decoding"]["temperature"],
+        "scikit_learn": sklearn.__version__,
+    }
+    router = Router(router.level, router.features, router.mean, router.scale, router.coef, router.intercept, fitted)
+    text = json.dumps(router.to_dict(), indent=1)
+    if not all(math.isfinite(v) for v in (*router.coef, router.intercept)):
+        raise ResultsError(f"{results}: the fit gave non-finite coefficients")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_file(out, text + "\n")
+    return router

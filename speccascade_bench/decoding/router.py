@@ -1,0 +1,174 @@
+"""Learned deferral: a router fitted on a pair's own outputs (`scb fit-router`) that scores how much deferring to
+the verifier is worth, at two levels.
+
+- sequence: from the drafter's whole output (quantiles of its token log-probabilities and its length), the
+  probability that the verifier's output scores better; `seq_cascade` with `sequence_score: learned` defers the
+  examples it ranks highest.
+- token: from the drafter's and the verifier's distributions at a position, the probability that the verifier
+  puts more mass on the reference token; `spec_cascade` with `rule: learned` mixes the target
+  T = (1 - delta) q + delta p with delta that probability, tilted by alpha (docs/ALGORITHMS.md).
+
+A router is a standardised logistic model stored as JSON (never pickle): `Router.from_dict` checks every field.
+This module holds the maths and the record; it reads no file.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .deferral import LEARNED, deferral_rule, sequence_score
+
+FORMAT = "speccascade-bench router"
+VERSION = 1
+
+LEVELS = ("sequence", "token")
+
+# The features of each level, by name, in the order a router's coefficients follow.
+SEQUENCE_QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+SEQUENCE_FEATURES = (*(f"logprob_q{q:g}" for q in SEQUENCE_QUANTILES), "logprob_mean", "length")
+TOKEN_FEATURES = ("max_q", "max_p", "tv", "entropy_q", "entropy_p")
+FEATURES = {"sequence": SEQUENCE_FEATURES, "token": TOKEN_FEATURES}
+
+
+def sequence_features(token_logprobs: Sequence[float]) -> list[float]:
+    """SEQUENCE_FEATURES of one output from the drafter's log-probabilities of its own tokens: their quantiles
+    (`deferral.sequence_score`'s chow_quantile), their mean and their number (an empty output: zeros)."""
+    values = list(token_logprobs)
+    quantiles = [sequence_score(values, "chow_quantile", q) for q in SEQUENCE_QUANTILES]
+    return [*quantiles, sequence_score(values, "chow_average"), float(len(values))]
+
+
+def token_features(draft_probs, verifier_probs):
+    """TOKEN_FEATURES at n positions from the unscaled distributions q and p [n, V] -> [n, 5]: max q, max p, their
+    total variation distance and each one's entropy in nats."""
+    import torch
+
+    def entropy(probs):
+        return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+
+    tv = 0.5 * (draft_probs - verifier_probs).abs().sum(-1)
+    return torch.stack([draft_probs.amax(-1), verifier_probs.amax(-1), tv, entropy(draft_probs),
+                        entropy(verifier_probs)], dim=-1)
+
+
+class RouterError(ValueError):
+    """A router record that is not one (its field and why)."""
+
+
+def _numbers(value, name: str, size: int | None = None) -> list[float]:
+    if not isinstance(value, list) or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                              and math.isfinite(v) for v in value):
+        raise RouterError(f"`{name}` must be a list of finite numbers")
+    if size is not None and len(value) != size:
+        raise RouterError(f"`{name}` has {len(value)} values for {size} features")
+    return [float(v) for v in value]
+
+
+@dataclass(frozen=True)
+class Router:
+    """A fitted router: logit(x) = sum_i coef_i (x_i - mean_i) / scale_i + intercept over `features`, and what it
+    was fitted on (`fitted`: pair, tokenizer, task, split, example ids, model and cross-validation scores)."""
+
+    level: str
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    fitted: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data) -> Router:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise RouterError(f"not a router file (no \"format\": \"{FORMAT}\")")
+        if data.get("version") != VERSION:
+            raise RouterError(f"router format version {data.get('version')!r}; this suite reads {VERSION}")
+        level = data.get("level")
+        if level not in LEVELS:
+            raise RouterError(f"`level` must be one of {', '.join(LEVELS)}, got {level!r}")
+        features = data.get("features")
+        if features != list(FEATURES[level]):
+            raise RouterError(f"`features` {features!r} are not this suite's {level} features "
+                              f"({', '.join(FEATURES[level])}): fit the router again with `scb fit-router`")
+        n = len(features)
+        scale = _numbers(data.get("scale"), "scale", n)
+        if any(s <= 0 for s in scale):
+            raise RouterError("`scale` must be positive")
+        intercept = data.get("intercept")
+        if not isinstance(intercept, int | float) or isinstance(intercept, bool) or not math.isfinite(intercept):
+            raise RouterError("`intercept` must be a finite number")
+        fitted = data.get("fitted", {})
+        if not isinstance(fitted, dict):
+            raise RouterError("`fitted` must be a mapping")
+        return cls(level, tuple(features), tuple(_numbers(data.get("mean"), "mean", n)), tuple(scale),
+                   tuple(_numbers(data.get("coef"), "coef", n)), float(intercept), fitted)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "level": self.level, "features": list(self.features),
+                "mean": list(self.mean), "scale": list(self.scale), "coef": list(self.coef),
+                "intercept": self.intercept, "fitted": self.fitted}
+
+    def logit(self, features: Sequence[float]) -> float:
+        """The router's logit for one feature vector."""
+        return self.intercept + sum(c * (x - m) / s for c, x, m, s in
+                                    zip(self.coef, features, self.mean, self.scale, strict=True))
+
+    def probability(self, features: Sequence[float]) -> float:
+        """The fitted probability that deferring pays, for one feature vector."""
+        z = self.logit(features)
+        return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+
+    def logits(self, features):
+        """The logits of a tensor of feature vectors [n, F] -> [n]."""
+        import torch
+
+        coef = torch.tensor(self.coef, dtype=features.dtype, device=features.device)
+        mean = torch.tensor(self.mean, dtype=features.dtype, device=features.device)
+        scale = torch.tensor(self.scale, dtype=features.dtype, device=features.device)
+        return ((features - mean) / scale) @ coef + self.intercept
+
+
+def tilted_deferral(router: Router, draft_probs, verifier_probs, alpha: float):
+    """The learned token rule's deferral weight delta [n] in [0, 1]: the router's probability with its logit
+    shifted by logit(alpha). alpha 1/2 is the fitted router; alpha 0 never defers (the drafter's q), alpha 1
+    always does (the verifier's p)."""
+    import torch
+
+    n = draft_probs.shape[0]
+    if alpha <= 0.0:
+        return torch.zeros(n, dtype=draft_probs.dtype, device=draft_probs.device)
+    if alpha >= 1.0:
+        return torch.ones(n, dtype=draft_probs.dtype, device=draft_probs.device)
+    z = router.logits(token_features(draft_probs, verifier_probs)) + math.log(alpha / (1.0 - alpha))
+    return torch.sigmoid(z)
+
+
+@deferral_rule(LEARNED, alpha=(0.0, 1.0), uses_router=True)
+def defer_learned(draft, verifier, alpha: float, router: Router):
+    """The learned token rule: defer each position with weight delta (`tilted_deferral`); the target is
+    (1 - delta) q + delta p."""
+    return tilted_deferral(router, draft.probs, verifier.probs, alpha)
+
+
+def read_router(path: str | Path) -> Router:
+    """The router in a JSON file (a RouterError naming the file when it is not one; OSError when unreadable),
+    read once per file and modification time."""
+    path = Path(path)
+    return _read_router(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_router(path: str, mtime: int) -> Router:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise RouterError(f"{path}: not JSON ({' '.join(str(exc).split())[:80]})") from None
+    try:
+        return Router.from_dict(data)
+    except RouterError as exc:
+        raise RouterError(f"{path}: {exc}") from None
