@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TOY_DATA := data/toy/test.jsonl
 TOY_LLM_DATA := data/toy_llm/test.jsonl
 
-.PHONY: install browser demo test test-fast lint toy-data toy-pair toy-chain toy-llm-data toy-llm-pair ci-run bench bench-quick bench-gpu clean-results
+.PHONY: install browser demo toy-routers test test-fast lint toy-data toy-pair toy-chain toy-llm-data toy-llm-pair ci-run bench bench-quick bench-gpu clean-results
 
 install: $(VENV)/.installed
 
@@ -52,6 +52,18 @@ browser:
 		apt-get install -y -q chromium > /dev/null 2>&1 || (apt-get update -q > /dev/null 2>&1 && \
 		apt-get install -y -q chromium > /dev/null 2>&1) || echo "chromium could not be installed: browser tests skip"; \
 	else echo "no apt-get as root: install Chromium (Debian: apt-get install chromium) to run the browser tests"; fi
+
+# Learned deferral on both toy pairs: decode the validation splits (with per-position records), fit a sequence and
+# a token router on each, then evaluate them against the plug-in rules on the test splits (about 30 minutes on 2
+# CPU cores). The routers are in results/toy/routers, the recorded evaluations in results/toy/toy*_learned_t1.
+toy-routers: $(TOY_DATA) $(TOY_LLM_DATA)
+	$(BIN)/scb run --config configs/toy_router/fit_t1.yaml --fresh
+	$(BIN)/scb run --config configs/toy_router/fit_llm_t1.yaml --fresh
+	for pair in toy toy_llm; do fit=results/toy_router_fit_t1; [ $$pair = toy_llm ] && fit=results/toy_router_fit_llm_t1; \
+		$(BIN)/scb fit-router $$fit --level sequence --out results/toy/routers/$${pair}_seq_t1.json && \
+		$(BIN)/scb fit-router $$fit --level token --out results/toy/routers/$${pair}_token_t1.json || exit 1; done
+	$(BIN)/scb run --config configs/toy_learned_t1.yaml --fresh
+	$(BIN)/scb run --config configs/toy_llm_learned_t1.yaml --fresh
 
 demo: $(TOY_DATA)
 	$(BIN)/scb run --config configs/toy_t1.yaml

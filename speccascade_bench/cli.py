@@ -166,6 +166,7 @@ def validate(config: Path = typer.Option(..., "--config", "-c", help="run config
     from .config.finetune import is_finetune_config
     from .config.run import load_run_configs
     from .run.plan import plan, validate_resources
+    from .run.routers import check_routers
 
     if is_finetune_config(config):
         from .run.finetune import check_resources
@@ -180,6 +181,7 @@ def validate(config: Path = typer.Option(..., "--config", "-c", help="run config
         validate_resources(cfg)
     for cfg in configs:
         decoded, derived = plan(cfg)
+        check_routers(cfg, [*decoded, *derived], [])  # the overlap with the examples: `scb run`, which reads them
         label = f"{config} [{cfg.variant}]" if cfg.variant else str(config)
         typer.echo(f"{label}: ok, {cfg.name} -> {cfg.output} ({len(decoded)} decoded method runs, "
                    f"{len(derived)} derived): " + ", ".join(r.run_id for r in decoded + derived))

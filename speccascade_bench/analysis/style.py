@@ -30,9 +30,10 @@ COLORS = {
     "spec_cascade token_v1": "#98df8a",
     "spec_cascade token_v2": "#ffbb78",
     "spec_cascade token_v3": "#9edae5",
+    "spec_cascade learned": "#7b4173",
 }
 # For methods and rules registered beyond these (plugins): a colour chosen by their name.
-SPARE_COLORS = ("#6b6ecf", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1")
+SPARE_COLORS = ("#6b6ecf", "#8c6d31", "#843c39", "#ad494a", "#3182bd", "#e6550d", "#31a354", "#756bb1")
 
 MARKERS = ("o", "v", "^", "<", ">", "p", "h", "X", "d", "8")
 LINESTYLES = ("-", "--", ":", "-.")

@@ -326,7 +326,7 @@ def group_key(row) -> str:
         value = row.get(param.name)
         if not param.labels_curve or value is None or (isinstance(value, float) and math.isnan(value)):
             continue
-        text = param.label(value, "" if param.choices else f"{param.name}={value:g}", "=")
+        text = param.label(value, "" if param.choices or param.path else f"{param.name}={value:g}", "=")
         if text is not None:
             parts.append(text)
     return " ".join(parts)

@@ -43,7 +43,7 @@ class MethodRun:
                 value = "+".join(str(v) if param.choices else _number_text(v) for v in value)
                 number = "" if param.choices else f"{param.tag or param.name}{value}"
             else:
-                number = "" if param.choices else f"{param.tag or param.name}{_number_text(value)}"
+                number = "" if param.choices or param.path else f"{param.tag or param.name}{_number_text(value)}"
             text = param.label(value, number, "_")
             if text is not None:
                 parts.append(text)
