@@ -28,7 +28,6 @@ from speccascade_bench.run.derived import sequence_confidence
 from speccascade_bench.run.plan import prepare
 from speccascade_bench.settings import ConfigError
 
-from .helpers import save_byte_pair, write_jsonl
 from .test_rule_distributions import (
     DRAFT_LOGITS,
     VERIFIER_LOGITS,
@@ -94,7 +93,6 @@ def test_sequence_features_and_the_learned_confidence():
     router = Router("sequence", FEATURES["sequence"], (0.0,) * 8, (1.0,) * 8, (0, 0, 0, 0, 0, 0, -2.0, 0), 0.5)
     confidence = -1 / (1 + math.exp(-(0.5 - 2.0 * np.mean(logprobs))))
     assert router.probability(features) == pytest.approx(-confidence)
-    return router
 
 
 # ---- the learned token rule ------------------------------------------------------------------------------
@@ -112,10 +110,10 @@ def reference_delta(alpha, draft_logits, verifier_logits):
     return 1 / (1 + np.exp(-(z + math.log(alpha / (1 - alpha)))))
 
 
-@pytest.mark.parametrize(("temperature", "top_p", "alpha"), [(1.0, 1.0, 0.5), (0.5, 1.0, 0.3), (1.7, 0.8, 0.7)])
+@pytest.mark.parametrize(("temperature", "top_p", "alpha"), [(1.0, 1.0, 0.5), (0.5, 1.0, 0.3), (1.7, 0.8, 0.6)])
 def test_the_learned_rules_output_follows_its_target(temperature, top_p, alpha):
     delta = reference_delta(alpha, DRAFT_LOGITS, VERIFIER_LOGITS)
-    assert ((delta > 0.1) & (delta < 0.9)).all() and np.ptp(delta) > 0.1, "the case should mix differently per position"
+    assert ((delta > 0.05) & (delta < 0.97)).all() and np.ptp(delta) > 0.1, "it should mix differently per position"
     q_mix = _sampling_dist(np.array(DRAFT_LOGITS), temperature, top_p)
     p_mix = _sampling_dist(np.array(VERIFIER_LOGITS), temperature, top_p)
     pi = (1 - delta[:, None]) * q_mix + delta[:, None] * p_mix
@@ -147,25 +145,30 @@ def test_the_learned_rules_extremes_are_the_two_models():
 
 # ---- refusals and the round trip -----------------------------------------------------------------------
 
-N = 60
+N = 100  # examples per split
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
+    """The shipped toy pair (whose drafter and verifier differ in quality) on a small toy task of its own."""
+    import shutil
+
     root = tmp_path_factory.mktemp("learned")
-    save_byte_pair(root)
-    rng = np.random.default_rng(3)
-    rows = [{"src": f"sentence {i} " + "ab" * int(rng.integers(1, 6)), "tgt": f"Satz {i}"} for i in range(N)]
-    write_jsonl(root / "fit.jsonl", rows[: N // 2])
-    write_jsonl(root / "eval.jsonl", rows[N // 2:])
+    for role in ("drafter", "verifier"):
+        shutil.copytree(f"speccascade_bench/toy/pair/{role}", root / role)
+    result = CliRunner().invoke(app, ["toy-data", "--out", str(root / "data"), "--train", "1",
+                                      "--validation", str(N), "--test", str(N)])
+    assert result.exit_code == 0, result.output
+    (root / "fit.jsonl").write_bytes((root / "data" / "validation.jsonl").read_bytes())
+    (root / "eval.jsonl").write_bytes((root / "data" / "test.jsonl").read_bytes())
     return root
 
 
 def config(root, name, dataset, methods, **extra):
     data = {"name": name, "task": {"dataset": str(root / dataset), "source": "src", "target": "tgt",
-                                   "metric": "chrf"},
+                                   "metric": "bleu"},
             "models": {"drafter": str(root / "drafter"), "verifier": str(root / "verifier"), "device": "cpu"},
-            "decoding": {"max_new_tokens": 8, "temperature": 1.0, "draft_length": 3, "seed": 0},
+            "decoding": {"max_new_tokens": 48, "temperature": 1.0, "draft_length": 3, "seed": 0},
             "methods": methods, "timing": {"warmup": 0, "trials": 1}, "output": str(root / name), **extra}
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -180,13 +183,13 @@ def routers(workspace):
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (workspace / "fitting" / "examples" / "drafter.jsonl").open()]
     stats = rows[0]["token_stats"]
-    assert len(stats["features"]) == len(stats["q_ref"]) == len(stats["p_ref"]) <= 8
+    assert len(stats["features"]) == len(stats["q_ref"]) == len(stats["p_ref"]) <= 48
     assert all(len(f) == 5 for f in stats["features"]) and all(0 <= v <= 1 for v in stats["q_ref"])
     paths = {}
     for level in ("sequence", "token"):
         paths[level] = workspace / f"{level}.json"
         result = CliRunner().invoke(app, ["fit-router", str(workspace / "fitting"), "--level", level,
-                                          "--out", str(paths[level]), "--folds", "3"])
+                                          "--out", str(paths[level]), "--folds", "2"])
         assert result.exit_code == 0, result.output
         assert "cross-validated weighted AUC" in result.output
     return paths
@@ -196,7 +199,7 @@ def test_fit_and_evaluate_round_trip(workspace, routers):
     router = read_router(routers["token"])
     fitted = router.fitted
     assert fitted["pair"] == {"drafter": str(workspace / "drafter"), "verifier": str(workspace / "verifier")}
-    assert fitted["task"]["dataset"] == str(workspace / "fit.jsonl") and fitted["examples"] == list(range(N // 2))
+    assert fitted["task"]["dataset"] == str(workspace / "fit.jsonl") and fitted["examples"] == list(range(N))
     assert json.loads(routers["token"].read_text())["format"] == FORMAT  # JSON, never pickle
     evaluation = config(workspace, "evaluation", "eval.jsonl", [
         {"method": "verifier"}, {"method": "drafter"},

@@ -68,7 +68,8 @@ class Param:
         numeric value; a required choice as its value; an optional choice as name, `sep`, value, or None
         (not shown) at its default."""
         if self.path:
-            return f"{self.tag or self.name}{sep if sep == '=' else ''}{PurePath(str(value)).stem}"
+            stem = PurePath(str(value)).stem
+            return f"{self.name}={stem}" if sep == "=" else f"{self.tag or self.name}{stem}"
         if not self.choices:
             return number
         if self.required:
