@@ -38,6 +38,8 @@ FINDINGS = {
     "toy_llm_t1": "The decoder-only pair on few-shot arithmetic",
     "toy_chain_t0": "The toy chain: three models",
     "toy_chain_t1": "The toy chain: three models",
+    "toy_learned_t1": "Learned deferral on both toy pairs",
+    "toy_llm_learned_t1": "Learned deferral on both toy pairs",
 }
 
 FIGURE_NOTE = (

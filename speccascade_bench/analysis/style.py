@@ -1,5 +1,6 @@
 """How each curve is drawn, the same in every figure and every run: a colour per method of the registry (per
-rule for the speculative cascade), and a marker and line style per variant of it (a beta, a bonus, a loop).
+rule for the speculative cascade, per sequence score for the sequence cascades), and a marker and line style per
+variant of it (a beta, a bonus, a loop, a router).
 
 A curve's style depends on its name only (`summary.group_key`), never on which other curves a figure holds.
 """
@@ -31,9 +32,13 @@ COLORS = {
     "spec_cascade token_v2": "#ffbb78",
     "spec_cascade token_v3": "#9edae5",
     "spec_cascade learned": "#7b4173",
+    "seq_cascade sequence_score=chow_sum": "#e7969c",
+    "seq_cascade sequence_score=chow_quantile": "#bd9e39",
+    "seq_cascade sequence_score=learned": "#5254a3",
 }
 # For methods and rules registered beyond these (plugins): a colour chosen by their name.
 SPARE_COLORS = ("#6b6ecf", "#8c6d31", "#843c39", "#ad494a", "#3182bd", "#e6550d", "#31a354", "#756bb1")
+FAMILY_CHOICE = ("sequence_score=",)  # a variant that starts a family of its own (with its colour), after the method
 
 MARKERS = ("o", "v", "^", "<", ">", "p", "h", "X", "d", "8")
 LINESTYLES = ("-", "--", ":", "-.")
@@ -52,9 +57,11 @@ def _pick(name: str, choices: tuple) -> object:
 
 
 def family(curve: str) -> tuple[str, str]:
-    """A curve's family (its method, or for spec_cascade its method and rule) and the rest of its name."""
+    """A curve's family (its method; for spec_cascade its method and rule, for the sequence cascades their method
+    and sequence score) and the rest of its name."""
     parts = curve.split(" ")
-    size = 2 if parts[0] == "spec_cascade" and len(parts) > 1 else 1
+    second = parts[1] if len(parts) > 1 else ""
+    size = 2 if (parts[0] == "spec_cascade" and second) or second.startswith(FAMILY_CHOICE) else 1
     return " ".join(parts[:size]), " ".join(parts[size:])
 
 
