@@ -75,7 +75,7 @@ test: install
 
 # The edit loop's subset (under 2 minutes on 2 cores): the layout, configs, the maths and the metrics, no model runs.
 FAST_TESTS := tests/test_house.py tests/test_record.py tests/test_config.py tests/test_rules.py tests/test_metrics.py tests/test_prompts.py \
-	tests/test_tradeoff.py tests/test_algorithms_doc.py tests/test_paper_configs.py tests/test_llm_configs.py
+	tests/test_tradeoff.py tests/test_algorithms_doc.py tests/test_paper_configs.py tests/test_llm_configs.py tests/test_figures.py
 
 test-fast: install
 	$(BIN)/python -m pytest -q $(FAST_TESTS)

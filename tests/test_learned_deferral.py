@@ -79,6 +79,10 @@ def test_too_few_examples_of_one_kind_are_refused():
     y = np.array([True] * 17 + [False] * 3)
     with pytest.raises(ResultsError, match="too few"):
         fit(x, y, np.ones(20), "sequence")
+    x = np.random.default_rng(0).standard_normal((40, 8))
+    x[3, 2] = np.nan
+    with pytest.raises(ResultsError, match="not a finite number"):
+        fit(x, np.arange(40) % 2 == 0, np.ones(40), "sequence")
 
 
 def test_sequence_features_and_the_learned_confidence():

@@ -102,6 +102,10 @@ def fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray, level: str, folds: int
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
 
+    finite = np.isfinite(x).all(axis=1) & np.isfinite(weight)
+    if not finite.all():
+        raise ResultsError(f"{int((~finite).sum())} of {len(x)} examples have a feature that is not a finite number "
+                           "(a log-probability of -inf or NaN in the rows); fit on rows without them")
     keep = weight > 0
     x, y, weight = x[keep], y[keep], weight[keep]
     counts = (int(y.sum()), int((~y).sum()))
