@@ -179,6 +179,70 @@ def test_gsm8k_exact_match():
     assert score("#### 3", "2 - 5 = -3\n#### -3") == 0.0  # the sign counts without the SQuAD normaliser
 
 
+# lm-evaluation-harness's GSM8K scoring, written here from its task config and RegexFilter: the strict-match filter
+# takes the first match of GSM8K, the flexible-extract filter the last match of FLEXIBLE (its first non-empty
+# group), each stripped, "[invalid]" when nothing matches; exact match then deletes the regexes_to_ignore from the
+# filtered answer and from the whole gold solution, lower-cases both and compares.
+FLEXIBLE = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"
+LM_EVAL_IGNORED = (",", r"\$", r"(?s).*#### ", r"\.$")
+
+
+def lm_eval_gsm8k(prediction: str, gold: str, flexible: bool) -> float:
+    import re
+
+    found = re.findall(FLEXIBLE if flexible else GSM8K, prediction)
+    if found:
+        match = found[-1 if flexible else 0]
+        if isinstance(match, tuple):
+            match = next((group for group in match if group), "[invalid]")
+        answer = match.strip()
+    else:
+        answer = "[invalid]"
+
+    def ignore(text):
+        for pattern in LM_EVAL_IGNORED:
+            text = re.sub(pattern, "", text)
+        return text.lower()
+
+    return 100.0 * (ignore(answer) == ignore(gold))
+
+
+GSM8K_CASES = [
+    "4 * 250 = 1000 pencils.\n#### 1000", "#### 1,000", "#### 1,000.", "#### 1000.", "#### $1,000",
+    "#### 1000.00", "The answer is 1,000.", "The answer is $1000.", "so 1000 pencils", "4 * 250 = 1000, then 999",
+    "#### 999\n#### 1000", "####1000", "#### -1000", "", "no number here", "#### ", "1 000", "1000!", "-1000 or 1000",
+    "#### 1,000\n\nQuestion: 12", "#### 1.000",
+]
+
+
+@pytest.mark.parametrize("flexible", [False, True])
+def test_gsm8k_scores_agree_with_lm_evaluation_harness(flexible):
+    """On worked predictions for one gold solution (and a negative and a dollar gold), the suite's exact match with
+    `normalize: gsm8k` (strict: GSM8K's pattern, first match; flexible: lm-eval's pattern, `answer_select: last`)
+    equals lm-eval's strict-match and flexible-extract scores."""
+    golds = [GSM8K_ANSWER, "2 - 5 = -3.\n#### -3", "It costs $18.\n#### 18"]
+    pattern, select = (FLEXIBLE, "last") if flexible else (GSM8K, "first")
+    agreed = 0
+    for gold in golds:
+        for prediction in [*GSM8K_CASES, "#### -3", "#### 3", "-3.", "$18.", "#### 18.0"]:
+            ours = example_score("exact_match", prediction, [gold], answer_pattern=pattern, normalize="gsm8k",
+                                 answer_select=select)
+            assert ours == lm_eval_gsm8k(prediction, gold, flexible), (prediction, gold)
+            agreed += ours > 0
+    assert agreed >= 5  # the cases include matches, not only misses
+
+
+def test_the_suites_own_gsm8k_normalisation_differs_where_lm_eval_strips():
+    """`normalize: none` keeps a trailing "." that lm-eval's strict match deletes: the reason for `gsm8k`."""
+    assert example_score("exact_match", "#### 1,000.", [GSM8K_ANSWER], answer_pattern=GSM8K, normalize="none") == 0
+    assert example_score("exact_match", "#### 1,000.", [GSM8K_ANSWER], answer_pattern=GSM8K, normalize="gsm8k") == 100
+    assert extract_answer("a 12, then 3 and 45.", FLEXIBLE, "last") == "45."
+    assert extract_answer("a 12, then 3", FLEXIBLE, "last") == "3"
+    assert extract_answer("nothing", FLEXIBLE, "last") is None
+    with pytest.raises(ValueError, match="answer_select"):
+        extract_answer("12", FLEXIBLE, "middle")
+
+
 # --- paired bootstrap ---------------------------------------------------------------------------------------
 
 

@@ -159,7 +159,7 @@ def answer_options(task: TaskConfig) -> dict:
     """How the task's answer metrics extract and normalise answers (`metrics.corpus_score`'s keywords)."""
     if task.metric not in ANSWER_METRICS:
         return {}
-    return {"answer_pattern": task.answer_pattern, "normalize": task.normalize}
+    return {"answer_pattern": task.answer_pattern, "normalize": task.normalize, "answer_select": task.answer_select}
 
 
 def eval_task(task: TaskConfig, eval_split: str) -> TaskConfig:

@@ -112,16 +112,31 @@ def normalize_none(text: str) -> str:
     return text.strip()
 
 
+# lm-evaluation-harness's GSM8K exact match (`regexes_to_ignore`, then `ignore_case`), applied in this order.
+_GSM8K_IGNORED = tuple(re.compile(pattern) for pattern in (",", r"\$", r"(?s).*#### ", r"\.$"))
+
+
+def normalize_gsm8k(text: str) -> str:
+    """lm-evaluation-harness's GSM8K exact match: delete every ",", every "$", everything up to and including the last
+    "#### ", and a final ".", then lower-case (nothing stripped). A gold solution "... #### 1,000" -> "1000"."""
+    for pattern in _GSM8K_IGNORED:
+        text = pattern.sub("", text)
+    return text.lower()
+
+
 NORMALIZERS: dict[str, Callable[[str], str]] = {
     "squad": normalize_squad,
     "triviaqa": normalize_triviaqa,
     "none": normalize_none,
+    "gsm8k": normalize_gsm8k,
 }
 
+WHOLE_GOLD = frozenset({"gsm8k"})  # normalisations that read the whole gold text, not a pattern's extract of it
+NO_ANSWER = {"gsm8k": "[invalid]"}  # what a prediction the pattern does not match answers (default "")
+ANSWER_SELECT = ("first", "last")  # which match of an answer pattern is the answer (lm-eval's group_select 0, -1)
+
 PATTERN_SECONDS = 1.0  # the longest an answer pattern may search one text (a pattern can backtrack for ever)
-
 PATTERN_COMPILE_SECONDS = 5.0  # the longest an answer pattern may take to compile (compile time grows with repeats)
-
 PATTERN_COMPILE_MB = 1024  # the most memory compiling it may take
 
 PATTERN_CHARS = 2000
@@ -167,21 +182,50 @@ class PatternTimeout(ValueError):
     """An answer pattern took longer than PATTERN_SECONDS on one text."""
 
 
-def extract_answer(text: str, pattern: str | None) -> str | None:
-    """The first group of the first search match of `pattern` in `text` (the whole match when the pattern has
-    no group); None when it does not match; `text` unchanged when `pattern` is None. The search (the `regex`
-    module, Python's `re` syntax) stops after PATTERN_SECONDS with PatternTimeout.
+class AnswerPattern(str):
+    """An answer pattern with the match it selects (`select`, ANSWER_SELECT): what a score function receives as its
+    `pattern`, a str to every function that reads it as one."""
+    select: str
+
+    def __new__(cls, pattern: str, select: str = "first"):
+        if select not in ANSWER_SELECT:
+            raise ValueError(f"answer_select must be one of {', '.join(ANSWER_SELECT)}, got {select!r}")
+        made = super().__new__(cls, pattern)
+        made.select = select
+        return made
+
+
+def extract_answer(text: str, pattern: str | None, select: str | None = None) -> str | None:
+    """The answer `pattern` finds in `text`; None when it does not match; `text` unchanged when `pattern` is None.
+    `select` (default: the pattern's own, an AnswerPattern's, else first). `first`: the first group of the first
+    search match (the whole match when the pattern has no group). `last`:
+    lm-evaluation-harness's RegexFilter with group_select -1: the last match, its first non-empty group (None when
+    every group is empty), stripped. The search (the `regex` module, Python's `re` syntax) stops after
+    PATTERN_SECONDS with PatternTimeout.
     GSM8K's reference answers end with "#### 72" and are extracted with r"#### (\\-?[0-9\\.\\,]+)"."""
     if pattern is None:
         return text
+    select = select or getattr(pattern, "select", "first")
+    if select not in ANSWER_SELECT:
+        raise ValueError(f"answer_select must be one of {', '.join(ANSWER_SELECT)}, got {select!r}")
+    pattern = str(pattern)
     try:
-        match = regex.search(pattern, text, timeout=PATTERN_SECONDS)
+        if select == "first":
+            match = regex.search(pattern, text, timeout=PATTERN_SECONDS)
+            if match is None:
+                return None
+            return match.group(1) if match.re.groups else match.group(0)
+        matches = list(regex.finditer(pattern, text, timeout=PATTERN_SECONDS))
     except TimeoutError:
         raise PatternTimeout(f"the answer pattern {pattern!r} searched a {len(text)}-character text for more than "
                              f"{PATTERN_SECONDS:g} s") from None
-    if match is None:
+    if not matches:
         return None
-    return match.group(1) if match.re.groups else match.group(0)
+    last = matches[-1]
+    if not last.re.groups:
+        return last.group(0).strip()
+    found = [group for group in last.groups() if group]
+    return found[0].strip() if found else None
 
 
 def clean_number(text: str) -> str:
@@ -198,22 +242,25 @@ def _normalizer(normalize: str) -> Callable[[str], str]:
     return NORMALIZERS[normalize]
 
 
-def _predicted_answer(prediction: str, pattern: str | None, normalizer: Callable[[str], str]) -> str:
-    """The normalised answer of a prediction; "" when the pattern does not match it, or takes too long."""
+def _predicted_answer(prediction: str, pattern: str | None, normalize: str) -> str:
+    """The normalised answer of a prediction; NO_ANSWER ("" by default) when the pattern does not match it, or
+    takes too long."""
+    normalizer = _normalizer(normalize)
     try:
         answer = extract_answer(prediction, pattern)
     except PatternTimeout:
-        return ""
+        answer = None
     if answer is None:
-        return ""
-    return normalizer(clean_number(answer) if pattern is not None else answer)
+        return NO_ANSWER.get(normalize, "")
+    return normalizer(clean_number(answer) if pattern is not None and normalize not in WHOLE_GOLD else answer)
 
 
 def _gold_answers(references: Sequence[str], pattern: str | None, normalizer: Callable[[str], str],
                   drop_empty: bool) -> list[str]:
-    """The normalised gold answers. A reference the pattern does not match is kept whole. With `drop_empty` (the
-    SQuAD v2.0 script's rule, under its normalisation only), golds that normalise to "" are dropped; TriviaQA's
-    script keeps them (an empty prediction then matches). No gold at all means the only answer is ""."""
+    """The normalised gold answers. A reference the pattern does not match is kept whole (a pattern of None keeps
+    every reference whole). With `drop_empty` (the SQuAD v2.0 script's rule, under its normalisation only), golds
+    that normalise to "" are dropped; TriviaQA's script keeps them (an empty prediction then matches). No gold at
+    all means the only answer is ""."""
     golds = []
     for reference in references:
         answer = extract_answer(reference, pattern)
@@ -238,10 +285,12 @@ def _token_f1(predicted: str, gold: str, empty_match: bool = True) -> float:
 
 
 def _answers(prediction: str, references: Sequence[str], pattern: str | None, normalize: str) -> tuple[str, list[str]]:
-    """The normalised answer of a prediction and the normalised gold answers (see `example_score`)."""
+    """The normalised answer of a prediction and the normalised gold answers (see `example_score`). Under a
+    WHOLE_GOLD normalisation (lm-eval's GSM8K) the pattern reads the prediction only, as lm-eval's filters do."""
     normalizer = _normalizer(normalize)
-    return (_predicted_answer(prediction, pattern, normalizer),
-            _gold_answers(references, pattern, normalizer, drop_empty=normalize == "squad"))
+    gold_pattern = None if normalize in WHOLE_GOLD else pattern
+    return (_predicted_answer(prediction, pattern, normalize),
+            _gold_answers(references, gold_pattern, normalizer, drop_empty=normalize == "squad"))
 
 
 def _check_metric(metric: str, answer_pattern: str | None = None) -> None:
@@ -264,7 +313,7 @@ def _rouge_scorer(metric: str):
 
 
 def example_score(metric: str, prediction: str, references: str | Sequence[str], answer_pattern: str | None = None,
-                  normalize: str = "squad") -> float:
+                  normalize: str = "squad", answer_select: str = "first") -> float:
     """One example's score on a 0-100 scale, by the registered metric's score function.
 
     bleu/chrf/rouge2/rougeL score against `references[0]`. exact_match and f1 extract the answer with
@@ -280,7 +329,8 @@ def example_score(metric: str, prediction: str, references: str | Sequence[str],
     references = _reference_list(references)
     if not spec.answer and not references:
         raise ValueError(f"{metric} needs a reference")
-    return spec.score(prediction, references, answer_pattern, normalize)
+    pattern = None if answer_pattern is None else AnswerPattern(answer_pattern, answer_select)
+    return spec.score(prediction, references, pattern, normalize)
 
 
 @register_metric("bleu", summed=True, rows_scored=False)
@@ -332,7 +382,7 @@ def _sacrebleu_metric(metric: str):
 
 
 def corpus_score(metric: str, predictions: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]], *,
-                 answer_pattern: str | None = None, normalize: str = "squad") -> float:
+                 answer_pattern: str | None = None, normalize: str = "squad", answer_select: str = "first") -> float:
     """The corpus score on a 0-100 scale; NaN for no examples. Each reference is a string or, for the
     answer metrics, a list of accepted answers. BLEU and chrF are sacrebleu's corpus scores (against the
     first reference), not means of sentence scores; every other metric is the mean of `example_score`."""
@@ -344,6 +394,6 @@ def corpus_score(metric: str, predictions: Sequence[str], references: Sequence[s
     if metric in CORPUS_METRICS:
         first = [_reference_list(refs)[0] for refs in references]
         return float(_sacrebleu_metric(metric).corpus_score(list(predictions), [first]).score)
-    total = sum(example_score(metric, pred, refs, answer_pattern, normalize)
+    total = sum(example_score(metric, pred, refs, answer_pattern, normalize, answer_select)
                 for pred, refs in zip(predictions, references, strict=True))
     return total / len(predictions)

@@ -33,7 +33,7 @@ class Scorer:
         task = self.task
         if task.metric != "pass_at_1":
             score = example_score(task.metric, prediction, example.references, answer_pattern=task.answer_pattern,
-                                  normalize=task.normalize)
+                                  normalize=task.normalize, answer_select=task.answer_select)
             return min(100.0, max(0.0, score)), None  # sentence BLEU of an exact match can be 100 + 4e-14
         from .sandbox import run_tests
 

@@ -74,6 +74,7 @@ class TaskConfig:
     metric: str = option("bleu", choices=METRICS)
     answer_pattern: str | None = option(None)
     normalize: str = option("squad", choices=NORMALIZERS)
+    answer_select: str = option("first", choices=metrics.ANSWER_SELECT)  # which match of answer_pattern: first or last
     tests: str | None = option(None)
     test_setup: str | None = option(None)
     code_timeout_s: float = option(10.0, low=0.1, high=600.0)
