@@ -96,6 +96,29 @@ def test_shots_are_deterministic_and_never_the_evaluated_example(tmp_path):
     assert [prompt for prompt, _ in example.parts.shots] == ["Q: s0?\nA:", "Q: s1?\nA:"]
 
 
+def test_shots_are_drawn_per_example_unless_one_set_is_asked_for(tmp_path):
+    """`order: per_example` (the default, as lm-evaluation-harness samples): each example draws its own shots,
+    the same ones in every run, never its own row (the pool here is the evaluated split itself);
+    `order: random` gives every example the same set (but its own row)."""
+    rows = _rows(30)
+    pool = "  fewshot: {n: 2, dataset: " + str(tmp_path / "test.jsonl")
+    config = _config(tmp_path, pool + ", seed: 3}", rows=rows)
+    assert config.task.fewshot.order == "per_example"
+    examples = load_examples(config.task, seed=0)
+    sets = [frozenset(ex.parts.shots) for ex in examples]
+    assert len(set(sets)) > len(examples) // 2  # different examples, different shots
+    assert sets[0] != sets[1]
+    assert all(ex.parts.query not in {prompt for prompt, _ in ex.parts.shots} for ex in examples)
+    assert [frozenset(ex.parts.shots) for ex in load_examples(config.task, seed=0)] == sets  # deterministic
+    # one example decoded alone (a resume, a Ray worker, --limit) gets the same shots as in the whole run
+    alone = load_examples(replace(config.task, limit=1), seed=0)[0]
+    whole = next(ex for ex in examples if ex.example_id == alone.example_id)
+    assert alone.parts.shots == whole.parts.shots
+    fixed = load_examples(_config(tmp_path, pool + ", seed: 3, order: random}", rows=rows).task, seed=0)
+    fixed_sets = {frozenset(ex.parts.shots) for ex in fixed}
+    assert len(fixed_sets) <= 3  # one set, but where an example is one of its rows
+
+
 def test_too_few_shots_is_a_data_error(tmp_path):
     config = _config(tmp_path, "  fewshot: {n: 5, dataset: " + str(tmp_path / "shots.jsonl") + "}",
                      shots=_rows(3, prefix="s"))

@@ -122,8 +122,10 @@ def _check_tests(code: str, where: str) -> None:
 
 class ShotPool:
     """The rows few-shot examples are drawn from (another split of the dataset, or a local file), in the
-    order they are tried: seeded at random, or in file order with `order: first`. An example's shots are the
-    first `n` of them that are not the example itself (same row of the same split, or the same prompt)."""
+    order they are tried: drawn for each example (`order: per_example`: a generator seeded by the seed and the
+    example's row, so an example gets the same shots in every run, on every worker and after a resume), one
+    seeded order for all (`random`), or file order (`first`). An example's shots are the first `n` of them that
+    are not the example itself (same row of the same split, or the same prompt)."""
 
     def __init__(self, task: TaskConfig, eval_rows):
         from dataclasses import replace
@@ -140,7 +142,7 @@ class ShotPool:
         order = list(range(fewshot.offset if fewshot.order == "first" else 0, len(self.rows)))
         if fewshot.order == "random":
             random.Random(fewshot.seed).shuffle(order)
-        self.order = order
+        self.order, self.per_example = order, fewshot.order == "per_example"
         self._rendered: dict[int, tuple[str, str]] = {}
         if len(order) < self.n:
             raise DataError(f"few-shot pool {self.name} has {len(order)} rows to draw from; fewshot.n is {self.n}",
@@ -155,9 +157,22 @@ class ShotPool:
             self._rendered[index] = (prompt, targets[0] if targets else "")
         return self._rendered[index]
 
+    def _order_for(self, example_index: int):
+        """The rows tried for one example: n + 1 drawn for it (one may be the example itself), then, should the
+        pool hold repeats of its prompt, the rest in an order drawn for it too."""
+        if not self.per_example:
+            yield from self.order
+            return
+        rng = random.Random(f"{self.task.fewshot.seed}/{example_index}")
+        drawn = rng.sample(self.order, min(len(self.order), self.n + 1))
+        yield from drawn
+        rest = sorted(set(self.order) - set(drawn))
+        rng.shuffle(rest)
+        yield from rest
+
     def shots_for(self, example_index: int, query: str) -> tuple[tuple[str, str], ...]:
         shots = []
-        for index in self.order:
+        for index in self._order_for(example_index):
             if self.same_rows and index == example_index:
                 continue
             shot = self._shot(index)

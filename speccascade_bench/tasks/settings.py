@@ -31,8 +31,10 @@ def looks_like_path(name: str) -> bool:
 
 @dataclass(frozen=True)
 class FewshotConfig:
-    """Few-shot examples of a task: `n` rows drawn with `seed` (or the first `n` after `offset` rows, with
-    `order: first`) from another `split` of the task's dataset or from a local file (`dataset`); each is
+    """Few-shot examples of a task: `n` rows drawn from another `split` of the task's dataset or from a local file
+    (`dataset`): anew for each example with `seed` and the example's row (`order: per_example`, as
+    lm-evaluation-harness's sampler), one seeded set for every example (`order: random`), or the first `n` after
+    `offset` rows (`order: first`); never the evaluated row itself. Each is
     rendered with the task's prompt, then `task.target_delimiter` and its target (`target`, default the
     task's target field; a list gives its first item). Shots are joined, and followed by the evaluated
     prompt, with `delimiter`."""
@@ -41,7 +43,7 @@ class FewshotConfig:
     split: str | None = option(None)
     dataset: str | None = option(None)
     seed: int = option(1234, low=0, high=2**32 - 1)
-    order: str = option("random", choices=("random", "first"))
+    order: str = option("per_example", choices=("per_example", "random", "first"))
     offset: int = option(0, low=0, high=10_000_000)  # with order: first, the rows skipped before the first shot
     target: str | None = option(None)
     delimiter: str = option("\n\n")
