@@ -48,7 +48,7 @@ class Benchmark:
 
 
 BENCHMARKS = {
-    "wmt": Benchmark("wmt/wmt14", "de-en", "test", "translation.de", "bleu", 5, "validation", "wmt14.jsonl",
+    "wmt": Benchmark("wmt/wmt14", "de-en", "validation", "translation.de", "bleu", 5, "test", "wmt14.jsonl",
                      "wmt14_shots.jsonl"),
     "cnn_dm": Benchmark("abisee/cnn_dailymail", "3.0.0", "test", "highlights", "rouge2", 0, None,
                         "cnn_dailymail.jsonl"),
