@@ -330,6 +330,8 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
 
     if out is not None and not html:
         _fail("--out is where report.html goes: give it with --html")
+    if out is not None and (out.exists() or out.is_symlink()) and not out.is_dir():
+        _fail(f"--out {out} is not a folder (a file, or a link to nothing); give a folder")
     for i, folder in enumerate(results):
         text, not_written = write_report(folder, mix_devices)
         typer.echo(("\n" if i else "") + text)
