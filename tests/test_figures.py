@@ -163,6 +163,16 @@ def test_each_curve_keeps_its_style_in_every_figure(frame):
     assert curve_style("spec_decode").marker == METHODS["spec_decode"].marker
 
 
+def test_a_dollar_in_a_name_is_text(frame):
+    import matplotlib.pyplot as plt
+
+    fig = draw_figure([({"name": "$\\foo$ run", "task": {"metric": "exact_match"}, "decoding": {
+        "temperature": 1.0, "draft_length": 5}}, frame)], "relative_latency", "latency")
+    fig.canvas.draw()  # mathtext would raise on \foo here
+    assert fig.axes[0].get_title().startswith("$\\foo$ run")
+    plt.close(fig)
+
+
 def test_svg_groups_name_each_curve_for_the_page(frame):
     from speccascade_bench.analysis.plot import svg
 
@@ -171,6 +181,10 @@ def test_svg_groups_name_each_curve_for_the_page(frame):
     k = numbers["spec_cascade opt"]
     assert f'id="scb-curve-{k}-' in text
     assert text.count(f'id="scb-curve-{k}-') >= 2 * 3  # its line, caps and bars, in both panels
+    import re
+
+    ids = re.findall(r'id="(scb-curve-[^"]+)"', text)
+    assert len(ids) == len(set(ids))  # every name once
 
 
 def latency_figure_with_ids(frame, ids):

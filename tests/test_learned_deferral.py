@@ -321,3 +321,22 @@ def test_fitting_refuses_folders_without_both_models(workspace, routers, tmp_pat
     assert result.exit_code == 2 and "not a router file" in result.output and not_ours.read_text() == "{}"
     with pytest.raises(RouterError, match="level"):
         Router.from_dict({"format": FORMAT, "version": 1, "level": "word"})
+    token = json.loads(routers["token"].read_text())
+    for field, value, words in (("examples", [[1]], "example ids"), ("pair", {"drafter": 5}, "drafter"),
+                                ("tokenizer", None, "tokenizer"), ("task", "x", "task")):
+        with pytest.raises(RouterError, match=words):
+            Router.from_dict({**token, "fitted": {**token["fitted"], field: value}})
+
+
+def test_a_resume_refuses_a_router_fitted_again(workspace, routers, tmp_path):
+    path = tmp_path / "router.json"
+    path.write_text(routers["token"].read_text())
+    evaluation = config(workspace, "refit", "eval.jsonl", [
+        {"method": "verifier"}, {"method": "drafter"},
+        {"method": "spec_cascade", "rule": "learned", "router": str(path), "alpha": 0.5}])
+    assert CliRunner().invoke(app, ["run", "-c", str(evaluation), "--limit", "2"]).exit_code == 0
+    data = json.loads(path.read_text())
+    data["intercept"] += 1.0
+    path.write_text(json.dumps(data))
+    result = CliRunner().invoke(app, ["run", "-c", str(evaluation), "--limit", "3"])
+    assert result.exit_code == 2 and "another version of the router" in result.output

@@ -239,6 +239,7 @@ def test_the_suites_own_gsm8k_normalisation_differs_where_lm_eval_strips():
     assert extract_answer("a 12, then 3 and 45.", FLEXIBLE, "last") == "45."
     assert extract_answer("a 12, then 3", FLEXIBLE, "last") == "3"
     assert extract_answer("nothing", FLEXIBLE, "last") is None
+    assert extract_answer("The answer is 7", FLEXIBLE, "first") == "7"  # the first non-empty group, as lm-eval
     with pytest.raises(ValueError, match="answer_select"):
         extract_answer("12", FLEXIBLE, "middle")
 

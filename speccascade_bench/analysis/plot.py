@@ -130,7 +130,8 @@ def frontier_points(curves: list[Curve]) -> list[tuple[float, float]]:
 
 class Ids:
     """Names for the SVG groups of each curve's artists (`report --html` shows and hides a curve by them):
-    `scb-curve-<k>-<n>`, k the curve's number in `numbers`, n a running count that keeps each name unique."""
+    `scb-curve-<k>-<n>-<part>`, k the curve's number in `numbers`, n a running count of drawn curves and part the
+    artist's place in the curve (its line, caps, bars), so that every name is unique."""
 
     def __init__(self, numbers: dict[str, int] | None = None):
         self.numbers, self.count = numbers or {}, 0
@@ -157,8 +158,8 @@ def draw_panel(ax, curves: list[Curve], ids: Ids | None = None, reference: float
             markeredgecolor="black" if style.point else style.color, elinewidth=0.8, capsize=2,
             zorder=3 if style.point else 2)
         gid = ids(curve.name)
-        for artist in container.get_children():
-            artist.set_gid(gid)
+        for part, artist in enumerate(container.get_children()):
+            artist.set_gid(None if gid is None else f"{gid}-{part}")
         drawn[curve.name] = container
     front = frontier_points(curves)
     if front:
@@ -191,6 +192,11 @@ def draw_figure(runs: list[tuple[dict, object]], column: str, label: str, ids: I
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    with matplotlib.rc_context({"text.parse_math": False}):  # a `$` in a run's name is text, not TeX
+        return _draw_figure(plt, runs, column, label, ids)
+
+
+def _draw_figure(plt, runs: list[tuple[dict, object]], column: str, label: str, ids: Ids | None):
     single = len(runs) == 1
     shape = (1, 2) if single else (2, len(runs))
     size = (15.0, 5.6) if single else (5.4 * len(runs) + 3.5, 10.0)
@@ -250,9 +256,11 @@ def _save(fig, stem: Path) -> list[Path]:
 
 def svg(fig) -> str:
     """The figure as SVG text (text drawn as paths, no date: the same figure gives the same bytes); closes it."""
+    import matplotlib
     import matplotlib.pyplot as plt
 
     image = io.StringIO()
-    fig.savefig(image, format="svg", metadata={"Date": None})
+    with matplotlib.rc_context({"svg.fonttype": "path"}):
+        fig.savefig(image, format="svg", metadata={"Date": None})
     plt.close(fig)
     return image.getvalue()

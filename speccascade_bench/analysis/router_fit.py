@@ -58,6 +58,8 @@ def _rows(results: Path, run_id: str, role: str) -> dict[int, dict]:
 def _sequence_data(results: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
     drafter, verifier = _rows(results, DRAFTER, "drafter"), _rows(results, REFERENCE, "verifier")
     ids = sorted(set(drafter) & set(verifier))
+    if not ids:
+        raise ResultsError(f"{results}: the drafter and the verifier decoded no example in common")
     xs, gains = [], []
     for example in ids:
         draft, large = drafter[example], verifier[example]
@@ -79,7 +81,8 @@ def _token_data(results: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list
     xs, q_ref, p_ref, ids = [], [], [], []
     for example, row in sorted(drafter.items()):
         stats = row.get("token_stats")
-        if not isinstance(stats, dict):
+        if not isinstance(stats, dict) or not all(isinstance(stats.get(k), list) for k in ("features", "q_ref",
+                                                                                          "p_ref")):
             raise ResultsError(f"{results}: the drafter's rows have no token_stats; run the fitting split with "
                                "`record: [tokens]` in its config")
         xs += stats["features"]

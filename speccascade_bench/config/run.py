@@ -200,8 +200,9 @@ def read_task(file: Path, data: Any, **defaults: Any) -> TaskConfig:
         raise section.error("tests" if task.tests else "test_setup", "is used only by metric pass_at_1")
     if "normalize" in section.data and task.metric not in metrics.ANSWER_METRICS:
         raise section.error("normalize", f"applies to {', '.join(metrics.ANSWER_METRICS)}, not to {task.metric}")
-    if task.answer_select != "first" and task.answer_pattern is None:
-        raise section.error("answer_select", "selects a match of answer_pattern: give the pattern too")
+    if task.answer_select != "first" and (task.answer_pattern is None or task.metric not in metrics.ANSWER_METRICS):
+        raise section.error("answer_select", "selects a match of answer_pattern for "
+                            f"{', '.join(metrics.ANSWER_METRICS)}: give the pattern and such a metric")
     if task.system is not None and not task.chat:
         raise section.error("system", "is a chat turn: it needs chat: true")
     fewshot = task.fewshot

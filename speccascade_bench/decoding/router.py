@@ -69,6 +69,20 @@ def _numbers(value, name: str, size: int | None = None) -> list[float]:
     return [float(v) for v in value]
 
 
+def _check_fitted(fitted: dict) -> None:
+    """The record of what a router was fitted on, as the checks of a run read it."""
+    pair, task, examples = fitted.get("pair", {}), fitted.get("task", {}), fitted.get("examples", [])
+    if not isinstance(pair, dict) or not all(isinstance(pair.get(role), str) for role in ("drafter", "verifier")):
+        raise RouterError("`fitted.pair` must name the drafter and the verifier")
+    if not isinstance(fitted.get("tokenizer"), str):
+        raise RouterError("`fitted.tokenizer` must be a name")
+    if not isinstance(task, dict) or not all(isinstance(task.get(key), str | None) for key in
+                                             ("dataset", "subset", "split")):
+        raise RouterError("`fitted.task` must be a mapping of dataset, subset and split names")
+    if not isinstance(examples, list) or not all(isinstance(e, int) and not isinstance(e, bool) for e in examples):
+        raise RouterError("`fitted.examples` must be a list of example ids")
+
+
 @dataclass(frozen=True)
 class Router:
     """A fitted router: logit(x) = sum_i coef_i (x_i - mean_i) / scale_i + intercept over `features`, and what it
@@ -105,6 +119,7 @@ class Router:
         fitted = data.get("fitted", {})
         if not isinstance(fitted, dict):
             raise RouterError("`fitted` must be a mapping")
+        _check_fitted(fitted)
         return cls(level, tuple(features), tuple(_numbers(data.get("mean"), "mean", n)), tuple(scale),
                    tuple(_numbers(data.get("coef"), "coef", n)), float(intercept), fitted)
 

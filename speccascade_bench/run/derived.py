@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ..decoding import deferral, router
@@ -105,7 +106,11 @@ def sequence_confidence(row: dict, params: dict) -> float:
         return row["confidence"]
     logprobs = row.get("token_logprobs")
     if score == deferral.LEARNED and logprobs is not None:  # minus the router's probability that deferring pays
-        return -router.read_router(params["router"]).probability(router.sequence_features(logprobs))
+        features = router.sequence_features(logprobs)
+        if not all(math.isfinite(value) for value in features):
+            raise ResultsError(f"example {row['example_id']} of {row.get('run_id', DRAFTER)} has a token "
+                               "log-probability that is not a finite number; the learned score cannot rank it")
+        return -router.read_router(params["router"]).probability(features)
     if logprobs is None:
         if score == "chow_sum":
             return row["confidence"] * row["output_tokens"]

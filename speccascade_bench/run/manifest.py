@@ -61,6 +61,9 @@ def manifest_config(config: RunConfig) -> dict:
     fewshot = config.task.fewshot
     if fewshot is not None and fewshot.n and fewshot.is_local:
         resolved["data_shots"] = data_fingerprint(Path(fewshot.dataset).expanduser())
+    routers = sorted({r.params["router"] for r in config.methods if "router" in r.params})
+    if routers:  # a router fitted again at the same path decodes otherwise under the same run ids
+        resolved["routers"] = {path: data_fingerprint(Path(path).expanduser()) for path in routers}
     return resolved
 
 
@@ -119,6 +122,11 @@ def check_resume(out: Path, resolved: dict, hardware: dict | None) -> dict:
         path = task["dataset"] if changed[0] == "data" else (task.get("fewshot") or {}).get("dataset")
         raise ResultsError(f"{out} holds results of another version of the data file {path} "
                            "(its size or SHA-256 changed); use --fresh to start over or --output for another folder")
+    refit = [path for path, print_ in (old.get("routers") or {}).items()
+             if path in (resolved.get("routers") or {}) and resolved["routers"][path] != print_]
+    if refit:
+        raise ResultsError(f"{out} holds results decoded with another version of the router {refit[0]} (its size or "
+                           "SHA-256 changed); use --fresh to start over or --output for another folder")
     if differ:
         raise ResultsError(f"{out} holds results of another {', '.join(differ)} configuration; use --fresh to "
                            "start over or --output for another folder")

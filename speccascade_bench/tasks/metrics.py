@@ -197,11 +197,11 @@ class AnswerPattern(str):
 
 def extract_answer(text: str, pattern: str | None, select: str | None = None) -> str | None:
     """The answer `pattern` finds in `text`; None when it does not match; `text` unchanged when `pattern` is None.
-    `select` (default: the pattern's own, an AnswerPattern's, else first). `first`: the first group of the first
-    search match (the whole match when the pattern has no group). `last`:
-    lm-evaluation-harness's RegexFilter with group_select -1: the last match, its first non-empty group (None when
-    every group is empty), stripped. The search (the `regex` module, Python's `re` syntax) stops after
-    PATTERN_SECONDS with PatternTimeout.
+    `select` (default: the pattern's own, an AnswerPattern's, else first): `first` takes the first search match,
+    `last` the last (lm-evaluation-harness's RegexFilter with group_select 0 and -1); of the match, its first
+    non-empty group (the whole match when the pattern has no group; None when every group is empty), stripped by
+    `last` as lm-eval strips (its GSM8K patterns capture no space, so `first` is its strict match as it is). The
+    search (the `regex` module, Python's `re` syntax) stops after PATTERN_SECONDS with PatternTimeout.
     GSM8K's reference answers end with "#### 72" and are extracted with r"#### (\\-?[0-9\\.\\,]+)"."""
     if pattern is None:
         return text
@@ -212,9 +212,9 @@ def extract_answer(text: str, pattern: str | None, select: str | None = None) ->
     try:
         if select == "first":
             match = regex.search(pattern, text, timeout=PATTERN_SECONDS)
-            if match is None:
-                return None
-            return match.group(1) if match.re.groups else match.group(0)
+            if match is None or not match.re.groups:
+                return None if match is None else match.group(0)
+            return next((group for group in match.groups() if group is not None), None)
         matches = list(regex.finditer(pattern, text, timeout=PATTERN_SECONDS))
     except TimeoutError:
         raise PatternTimeout(f"the answer pattern {pattern!r} searched a {len(text)}-character text for more than "
