@@ -169,15 +169,22 @@ class Opened:
 
 @pytest.fixture(scope="module")
 def demo_page(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "toy_t1"
-    result = CliRunner().invoke(app, ["run", "-c", "configs/toy_t1.yaml", "--limit", str(DEMO_LIMIT),
-                                      "--output", str(out)])
-    if result.exit_code != 0 and "data/toy" in result.output:
-        pytest.skip("no toy data: `make toy-data` writes it")
+    """`make demo`'s config (configs/toy_t1.yaml) on DEMO_LIMIT examples of a toy test split generated here."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("demo")
+    result = CliRunner().invoke(app, ["toy-data", "--out", str(root / "data"), "--train", "1", "--validation", "1",
+                                      "--test", str(DEMO_LIMIT)])
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(app, ["report", str(out), "--html"])
+    config = yaml.safe_load(open("configs/toy_t1.yaml"))
+    config["task"]["dataset"] = str(root / "data" / "test.jsonl")
+    config["output"] = str(root / "toy_t1")
+    (root / "toy_t1.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["run", "-c", str(root / "toy_t1.yaml"), "--limit", str(DEMO_LIMIT)])
     assert result.exit_code == 0, result.output
-    return out / HTML_FILE
+    result = CliRunner().invoke(app, ["report", str(root / "toy_t1"), "--html"])
+    assert result.exit_code == 0, result.output
+    return root / "toy_t1" / HTML_FILE
 
 
 def test_the_demos_page_renders_sorts_and_hides_curves_offline(demo_page):
