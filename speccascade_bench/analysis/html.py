@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import itertools
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -222,21 +224,20 @@ def _samples(section: Section) -> str:
     return "\n".join(parts)
 
 
-def _figures(section: Section, ids: Ids, figure: list[int]) -> str:
+def _figures(section: Section, ids: Ids, figures: Iterator[int]) -> str:
     import matplotlib
 
     cfg = section.manifest["config"]
     parts = []
     for name, (column, label) in FIGURES.items():
-        figure[0] += 1
-        with matplotlib.rc_context({"svg.hashsalt": f"scb-figure-{figure[0]}"}):  # ids unique across the page
+        with matplotlib.rc_context({"svg.hashsalt": f"scb-figure-{next(figures)}"}):  # ids unique across the page
             image = svg(draw_figure([(cfg, section.frame)], column, label, ids))
         image = image[image.index("<svg"):]
         parts.append(f'<figure id="{_text(section.label)}-{name}">{image}</figure>')
     return "\n".join(parts)
 
 
-def _section(section: Section, ids: Ids, figure: list[int], page: Path) -> str:
+def _section(section: Section, ids: Ids, figures: Iterator[int], page: Path) -> str:
     cfg = section.manifest["config"]
     items = "".join(f"<li>{_inline(line[2:])}</li>" for line in settings_lines(section.manifest, section.frame,
                                                                                section.kinds))
@@ -247,7 +248,7 @@ def _section(section: Section, ids: Ids, figure: list[int], page: Path) -> str:
         f"<small>{_text(section.folder)}</small></h2>",
         f"<ul>{items}</ul>",
         "<h3>Quality against latency and cost</h3>",
-        _figures(section, ids, figure),
+        _figures(section, ids, figures),
         _tradeoff(section.frame),
         "<h3>Summary</h3>",
         f'<p class="explanation">{_text(EXPLANATION)} Click a column to sort by it.</p>',
@@ -270,20 +271,22 @@ def _curve_boxes(numbers: dict[str, int]) -> str:
     return '<div class="curves"><strong>Curves shown:</strong> ' + " ".join(boxes) + "</div>"
 
 
-def build_html(folders: list[Path], page: Path, mix_devices: bool = False) -> str:
-    """The page for `folders`, with links relative to `page` (where it will be written); writes nothing."""
+def build_html(folders: list[Path], page: Path, mix_devices: bool = False, frames: list | None = None) -> str:
+    """The page for `folders`, with links relative to `page` (where it will be written), from their summaries
+    (computed if not given, one per folder); writes nothing."""
     labels = folder_labels(folders)
+    frames = frames or [None] * len(folders)
     sections = []
-    for folder, label in zip(folders, labels, strict=True):
+    for folder, label, frame in zip(folders, labels, frames, strict=True):
         kinds = check_devices(folder, mix_devices)
-        sections.append(Section(folder, label, read_manifest(folder), summarize(folder), kinds))
+        frame = with_curves(summarize(folder) if frame is None else frame)
+        sections.append(Section(folder, label, read_manifest(folder), frame, kinds))
     numbers: dict[str, int] = {}
     for section in sections:
-        for curve in with_curves(section.frame)["curve"]:
+        for curve in section.frame["curve"]:
             numbers.setdefault(curve, len(numbers))
-        section.frame = with_curves(section.frame)
-    ids, figure = Ids(numbers), [0]
-    body = [_section(section, ids, figure, page) for section in sections]
+    ids, figures = Ids(numbers), itertools.count(1)
+    body = [_section(section, ids, figures, page) for section in sections]
     names = ", ".join(section.manifest["config"]["name"] for section in sections)
     digest = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
     policy = f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; img-src data:"
@@ -313,7 +316,8 @@ def _ours(path: Path) -> bool:
         return False
 
 
-def write_html(folders: list[Path], out: Path | None = None, mix_devices: bool = False) -> Path:
+def write_html(folders: list[Path], out: Path | None = None, mix_devices: bool = False,
+               frames: list | None = None) -> Path:
     """Write HTML_FILE for `folders` into `out`, or into the folder (one folder) or the first folder's parent
     (several, as `scb plot`'s combined figure); never through a link, and never over a file of that name that
     this command did not write (a ResultsError). Returns its path."""
@@ -324,7 +328,7 @@ def write_html(folders: list[Path], out: Path | None = None, mix_devices: bool =
     if target.exists() and not _ours(target):
         raise ResultsError(f"{target} exists and was not written by `scb report --html`; move it aside or give "
                            "another --out")
-    text = build_html(folders, target, mix_devices)
+    text = build_html(folders, target, mix_devices, frames)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_file(target, text)
     return target

@@ -134,13 +134,15 @@ def summary_cells(frame: pd.DataFrame) -> list[list[tuple[str, object]]]:
     return rows
 
 
-def write_report(results: Path, mix_devices: bool = False) -> tuple[str, OSError | None]:
-    """The report as Markdown, also written with summary.csv into the results folder. A folder that cannot
-    be written (a read-only archive) still gets its report: returns the text and the error that stopped
-    the writing, or None. Examples that ran on several kinds of device are refused unless `mix_devices`, and
-    so is a report.md or summary.csv that is a link (a ResultsError naming it, before anything is written)."""
+def write_report(results: Path, mix_devices: bool = False, frame: pd.DataFrame | None = None) -> tuple[
+        str, OSError | None]:
+    """The report as Markdown, also written with summary.csv into the results folder, from the folder's summary
+    (computed if not given). A folder that cannot be written (a read-only archive) still gets its report: returns
+    the text and the error that stopped the writing, or None. Examples that ran on several kinds of device are
+    refused unless `mix_devices`, and so is a report.md or summary.csv that is a link (a ResultsError naming it,
+    before anything is written)."""
     check_devices(results, mix_devices)
-    frame = summarize(results)
+    frame = summarize(results) if frame is None else frame
     text = build_report(results, frame, mix_devices)
     for name in (SUMMARY_FILE, REPORT_FILE):
         refuse_link(results / name)

@@ -122,21 +122,24 @@ class Run:
         return self._latency_interval
 
 
-def _relative_latency(folder: Folder, run: Run) -> float:
+def _paired_latencies(folder: Folder, run: Run) -> tuple[list[float], list[float]]:
+    """The run's latencies and the verifier's, on the examples both decoded, in the run's order."""
     common = [row for row in run.rows if row["example_id"] in folder.verifier]
-    if not common:
-        return math.nan
-    return _mean(row["latency_s"] for row in common) / _mean(folder.verifier[row["example_id"]] for row in common)
+    return [row["latency_s"] for row in common], [folder.verifier[row["example_id"]] for row in common]
+
+
+def _relative_latency(folder: Folder, run: Run) -> float:
+    ours, theirs = _paired_latencies(folder, run)
+    return _mean(ours) / _mean(theirs) if ours else math.nan
 
 
 def _latency_interval(folder: Folder, run: Run) -> tuple[float, float]:
     """The spread of the relative latency across examples: a paired bootstrap interval (`curves.ratio_interval`,
     BOOTSTRAP_RESAMPLES, seed 0, CONFIDENCE) of the run's mean latency over the verifier's on the same examples."""
-    common = [row for row in run.rows if row["example_id"] in folder.verifier]
-    if run.run_id == REFERENCE or len(common) < MIN_BOOTSTRAP_EXAMPLES:
+    ours, theirs = _paired_latencies(folder, run)
+    if run.run_id == REFERENCE or len(ours) < MIN_BOOTSTRAP_EXAMPLES:
         return math.nan, math.nan
-    return ratio_interval([row["latency_s"] for row in common], [folder.verifier[row["example_id"]] for row in common],
-                          BOOTSTRAP_RESAMPLES, 0, CONFIDENCE)
+    return ratio_interval(ours, theirs, BOOTSTRAP_RESAMPLES, 0, CONFIDENCE)
 
 
 def _verify_cost(folder: Folder, run: Run) -> float:
