@@ -259,26 +259,26 @@ def test_number_targets_keep_their_text(tmp_path):
 
 
 def test_a_slow_pattern_on_a_prediction_is_no_answer(monkeypatch):
-    from speccascade_bench.tasks import metrics
+    from speccascade_bench.tasks import metrics, patterns
 
-    monkeypatch.setattr(metrics, "PATTERN_SECONDS", 0.05)
+    monkeypatch.setattr(patterns, "PATTERN_SECONDS", 0.05)
     assert metrics.example_score("exact_match", "a" * 3000, ["7"], answer_pattern="(.*a){25}b") == 0.0
-    with pytest.raises(metrics.PatternTimeout):
-        metrics.extract_answer("a" * 3000, "(.*a){25}b")
+    with pytest.raises(patterns.PatternTimeout):
+        patterns.extract_answer("a" * 3000, "(.*a){25}b")
 
 
 def test_answer_patterns_compile_under_a_time_and_memory_limit(monkeypatch):
-    from speccascade_bench.tasks import metrics
+    from speccascade_bench.tasks import patterns
 
-    assert metrics.check_pattern("#### (-?[0-9.,]+)") == 1 and metrics.check_pattern("(a)(b)?") == 2
+    assert patterns.check_pattern("#### (-?[0-9.,]+)") == 1 and patterns.check_pattern("(a)(b)?") == 2
     with pytest.raises(ValueError, match="not a valid regular expression: missing \\)"):
-        metrics.check_pattern("(a")
+        patterns.check_pattern("(a")
     started = time.monotonic()
     with pytest.raises(ValueError, match="needs more than 1024 MiB to compile"):
-        metrics.check_pattern("(a{1000000000})")  # minutes and gigabytes, were it compiled in this process
+        patterns.check_pattern("(a{1000000000})")  # minutes and gigabytes, were it compiled in this process
     with pytest.raises(ValueError, match="characters long"):
-        metrics.check_pattern("a" * (metrics.PATTERN_CHARS + 1))
-    monkeypatch.setattr(metrics, "PATTERN_COMPILE_SECONDS", 0.5)
+        patterns.check_pattern("a" * (patterns.PATTERN_CHARS + 1))
+    monkeypatch.setattr(patterns, "PATTERN_COMPILE_SECONDS", 0.5)
     with pytest.raises(ValueError, match="takes more than 0.5 s to compile"):
-        metrics.check_pattern("((a{3000}){3000})")  # 9 million repeats: seconds, in little memory
+        patterns.check_pattern("((a{3000}){3000})")  # 9 million repeats: seconds, in little memory
     assert time.monotonic() - started < 30

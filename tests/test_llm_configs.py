@@ -14,7 +14,8 @@ from speccascade_bench.config.run import load_run_config, load_run_configs
 from speccascade_bench.decoding.methods import METHODS, RULE_ALPHA_RANGE
 from speccascade_bench.run.plan import validate_resources
 from speccascade_bench.tasks.examples import load_examples
-from speccascade_bench.tasks.metrics import example_score, extract_answer
+from speccascade_bench.tasks.metrics import example_score
+from speccascade_bench.tasks.patterns import extract_answer
 from speccascade_bench.tasks.prompts import cut_at_stop
 from speccascade_bench.tasks.settings import looks_like_path
 

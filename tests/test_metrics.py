@@ -13,13 +13,12 @@ from speccascade_bench.tasks.bootstrap import BootstrapInterval, paired_bootstra
 from speccascade_bench.tasks.metrics import (
     CORPUS_METRICS,
     NORMALIZERS,
-    clean_number,
     corpus_score,
     example_score,
-    extract_answer,
     normalize_squad,
     normalize_triviaqa,
 )
+from speccascade_bench.tasks.patterns import clean_number, extract_answer
 
 PREDICTIONS = ["the cat sat on the mat", "a quick brown fox jumps", "running dogs were barking loudly"]
 REFERENCES = ["the cat is on the mat", "the quick brown fox jumped", "the dogs ran and barked loudly"]

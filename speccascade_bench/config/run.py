@@ -17,7 +17,7 @@ from ..decoding.settings import MIN_TEMPERATURE, DecodingConfig
 from ..models.settings import ModelsConfig
 from ..run.settings import RunConfig, TimingConfig
 from ..settings import ConfigError, _Section, keys_of, short, suggest
-from ..tasks import kinds, metrics
+from ..tasks import kinds, metrics, patterns
 from ..tasks.prompts import TemplateError, template_fields
 from ..tasks.settings import PATTERN_METRICS, TaskConfig, looks_like_path
 from .methods import read_methods
@@ -188,7 +188,7 @@ def read_task(file: Path, data: Any, **defaults: Any) -> TaskConfig:
         if task.metric not in PATTERN_METRICS:
             raise section.error("answer_pattern", f"applies to {', '.join(PATTERN_METRICS)}, not to {task.metric}")
         try:
-            groups = metrics.check_pattern(task.answer_pattern)
+            groups = patterns.check_pattern(task.answer_pattern)
         except ValueError as exc:
             raise section.error("answer_pattern", str(exc)) from None
         if groups < 1:

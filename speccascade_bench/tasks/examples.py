@@ -7,7 +7,8 @@ from __future__ import annotations
 import random
 
 from .data import DataError, Example, _present_field, select_indices, task_rows, text_field
-from .metrics import ANSWER_METRICS, PatternTimeout, extract_answer
+from .metrics import ANSWER_METRICS
+from .patterns import PatternTimeout, extract_answer
 from .prompts import PromptParts, as_text, get_field, render
 from .settings import TaskConfig
 

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data import Example
-from .metrics import example_score, extract_answer
+from .metrics import example_score
+from .patterns import extract_answer
 from .settings import TaskConfig
 
 

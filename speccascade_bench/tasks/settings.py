@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..models.presets import is_preset
 from ..settings import option
-from . import metrics
+from . import metrics, patterns
 from .prompts import template_fields
 
 METRICS = metrics.METRICS
@@ -76,7 +76,7 @@ class TaskConfig:
     metric: str = option("bleu", choices=METRICS)
     answer_pattern: str | None = option(None)
     normalize: str = option("squad", choices=NORMALIZERS)
-    answer_select: str = option("first", choices=metrics.ANSWER_SELECT)  # which match of answer_pattern: first or last
+    answer_select: str = option("first", choices=patterns.ANSWER_SELECT)  # which match of answer_pattern: first or last
     tests: str | None = option(None)
     test_setup: str | None = option(None)
     code_timeout_s: float = option(10.0, low=0.1, high=600.0)
