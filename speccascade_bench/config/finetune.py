@@ -33,7 +33,7 @@ def load_finetune_config(path: str | Path) -> FinetuneConfig:
     data = _read_yaml(file)
     top = _Section(file, "", data, ("name", "task", "model", "training", "output"))
     name = top.fields(FinetuneConfig, only=("name",))["name"]
-    task = read_task(file, top.get("task", dict), split="train")
+    task = read_task(file, top.get("task", dict), harness=False, split="train")
     for key in RUN_ONLY_TASK_KEYS:
         if key in (top.data.get("task") or {}):
             raise ConfigError(file, f"task.{key}", "is a key of run configs: fine-tuning trains on the prefix and the "

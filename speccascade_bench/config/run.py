@@ -168,9 +168,25 @@ def _row_function(section: _Section, file: Path, spec: str) -> str:
     return spec
 
 
-def read_task(file: Path, data: Any, **defaults: Any) -> TaskConfig:
-    """The `task` section, with the checks that span its keys."""
+HARNESS_KEYS = ("lm_eval", "num_fewshot", "fewshot_seed", "filter", "score", "data_files")
+HARNESS_SHARED = ("limit", "max_source_tokens")  # the keys an lm_eval task takes besides its own
+
+
+def read_task(file: Path, data: Any, harness: bool = True, **defaults: Any) -> TaskConfig:
+    """The `task` section, with the checks that span its keys; an lm-eval task (`lm_eval`, where `harness`
+    allows one) is checked against lm-eval's registry."""
     section = _Section(file, "task", data, keys_of(TaskConfig))
+    if "lm_eval" in section.data:
+        if not harness:
+            raise section.error("lm_eval", "fine-tuning reads a task defined here (dataset, prompt, target), not an "
+                                "lm-eval task")
+        return _read_harness_task(section)
+    for key in HARNESS_KEYS:
+        if key in section.data:
+            raise section.error(key, "applies to lm-eval tasks only (task.lm_eval)")
+    for key in ("dataset", "target"):
+        if key not in section.data and key not in defaults:
+            raise section.error(key, "is required")
     task = TaskConfig(**section.fields(TaskConfig, **defaults))
     if task.process is not None:
         task = replace(task, process=_row_function(section, file, task.process))
@@ -219,3 +235,24 @@ def read_task(file: Path, data: Any, **defaults: Any) -> TaskConfig:
         raise section.error("fewshot.dataset", f"{short(fewshot.dataset)} is not a local file; shots from the hub "
                             "come from a split of the task's dataset (fewshot.split)")
     return task
+
+
+def _read_harness_task(section: _Section) -> TaskConfig:
+    """An lm-eval task: its name, shot count and seed, the filter and metric of the score, local data files,
+    and the suite's limit and prompt budget; every other task key is lm-eval's to give."""
+    from ..tasks import harness
+
+    for key in section.data:
+        if key not in HARNESS_KEYS + HARNESS_SHARED:
+            raise section.error(key, f"comes from lm-eval's task {short(section.data['lm_eval'])}; remove it (or drop "
+                                "lm_eval and define the task here)")
+    task = TaskConfig(**section.fields(TaskConfig))
+    if not task.lm_eval.strip():
+        raise section.error("lm_eval", "must not be empty")
+    if task.data_files is not None and not task.data_files:
+        raise section.error("data_files", "is empty; give {split: file} for the splits the task reads")
+    try:
+        return harness.check(task)
+    except harness.HarnessError as exc:
+        raise section.error(exc.key, str(exc)) from None
+

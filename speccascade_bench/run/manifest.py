@@ -26,7 +26,7 @@ RESUME_HARDWARE = ("device", "cpu", "gpu", "torch_threads")
 
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for package in ("speccascade-bench", "torch", "transformers", "datasets", "sacrebleu", "rouge-score"):
+    for package in ("speccascade-bench", "torch", "transformers", "datasets", "sacrebleu", "rouge-score", "lm_eval"):
         try:
             out[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -58,6 +58,12 @@ def manifest_config(config: RunConfig) -> dict:
     }
     if config.task.is_local:
         resolved["data"] = data_fingerprint(Path(config.task.dataset).expanduser())
+    if config.task.data_files:  # an lm-eval task's local files: the evaluated one, then those of the shots
+        resolved["data"] = data_fingerprint(Path(config.task.dataset).expanduser())
+        others = {split: path for split, path in config.task.data_files.items() if path != config.task.dataset}
+        if others:
+            resolved["data_shots"] = {split: data_fingerprint(Path(path).expanduser())
+                                      for split, path in others.items()}
     fewshot = config.task.fewshot
     if fewshot is not None and fewshot.n and fewshot.is_local:
         resolved["data_shots"] = data_fingerprint(Path(fewshot.dataset).expanduser())
@@ -119,7 +125,8 @@ def check_resume(out: Path, resolved: dict, hardware: dict | None) -> dict:
     changed = [k for k in ("data", "data_shots") if old.get(k) is not None and old.get(k) != resolved.get(k)]
     if changed:
         task = resolved["task"]
-        path = task["dataset"] if changed[0] == "data" else (task.get("fewshot") or {}).get("dataset")
+        path = task["dataset"] if changed[0] == "data" else ((task.get("fewshot") or {}).get("dataset")
+                                                             or ", ".join((task.get("data_files") or {}).values()))
         raise ResultsError(f"{out} holds results of another version of the data file {path} "
                            "(its size or SHA-256 changed); use --fresh to start over or --output for another folder")
     refit = [path for path, print_ in (old.get("routers") or {}).items()

@@ -126,6 +126,8 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
         raise ConfigError(config.file, f"task.{exc.key}", str(exc)) from None
     if not examples:
         raise ResultsError("the task selected no examples")
+    if config.task.lm_eval is not None:
+        _check_budget(config, examples)
     check_routers(config, [*decoded, *derived], examples)
     readable = dict(_readable_configs(config))  # read once: each read of a hub name off-line waits on the hub
     check_positions(config, readable)
@@ -134,6 +136,18 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
         check_chat_template(config, examples[0])
     return Job(config, out, decoded, derived, examples, manifest_config(config), options.limit,
                options.allow_code_execution)
+
+
+LM_EVAL_MAX_GEN_TOKS = 256  # lm-eval's token budget for a generation task that sets none (its HF model's default)
+
+
+def _check_budget(config: RunConfig, examples: list[Example]) -> None:
+    """An lm-eval task whose outputs lm-eval cuts at another length than decoding.max_new_tokens: said once, since
+    outputs (and scores) can then differ from lm-eval's."""
+    budget = examples[0].max_new_tokens or LM_EVAL_MAX_GEN_TOKS
+    if budget != config.decoding.max_new_tokens:
+        log.warning("lm-eval generates up to %d tokens for %s; decoding.max_new_tokens is %d, so outputs may differ "
+                    "from lm-eval's", budget, config.task.lm_eval, config.decoding.max_new_tokens)
 
 
 def prompt_format(task: TaskConfig) -> PromptFormat:

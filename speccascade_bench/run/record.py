@@ -103,19 +103,23 @@ class ExampleRow:
     score: float = column("score", "the example's own score (sentence BLEU or chrF, ROUGE F1, 0 or 100, F1)")
     worker: dict = column("mapping", "where it ran: `host`, `device` and `kind` (the kind of device its latency "
                           "may be compared with); rows without it ran on the manifest's hardware")
+    lm_eval: dict = column("mapping", "lm-eval tasks only: lm-eval's per-sample metrics of the prediction for each "
+                           "of the task's filters, `{filter: {metric: value}}` (a corpus metric's value is its "
+                           "`[reference, prediction]` item)", nullable=True)
     verdict: str = column("text", "pass_at_1 only: the sandbox's `passed`, `failed: ...`, `timeout`, `memory` or "
                           "`error: ...`")
 
     def to_json(self) -> dict:
-        """The line's object: every field, but `verdict` only where there is one."""
+        """The line's object: every field, but `verdict` and `lm_eval` only where there is one."""
         row = asdict(self)
-        if row["verdict"] is None:
-            del row["verdict"]
+        for name in ("verdict", "lm_eval"):
+            if row[name] is None:
+                del row[name]
         return row
 
 
 FIELDS = tuple(f.name for f in fields(ExampleRow))
-WRITTEN = tuple(name for name in FIELDS if name != "verdict")  # in every row a run writes now
+WRITTEN = tuple(name for name in FIELDS if name not in ("verdict", "lm_eval"))  # in every row a run writes now
 SUMMED = tuple(f.name for f in fields(ExampleRow) if f.metadata["summed"])
 
 

@@ -113,6 +113,7 @@ class Session:
         """Decode one example with each of `runs` in turn, each timed over `timing.trials` (the device idle at
         both ends of every trial); returns the example's rows. `on_row` gets each row as its run finishes."""
         input_ids, shots = self.prompt(example)
+        self.pair.stop = example.stop if example.stop is not None else self.config.task.stop
         rows = []
         for run in runs:
             latencies = []
@@ -121,8 +122,8 @@ class Session:
                 latencies.append(seconds)
             prediction = cut_at_stop(self.pair.decode(result.tokens), self.pair.stop)
             record = _record(example, run, result, prediction, latencies, int(input_ids.shape[1]))
-            record.score, record.verdict = self.scorer.score(example, prediction)
-            record.shots, record.worker = shots, self.worker
+            record.score, record.verdict, record.lm_eval = self.scorer.scored(example, prediction)
+            record.shots, record.worker = shots if example.fewshot is None else example.fewshot, self.worker
             if run.method == DRAFTER and "tokens" in self.config.record:  # untimed, after the timed trials
                 record.token_stats = reference_stats(self.pair, input_ids, example.reference,
                                                      self.config.decoding.max_new_tokens)

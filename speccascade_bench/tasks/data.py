@@ -27,7 +27,9 @@ class Example:
     """One evaluated row. `parts` is its prompt before tokenisation (`prompts.prompt_ids` fits it to the
     model), `source` the same prompt as plain text with every shot; `references` are the accepted answers
     (several for alias lists, none for an unanswerable question) and `reference` the first; `tests` and
-    `setup` are the code of a pass_at_1 task."""
+    `setup` are the code of a pass_at_1 task. An lm-eval task's example also holds lm-eval's document (`doc`, what
+    its filters and metrics read), its stop sequences, its token budget (`max_new_tokens`) and its shot count
+    (`fewshot`: the shots are in its prompt text, which is never cut shot by shot)."""
 
     example_id: int
     source: str
@@ -36,6 +38,10 @@ class Example:
     parts: PromptParts | None = None
     tests: str | None = None
     setup: str | None = None
+    doc: dict | None = None
+    stop: tuple[str, ...] | None = None
+    max_new_tokens: int | None = None
+    fewshot: int | None = None
 
 
 def _first_local_row(path: Path) -> dict:

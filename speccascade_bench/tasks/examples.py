@@ -14,7 +14,13 @@ from .settings import TaskConfig
 
 
 def load_examples(task: TaskConfig, seed: int, limit: int | None = None) -> list[Example]:
-    """The evaluated examples, by row index: their prompts (with the shots), references and tests."""
+    """The evaluated examples, by row index: their prompts (with the shots), references and tests. An lm-eval
+    task's are its first documents, as lm-eval's `--limit` takes them (`harness.HarnessTask.examples`)."""
+    if task.lm_eval is not None:
+        from .harness import harness_task
+
+        limits = [n for n in (task.limit, limit) if n is not None]
+        return harness_task(task).examples(min(limits) if limits else None)
     rows = task_rows(task)
     indices = select_indices(len(rows), task.limit, seed)
     if limit is not None:

@@ -1,6 +1,7 @@
 """The per-example score of a prediction, as every results row records it (`score`, 0 to 100).
 
-Text metrics come from `metrics.example_score`. `pass_at_1` runs the prediction's code against the example's
+Text metrics come from `metrics.example_score`; an lm-eval task's score and per-sample metrics from lm-eval's
+filters and metrics (`harness.HarnessTask.score`). `pass_at_1` runs the prediction's code against the example's
 tests in `sandbox.run_tests`, a separate sandboxed process per example, and only when the run was given
 `--allow-code-execution`; the sandbox's verdict is recorded beside the score.
 """
@@ -31,14 +32,24 @@ class Scorer:
 
     def score(self, example: Example, prediction: str) -> tuple[float, str | None]:
         """The example's score and, for pass_at_1, the sandbox's verdict."""
+        return self.scored(example, prediction)[:2]
+
+    def scored(self, example: Example, prediction: str) -> tuple[float, str | None, dict | None]:
+        """The example's score, the sandbox's verdict (pass_at_1) and lm-eval's per-sample metrics (lm_eval tasks,
+        `{filter: {metric: value}}`)."""
         task = self.task
+        if task.lm_eval is not None:
+            from .harness import harness_task
+
+            score, metrics = harness_task(task).score(example, prediction)
+            return min(100.0, max(0.0, score)), None, metrics
         if task.metric != "pass_at_1":
             score = example_score(task.metric, prediction, example.references, answer_pattern=task.answer_pattern,
                                   normalize=task.normalize, answer_select=task.answer_select)
-            return min(100.0, max(0.0, score)), None  # sentence BLEU of an exact match can be 100 + 4e-14
+            return min(100.0, max(0.0, score)), None, None  # sentence BLEU of an exact match can be 100 + 4e-14
         from .sandbox import run_tests
 
         code = extract_answer(prediction, task.answer_pattern)
         verdict = run_tests(code or "", example.tests or "", example.setup or "", timeout_s=task.code_timeout_s,
                             memory_mb=task.code_memory_mb, hidden=self.hidden)
-        return (100.0 if verdict.passed else 0.0), verdict.reason
+        return (100.0 if verdict.passed else 0.0), verdict.reason, None

@@ -57,10 +57,11 @@ class FewshotConfig:
 class TaskConfig:
     """What a task decodes and how it is scored. The model's input is `prefix` + the few-shot examples +
     either the row's `source` field or, with `prompt`, a template over the row's fields (`{question}`,
-    `{translation[en]}`); `target` is the reference field, a string or a list of accepted answers."""
+    `{translation[en]}`); `target` is the reference field, a string or a list of accepted answers. Or, with
+    `lm_eval`, a generation task of lm-evaluation-harness, its prompts, shots and scores as lm-eval's."""
 
-    dataset: str = option()
-    target: str = option()
+    dataset: str | None = option(None)  # required, but for lm_eval tasks
+    target: str | None = option(None)  # required, but for lm_eval tasks
     source: str | None = option(None)
     prompt: str | None = option(None)
     process: str | None = option(None)  # a task kind or file.py:function over each row (tasks.kinds)
@@ -83,10 +84,19 @@ class TaskConfig:
     code_memory_mb: int = option(1024, low=64, high=65_536)
     limit: int | None = option(None, low=1, high=10_000_000)
     max_source_tokens: int = option(512, low=1, high=131_072)
+    # A task of lm-evaluation-harness's registry (tasks.harness): everything above but limit and max_source_tokens
+    # comes from it.
+    lm_eval: str | None = option(None)
+    num_fewshot: int | None = option(None, low=0, high=1000)  # default: the lm-eval task's own
+    fewshot_seed: int = option(1234, low=0, high=2**32 - 1)  # lm-eval's sampler seed (its default, 1234)
+    filter: str | None = option(None)  # which of its filters gives the row's score (default: its first)
+    score: str | None = option(None)  # which of its metrics is the row's score (default: its first)
+    data_files: dict | None = option(None)  # {split: local file in the task's schema}, in place of the hub
 
     @property
     def is_local(self) -> bool:
-        return looks_like_path(self.dataset)
+        """A local data file of the suite's own task definition (lm-eval tasks check their data_files)."""
+        return self.lm_eval is None and self.dataset is not None and looks_like_path(self.dataset)
 
     def fields_used(self) -> tuple[str, ...]:
         """The dataset fields the task reads from an evaluated row (dotted for nested ones)."""

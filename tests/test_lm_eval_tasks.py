@@ -1,0 +1,219 @@
+"""Tasks from lm-evaluation-harness's registry (`task.lm_eval`): the suite's verifier and lm-eval's own `hf` backend
+give the same prompts, outputs and per-sample scores; shots are lm-eval's, drawn per document; what cannot be
+decoded or scored is refused in one line before any model loads. Offline: the toy decoder-only pair on GSM8K-schema
+files the test writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from speccascade_bench.cli import app
+from speccascade_bench.config.run import load_run_config
+from speccascade_bench.settings import ConfigError
+from speccascade_bench.toy import arithmetic
+
+pytest.importorskip("lm_eval")
+
+PAIR = Path(__file__).resolve().parents[1] / "speccascade_bench" / "toy" / "llm_pair"
+N_TEST, N_SHOTS = 8, 8
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, str]:
+    """A test split and a train split (the shots) in GSM8K's schema."""
+    out = tmp_path_factory.mktemp("gsm8k")
+    paths = arithmetic.write_splits(out, seed=11, sizes={"train_rows": N_SHOTS, "test": N_TEST})
+    return {"test": str(paths["test"]), "train": str(paths["train_rows"])}
+
+
+def _config(tmp_path: Path, data: dict, task: dict | None = None, **top) -> Path:
+    config = {
+        "name": "lm_eval_gsm8k",
+        "task": task if task is not None else {"lm_eval": "gsm8k", "num_fewshot": 3, "data_files": data},
+        "models": {"drafter": str(PAIR / "drafter"), "verifier": str(PAIR / "verifier"), "device": "cpu"},
+        "decoding": {"max_new_tokens": 256, "temperature": 0.0, "seed": 0},
+        "methods": [{"method": "verifier"}, {"method": "drafter"}, {"method": "spec_decode", "draft_length": 4}],
+        "timing": {"warmup": 0, "trials": 1},
+        "output": str(tmp_path / "out"),
+        **top,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _error(tmp_path: Path, data: dict, task: dict) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_run_config(_config(tmp_path, data, task))
+    return str(caught.value)
+
+
+def test_the_task_is_filled_in_from_lm_evals_registry(tmp_path, data):
+    task = load_run_config(_config(tmp_path, data)).task
+    assert (task.lm_eval, task.dataset, task.split, task.filter, task.score, task.metric) == \
+        ("gsm8k", data["test"], "test", "strict-match", "exact_match", "lm_eval")
+    assert task.stop[0] == "Question:" and task.fewshot_seed == 1234
+    flexible = load_run_config(_config(tmp_path, data, {"lm_eval": "gsm8k", "filter": "flexible-extract",
+                                                         "data_files": data})).task
+    assert flexible.filter == "flexible-extract"
+
+
+@pytest.mark.parametrize("task, key, words", [
+    ({"lm_eval": "gsm8kk"}, "task.lm_eval", "no task 'gsm8kk' (did you mean 'gsm8k'"),
+    ({"lm_eval": "webqs"}, "task.lm_eval", "is a multiple_choice task, scored by the log-likelihood"),
+    ({"lm_eval": "mbpp"}, "task.lm_eval", "running model-written code outside any sandbox"),
+    ({"lm_eval": "wmt14"}, "task.lm_eval", "of lm-eval tasks; name one of its tasks"),
+    ({"lm_eval": "gsm8k", "prompt": "Q: {question}"}, "task.prompt", "comes from lm-eval's task 'gsm8k'"),
+    ({"lm_eval": "gsm8k", "metric": "bleu"}, "task.metric", "comes from lm-eval's task"),
+    ({"lm_eval": "gsm8k", "filter": "strict"}, "task.filter", "its filters: strict-match, flexible-extract"),
+    ({"lm_eval": "gsm8k", "score": "f1"}, "task.score", "has no metric 'f1'; its metrics: exact_match"),
+    ({"lm_eval": "wmt16-de-en", "score": "ter"}, "task.score", "error rate"),
+    ({"lm_eval": "gsm8k", "num_fewshot": -1}, "task.num_fewshot", "must be in [0, 1000]"),
+    ({"lm_eval": "gsm8k", "data_files": {"validation": "x.jsonl"}}, "task.data_files", "not 'validation'"),
+    ({"lm_eval": "gsm8k", "data_files": {"test": "missing.jsonl"}}, "task.data_files", "is not a file"),
+    ({"lm_eval": "squad_completion", "data_files": {"validation": "x.jsonl"}}, "task.data_files",
+     "task class of its own"),
+    ({"dataset": "a.jsonl", "prompt": "{q}", "target": "a", "num_fewshot": 2}, "task.num_fewshot",
+     "applies to lm-eval tasks only"),
+])
+def test_bad_lm_eval_tasks_are_refused_in_one_line(tmp_path, data, task, key, words):
+    message = _error(tmp_path, data, task)
+    assert f": {key}: " in message and words in message and "\n" not in message
+
+
+def test_data_files_must_hold_the_evaluated_split_and_the_shots(tmp_path, data):
+    assert "has no file for 'train', the split lm-eval draws the shots from" in \
+        _error(tmp_path, data, {"lm_eval": "gsm8k", "data_files": {"test": data["test"]}})
+    zero_shot = {"lm_eval": "gsm8k", "num_fewshot": 0, "data_files": {"test": data["test"]}}
+    assert load_run_config(_config(tmp_path, data, zero_shot)).task.num_fewshot == 0
+    assert "the split lm-eval evaluates" in _error(tmp_path, data, {"lm_eval": "gsm8k",
+                                                                    "data_files": {"train": data["train"]}})
+
+
+def test_a_fine_tuning_config_takes_no_lm_eval_task(tmp_path):
+    from speccascade_bench.config.finetune import load_finetune_config
+
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump({"name": "ft", "task": {"lm_eval": "gsm8k"}, "model": "x", "output": "o"}))
+    with pytest.raises(ConfigError, match="task.lm_eval: fine-tuning reads a task defined here"):
+        load_finetune_config(path)
+
+
+def test_shots_are_lm_evals_drawn_per_document_and_never_the_document(tmp_path, data):
+    from speccascade_bench.tasks.harness import HarnessTask
+
+    task = load_run_config(_config(tmp_path, data)).task
+    first, again = HarnessTask(task).examples(), HarnessTask(task).examples()
+    assert [ex.source for ex in first] == [ex.source for ex in again]  # seeded: the same in every run
+    rows = [json.loads(line) for line in Path(data["test"]).read_text().splitlines()]
+    shot_sets = []
+    for example, row in zip(first, rows, strict=True):
+        question = f"Question: {row['question']}\nAnswer:"
+        assert example.source.endswith(question) and example.source.count(question) == 1
+        shots = example.source.split("\n\n")[:-1]
+        assert len(shots) == 3 and example.fewshot == 3
+        shot_sets.append(frozenset(shots))
+    assert len(set(shot_sets)) > 1  # two documents with different shots
+    seeded = HarnessTask(load_run_config(_config(tmp_path, data, {"lm_eval": "gsm8k", "num_fewshot": 3,
+                                                                  "fewshot_seed": 7, "data_files": data})).task)
+    assert [ex.source for ex in seeded.examples()] != [ex.source for ex in first]
+    # lm-eval leaves a document out of its own shots only when both come from one split: one file given as both
+    # splits would put documents in their own prompts.
+    same = {"lm_eval": "gsm8k", "data_files": {"test": data["test"], "train": data["test"]}}
+    assert "the same file as the evaluated split" in _error(tmp_path, data, same)
+
+
+def test_a_dataset_lm_eval_cannot_load_is_one_line_before_any_model(tmp_path, data):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q"}\n')  # no answer field: lm-eval's target template fails
+    config = _config(tmp_path, data, {"lm_eval": "gsm8k", "num_fewshot": 0, "data_files": {"test": str(bad)}})
+    result = CliRunner().invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "task.lm_eval" in result.output and "gsm8k" in result.output
+    assert not (tmp_path / "out" / "examples").exists()
+
+
+def test_the_suite_and_lm_evals_hf_backend_agree(tmp_path, data):
+    """At temperature 0: the same prompts, the same outputs and the same per-sample scores per filter as
+    `lm_eval.simple_evaluate` with its `hf` model on the same local model and files; the summary's quality is
+    lm-eval's aggregate."""
+    from speccascade_bench.tasks.harness import harness_task
+
+    config = _config(tmp_path, data)
+    result = CliRunner().invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    run = load_run_config(config)
+    examples = harness_task(run.task).examples()
+    scores = []
+    for name, model in (("verifier", "verifier"), ("spec_decode-g4", "verifier"), ("drafter", "drafter")):
+        samples = _lm_eval_samples(PAIR / model, run.task)
+        assert sorted(samples) == list(range(N_TEST)) == [ex.example_id for ex in examples]
+        rows = {row["example_id"]: row for row in map(json.loads, (out / "examples" / f"{name}.jsonl").open())}
+        assert sorted(rows) == list(range(N_TEST))
+        for example in examples:
+            row, theirs_by_filter = rows[example.example_id], samples[example.example_id]
+            strict = theirs_by_filter["strict-match"]
+            assert strict["arguments"][0][0] == example.source  # the prompt, shots included
+            assert strict["resps"][0][0] == row["prediction"]  # the output, cut at the stop sequences
+            for filter_name, sample in theirs_by_filter.items():
+                assert row["lm_eval"][filter_name]["exact_match"] == sample["exact_match"]
+            assert row["score"] == 100 * strict["exact_match"] and row["shots"] == 3
+            scores.append(row["score"])
+    assert 0 in scores and 100 in scores  # right and wrong answers both compared
+    summary = {row["run_id"]: row for row in csv.DictReader((out / "summary.csv").open())}
+    for name, model in (("verifier", "verifier"), ("drafter", "drafter")):
+        expected = 100 * _lm_eval_results(PAIR / model, run.task)["results"]["gsm8k"]["exact_match,strict-match"]
+        assert float(summary[name]["quality"]) == pytest.approx(expected)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["versions"]["lm_eval"] == metadata.version("lm_eval")
+
+
+_RESULTS: dict = {}
+
+
+def _lm_eval_results(model: Path, task) -> dict:
+    """`lm_eval.simple_evaluate` with its `hf` model on the task's local files (once per model)."""
+    import lm_eval
+
+    from speccascade_bench.tasks.harness import _local_config, _manager
+
+    if model not in _RESULTS:
+        # The toy pair's byte tokenizer closes an input with EOS, as T5's does; the suite's prompts continue
+        # instead (tasks.prompts), and lm-eval's hf model encodes without special tokens with add_bos_token=False.
+        # Tokenizers that open with BOS (Llama, Gemma) are encoded alike by both with the defaults.
+        _RESULTS[model] = lm_eval.simple_evaluate(
+            model="hf", model_args={"pretrained": str(model), "dtype": "float32", "device": "cpu",
+                                    "add_bos_token": False},
+            tasks=[_local_config(task)], task_manager=_manager(), num_fewshot=3, fewshot_random_seed=1234,
+            log_samples=True, batch_size=1, random_seed=0, numpy_random_seed=0, torch_random_seed=0)
+    return _RESULTS[model]
+
+
+def _lm_eval_samples(model: Path, task) -> dict[int, dict[str, dict]]:
+    """lm-eval's logged samples by document and filter."""
+    samples: dict[int, dict[str, dict]] = {}
+    for sample in _lm_eval_results(model, task)["samples"]["gsm8k"]:
+        samples.setdefault(sample["doc_id"], {})[sample["filter"]] = sample
+    return samples
+
+
+def test_corpus_bleu_is_lm_evals_aggregate():
+    """lm-eval's translation tasks aggregate BLEU and chrF over the corpus: the suite's corpus scores of the rows
+    equal lm-eval's aggregation of its per-sample items."""
+    from lm_eval.api.metrics import bleu, chrf
+
+    from speccascade_bench.tasks.metrics import corpus_score
+
+    references = [" the cat sat on the mat", " a dog barked", " it rained all day long", " she reads books"]
+    predictions = ["the cat sat on a mat", "the dog barked loudly", "it rained all day", ""]
+    items = list(zip(references, predictions, strict=True))
+    assert corpus_score("bleu", predictions, references) == pytest.approx(bleu(items))
+    assert corpus_score("chrf", predictions, references) == pytest.approx(chrf(items))
