@@ -217,3 +217,25 @@ def test_corpus_bleu_is_lm_evals_aggregate():
     items = list(zip(references, predictions, strict=True))
     assert corpus_score("bleu", predictions, references) == pytest.approx(bleu(items))
     assert corpus_score("chrf", predictions, references) == pytest.approx(chrf(items))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((ROOT / "configs" / "llm" / "lm_eval").glob("*.yaml"))
+
+
+def test_the_shipped_lm_eval_configs_cover_the_benchmarks_lm_eval_can_decode():
+    from speccascade_bench.config.run import load_run_configs
+    from speccascade_bench.run.plan import LM_EVAL_MAX_GEN_TOKS
+    from speccascade_bench.tasks.harness import registered
+
+    seen = set()
+    for path in SHIPPED:
+        for config in load_run_configs(path):
+            task = config.task
+            seen.add(task.lm_eval)
+            budget = (registered(task.lm_eval).config.get("generation_kwargs") or {}).get("max_gen_toks")
+            assert config.decoding.max_new_tokens == (budget or LM_EVAL_MAX_GEN_TOKS), path
+            assert task.score and task.filter and task.dataset and not task.dataset.startswith("lm-eval:"), path
+            assert config.output.startswith("results/llm/lm_eval/"), path
+    assert seen == {"gsm8k", "gsm8k_cot", "triviaqa", "nq_open", "squad_completion", "cnn_dailymail_abisee",
+                    "wmt16-en-de", "wmt14-en-fr"}

@@ -133,11 +133,32 @@ def check(task: TaskConfig) -> TaskConfig:
     if score in REFUSED_SCORES:
         raise HarnessError("score", f"{score} cannot be the score: {REFUSED_SCORES[score]}")
     dataset, subset, split = config.get("dataset_path"), config.get("dataset_name"), spec.eval_split
+    if spec.python:
+        dataset, subset, split = _python_dataset(spec)
     if task.data_files is not None:
         dataset, subset = _check_files(task, spec), None
     return replace(task, dataset=dataset or f"lm-eval:{task.lm_eval}", subset=subset, split=split or "test",
                    filter=task.filter or spec.filters[0], score=score, metric=CORPUS.get(score, "lm_eval"),
                    stop=_until(config))
+
+
+def _python_dataset(spec: Registered) -> tuple[str | None, str | None, str | None]:
+    """A task class's hub dataset, subset and evaluated split, as the class declares them (its module imported)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = _manager().task_index[spec.name]
+    try:
+        cls = (load_yaml(entry.yaml_path, resolve_func=True) if entry.yaml_path else {}).get("class")
+    except Exception as exc:  # the class's module needs a package that is not installed
+        raise HarnessError("lm_eval", f"lm-eval's {spec.name!r} cannot be loaded: {type(exc).__name__}: "
+                           f"{_one_line(exc)}") from None
+    if not isinstance(cls, type):
+        return None, None, None
+    try:  # the classes answer these without their data
+        split = "test" if cls.has_test_docs(None) else "validation" if cls.has_validation_docs(None) else None
+    except Exception:  # a class whose answer reads its data: the split is known once it is built
+        split = None
+    return getattr(cls, "DATASET_PATH", None), getattr(cls, "DATASET_NAME", None), split
 
 
 def _until(config: dict) -> tuple[str, ...]:
