@@ -38,7 +38,9 @@ def test_the_readme_lists_the_summary_columns_in_order():
 
 def test_a_written_row_has_every_field_and_passes_the_reader():
     row = good_row()
-    assert tuple(row) == WRITTEN and set(FIELDS) - set(row) == {"verdict"}
+    assert tuple(row) == WRITTEN and set(FIELDS) - set(row) == {"verdict", "lm_eval"}
+    assert problem({**row, "lm_eval": {"strict-match": {"exact_match": 1.0}}}) is None
+    assert "lm_eval" in problem({**row, "lm_eval": [1.0]})
     assert problem(row) is None
     assert problem({**row, "verdict": "passed"}) is None
     old = {name: value for name, value in row.items() if name not in ("worker", "references", "shots", "score",

@@ -23,7 +23,15 @@ from ..run.folder import read_manifest
 from ..run.manifest import check_devices
 from ..run.rows import example_files, load_examples
 from .plot import FIGURES, Ids, draw_figure, folder_labels, svg
-from .report import COLUMNS, EXPLANATION, TRADEOFF_HEADERS, settings_lines, summary_cells, tradeoff_rows
+from .report import (
+    COLUMNS,
+    EXPLANATION,
+    TRADEOFF_HEADERS,
+    settings_lines,
+    summary_cells,
+    task_title,
+    tradeoff_rows,
+)
 from .style import curve_style
 from .summary import summarize, with_curves
 
@@ -244,7 +252,7 @@ def _section(section: Section, ids: Ids, figures: Iterator[int], page: Path) -> 
     headers = [header for _, header, _ in COLUMNS]
     return "\n".join([
         f'<section id="{_text(section.label)}">',
-        f"<h2>{_text(cfg['name'])}: {_text(cfg['task']['dataset'])} ({_text(cfg['task']['metric'])}) "
+        f"<h2>{_text(cfg['name'])}: {_text(task_title(cfg['task']))} "
         f"<small>{_text(section.folder)}</small></h2>",
         f"<ul>{items}</ul>",
         "<h3>Quality against latency and cost</h3>",

@@ -30,7 +30,8 @@ COLUMNS = [
 
 
 EXPLANATION = (
-    "Quality is the corpus score (for exact_match, f1 and pass_at_1 the mean of the examples' scores); 'vs "
+    "Quality is the corpus score (for exact_match, f1, pass_at_1 and an lm-eval task's metric the mean of the "
+    "examples' scores); 'vs "
     "verifier' is the run's quality minus the verifier's on the same examples, with a paired bootstrap "
     f"{100 * CONFIDENCE:.0f}% interval ({BOOTSTRAP_RESAMPLES} resamples of the examples), and '=' where the "
     "interval holds 0 (no difference detected), 'worse' or 'better' where it does not; latency the mean "
@@ -162,9 +163,19 @@ def build_report(results: Path, frame: pd.DataFrame | None = None, mix_devices: 
     manifest = read_manifest(results)
     frame = summarize(results) if frame is None else frame
     cfg = manifest["config"]
-    header = [f"# {cfg['name']}: {cfg['task']['dataset']} ({cfg['task']['metric']})", "",
+    header = [f"# {cfg['name']}: {task_title(cfg['task'])}", "",
               *settings_lines(manifest, frame, kinds), "", EXPLANATION, ""]
     return "\n".join(header) + markdown_table(frame) + "\n\n" + tradeoff_table(frame)
+
+
+def task_title(task: dict) -> str:
+    """What a run decoded and how it was scored, in a few words: `dataset (metric)`, or for an lm-eval task its
+    name, filter, metric and shots."""
+    if task.get("lm_eval"):
+        shots = task.get("num_fewshot")
+        return (f"lm-eval {task['lm_eval']} on {task['dataset']} ({task.get('filter')} {task.get('score')}"
+                + (f", {shots} shots)" if shots is not None else ")"))
+    return f"{task['dataset']} ({task['metric']})"
 
 
 def settings_lines(manifest: dict, frame: pd.DataFrame, kinds) -> list[str]:

@@ -185,8 +185,10 @@ def read_task(file: Path, data: Any, harness: bool = True, **defaults: Any) -> T
         if key in section.data:
             raise section.error(key, "applies to lm-eval tasks only (task.lm_eval)")
     for key in ("dataset", "target"):
-        if key not in section.data and key not in defaults:
+        if section.data.get(key) is None and key not in defaults:
             raise section.error(key, "is required")
+        if isinstance(section.data.get(key), str) and not section.data[key].strip():
+            raise section.error(key, "must not be empty")
     task = TaskConfig(**section.fields(TaskConfig, **defaults))
     if task.process is not None:
         task = replace(task, process=_row_function(section, file, task.process))
