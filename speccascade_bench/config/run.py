@@ -181,14 +181,7 @@ def read_task(file: Path, data: Any, harness: bool = True, **defaults: Any) -> T
             raise section.error("lm_eval", "fine-tuning reads a task defined here (dataset, prompt, target), not an "
                                 "lm-eval task")
         return _read_harness_task(section)
-    for key in HARNESS_KEYS:
-        if key in section.data:
-            raise section.error(key, "applies to lm-eval tasks only (task.lm_eval)")
-    for key in ("dataset", "target"):
-        if section.data.get(key) is None and key not in defaults:
-            raise section.error(key, "is required")
-        if isinstance(section.data.get(key), str) and not section.data[key].strip():
-            raise section.error(key, "must not be empty")
+    _check_own_task_keys(section, defaults)
     task = TaskConfig(**section.fields(TaskConfig, **defaults))
     if task.process is not None:
         task = replace(task, process=_row_function(section, file, task.process))
@@ -237,6 +230,18 @@ def read_task(file: Path, data: Any, harness: bool = True, **defaults: Any) -> T
         raise section.error("fewshot.dataset", f"{short(fewshot.dataset)} is not a local file; shots from the hub "
                             "come from a split of the task's dataset (fewshot.split)")
     return task
+
+
+def _check_own_task_keys(section: _Section, defaults: dict) -> None:
+    """A task defined here: no lm-eval keys, and a dataset and a target."""
+    for key in HARNESS_KEYS:
+        if key in section.data:
+            raise section.error(key, "applies to lm-eval tasks only (task.lm_eval)")
+    for key in ("dataset", "target"):
+        if section.data.get(key) is None and key not in defaults:
+            raise section.error(key, "is required")
+        if isinstance(section.data.get(key), str) and not section.data[key].strip():
+            raise section.error(key, "must not be empty")
 
 
 def _read_harness_task(section: _Section) -> TaskConfig:
