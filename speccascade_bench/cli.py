@@ -327,8 +327,6 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
     """Print the summary table in Markdown for each folder (also written to RESULTS/report.md and summary.csv when
     the folder is writable; otherwise a one-line note on stderr says so); with --html also report.html."""
     from .analysis.report import write_report
-    from .analysis.summary import summarize
-    from .run.manifest import check_devices
 
     if out is not None and not html:
         _fail("--out is where report.html goes: give it with --html")
@@ -336,9 +334,8 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
         _fail(f"--out {out} is not a folder (a file, or a link to nothing); give a folder")
     frames = []  # each folder summarised once, for its report.md and for the page
     for i, folder in enumerate(results):
-        check_devices(folder, mix_devices)
-        frames.append(summarize(folder))
-        text, not_written = write_report(folder, mix_devices, frames[-1])
+        text, not_written, frame = write_report(folder, mix_devices)
+        frames.append(frame)
         typer.echo(("\n" if i else "") + text)
         if not_written is not None:
             typer.echo(f"note: report.md and summary.csv not written into {folder}: {_message(not_written)}",

@@ -135,15 +135,14 @@ def summary_cells(frame: pd.DataFrame) -> list[list[tuple[str, object]]]:
     return rows
 
 
-def write_report(results: Path, mix_devices: bool = False, frame: pd.DataFrame | None = None) -> tuple[
-        str, OSError | None]:
-    """The report as Markdown, also written with summary.csv into the results folder, from the folder's summary
-    (computed if not given). A folder that cannot be written (a read-only archive) still gets its report: returns
-    the text and the error that stopped the writing, or None. Examples that ran on several kinds of device are
-    refused unless `mix_devices`, and so is a report.md or summary.csv that is a link (a ResultsError naming it,
-    before anything is written)."""
+def write_report(results: Path, mix_devices: bool = False) -> tuple[str, OSError | None, pd.DataFrame]:
+    """The report as Markdown, also written with summary.csv into the results folder. A folder that cannot be
+    written (a read-only archive) still gets its report: returns the text, the error that stopped the writing (or
+    None) and the folder's summary (for `scb report --html`, which draws from it). Examples that ran on several
+    kinds of device are refused unless `mix_devices`, and so is a report.md or summary.csv that is a link (a
+    ResultsError naming it, before anything is written)."""
     check_devices(results, mix_devices)
-    frame = summarize(results) if frame is None else frame
+    frame = summarize(results)
     text = build_report(results, frame, mix_devices)
     for name in (SUMMARY_FILE, REPORT_FILE):
         refuse_link(results / name)
@@ -151,8 +150,8 @@ def write_report(results: Path, mix_devices: bool = False, frame: pd.DataFrame |
         write_summary(results, frame)
         write_file(results / REPORT_FILE, text)
     except OSError as exc:
-        return text, exc
-    return text, None
+        return text, exc, frame
+    return text, None, frame
 
 
 def build_report(results: Path, frame: pd.DataFrame | None = None, mix_devices: bool = False) -> str:

@@ -56,10 +56,9 @@ def manifest_config(config: RunConfig) -> dict:
         "decoding": plain(config.decoding), "timing": plain(config.timing),
         "methods": [{"run_id": r.run_id, "method": r.method, "params": r.params} for r in config.methods],
     }
-    if config.task.is_local:
+    if config.task.is_local or config.task.data_files:  # an lm-eval task's dataset is its evaluated split's file
         resolved["data"] = data_fingerprint(Path(config.task.dataset).expanduser())
-    if config.task.data_files:  # an lm-eval task's local files: the evaluated one, then those of the shots
-        resolved["data"] = data_fingerprint(Path(config.task.dataset).expanduser())
+    if config.task.data_files:  # and its other local files, those of the shots
         others = {split: path for split, path in config.task.data_files.items() if path != config.task.dataset}
         if others:
             resolved["data_shots"] = {split: data_fingerprint(Path(path).expanduser())

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..settings import suggest
-from .data import DataError, Example
+from .data import DataError, Example, _one_line
 from .prompts import PromptParts
 from .settings import _BUILDERS, TaskConfig
 
@@ -50,7 +50,7 @@ def version() -> str:
     try:
         return installed("lm_eval")
     except PackageNotFoundError:
-        raise HarnessError("lm_eval", "lm-evaluation-harness is not installed: pip install 'lm-eval>=0.4.13'") \
+        raise HarnessError("lm_eval", "lm-evaluation-harness is not installed: pip install lm-eval==0.4.13") \
             from None
 
 
@@ -139,7 +139,7 @@ def check(task: TaskConfig) -> TaskConfig:
         dataset, subset = _check_files(task, spec), None
     return replace(task, dataset=dataset or f"lm-eval:{task.lm_eval}", subset=subset, split=split or "test",
                    filter=task.filter or spec.filters[0], score=score, metric=CORPUS.get(score, "lm_eval"),
-                   stop=_until(config))
+                   stop=_until(config.get("generation_kwargs")))  # a Python task's come with each request
 
 
 def _python_dataset(spec: Registered) -> tuple[str | None, str | None, str | None]:
@@ -161,9 +161,9 @@ def _python_dataset(spec: Registered) -> tuple[str | None, str | None, str | Non
     return getattr(cls, "DATASET_PATH", None), getattr(cls, "DATASET_NAME", None), split
 
 
-def _until(config: dict) -> tuple[str, ...]:
-    """The task's stop sequences as its config gives them (a Python task's come with each request)."""
-    until = (config.get("generation_kwargs") or {}).get("until", ())
+def _until(generation_kwargs: dict | None) -> tuple[str, ...]:
+    """The non-empty stop sequences of lm-eval's generation settings (its config's, or a request's)."""
+    until = (generation_kwargs or {}).get("until") or ()
     return tuple(s for s in ([until] if isinstance(until, str) else until) if s)
 
 
@@ -246,10 +246,9 @@ class HarnessTask:
             instance = instances[0]
             context, gen_kwargs = instance.args[0], instance.args[1]
             references = _references(self.lm.doc_to_target(instance.doc))
-            until = gen_kwargs.get("until") or ()
             examples.append(Example(doc_id, context, references[0] if references else "", references,
                                     PromptParts("", (), context), doc=instance.doc,
-                                    stop=tuple(s for s in ([until] if isinstance(until, str) else until) if s),
+                                    stop=_until(gen_kwargs),
                                     max_new_tokens=gen_kwargs.get("max_gen_toks"), fewshot=self.num_fewshot))
         return examples
 
@@ -321,11 +320,6 @@ def _plain(value):
         return float(value)
     except (TypeError, ValueError):
         return json.loads(json.dumps(value, default=str))
-
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _load_message(task: TaskConfig, exc: Exception) -> str:
