@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TOY_DATA := data/toy/test.jsonl
 TOY_LLM_DATA := data/toy_llm/test.jsonl
 
-.PHONY: install browser demo toy-routers test test-fast lint toy-data toy-pair toy-chain toy-llm-data toy-llm-pair ci-run bench bench-quick bench-gpu clean-results
+.PHONY: install browser demo toy-routers test test-fast test-compat lint toy-data toy-pair toy-chain toy-llm-data toy-llm-pair ci-run bench bench-quick bench-gpu clean-results
 
 install: $(VENV)/.installed
 
@@ -79,6 +79,18 @@ FAST_TESTS := tests/test_house.py tests/test_record.py tests/test_config.py test
 
 test-fast: install
 	$(BIN)/python -m pytest -q $(FAST_TESTS)
+
+# The oldest transformers the suite declares (5.17.0, which the lent GPU machines have), in a venv of its own: the
+# fast subset, then the loops on both families, static caches and compiled steps included (about 4 minutes).
+COMPAT_VENV := .venv-compat
+COMPAT_TESTS := $(FAST_TESTS) tests/test_decoding.py tests/test_host_reads.py tests/test_static_cache.py
+test-compat: $(TOY_DATA)
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(COMPAT_VENV)/bin/python -m pip install --quiet -e ".[dev]" transformers==5.17.0
+	$(COMPAT_VENV)/bin/python -c "import transformers; assert transformers.__version__ == '5.17.0'"
+	$(COMPAT_VENV)/bin/python -m pytest -q $(COMPAT_TESTS)
 
 lint: install
 	$(BIN)/ruff check speccascade_bench tests scripts

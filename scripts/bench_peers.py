@@ -11,19 +11,25 @@ Ratios, each measured in this one process, examples interleaved:
     same prediction with the verifier call over gamma + 1 positions priced at its measured cost r (in
     one-token steps) instead of 1: what the loop could reach on this machine
 
-Every case decodes every example once untimed first (compilation and warm-up), then once timed.
+Every case decodes every example once untimed first (compilation and warm-up), once more counting its host
+reads (ops that wait for a tensor's value: per output token, and per speculative round), then `--repeats`
+times timed, the cases interleaved per example and their order rotated per repeat. An example's time in a
+case is the fastest of its repeats, and each ratio is the median over examples of the per-example ratio, with
+its 10th and 90th percentiles as the spread (and, for comparison, the ratio of the summed times): a burst of
+load from another process on a shared machine slows some runs, rarely the fastest of each.
 
 On the toy T5 pair (`--pair t5`, translation inputs) or the decoder-only toy pair (`--pair llm`, 4-shot
 arithmetic prompts, left-truncated as `scb run` builds them).
 
-Usage: python scripts/bench_peers.py [--pair t5|llm] [--quick] [--examples N] [--drafter PATH --verifier PATH]
-         [--compile-mode default|reduce-overhead|max-autotune|none]
+Usage: python scripts/bench_peers.py [--pair t5|llm] [--quick] [--examples N] [--repeats K]
+         [--drafter PATH --verifier PATH] [--compile-mode default|reduce-overhead|max-autotune|none]
 It reports; it asserts nothing about time.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 from pathlib import Path
 
@@ -37,6 +43,7 @@ from speccascade_bench.analysis.tradeoff import (
     per_call_cost,
 )
 from speccascade_bench.decoding.dispatch import decode
+from speccascade_bench.decoding.host_reads import count_reads
 from speccascade_bench.decoding.settings import DecodingConfig
 from speccascade_bench.models.cached import ModelPair
 from speccascade_bench.models.loading import load_pair
@@ -92,11 +99,14 @@ def main() -> None:
     parser.add_argument("--gamma", type=int, default=5)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed runs per example and case, the fastest counting (default 3; 1 with --quick)")
     parser.add_argument("--compile-mode", default="default",
                         help="torch.compile mode of the fast-path cases (reduce-overhead for CUDA graphs); none "
                              "leaves them out")
     args = parser.parse_args()
     n = 6 if args.quick else args.examples
+    args.repeats = args.repeats or (1 if args.quick else 3)
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     folder = PAIRS[args.pair]
@@ -144,14 +154,32 @@ def main() -> None:
     for i in range(n):  # warm-up and compilation, not recorded
         for fn in cases.values():
             fn(i)
-    seconds = {name: [] for name in cases}
-    outputs = {name: [] for name in cases}
+    # Host reads, counted in a pass of their own (the counter slows what it counts)
+    reads = {name: 0 for name in cases}
     for i in range(n):
         for name, fn in cases.items():
-            out, s = timed(lambda fn=fn, i=i: fn(i), device)
-            seconds[name].append(s)
-            outputs[name].append(out)
+            reads[name] += count_reads(fn, i)[1].total
+    # Each example's time in each case is the fastest of `repeats` runs, the cases interleaved per example and
+    # their order rotated per repeat: a burst of load from elsewhere slows some runs, rarely all of them.
+    runs = {name: [[] for _ in range(n)] for name in cases}
+    outputs = {name: [None] * n for name in cases}
+    names = list(cases)
+    for repeat in range(args.repeats):
+        order = names[repeat % len(names):] + names[: repeat % len(names)]
+        for i in range(n):
+            for name in order:
+                out, s = timed(lambda fn=cases[name], i=i: fn(i), device)
+                runs[name][i].append(s)
+                outputs[name][i] = out
+    seconds = {name: [min(r) for r in per_example] for name, per_example in runs.items()}
     total = {name: sum(v) for name, v in seconds.items()}
+
+    def ratio(ours_case: str, peer_case: str) -> tuple[float, float, float]:
+        """The median over examples of ours / peer, with the 10th and 90th percentiles."""
+        values = sorted(a / b for a, b in zip(seconds[ours_case], seconds[peer_case], strict=True))
+        return (statistics.median(values), values[int(0.1 * (len(values) - 1))],
+                values[math.ceil(0.9 * (len(values) - 1))])
+
     # What one verifier call over a round's gamma + 1 positions costs, in one-token steps, on this machine
     probes = inputs[: min(n, 5)]
     verify_cost = {"": wide_call_cost(pair, "verifier", probes, args.gamma + 1)}
@@ -177,13 +205,24 @@ def main() -> None:
     hardware = ", ".join(f"{k} {v}" for k, v in device_info(device).items())
     print(f"machine: {hardware}; {pair.dtype}; torch {torch.__version__}, transformers {transformers.__version__}")
     print()
-    print("| case | total s | median ms/example |")
-    print("| --- | --- | --- |")
-    for name in cases:
-        print(f"| {name} | {total[name]:.2f} | {1000 * statistics.median(seconds[name]):.1f} |")
+    print(f"Each example's time: the fastest of {args.repeats} interleaved runs. Host reads: ops that wait for a "
+          "tensor's value (`decoding.host_reads`), counted in a separate untimed pass.")
     print()
-    print("| ratio | value | goal |")
-    print("| --- | --- | --- |")
+    print("| case | total s | median ms/example | host reads per token | host reads per round |")
+    print("| --- | --- | --- | --- | --- |")
+    for name in cases:
+        done = outputs[name]
+        out_tokens = sum(len(o.tokens) if hasattr(o, "tokens") else len(o) for o in done)
+        rounds = sum(getattr(o, "rounds", 0) for o in done)
+        per_round = f"{reads[name] / rounds:.2f}" if rounds else "-"
+        print(f"| {name} | {total[name]:.2f} | {1000 * statistics.median(seconds[name]):.1f} | "
+              f"{reads[name] / max(1, out_tokens):.2f} | {per_round} |")
+    print()
+    print("Ratios: the median over examples of the per-example ratio, [10th, 90th percentile], and the ratio of the "
+          "summed times.")
+    print()
+    print("| ratio | median [p10, p90] | of totals | goal |")
+    print("| --- | --- | --- | --- |")
     ratios = [
         ("verifier (suite) / generate, greedy", "verifier greedy (suite)", "verifier greedy (generate)", "<= 1.0"),
         ("spec_decode / assisted, greedy", "spec_decode greedy (suite)", "assisted greedy (generate)", "<= 0.5"),
@@ -205,12 +244,14 @@ def main() -> None:
         speedups.append(("spec_decode, greedy, compiled", "spec_decode greedy (suite, compiled)",
                          "verifier greedy (suite, compiled)", ", compiled"))
     for label, ours_case, peer_case, goal in ratios:
-        print(f"| {label} | {total[ours_case] / total[peer_case]:.3f} | {goal} |")
+        middle, low, high = ratio(ours_case, peer_case)
+        summed = total[ours_case] / total[peer_case]
+        print(f"| {label} | {middle:.3f} [{low:.3f}, {high:.3f}] | {summed:.3f} | {goal} |")
     for label, spec, base, suffix in speedups:
         results = outputs[spec]
         a = acceptance_probability(sum(o.accepted for o in results), sum(o.rejections for o in results))
         c = cost_ratio(suffix)
-        measured = total[base] / total[spec]
+        measured = 1 / ratio(spec, base)[0]  # the median example's speed-up
         calls = drafter_calls_per_round(cascade if spec.startswith("spec_cascade") else {}, args.gamma)
         predicted = leviathan_speedup(a, args.gamma, c, calls)
         r = verify_cost[suffix]

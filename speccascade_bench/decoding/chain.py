@@ -28,7 +28,7 @@ from . import deferral, rules
 from .deferral import RULES
 from .rules import Dists, Target
 from .sampling import DecodeResult, Ending, autoregressive, ending
-from .speculative import draft_alone
+from .speculative import draft_on_device
 
 
 @dataclass(frozen=True)
@@ -84,19 +84,23 @@ class ChainSampler:
         self.end: Ending = ending(pair, settings)
         self.counts = [DecodeResult() for _ in levels]  # each level's round counters
 
-    def draft(self, prefix: list[int], wanted: int, with_next: bool) -> tuple[list[int], Dists, bool]:
-        """M_0 alone: up to `wanted` tokens after `prefix`, their rows (and the next position's with `with_next`),
-        and whether decoding ends within them (`speculative.draft_alone`)."""
+    def draft(self, prefix: list[int], wanted: int, with_next: bool) -> tuple[list[int], Dists, int | None]:
+        """M_0 alone, as the pair's drafter drafts (`speculative.draft_on_device`): `wanted` tokens after `prefix`,
+        their rows (and the next position's with `with_next`), and how many of them it takes to end decoding
+        (None: they do not end it). The tokens after an end are drafted too; the round discards them."""
         decoder = self.decoders[0]
         _sync(decoder, prefix)
         decoder.uncache(1)  # the prefix may be all cached (the drafter's own tokens, settled above)
-        return draft_alone(decoder, self.settings, self.end, prefix, wanted, with_next, self.generator)
+        drafts, rows = draft_on_device(decoder, self.settings, wanted, with_next, self.generator)
+        tokens = drafts.tolist()
+        decoder.resolve(tokens)
+        return tokens, rows, self.end.first_end(prefix, tokens)
 
     def settle(self, model: int, prefix: list[int], wanted: int,
-               with_next: bool = False) -> tuple[list[int], Dists | None, bool]:
+               with_next: bool = False) -> tuple[list[int], Dists | None, int | None]:
         """Tokens of model `model`'s level after `prefix`: rounds until `wanted` tokens (one more with `with_next`,
-        for its row) or the end of decoding; returns the tokens (at most `wanted`), their rows and whether
-        decoding ends within them."""
+        for its row) or the end of decoding; returns the tokens (at most `wanted`), their rows and, when decoding
+        ends within them, how many there are (the last ends it; else None)."""
         if model == 0:
             return self.draft(prefix, wanted, with_next)
         level, counts = self.levels[model - 1], self.counts[model - 1]
@@ -109,8 +113,8 @@ class ChainSampler:
             base = prefix + tokens
             asked = min(level.gamma, limit - len(base))
             bonus_row = level.bonus_from_target and len(base) + asked < limit
-            drafts, draft, draft_ended = self._drafts(model, base, asked, bonus_row)
-            new, rows, accepted = self._round(model, base, drafts, draft, draft_ended, counts)
+            drafts, draft, stop = self._drafts(model, base, asked, bonus_row)
+            new, rows, accepted = self._round(model, base, drafts, draft, stop, counts)
             kept = self.end.clip(base + new, start=len(base) + max(0, accepted - 1))[len(base):]
             tokens += kept
             probs.append(rows.probs[: len(kept)])
@@ -120,42 +124,47 @@ class ChainSampler:
         rows = Dists(torch.cat(probs), torch.cat(scaled_rows)) if probs else None
         if rows is not None:
             rows = rows.head(min(len(tokens), wanted) + (with_next and not ended))
-        return tokens[:wanted], rows, ended
+        return tokens[:wanted], rows, len(tokens) if ended else None
 
-    def _drafts(self, model: int, base: list[int], asked: int, with_next: bool) -> tuple[list[int], Dists, bool]:
+    def _drafts(self, model: int, base: list[int], asked: int,
+                with_next: bool) -> tuple[list[int], Dists, int | None]:
         """A round's drafts for model `model` and their rows: from the level below, or with `horizontal` (CS
         Drafting's horizontal cascade) its first positions from the level below and the rest from M_0 alone.
         Each draft's row is the distribution it was drawn from, so the round stays exact."""
         head = self.levels[model - 1].horizontal
         if head is None or model < 2 or head >= asked:
             return self.settle(model - 1, base, asked, with_next)
-        drafts, rows, ended = self.settle(model - 1, base, head)
-        if ended:
-            return drafts, rows, ended
-        tail, tail_rows, ended = self.draft(base + drafts, asked - head, with_next)
+        drafts, rows, stop = self.settle(model - 1, base, head)
+        if stop is not None:
+            return drafts, rows, stop
+        tail, tail_rows, stop = self.draft(base + drafts, asked - head, with_next)
         return drafts + tail, Dists(torch.cat([rows.probs, tail_rows.probs]),
-                                    torch.cat([rows.scaled, tail_rows.scaled])), ended
+                                    torch.cat([rows.scaled, tail_rows.scaled])), None if stop is None else head + stop
 
-    def _round(self, model: int, base: list[int], drafts: list[int], draft: Dists, draft_ended: bool,
+    def _round(self, model: int, base: list[int], drafts: list[int], draft: Dists, stop: int | None,
                counts: DecodeResult) -> tuple[list[int], Dists, int]:
-        """One round of model `model` over `drafts` (rows `draft`): the settled tokens, each one's row, and how
-        many drafts it accepted."""
+        """One round of model `model` over `drafts` (rows `draft`), as the pair's round (`speculative_sample`):
+        every draft is scored, and the drafts after the `stop`-th (the first that ends decoding) are discarded.
+        Returns the settled tokens, each one's row, and how many drafts it accepted."""
         level, settings = self.levels[model - 1], self.settings
-        k = len(drafts)
-        bonus_kept = not draft_ended and len(base) + k < self.end.limit
+        n = len(drafts)
+        k = n if stop is None else stop
+        bonus_kept = stop is None and len(base) + k < self.end.limit
         decoder = self.decoders[model]
         _sync(decoder, base + drafts)
-        decoder.uncache(k + 1)
-        verifier = Dists.from_logits(decoder.logits(keep=k + 1), settings.temperature, settings.top_p)
+        decoder.uncache(n + 1)
+        verifier = Dists.from_logits(decoder.logits(keep=n + 1), settings.temperature, settings.top_p)
         target, settled = self._target(level, draft, verifier)
-        outcome = rules.verify_round(torch.tensor(drafts, device=verifier.probs.device), draft.scaled[:k], target,
-                                     self.generator)
-        new = drafts[: outcome.accepted] + ([] if outcome.next_token is None else [outcome.next_token])
-        counts.count_round(outcome, k, target.deferral, bonus_kept)
-        return new, settled, outcome.accepted
+        outcome = rules.verify_on_device(torch.tensor(drafts, device=verifier.probs.device), draft.scaled[:n], target,
+                                         self.generator)
+        accepted, next_token = torch.cat(outcome).tolist()
+        accepted = min(accepted, k)
+        new = drafts[:accepted] + ([next_token] if accepted < k or bonus_kept else [])
+        counts.count_round(accepted, k, target.deferral, bonus_kept)
+        return new, settled, accepted
 
     def _target(self, level: Level, draft: Dists, verifier: Dists) -> tuple[Target, Dists]:
-        """A level's Target for `rules.verify_round` and the rows of its settled positions (k + 1: the bonus
+        """A level's Target for `rules.verify_on_device` and the rows of its settled positions (k + 1: the bonus
         position's is the distribution its bonus token is drawn from)."""
         if level.rule is None:
             return rules.lossless_target(draft, verifier), verifier

@@ -20,8 +20,8 @@ from .deferral import RULES
 def scaled_probs(logits: Tensor, temperature: float, top_p: float = 1.0) -> Tensor:
     """[..., V] logits -> [..., V] sampling distribution at `temperature` (0 = greedy) with nucleus `top_p`."""
     logits = logits.float()
-    if temperature == 0:
-        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    if temperature == 0:  # one-hot at the argmax (scattered: `one_hot` reads the ids' range on the host)
+        return torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
     probs = torch.softmax(logits / temperature, dim=-1)
     if top_p >= 1.0:
         return probs
@@ -172,25 +172,37 @@ class RoundOutcome:
 
 def verify_round(draft_tokens: Tensor, draft_scaled: Tensor, target: Target,
                  generator: torch.Generator | None) -> RoundOutcome:
-    """One round of the generic speculative sampler (paper Alg. 4) for k drafts.
+    """One round of the generic speculative sampler (paper Alg. 4) for k drafts, read on the host.
 
     draft_tokens [k] were sampled from draft_scaled [k, V]. The first draft that fails its acceptance
-    test is replaced by a sample from the normalised residual; if all pass, a bonus token is sampled.
+    test is replaced by a sample from the normalised residual; if all pass, a bonus token is sampled
+    (`verify_on_device` draws it).
     """
+    accepted, next_token = torch.cat(verify_on_device(draft_tokens, draft_scaled, target, generator)).tolist()
+    no_bonus = accepted == draft_tokens.shape[0] and target.bonus is None
+    return RoundOutcome(accepted, None if no_bonus else next_token)
+
+
+def verify_on_device(draft_tokens: Tensor, draft_scaled: Tensor, target: Target,
+                     generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """`verify_round` without a host read: the number of accepted drafts and the next token, as [1] tensors.
+
+    The next token is drawn in every round: the replacement at the first rejection, else the bonus token (from
+    a placeholder, to be discarded, when the target has no bonus distribution)."""
     k = draft_tokens.shape[0]
     positions = torch.arange(k, device=draft_tokens.device)
     draft_mass = draft_scaled[positions, draft_tokens]
     accept_prob = (target.accept[positions, draft_tokens] / draft_mass).clamp(max=1.0)
     uniforms = torch.rand(k, generator=generator, device=draft_scaled.device)
-    rejected = (uniforms >= accept_prob).nonzero()
-    if rejected.numel() == 0:
-        bonus = None if target.bonus is None else sample(target.bonus, generator)
-        return RoundOutcome(k, bonus)
-    i = int(rejected[0])
-    residual = target.residual[i]
-    if float(residual.sum()) <= 0.0:  # rejection of probability ~0: fall back to the target itself
-        residual = target.accept[i].clamp_min(0.0)
-    return RoundOutcome(i, sample(residual, generator))
+    passed = ~(uniforms >= accept_prob)
+    accepted = passed.long().cumprod(0).sum().view(1)  # the drafts before the first rejection
+    # A rejection of probability ~0 leaves no residual mass: fall back to the target itself there.
+    empty = target.residual.sum(-1, keepdim=True) <= 0.0
+    residual = torch.where(empty, target.accept.clamp_min(0.0), target.residual)
+    bonus = target.bonus if target.bonus is not None else torch.ones_like(residual[0])
+    choices = torch.cat([residual, bonus[None].to(residual.dtype)])  # [k + 1, V]
+    next_token = torch.multinomial(choices.index_select(0, accepted), 1, generator=generator).view(1)
+    return accepted, next_token
 
 
 def bild_falls_back(draft_probs: Tensor, alpha: float) -> Tensor:

@@ -27,6 +27,13 @@ def draw(settings: DecodingConfig, distribution: Tensor, generator: torch.Genera
     return int(distribution.argmax()) if settings.greedy else rules.sample(distribution, generator)
 
 
+def draw_on_device(settings: DecodingConfig, distribution: Tensor, generator: torch.Generator | None) -> Tensor:
+    """`draw`, its token left on the device: a [1] tensor, and no host read."""
+    if settings.greedy:
+        return distribution.argmax().view(1)
+    return torch.multinomial(distribution, 1, generator=generator)
+
+
 def sample(settings: DecodingConfig, logits: Tensor, generator: torch.Generator | None) -> int:
     """One token from [V] logits at the settings' temperature and top_p."""
     return draw(settings, scaled(settings, logits), generator)
@@ -48,18 +55,31 @@ class DecodeResult:
     drafter_token_logprobs: list[float] | None = None  # unscaled log q of each of the drafter's own output tokens
     calls: dict[str, int] | None = None  # forward calls per role, where more than the drafter and verifier ran
     levels: list[dict] | None = None     # a chain's counters per level (drafter->middle1, ..., ->verifier)
+    _deferred_on_device: list[Tensor] = field(default_factory=list, repr=False)
 
-    def count_round(self, outcome: rules.RoundOutcome, drafted: int, deferral: Tensor, bonus_kept: bool) -> None:
-        """Add one verification round of `drafted` drafts: its `outcome`, and the deferral of the positions it
+    def count_round(self, accepted: int, drafted: int, deferral: Tensor, bonus_kept: bool,
+                    on_device: bool = False) -> None:
+        """Add one verification round of `drafted` drafts, `accepted` of them, and the deferral of the positions it
         decided: the accepted drafts, then the replacement's, or the bonus's when a bonus is kept (one drawn past
-        EOS or the token limit is discarded and decides nothing)."""
-        decided = min(outcome.accepted + (outcome.accepted < drafted or bonus_kept), deferral.shape[0])
-        self.deferred += float(deferral[:decided].sum())
+        EOS or the token limit is discarded and decides nothing). With `on_device`, the deferral is summed on the
+        device, and read once by `settle`."""
+        decided = min(accepted + (accepted < drafted or bonus_kept), deferral.shape[0])
+        if on_device:
+            self._deferred_on_device.append(deferral[:decided].sum())
+        else:
+            self.deferred += float(deferral[:decided].sum())
         self.rounds += 1
         self.drafted += drafted
-        self.accepted += outcome.accepted
-        self.accepted_per_round.append(outcome.accepted)
-        self.rejections += outcome.accepted < drafted
+        self.accepted += accepted
+        self.accepted_per_round.append(accepted)
+        self.rejections += accepted < drafted
+
+    def settle(self) -> None:
+        """Read the counters kept on the device (one host read)."""
+        if self._deferred_on_device:
+            for total in torch.stack(self._deferred_on_device).tolist():  # added as `count_round` adds them
+                self.deferred += total
+            self._deferred_on_device = []
 
     def level_counts(self) -> dict:
         """The round counters a chain row records per level (`levels`)."""
@@ -119,6 +139,14 @@ class Ending:
         if self.ended(tokens):
             return True
         return bool(self.stop and tokens) and self._stops_at(tokens, len(tokens))
+
+    def first_end(self, tokens: list[int], new: list[int]) -> int | None:
+        """How many of the `new` tokens, appended to `tokens` (which do not end decoding), it takes to end decoding
+        (EOS, the limit or a stop string); None when they do not end it."""
+        for n in range(1, len(new) + 1):
+            if self.reached(tokens + new[:n]):
+                return n
+        return None
 
     def clip(self, tokens: list[int], start: int = 0) -> list[int]:
         """Cut after the first EOS or stop-completing token at or past `start` (the earlier ones were tested),

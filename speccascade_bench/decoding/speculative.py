@@ -13,7 +13,7 @@ from ..models.cached import CachedDecoder, ModelPair
 from . import rules
 from .router import read_router
 from .rules import Dists
-from .sampling import DecodeResult, Ending, draw, ending, scaled
+from .sampling import DecodeResult, draw_on_device, ending, scaled
 from .settings import DecodingConfig
 
 
@@ -21,7 +21,12 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
                        target_fn: rules.TargetFn, needs_draft_at_bonus: bool,
                        generator: torch.Generator | None) -> DecodeResult:
     """The generic speculative sampler (paper Alg. 4): draft up to gamma tokens, score them with one
-    verifier forward, accept a prefix by the target's rule, roll both caches back past the rejection."""
+    verifier forward, accept a prefix by the target's rule, roll both caches back past the rejection.
+
+    A round reads the device once: drafting, the acceptance test, the draw of the next token and the caches'
+    tokens stay on it, and the accepted count, the next token and the drafts come back together. Where decoding
+    ends (EOS, a stop string, the limit) is then found on the host, once per round: the drafts after the first
+    that ends it are discarded, and the round counts the drafts up to it, as if drafting had stopped there."""
     end = ending(pair, settings)
     limit = end.limit
     drafter, verifier = pair.decoder("drafter", input_ids), pair.decoder("verifier", input_ids)
@@ -29,54 +34,54 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
     while not end.reached(result.tokens):
         base = len(result.tokens)
         wanted = min(gamma, limit - base)
-        # q at the bonus position too, for a cascade's bonus target (no bonus after EOS, a stop or the limit)
-        draft_tokens, draft, ended = draft_alone(drafter, settings, end, result.tokens, wanted,
-                                                 needs_draft_at_bonus and base + wanted < limit, generator)
-        k = len(draft_tokens)
-        bonus_kept = not ended and base + k < limit
-        verifier.extend(draft_tokens)
-        verifier_logits = verifier.logits(keep=k + 1)
+        # q at the bonus position too, for a cascade's bonus target (a bonus after the limit is not kept)
+        drafts, draft = draft_on_device(drafter, settings, wanted, needs_draft_at_bonus and base + wanted < limit,
+                                        generator)
+        verifier.extend(drafts)
+        verifier_logits = verifier.logits(keep=wanted + 1)
         target = target_fn(draft, Dists.from_logits(verifier_logits, settings.temperature, settings.top_p))
-        outcome = rules.verify_round(torch.tensor(draft_tokens, device=verifier_logits.device),
-                                     draft.scaled[:k], target, generator)
-        new_tokens = draft_tokens[: outcome.accepted]
-        if outcome.next_token is not None:
-            new_tokens.append(outcome.next_token)
-        result.count_round(outcome, k, target.deferral, bonus_kept)
+        accepted_t, next_t = rules.verify_on_device(drafts, draft.scaled[:wanted], target, generator)
+        accepted, next_token, *drafted = torch.cat([accepted_t, next_t, drafts]).tolist()  # the round's one read
+        stop = end.first_end(result.tokens, drafted)
+        k = wanted if stop is None else stop  # the drafts judged: none after the first that ends decoding
+        accepted = min(accepted, k)
+        bonus_kept = stop is None and base + k < limit
+        new_tokens = drafted[:accepted]
+        if accepted < k or bonus_kept:
+            new_tokens.append(next_token)
+        result.count_round(accepted, k, target.deferral, bonus_kept, on_device=True)
         for decoder in (drafter, verifier):
-            decoder.truncate(decoder.prompt_length + base + outcome.accepted)
-            decoder.extend(new_tokens[outcome.accepted:])
-        # Drafting stopped at its first token that ends decoding: of the accepted tokens only the last can.
-        result.tokens = end.clip(result.tokens + new_tokens, start=base + max(0, outcome.accepted - 1))
+            decoder.truncate(decoder.prompt_length + base + accepted)
+            decoder.resolve(drafted[:accepted])
+            if len(new_tokens) > accepted:
+                decoder.extend(next_t, known=[next_token])
+        # Of the accepted drafts only the last can end decoding (`first_end`); the next token may too.
+        result.tokens = end.clip(result.tokens + new_tokens, start=base + max(0, accepted - 1))
+    result.settle()
     result.drafter_calls, result.verifier_calls = drafter.calls, verifier.calls
     return result
 
 
-def draft_alone(drafter: CachedDecoder, settings: DecodingConfig, end: Ending, prefix: list[int], wanted: int,
-                with_next: bool, generator: torch.Generator | None) -> tuple[list[int], Dists, bool]:
-    """Up to `wanted` drafts sampled by `drafter` (whose uncached tokens end at `prefix`, the output so far), their
-    distributions (and, with `with_next`, the next position's when decoding does not end within them), and
-    whether it does: drafting stops at the first token that ends decoding (EOS, a stop string, the limit)."""
-    tokens: list[int] = []
+def draft_on_device(drafter: CachedDecoder, settings: DecodingConfig, wanted: int, with_next: bool,
+                    generator: torch.Generator | None) -> tuple[Tensor, Dists]:
+    """`wanted` drafts [wanted] sampled by `drafter` on the device, without a host read, and their distributions
+    (with `with_next`, also the next position's). The drafts stay pending in the drafter."""
+    tokens: list[Tensor] = []
     logits_rows: list[Tensor] = []
     scaled_rows: list[Tensor] = []
-    ended = False
     for _ in range(wanted):
         logits = drafter.logits()[-1]
         distribution = scaled(settings, logits)
-        token = draw(settings, distribution, generator)
+        token = draw_on_device(settings, distribution, generator)
         logits_rows.append(logits)
         scaled_rows.append(distribution)
         tokens.append(token)
-        drafter.extend([token])
-        if end.reached(prefix + tokens):
-            ended = True
-            break
-    if with_next and not ended:
+        drafter.extend(token)
+    if with_next:
         logits = drafter.logits()[-1]
         logits_rows.append(logits)
         scaled_rows.append(scaled(settings, logits))
-    return tokens, Dists(torch.softmax(torch.stack(logits_rows), -1), torch.stack(scaled_rows)), ended
+    return torch.cat(tokens), Dists(torch.softmax(torch.stack(logits_rows), -1), torch.stack(scaled_rows))
 
 
 def _gamma(settings: DecodingConfig, params: dict) -> int:

@@ -103,11 +103,19 @@ class CachedDecoder:
         if self.is_encoder_decoder:
             with torch.inference_mode():
                 self._encoder_outputs = model.get_encoder()(input_ids=input_ids)
-            self.tokens: list[int] = [start_token_id]
+            prompt = torch.tensor([start_token_id], device=self.device)
         else:
             self._encoder_outputs = None
-            self.tokens = input_ids[0].tolist()
-        self.prompt_length = len(self.tokens)
+            prompt = input_ids[0]
+        # The sequence lives on the device (`_ids[:length]`: the prompt, then the generated tokens), so that a
+        # forward never waits for the host; the host knows the generated tokens up to `_known` (`generated`), the
+        # rest are `pending` until the caller that read them says their values (`resolve`).
+        self.prompt_length = prompt.shape[0]
+        self._ids = torch.empty(self.prompt_length + 64, dtype=torch.long, device=self.device)
+        self._ids[: self.prompt_length] = prompt
+        self._prompt = [start_token_id] if self.is_encoder_decoder else None
+        self.length = self.prompt_length
+        self._known: list[int] = []
         self.cached = 0
         self._static = None
         if static is not None:
@@ -129,23 +137,64 @@ class CachedDecoder:
             self._encoder_mask[0, :source_length] = 1
 
     @property
-    def generated(self) -> list[int]:
-        return self.tokens[self.prompt_length:]
+    def pending(self) -> int:
+        """Generated tokens whose values only the device holds."""
+        return self.length - self.prompt_length - len(self._known)
 
-    def extend(self, new_tokens: list[int]) -> None:
-        self.tokens.extend(new_tokens)
+    @property
+    def generated(self) -> list[int]:
+        """The generated tokens (after the prompt or start token), known on the host."""
+        if self.pending:
+            raise RuntimeError(f"{self.pending} generated tokens are on the device only: resolve them first")
+        return self._known
+
+    @property
+    def tokens(self) -> list[int]:
+        """The whole sequence on the host (reads the prompt from the device: not for decoding loops)."""
+        if self._prompt is None:
+            self._prompt = self._ids[: self.prompt_length].tolist()
+        return self._prompt + self.generated
+
+    def extend(self, new_tokens: list[int] | Tensor, known: list[int] | None = None) -> None:
+        """Append tokens: host ids, or a [n] device tensor whose values are `known` or else pending."""
+        if isinstance(new_tokens, Tensor):
+            values = new_tokens
+            if known is not None and len(known) != new_tokens.shape[0]:
+                raise ValueError("known values must match the tokens")
+        else:
+            values, known = torch.tensor(new_tokens, dtype=torch.long, device=self.device), new_tokens
+        if known is not None and self.pending:
+            raise RuntimeError("tokens with known values cannot follow pending ones: resolve them first")
+        n = values.shape[0]
+        if self.length + n > self._ids.shape[0]:
+            grown = torch.empty(2 * (self.length + n), dtype=torch.long, device=self.device)
+            grown[: self.length] = self._ids[: self.length]
+            self._ids = grown
+        self._ids[self.length: self.length + n] = values
+        self.length += n
+        if known is not None:
+            self._known.extend(known)
+
+    def resolve(self, values: list[int]) -> None:
+        """Say the values of the pending tokens, read by the caller."""
+        if len(values) != self.pending:
+            raise ValueError(f"{len(values)} values for {self.pending} pending tokens")
+        self._known.extend(values)
 
     def truncate(self, length: int) -> None:
         """Drop tokens past `length` and crop the cache to match."""
         if length < self.prompt_length:
             raise ValueError("cannot truncate into the prompt")
-        del self.tokens[length:]
-        self.uncache(len(self.tokens) - length)
+        if length > self.length:
+            raise ValueError(f"cannot truncate {self.length} tokens to {length}")
+        del self._known[length - self.prompt_length:]
+        self.uncache(self.length - length)
+        self.length = length
 
     def uncache(self, positions: int) -> None:
         """Crop the cache so that the last `positions` tokens are not in it (`logits(keep=positions)` can then
         score them all), the tokens themselves kept."""
-        keep = len(self.tokens) - positions
+        keep = self.length - positions
         if self.cached > keep:
             self_attention = getattr(self._cache, "self_attention_cache", self._cache)
             with torch.inference_mode():
@@ -156,19 +205,19 @@ class CachedDecoder:
     def logits(self, keep: int = 1) -> Tensor:
         """Run the uncached tokens through the model; returns float32 logits [keep, V] of the last `keep`
         positions (each the next-token distribution after that position)."""
-        new = self.tokens[self.cached:]
-        if len(new) < keep:
-            raise ValueError(f"asked for {keep} logits but only {len(new)} tokens are uncached")
-        ids = torch.tensor([new], device=self.device)
+        n = self.length - self.cached
+        if n < keep:
+            raise ValueError(f"asked for {keep} logits but only {n} tokens are uncached")
+        ids = self._ids[None, self.cached: self.length]
         kwargs = {self._cache_kwarg: self._cache, "use_cache": True}
         forward = self.model
         guards = contextlib.nullcontext()
         if self._static is not None:
             if self._static.owner is not self:
                 raise RuntimeError("this decoder's static cache was taken by a newer decoder of the same model")
-            if len(self.tokens) > self._static.capacity:
-                raise ValueError(f"{len(self.tokens)} tokens overflow the static cache of {self._static.capacity}")
-            if (self.calls == 0, len(new)) in self._static.compiled:
+            if self.length > self._static.capacity:
+                raise ValueError(f"{self.length} tokens overflow the static cache of {self._static.capacity}")
+            if (self.calls == 0, n) in self._static.compiled:
                 forward = self._static.step
                 # Every shape the step sees was compiled up front and nothing compiles while decoding (the
                 # tests check both), so dynamo need only tell its compiled variants apart, not re-check
@@ -188,7 +237,7 @@ class CachedDecoder:
             with guards:
                 out = forward(input_ids=ids, **kwargs)
         self._cache = getattr(out, "cache", None) or out.past_key_values
-        self.cached = len(self.tokens)
+        self.cached = self.length
         self.calls += 1
         # A copy: a step compiled with CUDA graphs reuses its output buffer on the next call.
         return out.logits[0, -keep:, :self.vocab_size].to(dtype=torch.float32, copy=True)

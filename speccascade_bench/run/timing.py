@@ -43,7 +43,7 @@ def wide_call_cost(pair, role: str, inputs: list[torch.Tensor], width: int, posi
             while decoder.cached < decoder.prompt_length + position:
                 decoder.extend([filler])
                 decoder.logits()
-            length = len(decoder.tokens)
+            length = decoder.length
             for _ in range(repeats):
                 for n in (1, width):
                     decoder.extend([filler] * n)
