@@ -39,7 +39,7 @@ $(TOY_LLM_DATA): | $(VENV)/.installed
 toy-llm-data: $(TOY_LLM_DATA)
 
 # Rebuild the decoder-only pair shipped in speccascade_bench/toy/llm_pair (byte-level Llamas on few-shot
-# arithmetic documents; 15 to 20 minutes on 2 CPU cores, one model after the other).
+# arithmetic documents; about an hour on 2 CPU cores, one model after the other, nearly all of it the verifier).
 toy-llm-pair: $(TOY_LLM_DATA)
 	$(BIN)/scb finetune --config configs/toy_llm/drafter.yaml --fresh
 	$(BIN)/scb finetune --config configs/toy_llm/verifier.yaml --fresh
