@@ -27,7 +27,7 @@ from ..models.settings import middle_role
 from . import deferral, rules
 from .deferral import RULES
 from .rules import Dists, Target
-from .sampling import DecodeResult, Ending, autoregressive, ending
+from .sampling import DecodeResult, Ending, autoregressive, ending, judge_round
 from .speculative import draft_on_device
 
 
@@ -148,8 +148,6 @@ class ChainSampler:
         Returns the settled tokens, each one's row, and how many drafts it accepted."""
         level, settings = self.levels[model - 1], self.settings
         n = len(drafts)
-        k = n if stop is None else stop
-        bonus_kept = stop is None and len(base) + k < self.end.limit
         decoder = self.decoders[model]
         _sync(decoder, base + drafts)
         decoder.uncache(n + 1)
@@ -158,8 +156,7 @@ class ChainSampler:
         outcome = rules.verify_on_device(torch.tensor(drafts, device=verifier.probs.device), draft.scaled[:n], target,
                                          self.generator)
         accepted, next_token = torch.cat(outcome).tolist()
-        accepted = min(accepted, k)
-        new = drafts[:accepted] + ([next_token] if accepted < k or bonus_kept else [])
+        new, accepted, k, bonus_kept = judge_round(self.end, len(base), drafts, stop, accepted, next_token)
         counts.count_round(accepted, k, target.deferral, bonus_kept)
         return new, settled, accepted
 

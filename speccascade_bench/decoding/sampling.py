@@ -157,6 +157,19 @@ class Ending:
         return tokens[: self.limit]
 
 
+def judge_round(end: Ending, base: int, drafted: list[int], stop: int | None, accepted: int,
+                next_token: int) -> tuple[list[int], int, int, bool]:
+    """A speculative round's outcome once its values are on the host, after `base` output tokens: the round judges
+    `k` drafts (up to the `stop`-th, the first that ends decoding, else all), accepts at most those, and keeps a
+    bonus only when decoding goes on (no end among the drafts, the limit not reached). Returns the new tokens (the
+    accepted drafts, then the replacement or the kept bonus), the accepted count, k and whether the bonus is kept."""
+    k = len(drafted) if stop is None else stop
+    accepted = min(accepted, k)
+    bonus_kept = stop is None and base + k < end.limit
+    new = drafted[:accepted] + ([next_token] if accepted < k or bonus_kept else [])
+    return new, accepted, k, bonus_kept
+
+
 def ending(pair: ModelPair, settings: DecodingConfig) -> Ending:
     """The pair's EOS and stop strings (`ModelPair.stop`) at the settings' token limit."""
     return Ending(pair.eos_token_ids, settings.max_new_tokens, tuple(pair.stop), pair.decode)

@@ -13,7 +13,7 @@ from ..models.cached import CachedDecoder, ModelPair
 from . import rules
 from .router import read_router
 from .rules import Dists
-from .sampling import DecodeResult, draw_on_device, ending, scaled
+from .sampling import DecodeResult, draw_on_device, ending, judge_round, scaled
 from .settings import DecodingConfig
 
 
@@ -42,13 +42,8 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
         target = target_fn(draft, Dists.from_logits(verifier_logits, settings.temperature, settings.top_p))
         accepted_t, next_t = rules.verify_on_device(drafts, draft.scaled[:wanted], target, generator)
         accepted, next_token, *drafted = torch.cat([accepted_t, next_t, drafts]).tolist()  # the round's one read
-        stop = end.first_end(result.tokens, drafted)
-        k = wanted if stop is None else stop  # the drafts judged: none after the first that ends decoding
-        accepted = min(accepted, k)
-        bonus_kept = stop is None and base + k < limit
-        new_tokens = drafted[:accepted]
-        if accepted < k or bonus_kept:
-            new_tokens.append(next_token)
+        new_tokens, accepted, k, bonus_kept = judge_round(end, base, drafted, end.first_end(result.tokens, drafted),
+                                                          accepted, next_token)
         result.count_round(accepted, k, target.deferral, bonus_kept, on_device=True)
         for decoder in (drafter, verifier):
             decoder.truncate(decoder.prompt_length + base + accepted)
