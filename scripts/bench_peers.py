@@ -106,6 +106,8 @@ def main() -> None:
                              "leaves them out")
     args = parser.parse_args()
     n = 6 if args.quick else args.examples
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, not {args.repeats}")
     args.repeats = args.repeats or (1 if args.quick else 3)
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
