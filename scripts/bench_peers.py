@@ -12,7 +12,9 @@ Ratios, each measured in this one process, examples interleaved:
     one-token steps) instead of 1: what the loop could reach on this machine
 
 Every case decodes every example once untimed first (compilation and warm-up), once more counting its host
-reads (ops that wait for a tensor's value: per output token, and per speculative round), then `--repeats`
+reads (ops that wait for a tensor's value: per output token, and per speculative round), once more timing the
+models' forward calls inside it (the rest is the loop's own work; the forward time of `spec_decode` over
+assisted generation's whole time is the least the ratio could be with a free loop), then `--repeats`
 times timed, the cases interleaved per example and their order rotated per repeat. An example's time in a
 case is the fastest of its repeats, and each ratio is the median over examples of the per-example ratio, with
 its 10th and 90th percentiles as the spread (and, for comparison, the ratio of the summed times): a burst of
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -49,7 +52,7 @@ from speccascade_bench.models.cached import ModelPair
 from speccascade_bench.models.loading import load_pair
 from speccascade_bench.run.plan import shapes_for
 from speccascade_bench.run.session import device_info
-from speccascade_bench.run.timing import timed, wide_call_cost
+from speccascade_bench.run.timing import synchronize, timed, wide_call_cost
 from speccascade_bench.tasks.prompts import PromptFormat, PromptParts, prompt_ids
 from speccascade_bench.toy import arithmetic
 from speccascade_bench.toy.language import make_splits
@@ -87,6 +90,33 @@ def _generate(pair, ids, max_new, sample: bool, assistant: bool, seed: int, comp
         out = pair.verifier.generate(ids, **kwargs)
     start = 1 if pair.is_encoder_decoder else ids.shape[1]
     return out[0, start:].tolist()
+
+
+class ForwardClock:
+    """Seconds spent inside the models' forward calls (the outermost hooked call only, so that an encoder called
+    from its model's forward counts once), the device synchronised at both ends of each call."""
+
+    def __init__(self, modules, device: torch.device):
+        self.seconds, self.depth, self.device, self.started = 0.0, 0, device, 0.0
+        self.handles = []
+        for module in modules:
+            self.handles += [module.register_forward_pre_hook(self._enter), module.register_forward_hook(self._leave)]
+
+    def _enter(self, *_):
+        if self.depth == 0:
+            synchronize(self.device)
+            self.started = time.perf_counter()
+        self.depth += 1
+
+    def _leave(self, *_):
+        self.depth -= 1
+        if self.depth == 0:
+            synchronize(self.device)
+            self.seconds += time.perf_counter() - self.started
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 def main() -> None:
@@ -164,6 +194,22 @@ def main() -> None:
     for i in range(n):
         for name in counted:
             reads[name] += count_reads(cases[name], i)[1].total
+    # The share of each eager case's time spent inside the models' forward calls, in another untimed pass: what is
+    # left is the loop's own work, and the forward time alone bounds how fast any loop making those calls can be.
+    hooked = [pair.drafter, pair.verifier]
+    if pair.is_encoder_decoder:
+        hooked += [pair.drafter.get_encoder(), pair.verifier.get_encoder()]
+    in_forward = {name: [0.0, 0.0] for name in counted}
+    clock = ForwardClock(hooked, device)
+    try:
+        for i in range(n):
+            for name in counted:
+                before = clock.seconds
+                _, s = timed(lambda fn=cases[name], i=i: fn(i), device)
+                in_forward[name][0] += clock.seconds - before
+                in_forward[name][1] += s
+    finally:
+        clock.close()
     # Each example's time in each case is the fastest of `repeats` runs, the cases interleaved per example and
     # their order rotated per repeat: a burst of load from elsewhere slows some runs, rarely all of them.
     runs = {name: [[] for _ in range(n)] for name in cases}
@@ -211,19 +257,21 @@ def main() -> None:
     print(f"machine: {hardware}; {pair.dtype}; torch {torch.__version__}, transformers {transformers.__version__}")
     print()
     print(f"Each example's time: the fastest of {args.repeats} interleaved runs. Host reads: ops that wait for a "
-          "tensor's value (`decoding.host_reads`), counted in a separate untimed pass (not in the compiled cases, "
-          "which the counter would recompile).")
+          "tensor's value (`decoding.host_reads`), counted in a separate untimed pass; in forward: the share of the "
+          "time spent inside the models' forward calls, in another (neither in the compiled cases, which the "
+          "counter and the hooks would recompile).")
     print()
-    print("| case | total s | median ms/example | host reads per token | host reads per round |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| case | total s | median ms/example | host reads per token | host reads per round | in forward |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name in cases:
         done = outputs[name]
         out_tokens = sum(len(o.tokens) if hasattr(o, "tokens") else len(o) for o in done)
         rounds = sum(getattr(o, "rounds", 0) for o in done)
         per_token = f"{reads[name] / max(1, out_tokens):.2f}" if name in reads else "-"
         per_round = f"{reads[name] / rounds:.2f}" if rounds and name in reads else "-"
+        share = f"{in_forward[name][0] / in_forward[name][1]:.3f}" if name in in_forward else "-"
         print(f"| {name} | {total[name]:.2f} | {1000 * statistics.median(seconds[name]):.1f} | {per_token} | "
-              f"{per_round} |")
+              f"{per_round} | {share} |")
     print()
     print("Ratios: the median over examples of the per-example ratio, [10th, 90th percentile], and the ratio of the "
           "summed times.")
@@ -254,6 +302,11 @@ def main() -> None:
         middle, low, high = ratio(ours_case, peer_case)
         summed = total[ours_case] / total[peer_case]
         print(f"| {label} | {middle:.3f} [{low:.3f}, {high:.3f}] | {summed:.3f} | {goal} |")
+    # If the suite's loop cost nothing outside the models' calls, spec_decode / assisted would be at least this
+    for label, ours_case, peer_case in (("greedy", "spec_decode greedy (suite)", "assisted greedy (generate)"),
+                                        ("T=1", "spec_decode T=1 (suite)", "assisted T=1 (generate)")):
+        floor = (in_forward[ours_case][0] / in_forward[ours_case][1]) * total[ours_case] / total[peer_case]
+        print(f"| spec_decode's forward calls alone / assisted, {label} (of totals) | - | {floor:.3f} | - |")
     for label, spec, base, suffix in speedups:
         results = outputs[spec]
         a = acceptance_probability(sum(o.accepted for o in results), sum(o.rejections for o in results))
