@@ -241,3 +241,61 @@ def test_a_folder_given_twice_through_a_link_is_refused_by_plot(finished, tmp_pa
     link = tmp_path / "alias"
     link.symlink_to(finished)
     failed(scb("plot", finished, link, "--out", tmp_path / "figures"), "is given twice")
+
+
+def test_a_model_trained_again_at_the_same_path_refuses_the_resume(pair_dir, tmp_path):  # noqa: F811
+    import shutil
+
+    root = tmp_path / "pair"
+    shutil.copytree(pair_dir, root)
+    out = tmp_path / "res"
+    path = config(root, out)
+    assert scb("run", "-c", path, "--limit", "1").exit_code == 0
+    weights = json.loads((out / MANIFEST_FILE).read_text())["config"]["weights"]
+    assert set(weights) == {"drafter", "verifier"}
+    assert scb("run", "-c", path, "--limit", "2").exit_code == 0  # the same weights resume
+    model = root / "verifier" / "model.safetensors"
+    data = bytearray(model.read_bytes())
+    data[-4] ^= 1  # the low byte of one of the last weights: a checkpoint that still loads
+    model.write_bytes(bytes(data))
+    failed(scb("run", "-c", path), "other weights of the verifier", str(root / "verifier"))
+    assert len(read_lines(out / "examples" / "verifier.jsonl")) == 2
+
+
+def test_weights_fingerprints_tell_checkpoints_apart_and_read_little(tmp_path, monkeypatch):
+    import shutil
+
+    from speccascade_bench.models import fingerprint
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(bytes(20 << 20))  # 20 MiB: sampled, not read whole
+    first = fingerprint.weights_fingerprint(str(folder))
+    assert first["bytes"] == (20 << 20) + 2
+    shutil.copytree(folder, tmp_path / "copy")
+    assert fingerprint.weights_fingerprint(str(tmp_path / "copy")) == first
+    for offset in (0, 10, (20 << 20) - 1):  # inside the first and the last sampled blocks
+        data = bytearray(bytes(20 << 20))
+        data[offset] = 1
+        (folder / "model.safetensors").write_bytes(bytes(data))
+        assert fingerprint.weights_fingerprint(str(folder)) != first, offset
+    (folder / "model.safetensors").write_bytes(bytes(20 << 20))
+    (folder / "config.json").write_text('{"n_layer": 2}')
+    assert fingerprint.weights_fingerprint(str(folder)) != first
+    read = []
+    real_open = Path.open
+
+    def counting(self, *args, **kwargs):
+        handle = real_open(self, *args, **kwargs)
+        real_read = handle.read
+        handle.read = lambda n=-1: read.append(len(chunk := real_read(n))) or chunk
+        return handle
+
+    monkeypatch.setattr(Path, "open", counting)
+    fingerprint.weights_fingerprint(str(folder))
+    assert fingerprint.SAMPLES * fingerprint.BLOCK <= sum(read) <= fingerprint.SAMPLES * fingerprint.BLOCK + 100
+    monkeypatch.undo()
+    assert fingerprint.weights_fingerprint("google/t5-v1_1-small") is None  # a hub name: nothing local
+    (tmp_path / "empty").mkdir()
+    assert fingerprint.weights_fingerprint(str(tmp_path / "empty")) is None

@@ -24,6 +24,7 @@ from speccascade_bench.decoding.router import (
     sequence_features,
     tilted_deferral,
 )
+from speccascade_bench.models.fingerprint import weights_fingerprint
 from speccascade_bench.run.derived import sequence_confidence
 from speccascade_bench.run.plan import prepare
 from speccascade_bench.settings import ConfigError
@@ -205,6 +206,7 @@ def test_fit_and_evaluate_round_trip(workspace, routers):
     assert fitted["pair"] == {"drafter": str(workspace / "drafter"), "verifier": str(workspace / "verifier")}
     assert fitted["task"]["dataset"] == str(workspace / "fit.jsonl") and fitted["examples"] == list(range(N))
     assert json.loads(routers["token"].read_text())["format"] == FORMAT  # JSON, never pickle
+    assert fitted["weights"] == {role: weights_fingerprint(str(workspace / role)) for role in ("drafter", "verifier")}
     evaluation = config(workspace, "evaluation", "eval.jsonl", [
         {"method": "verifier"}, {"method": "drafter"},
         {"method": "spec_cascade", "rule": "learned", "router": str(routers["token"]), "alpha": [0.0, 0.5, 1.0]},
@@ -254,6 +256,9 @@ def test_routers_that_do_not_fit_the_run_are_refused(workspace, routers, tmp_pat
         "other_features": ({**token, "features": ["max_q", "max_p", "tv", "entropy_q", "margin"]},
                            ("features", "fit the router again")),
         "pickled": (None, ("not JSON",)),
+        "other_weights": ({**token, "fitted": {**token["fitted"], "weights": {
+            **token["fitted"]["weights"], "verifier": {"bytes": 1, "sampled_sha256": "0" * 64}}}},
+            ("other weights of the verifier", "fit a router")),
     }
     for name, (data, words) in cases.items():
         path = tmp_path / f"{name}.json"

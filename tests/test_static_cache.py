@@ -32,9 +32,9 @@ def _static_pair(family, device, compile_mode=None, max_new=24, gamma=5):
     return pair
 
 
-def _run(pair, method, params, seed, max_new=24, gamma=5, temperature=0.0):
+def _run(pair, method, params, seed, max_new=24, gamma=5, temperature=0.0, length=6):
     settings = DecodingConfig(max_new_tokens=max_new, temperature=temperature, draft_length=gamma)
-    result = decode(method, pair, prompt(seed).to(pair.device), settings, params,
+    result = decode(method, pair, prompt(seed, length).to(pair.device), settings, params,
                     torch.Generator(pair.device).manual_seed(seed))
     return {name: getattr(result, name) for name in COUNTERS}
 
@@ -91,14 +91,14 @@ def test_compiled_steps_keep_every_method_exact(family, mode, device):
     graphs = dict(torch._dynamo.utils.counters["stats"])
     first_steps = 2 if family == "t5" else 0  # 1 and gamma + 1 tokens, filling the cross-attention cache
     assert graphs["unique_graphs"] >= gamma + 1 + first_steps  # compiled up front (the two models share graphs)
-    for seed in range(3):
-        verifier = _run(dynamic, "verifier", {}, seed, max_new=12, gamma=gamma)
-        assert _run(compiled, "verifier", {}, seed, max_new=12, gamma=gamma) == verifier
-        spec = _run(compiled, "spec_decode", {}, seed, max_new=12, gamma=gamma)
+    for seed, length in enumerate((6, 8, 7)):  # compiled with a prompt of 6: other lengths must not recompile
+        verifier = _run(dynamic, "verifier", {}, seed, 12, gamma, length=length)
+        assert _run(compiled, "verifier", {}, seed, 12, gamma, length=length) == verifier
+        spec = _run(compiled, "spec_decode", {}, seed, 12, gamma, length=length)
         assert spec["tokens"] == verifier["tokens"]
         for method, params in METHOD_RUNS:
             for temperature in (0.0, 1.0):
-                expected = _expected(_run(dynamic, method, params, seed, 12, gamma, temperature), temperature)
-                assert _run(compiled, method, params, seed, 12, gamma, temperature) == expected, \
-                    (method, params, temperature)
+                expected = _expected(_run(dynamic, method, params, seed, 12, gamma, temperature, length), temperature)
+                assert _run(compiled, method, params, seed, 12, gamma, temperature, length) == expected, \
+                    (method, params, temperature, length)
     assert dict(torch._dynamo.utils.counters["stats"]) == graphs  # nothing compiled while decoding

@@ -165,6 +165,9 @@ def fit_router(results: Path, level: str, out: Path, folds: int = FOLDS, seed: i
         "results": str(results), "temperature": cfg["decoding"]["temperature"],
         "scikit_learn": sklearn.__version__,
     }
+    weights = {role: print_ for role, print_ in (cfg.get("weights") or {}).items() if role in ("drafter", "verifier")}
+    if weights:  # what the pair's weights were when the fitting run decoded (the run's manifest records them)
+        fitted["weights"] = weights
     router = Router(router.level, router.features, router.mean, router.scale, router.coef, router.intercept, fitted)
     text = json.dumps(router.to_dict(), indent=1)
     if not all(math.isfinite(v) for v in (*router.coef, router.intercept)):

@@ -81,6 +81,9 @@ def _check_fitted(fitted: dict) -> None:
         raise RouterError("`fitted.task` must be a mapping of dataset, subset and split names")
     if not isinstance(examples, list) or not all(isinstance(e, int) and not isinstance(e, bool) for e in examples):
         raise RouterError("`fitted.examples` must be a list of example ids")
+    weights = fitted.get("weights", {})
+    if not isinstance(weights, dict) or not all(isinstance(v, dict) for v in weights.values()):
+        raise RouterError("`fitted.weights` must map roles to the fingerprints of their weights")
 
 
 @dataclass(frozen=True)

@@ -208,7 +208,9 @@ class CachedDecoder:
         n = self.length - self.cached
         if n < keep:
             raise ValueError(f"asked for {keep} logits but only {n} tokens are uncached")
-        ids = self._ids[None, self.cached: self.length]
+        # [1, n] with strides (n, 1) whatever the buffer's size (`[None, a:b]` would carry the buffer's length as
+        # its first stride, and a compiled step, guarded on strides, would recompile for every prompt length)
+        ids = self._ids[self.cached: self.length].unsqueeze(0)
         kwargs = {self._cache_kwarg: self._cache, "use_cache": True}
         forward = self.model
         guards = contextlib.nullcontext()

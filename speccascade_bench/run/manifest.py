@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 
 from ..files import ResultsError
+from ..models.fingerprint import weights_fingerprint
+from ..models.settings import chain_roles
 from ..settings import plain
 from .folder import FORMAT, MANIFEST_FILE, read_manifest, write_json_atomic
 from .rows import example_files, read_run
@@ -66,6 +68,10 @@ def manifest_config(config: RunConfig) -> dict:
     fewshot = config.task.fewshot
     if fewshot is not None and fewshot.n and fewshot.is_local:
         resolved["data_shots"] = data_fingerprint(Path(fewshot.dataset).expanduser())
+    weights = {role: fingerprint for role, name in zip(config.models.roles, config.models.chain, strict=True)
+               if (fingerprint := weights_fingerprint(name)) is not None}
+    if weights:  # a model trained again at the same path decodes otherwise under the same run ids
+        resolved["weights"] = weights
     routers = sorted({r.params["router"] for r in config.methods if "router" in r.params})
     if routers:  # a router fitted again at the same path decodes otherwise under the same run ids
         resolved["routers"] = {path: data_fingerprint(Path(path).expanduser()) for path in routers}
@@ -133,6 +139,14 @@ def check_resume(out: Path, resolved: dict, hardware: dict | None) -> dict:
     if refit:
         raise ResultsError(f"{out} holds results decoded with another version of the router {refit[0]} (its size or "
                            "SHA-256 changed); use --fresh to start over or --output for another folder")
+    retrained = [role for role, print_ in (old.get("weights") or {}).items()
+                 if role in (resolved.get("weights") or {}) and resolved["weights"][role] != print_]
+    if retrained:
+        models = resolved["models"]
+        chain = (models.get("drafter"), *(models.get("middle") or ()), models.get("verifier"))
+        name = dict(zip(chain_roles(len(chain)), chain, strict=True)).get(retrained[0])
+        raise ResultsError(f"{out} holds results decoded with other weights of the {retrained[0]} {name} (its files "
+                           "changed since); use --fresh to start over or --output for another folder")
     if differ:
         raise ResultsError(f"{out} holds results of another {', '.join(differ)} configuration; use --fresh to "
                            "start over or --output for another folder")

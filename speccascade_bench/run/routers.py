@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from ..decoding.router import Router, RouterError, read_router
+from ..models.fingerprint import weights_fingerprint
 from ..settings import ConfigError
 from ..tasks.data import Example
 from .settings import MethodRun, RunConfig
@@ -52,6 +53,12 @@ def check_router(config: RunConfig, run: MethodRun, examples: list[Example]) -> 
         if not same_model(pair.get(role), name):
             raise ConfigError(config.file, field, f"{path} was fitted with the {role} {pair.get(role)!r}, not this "
                               f"run's {name!r}; fit a router on this pair's outputs")
+    recorded = fitted.get("weights") or {}
+    for role, name in (("drafter", models.drafter), ("verifier", models.verifier)):
+        now = weights_fingerprint(name) if role in recorded else None
+        if now is not None and now != recorded[role]:
+            raise ConfigError(config.file, field, f"{path} was fitted with other weights of the {role} {name!r} (its "
+                              "files changed since the fitting run); fit a router on this pair's outputs")
     if not same_model(fitted.get("tokenizer"), tokenizer_of(models.tokenizer, models.verifier)):
         raise ConfigError(config.file, field, f"{path} was fitted with the tokenizer {fitted.get('tokenizer')!r}, "
                           f"not this run's {tokenizer_of(models.tokenizer, models.verifier)!r}")
