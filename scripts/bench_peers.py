@@ -153,6 +153,10 @@ def main() -> None:
     device = pair.device
     fast = None
     if args.compile_mode != "none":
+        # The suite's compiled steps and transformers' compiled generate() run the same wrapper code of the model,
+        # whose compiled variants dynamo counts together against one limit: at the default (8) the suite's variants
+        # would use it up and transformers' loop would run eagerly, uncompiled, without a word in the results.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         fast = ModelPair(pair.drafter, pair.verifier, pair.tokenizer, pair.device, pair.dtype)
         shapes = shapes_for(args.max_new_tokens, max(x.shape[1] for x in inputs), [args.gamma], args.compile_mode)
         fast.use_static_caches(shapes, inputs[0])
@@ -183,9 +187,13 @@ def main() -> None:
             "spec_decode greedy (suite, compiled)": lambda i: ours("spec_decode", greedy, i, fast),
             "drafter greedy (suite, compiled)": lambda i: ours("drafter", greedy, i, fast),
         })
+    graphs = dict.fromkeys(cases, 0)  # what each case compiled (in its warm-up): a compiled case that compiled
+    stats = torch._dynamo.utils.counters["stats"]  # nothing would be running eagerly
     for i in range(n):  # warm-up and compilation, not recorded
-        for fn in cases.values():
+        for name, fn in cases.items():
+            before = stats["unique_graphs"]
             fn(i)
+            graphs[name] += stats["unique_graphs"] - before
     # Host reads, counted in a pass of their own (the counter slows what it counts). Not in the compiled cases: a
     # counting mode is part of what a compiled step is guarded on, so it would recompile them; their loops are
     # the same as the eager cases'.
@@ -330,6 +338,9 @@ def main() -> None:
             same = sum(a == b for a, b in zip(tokens(name), reference, strict=True))
             line += f", {name.replace(' greedy', '')} {same}/{n}"
     print(line)
+    if fast is not None:
+        print("graphs compiled in the warm-up (the suite's steps compile when the pair is loaded): " + ", ".join(
+            f"{name} {graphs[name]}" for name in cases if "compiled" in name))
 
 
 if __name__ == "__main__":
