@@ -31,8 +31,10 @@ def same_model(a: str | None, b: str | None) -> bool:
     return Path(a).exists() and Path(b).exists() and os.path.realpath(a) == os.path.realpath(b)
 
 
-def check_router(config: RunConfig, run: MethodRun, examples: list[Example]) -> Router:
-    """The router of a method run, checked (a ConfigError naming the config, the run and what does not fit)."""
+def check_router(config: RunConfig, run: MethodRun, examples: list[Example],
+                 fingerprints: dict | None = None) -> Router:
+    """The router of a method run, checked (a ConfigError naming the config, the run and what does not fit).
+    `fingerprints` keeps the models' weights fingerprints between the calls of one check (`check_routers`)."""
     field = f"methods ({run.run_id}).router"
     path = run.params["router"]
     try:
@@ -54,9 +56,13 @@ def check_router(config: RunConfig, run: MethodRun, examples: list[Example]) -> 
             raise ConfigError(config.file, field, f"{path} was fitted with the {role} {pair.get(role)!r}, not this "
                               f"run's {name!r}; fit a router on this pair's outputs")
     recorded = fitted.get("weights") or {}
+    fingerprints = {} if fingerprints is None else fingerprints
     for role, name in (("drafter", models.drafter), ("verifier", models.verifier)):
-        now = weights_fingerprint(name) if role in recorded else None
-        if now is not None and now != recorded[role]:
+        if role not in recorded:
+            continue
+        if name not in fingerprints:
+            fingerprints[name] = weights_fingerprint(name)
+        if fingerprints[name] not in (None, recorded[role]):  # none: no local folder to compare
             raise ConfigError(config.file, field, f"{path} was fitted with other weights of the {role} {name!r} (its "
                               "files changed since the fitting run); fit a router on this pair's outputs")
     if not same_model(fitted.get("tokenizer"), tokenizer_of(models.tokenizer, models.verifier)):
@@ -76,7 +82,8 @@ def check_router(config: RunConfig, run: MethodRun, examples: list[Example]) -> 
 
 
 def check_routers(config: RunConfig, runs: list[MethodRun], examples: list[Example]) -> None:
-    """`check_router` for every method run that names a router."""
+    """`check_router` for every method run that names a router, each model's weights fingerprinted once."""
+    fingerprints: dict = {}
     for run in runs:
         if "router" in run.params:
-            check_router(config, run, examples)
+            check_router(config, run, examples, fingerprints)
