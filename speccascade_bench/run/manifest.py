@@ -112,6 +112,13 @@ def _comparable(section: str, values: dict) -> dict:
     return {k: v for k, v in values.items() if not (section == "models" and k == "device")}
 
 
+def _changed(old: dict, resolved: dict, record: str) -> list[str]:
+    """The entries of a fingerprint record (`routers` by path, `weights` by role) that both configs hold and whose
+    fingerprints differ."""
+    now = resolved.get(record) or {}
+    return [key for key, print_ in (old.get(record) or {}).items() if key in now and now[key] != print_]
+
+
 def check_resume(out: Path, resolved: dict, hardware: dict | None) -> dict:
     """The folder's manifest, after checking that a run with config `resolved` on `hardware` may add to it:
     the same task, models, decoding and timing, on the same device, CPU, GPU and thread count (no hardware
@@ -134,13 +141,11 @@ def check_resume(out: Path, resolved: dict, hardware: dict | None) -> dict:
                                                              or ", ".join((task.get("data_files") or {}).values()))
         raise ResultsError(f"{out} holds results of another version of the data file {path} "
                            "(its size or SHA-256 changed); use --fresh to start over or --output for another folder")
-    refit = [path for path, print_ in (old.get("routers") or {}).items()
-             if path in (resolved.get("routers") or {}) and resolved["routers"][path] != print_]
+    refit = _changed(old, resolved, "routers")
     if refit:
         raise ResultsError(f"{out} holds results decoded with another version of the router {refit[0]} (its size or "
                            "SHA-256 changed); use --fresh to start over or --output for another folder")
-    retrained = [role for role, print_ in (old.get("weights") or {}).items()
-                 if role in (resolved.get("weights") or {}) and resolved["weights"][role] != print_]
+    retrained = _changed(old, resolved, "weights")
     if retrained:
         models = resolved["models"]
         chain = (models.get("drafter"), *(models.get("middle") or ()), models.get("verifier"))
