@@ -187,8 +187,9 @@ def main() -> None:
             "spec_decode greedy (suite, compiled)": lambda i: ours("spec_decode", greedy, i, fast),
             "drafter greedy (suite, compiled)": lambda i: ours("drafter", greedy, i, fast),
         })
-    graphs = dict.fromkeys(cases, 0)  # what each case compiled (in its warm-up): a compiled case that compiled
-    stats = torch._dynamo.utils.counters["stats"]  # nothing would be running eagerly
+    # The graphs each case compiled in its warm-up: a compiled peer that compiled nothing would be running eagerly.
+    graphs = dict.fromkeys(cases, 0)
+    stats = torch._dynamo.utils.counters["stats"]
     for i in range(n):  # warm-up and compilation, not recorded
         for name, fn in cases.items():
             before = stats["unique_graphs"]
