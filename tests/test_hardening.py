@@ -299,3 +299,11 @@ def test_weights_fingerprints_tell_checkpoints_apart_and_read_little(tmp_path, m
     assert fingerprint.weights_fingerprint("google/t5-v1_1-small") is None  # a hub name: nothing local
     (tmp_path / "empty").mkdir()
     assert fingerprint.weights_fingerprint(str(tmp_path / "empty")) is None
+
+
+def test_damaged_fingerprint_records_refuse_the_resume_in_one_line(pair_dir, finished):  # noqa: F811
+    for record, value in (("weights", "garbage"), ("weights", {"verifier": 5}), ("routers", [1])):
+        manifest = json.loads((finished / MANIFEST_FILE).read_text())
+        manifest["config"][record] = value
+        (finished / MANIFEST_FILE).write_text(json.dumps(manifest))
+        failed(scb("run", "-c", config(pair_dir, finished)), f"config.{record}", "must map names to fingerprints")

@@ -71,6 +71,10 @@ def read_manifest(results: Path) -> dict:
     try:
         if not isinstance(config.get("name"), str):
             raise ConfigError(path, "config.name", "is missing")
+        for record in ("routers", "weights"):  # fingerprints by router path and by model role, which a resume compares
+            value = config.get(record)
+            if value is not None and not (isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())):
+                raise ConfigError(path, f"config.{record}", "must map names to fingerprints")
         for key in RECORDED_SECTIONS:
             config[key] = recorded_section(path, key, config.get(key))
     except ConfigError as exc:
