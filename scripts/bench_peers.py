@@ -14,7 +14,8 @@ Ratios, each measured in this one process, examples interleaved:
 Every case decodes every example once untimed first (compilation and warm-up), once more counting its host
 reads (ops that wait for a tensor's value: per output token, and per speculative round), once more timing the
 models' forward calls inside it (the rest is the loop's own work; the forward time of `spec_decode` over
-assisted generation's whole time is the least the ratio could be with a free loop), then `--repeats`
+assisted generation's whole time is the least the ratio could be with a free loop; the time of the models'
+first calls, a decoder-only prompt's prefill, is the least with free decoding steps), then `--repeats`
 times timed, the cases interleaved per example and their order rotated per repeat. An example's time in a
 case is the fastest of its repeats, and each ratio is the median over examples of the per-example ratio, with
 its 10th and 90th percentiles as the spread (and, for comparison, the ratio of the summed times): a burst of
@@ -48,7 +49,7 @@ from speccascade_bench.analysis.tradeoff import (
 from speccascade_bench.decoding.dispatch import decode
 from speccascade_bench.decoding.host_reads import count_reads
 from speccascade_bench.decoding.settings import DecodingConfig
-from speccascade_bench.models.cached import ModelPair
+from speccascade_bench.models.cached import CachedDecoder, ModelPair
 from speccascade_bench.models.loading import load_pair
 from speccascade_bench.run.plan import shapes_for
 from speccascade_bench.run.session import device_info
@@ -117,6 +118,36 @@ class ForwardClock:
     def close(self) -> None:
         for handle in self.handles:
             handle.remove()
+
+
+class ModelCallClock:
+    """Seconds inside the suite's model calls, `CachedDecoder.logits` (the forward and the copy of its logits out),
+    and of those in each decoder's first call (a decoder-only model's prompt). Timed by wrapping the method, outside
+    any compiled step: a forward hook would be traced into the compiled steps and recompile them."""
+
+    def __init__(self, device: torch.device):
+        self.seconds = self.first = 0.0
+        self.device, self.original = device, CachedDecoder.logits
+
+    def __enter__(self):
+        clock, original = self, self.original
+
+        def logits(decoder, keep: int = 1):
+            first = decoder.calls == 0
+            synchronize(clock.device)
+            started = time.perf_counter()
+            out = original(decoder, keep)
+            synchronize(clock.device)
+            spent = time.perf_counter() - started
+            clock.seconds += spent
+            clock.first += spent if first else 0.0
+            return out
+
+        CachedDecoder.logits = logits
+        return self
+
+    def __exit__(self, *_):
+        CachedDecoder.logits = self.original
 
 
 def main() -> None:
@@ -219,6 +250,22 @@ def main() -> None:
                 in_forward[name][1] += s
     finally:
         clock.close()
+    # The same for the compiled cases, at the suite's model-call boundary; and for every suite case the time of
+    # its models' first calls: a decoder-only model's prompt, which no loop avoids.
+    prompt_share = {}
+    for i in range(n):
+        for name in cases:
+            if "(suite" not in name:
+                continue
+            with ModelCallClock(device) as calls:
+                _, s = timed(lambda fn=cases[name], i=i: fn(i), device)
+            if "compiled" in name:
+                in_forward.setdefault(name, [0.0, 0.0])
+                in_forward[name][0] += calls.seconds
+                in_forward[name][1] += s
+            prompt_share.setdefault(name, [0.0, 0.0])
+            prompt_share[name][0] += calls.first
+            prompt_share[name][1] += s
     # Each example's time in each case is the fastest of `repeats` runs, the cases interleaved per example and
     # their order rotated per repeat: a burst of load from elsewhere slows some runs, rarely all of them.
     runs = {name: [[] for _ in range(n)] for name in cases}
@@ -266,12 +313,15 @@ def main() -> None:
     print(f"machine: {hardware}; {pair.dtype}; torch {torch.__version__}, transformers {transformers.__version__}")
     print()
     print(f"Each example's time: the fastest of {args.repeats} interleaved runs. Host reads: ops that wait for a "
-          "tensor's value (`decoding.host_reads`), counted in a separate untimed pass; in forward: the share of the "
-          "time spent inside the models' forward calls, in another (neither in the compiled cases, which the "
-          "counter and the hooks would recompile).")
+          "tensor's value (`decoding.host_reads`), counted in a separate untimed pass (not in the compiled cases, "
+          "which the counter would recompile); in forward: the share of the time spent inside the models' forward "
+          "calls, in another (forward hooks; in the compiled cases, which hooks would recompile, the suite's model "
+          "calls, `CachedDecoder.logits`); in first calls: the share in each model's first call of an example (a "
+          "decoder-only prompt's prefill).")
     print()
-    print("| case | total s | median ms/example | host reads per token | host reads per round | in forward |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| case | total s | median ms/example | host reads per token | host reads per round | in forward | "
+          "in first calls |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in cases:
         done = outputs[name]
         out_tokens = sum(len(o.tokens) if hasattr(o, "tokens") else len(o) for o in done)
@@ -279,8 +329,9 @@ def main() -> None:
         per_token = f"{reads[name] / max(1, out_tokens):.2f}" if name in reads else "-"
         per_round = f"{reads[name] / rounds:.2f}" if rounds and name in reads else "-"
         share = f"{in_forward[name][0] / in_forward[name][1]:.3f}" if name in in_forward else "-"
+        first = f"{prompt_share[name][0] / prompt_share[name][1]:.3f}" if name in prompt_share else "-"
         print(f"| {name} | {total[name]:.2f} | {1000 * statistics.median(seconds[name]):.1f} | {per_token} | "
-              f"{per_round} | {share} |")
+              f"{per_round} | {share} | {first} |")
     print()
     print("Ratios: the median over examples of the per-example ratio, [10th, 90th percentile], and the ratio of the "
           "summed times.")
@@ -312,10 +363,17 @@ def main() -> None:
         summed = total[ours_case] / total[peer_case]
         print(f"| {label} | {middle:.3f} [{low:.3f}, {high:.3f}] | {summed:.3f} | {goal} |")
     # If the suite's loop cost nothing outside the models' calls, spec_decode / assisted would be at least this
-    for label, ours_case, peer_case in (("greedy", "spec_decode greedy (suite)", "assisted greedy (generate)"),
-                                        ("T=1", "spec_decode T=1 (suite)", "assisted T=1 (generate)")):
+    # (the same for the compiled loop, and: no loop avoids the prompt, so its first calls alone bound it too)
+    floors = [("greedy", "spec_decode greedy (suite)", "assisted greedy (generate)"),
+              ("T=1", "spec_decode T=1 (suite)", "assisted T=1 (generate)")]
+    if fast is not None:
+        floors.append(("greedy, compiled", "spec_decode greedy (suite, compiled)", "assisted greedy (generate)"))
+    for label, ours_case, peer_case in floors:
         floor = (in_forward[ours_case][0] / in_forward[ours_case][1]) * total[ours_case] / total[peer_case]
         print(f"| spec_decode's forward calls alone / assisted, {label} (of totals) | - | {floor:.3f} | - |")
+    first = (prompt_share["spec_decode greedy (suite)"][0] / prompt_share["spec_decode greedy (suite)"][1]
+             * total["spec_decode greedy (suite)"] / total["assisted greedy (generate)"])
+    print(f"| spec_decode's first calls alone / assisted, greedy (of totals) | - | {first:.3f} | - |")
     for label, spec, base, suffix in speedups:
         results = outputs[spec]
         a = acceptance_probability(sum(o.accepted for o in results), sum(o.rejections for o in results))
