@@ -22,11 +22,18 @@ from .settings import ConfigError
 MAX_MESSAGE = 600
 
 
-def _at_least_one(param: typer.CallbackParam, value: int | None) -> int | None:
-    """A count option's check: one `error:` line (not the usage box) for a value under 1."""
-    if value is not None and value < 1:
-        _fail(f"{param.opts[0]} must be at least 1, got {value}")
-    return value
+def _count(option: str):
+    """A count option's parser: a whole number of at least 1, anything else (`nan`, `2.5`, `0`, `-1`) one `error:`
+    line naming the option instead of click's usage box."""
+    def parse(value) -> int:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            _fail(f"{option} must be a whole number of at least 1, got {str(value)[:100]!r}")
+        if number < 1:
+            _fail(f"{option} must be at least 1, got {number}")
+        return number
+    return parse
 
 
 def _fail(message: str) -> None:
@@ -94,12 +101,11 @@ def toy_data(out: Path = typer.Option(None, help="folder for the JSONL files; de
              task: str = typer.Option("translation", help="translation (for seq2seq models) or arithmetic "
                                       "(few-shot documents for decoder-only models, plus shots.jsonl)"),
              seed: int = typer.Option(0, help="generator seed"),
-             train: int = typer.Option(20000, callback=_at_least_one),
-             validation: int = typer.Option(200, callback=_at_least_one),
-             test: int = typer.Option(500, callback=_at_least_one),
-             shots: int = typer.Option(None, callback=_at_least_one, help="arithmetic: questions for few-shot "
-                                       "prompts "
-                                       "(shots.jsonl) [default: 8]")) -> None:
+             train: int = typer.Option(20000, parser=_count("--train")),
+             validation: int = typer.Option(200, parser=_count("--validation")),
+             test: int = typer.Option(500, parser=_count("--test")),
+             shots: int = typer.Option(None, parser=_count("--shots"), help="arithmetic: questions for few-shot "
+                                       "prompts (shots.jsonl) [default: 8]")) -> None:
     """Generate a synthetic toy task (deterministic in the seed)."""
     if task not in TOY_TASKS:
         from .settings import suggest
@@ -123,8 +129,8 @@ def toy_data(out: Path = typer.Option(None, help="folder for the JSONL files; de
 @app.command()
 def finetune(config: Path = typer.Option(..., "--config", "-c", help="fine-tuning YAML config"),
              fresh: bool = typer.Option(False, help="ignore existing checkpoints and start over"),
-             max_steps: int = typer.Option(None, callback=_at_least_one, help="override training.max_steps, e.g. "
-                                           "to train on from the last checkpoint")) -> None:
+             max_steps: int = typer.Option(None, parser=_count("--max-steps"), help="override training.max_steps, "
+                                           "e.g. to train on from the last checkpoint")) -> None:
     """Train or fine-tune a seq2seq or (model.kind: causal) decoder-only model on a task's training split and
     save it with save_pretrained.
     An existing checkpoint in the output folder is resumed unless --fresh is given."""
@@ -146,12 +152,11 @@ def _load(config: Path, variant: str | None = None):
 
 
 def _quiet_libraries() -> None:
+    import datasets
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    import datasets
-
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
 
@@ -225,11 +230,11 @@ def run(ctx: typer.Context,
         variant: list[str] = typer.Option(None, help=VARIANT_HELP + "; repeat it for several, `all` for every "
                                           "variant; each writes its own folder"),
         output: Path = typer.Option(None, help="results folder (default: the config's output)"),
-        limit: int = typer.Option(None, callback=_at_least_one, help="decode only the first N selected examples"),
+        limit: int = typer.Option(None, parser=_count("--limit"), help="decode only the first N selected examples"),
         device: str = typer.Option(None, help="auto | cpu | cuda (default: the config's)"),
         methods: str = typer.Option(None, help="comma-separated method names to run, e.g. verifier,spec_decode"),
         fresh: bool = typer.Option(False, help="delete earlier results in the folder and start over"),
-        workers: int = typer.Option(None, callback=_at_least_one, help="decode on N Ray workers: one GPU each on "
+        workers: int = typer.Option(None, parser=_count("--workers"), help="decode on N Ray workers: one GPU each on "
                                     "CUDA, an equal share of the CPUs on a CPU"),
         ray_address: str = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
                                         help="with --workers: join this Ray cluster (default: start a local "
@@ -356,7 +361,7 @@ def fit_router(results: Path = typer.Argument(..., help="results folder of `scb 
                out: Path = typer.Option(..., "--out", "-o", help="the router file to write (JSON)"),
                level: str = typer.Option("sequence", help="sequence (seq_cascade's `sequence_score: learned`) or "
                                          "token (spec_cascade's `rule: learned`; needs `record: [tokens]`)"),
-               folds: int = typer.Option(5, callback=_at_least_one, help="cross-validation folds")) -> None:
+               folds: int = typer.Option(5, parser=_count("--folds"), help="cross-validation folds")) -> None:
     """Fit a learned deferral router on a pair's own outputs (logistic regression, cross-validated) and write it
     as JSON; prints its cross-validated AUC next to the plug-in score's."""
     from .analysis.router_fit import fit_router as fit

@@ -251,6 +251,17 @@ def test_unknown_methods_option_is_rejected(workspace):
     assert result.exit_code == 2 and "spec_decod" in result.output
 
 
+@pytest.mark.parametrize("value", ["nan", "2.5", "abc", "", "0", "-3"])
+def test_a_count_option_that_is_not_a_whole_number_above_0_is_one_line(workspace, value):
+    out = workspace / "never"
+    result = CliRunner().invoke(app, ["run", "-c", str(make_config(workspace, out)), "--limit", value])
+    assert result.exit_code == 2 and "Usage" not in result.output and "Traceback" not in result.output
+    assert result.stderr.count("error:") == 1 and result.stderr.startswith("error: --limit must be")
+    assert not out.exists()
+    folds = CliRunner().invoke(app, ["fit-router", str(out), "--out", str(out / "r.json"), "--folds", value])
+    assert folds.exit_code == 2 and folds.stderr.startswith("error: --folds must be"), folds.output
+
+
 def test_methods_lists_every_method_and_rule_range():
     result = CliRunner().invoke(app, ["methods"])
     assert result.exit_code == 0
