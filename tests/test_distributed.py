@@ -132,6 +132,7 @@ def test_two_workers_write_the_lines_of_one_process(workspace, ray_address, one_
     assert costs["3"] in [w["verify_call_cost"]["3"] for w in workers]
     rows = read_lines(out / "examples" / "verifier.jsonl")
     assert {row["worker"]["kind"] for row in rows} == {workers[0]["kind"]}
+    assert len({row["worker"]["session"] for row in rows}) == 1  # two workers, one `scb run`
     assert (out / "summary.csv").exists()
     report = CliRunner().invoke(app, ["report", str(out)])
     assert report.exit_code == 0 and "decoded by 2 Ray worker processes on 1 host(s)" in report.output
@@ -180,6 +181,7 @@ def test_a_killed_driver_resumes_with_no_duplicates_and_any_number_of_workers(wo
     # one worker has both CPUs, two had one each: the report will not average their latencies ...
     kinds = {row["worker"]["kind"] for row in read_lines(verifier)}
     assert {kind.rsplit(", ", 1)[1] for kind in kinds} == {"1 threads", "2 threads"}, kinds
+    assert len({row["worker"]["session"] for row in read_lines(verifier)}) == 2  # the killed run and the resume
     refused = CliRunner().invoke(app, ["report", str(out)])
     assert refused.exit_code == 2 and refused.output.count("error:") == 1 and "Traceback" not in refused.output
     assert "2 kinds of device" in refused.output and "--mix-devices" in refused.output

@@ -107,6 +107,32 @@ def test_fresh_deletes_only_what_the_suite_wrote(pair_dir, tmp_path):
     assert len(read_lines(out / "examples" / "verifier.jsonl")) == 1
 
 
+def _sessions(path: Path) -> set[str]:
+    return {row["worker"]["session"] for row in read_lines(path)}
+
+
+def test_the_report_names_runs_a_resume_timed_apart_from_the_verifier(pair_dir, tmp_path):
+    """A method added by a resume is timed by a later `scb run` than the verifier on the same examples: the rows
+    say which run timed them, and the report flags the relative latencies that compare across the two."""
+    together, apart = tmp_path / "together", tmp_path / "apart"
+    assert scb("run", "-c", config(pair_dir, together, file="t")).exit_code == 0
+    sessions = [_sessions(together / "examples" / f"{run}.jsonl") for run in ("verifier", "spec_decode-g2")]
+    assert sessions[0] == sessions[1] and len(sessions[0]) == 1
+    result = scb("report", together)
+    assert result.exit_code == 0 and "timed apart" not in result.output
+
+    assert scb("run", "-c", config(pair_dir, apart), "--methods", "verifier").exit_code == 0
+    assert scb("run", "-c", config(pair_dir, apart)).exit_code == 0  # the resume adds spec_decode
+    first, later = (_sessions(apart / "examples" / f"{run}.jsonl") for run in ("verifier", "spec_decode-g2"))
+    assert len(first) == len(later) == 1 and first != later
+    result = scb("report", apart, "--html")
+    assert result.exit_code == 0, result.output
+    assert "timed apart from the verifier" in (apart / "report.html").read_text()
+    line = next(line for line in result.output.splitlines() if "timed apart from the verifier" in line)
+    assert f"spec_decode-g2 ({N} of {N} examples)" in line and "verifier (" not in line
+    assert line in (apart / "report.md").read_text()
+
+
 @pytest.mark.parametrize("damage", ["missing", "empty", "garbage", "not a manifest"])
 def test_a_damaged_manifest_is_refused_with_a_way_out(pair_dir, tmp_path, damage):
     out = tmp_path / "res"

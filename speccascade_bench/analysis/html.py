@@ -20,13 +20,13 @@ from urllib.parse import quote
 
 from ..files import ResultsError, refuse_link, write_file
 from ..run.folder import read_manifest
-from ..run.manifest import check_devices
 from ..run.rows import example_files, load_examples
 from .plot import FIGURES, Ids, draw_figure, folder_labels, svg
 from .report import (
     COLUMNS,
     EXPLANATION,
     TRADEOFF_HEADERS,
+    checked_kinds,
     settings_lines,
     summary_cells,
     task_title,
@@ -286,7 +286,7 @@ def build_html(folders: list[Path], page: Path, mix_devices: bool = False, frame
     frames = frames or [None] * len(folders)
     sections = []
     for folder, label, frame in zip(folders, labels, frames, strict=True):
-        kinds = check_devices(folder, mix_devices)
+        kinds = checked_kinds(folder, frame, mix_devices)
         frame = with_curves(summarize(folder) if frame is None else frame)
         sections.append(Section(folder, label, read_manifest(folder), frame, kinds))
     numbers: dict[str, int] = {}

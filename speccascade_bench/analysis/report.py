@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -141,8 +142,9 @@ def write_report(results: Path, mix_devices: bool = False) -> tuple[str, OSError
     None) and the folder's summary (for `scb report --html`, which draws from it). Examples that ran on several
     kinds of device are refused unless `mix_devices`, and so is a report.md or summary.csv that is a link (a
     ResultsError naming it, before anything is written)."""
-    check_devices(results, mix_devices)
+    kinds = check_devices(results, mix_devices)
     frame = summarize(results)
+    frame.attrs["device_kinds"] = kinds  # checked: the report and the page need not read the rows again for it
     text = build_report(results, frame, mix_devices)
     for name in (SUMMARY_FILE, REPORT_FILE):
         refuse_link(results / name)
@@ -158,13 +160,20 @@ def build_report(results: Path, frame: pd.DataFrame | None = None, mix_devices: 
     """The report as Markdown, from the results files and their summary (computed if not given); writes
     nothing. Examples that ran on several kinds of device are refused (results.check_devices) unless
     `mix_devices`; the report then names them."""
-    kinds = check_devices(results, mix_devices)
+    kinds = checked_kinds(results, frame, mix_devices)
     manifest = read_manifest(results)
     frame = summarize(results) if frame is None else frame
     cfg = manifest["config"]
     header = [f"# {cfg['name']}: {task_title(cfg['task'])}", "",
               *settings_lines(manifest, frame, kinds), "", EXPLANATION, ""]
     return "\n".join(header) + markdown_table(frame) + "\n\n" + tradeoff_table(frame)
+
+
+def checked_kinds(results: Path, frame: pd.DataFrame | None, mix_devices: bool) -> Counter:
+    """The kinds of device the folder's examples ran on (`check_devices`), taken from a summary that
+    `write_report` checked them for, or else checked now."""
+    kinds = None if frame is None else frame.attrs.get("device_kinds")
+    return check_devices(results, mix_devices) if kinds is None else kinds
 
 
 def task_title(task: dict) -> str:
@@ -197,6 +206,12 @@ def settings_lines(manifest: dict, frame: pd.DataFrame, kinds) -> list[str]:
     if len(kinds) > 1:
         header.append("- **mixed devices**: examples ran on " + ", ".join(f"{kind} ({n} lines)" for kind, n in
                       kinds.most_common()) + "; latencies below average over them")
+    if frame.attrs.get("timed_apart"):
+        apart = frame.attrs["timed_apart"]
+        header.append("- **timed apart from the verifier**: " + ", ".join(
+            f"{run_id} ({n} of {frame.attrs.get('examples', n)} examples)" for run_id, n in apart.items())
+            + " timed in another `scb run` than the verifier's on the same examples (added or finished by a resume): "
+            "their relative latencies compare times from different sessions; a fresh folder times them together")
     if frame.attrs.get("unshared_rows"):
         header.append(f"- **{frame.attrs['unshared_rows']} example lines left out**: not every method run recorded "
                       "them (an interrupted or limited run); every number below is over the examples all runs share")

@@ -61,6 +61,25 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
+def _session(row: dict) -> str | None:
+    worker = row.get("worker")
+    return worker.get("session") if isinstance(worker, dict) else None
+
+
+def timed_apart(runs: dict[str, list[dict]]) -> dict[str, int]:
+    """Per method run, the examples on which it was timed by another `scb run` than the verifier (`worker.session`:
+    a run added or finished by a resume): their relative latencies compare times from different processes, and
+    perhaps a differently loaded machine. Rows recorded without a session are not counted."""
+    verifier = {row["example_id"]: _session(row) for row in runs.get(REFERENCE, [])}
+    apart = {}
+    for run_id, rows in runs.items():
+        n = sum(1 for row in rows if None not in (_session(row), verifier.get(row["example_id"]))
+                and _session(row) != verifier[row["example_id"]])
+        if n:
+            apart[run_id] = n
+    return apart
+
+
 def shared_examples(runs: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], int]:
     """Every run's rows restricted to the examples that all runs recorded (so that qualities and latencies
     are compared on the same examples, whatever was interrupted or limited), and how many recorded
@@ -240,7 +259,9 @@ SUMMARY_COLUMNS = tuple(name for name, _ in COLUMNS)
 
 def summarize(results: Path) -> pd.DataFrame:
     """One row per method run (COLUMNS), from the results files only, over the examples every run recorded
-    (`shared_examples`; `frame.attrs["unshared_rows"]` counts the rows left out), in the registry's order."""
+    (`shared_examples`; `frame.attrs["unshared_rows"]` counts the rows left out), in the registry's order.
+    `frame.attrs["timed_apart"]`: the runs timed in another `scb run` than the verifier on some examples
+    (`timed_apart`), out of `frame.attrs["examples"]`."""
     manifest = read_manifest(results)
     runs, unshared = shared_examples(load_examples(results))
     step_cost = {"drafter": math.nan, "verifier": math.nan}
@@ -260,6 +281,8 @@ def summarize(results: Path) -> pd.DataFrame:
     frame = frame.sort_values(["_order", "_curve", "draft_length", *PARAMETERS], na_position="first", kind="stable")
     frame = frame.drop(columns=["_order", "_curve"]).reset_index(drop=True)
     frame.attrs["unshared_rows"] = unshared
+    frame.attrs["timed_apart"] = timed_apart(runs)
+    frame.attrs["examples"] = len(runs.get(REFERENCE, []))
     return frame
 
 

@@ -58,7 +58,8 @@ def run_job(job: Job, fresh: bool = False, progress: Progress | None = None, las
         todo = remaining(job, done_examples(job))
         pair = load_pair(models.drafter, models.verifier, models.tokenizer, models.device, models.dtype,
                          models.middle)
-        session = Session(job.config, pair, job.decoded, device, job.examples[0], worker_label(hardware), progress,
+        session = Session(job.config, pair, job.decoded, device, job.examples[0],
+                          worker_label(hardware, session=job.session), progress,
                           Scorer(job.config.task, job.allow_code_execution, hidden=(job.out.resolve(),)))
         write_results(start_manifest, job.out, job.resolved, hardware, **job.manifest_fields())
         if todo:

@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..decoding.methods import DRAFTER, METHODS, MIDDLE, REFERENCE
@@ -93,6 +94,9 @@ class Job:
     resolved: dict
     limit: int | None = None
     allow_code_execution: bool = False
+    # This `scb run`'s start (UTC), recorded in every row it times (`worker.session`): a resume's rows are told
+    # apart from the rows they are compared with
+    session: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat())
 
     def manifest_fields(self) -> dict:
         """The manifest's entries besides the config, hardware and versions."""

@@ -101,8 +101,9 @@ class ExampleRow:
         "model's probability of the reference token): what `scb fit-router --level token` fits on", nullable=True)
     shots: int = column("count", "the few-shot examples the prompt kept")
     score: float = column("score", "the example's own score (sentence BLEU or chrF, ROUGE F1, 0 or 100, F1)")
-    worker: dict = column("mapping", "where it ran: `host`, `device` and `kind` (the kind of device its latency "
-                          "may be compared with); rows without it ran on the manifest's hardware")
+    worker: dict = column("mapping", "where and when it ran: `host`, `device`, `kind` (the kind of device its "
+                          "latency may be compared with) and `session` (the start of the `scb run` that timed it: "
+                          "a resume's rows have a later one); rows without it ran on the manifest's hardware")
     lm_eval: dict = column("mapping", "lm-eval tasks only: lm-eval's per-sample metrics of the prediction for each "
                            "of the task's filters, `{filter: {metric: value}}` (a corpus metric's value is its "
                            "`[reference, prediction]` item)", nullable=True)

@@ -59,10 +59,12 @@ def _record(example: Example, run: MethodRun, result, prediction: str, latencies
         confidence=result.confidence, token_logprobs=result.drafter_token_logprobs)
 
 
-def worker_label(hardware: dict, device: str | None = None) -> dict:
-    """Where an example ran, as its rows record it (`worker`): the host, the device and the device kind
-    (`run.manifest.device_kind`), which tells `scb report` whether latencies may be compared."""
-    return {"host": platform.node(), "device": device or hardware["device"], "kind": device_kind(hardware)}
+def worker_label(hardware: dict, device: str | None = None, session: str | None = None) -> dict:
+    """Where and when an example ran, as its rows record it (`worker`): the host, the device, the device kind
+    (`run.manifest.device_kind`), which tells `scb report` whether latencies may be compared, and the `scb run`
+    that timed it (`session`, its start), which tells it whether they were timed together."""
+    label = {"host": platform.node(), "device": device or hardware["device"], "kind": device_kind(hardware)}
+    return label if session is None else {**label, "session": session}
 
 
 class Session:

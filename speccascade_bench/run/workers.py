@@ -123,7 +123,8 @@ class ExampleWorker:
         self._pair_key = pair_key
         started = time.perf_counter()
         scorer = Scorer(config.task, spec["allow_code_execution"], hidden=(Path(spec["hidden"]),))
-        session = Session(config, self._pair, spec["runs"], self.device, spec["head"][0], self.label, scorer=scorer)
+        session = Session(config, self._pair, spec["runs"], self.device, spec["head"][0],
+                          {**self.label, "session": spec["session"]}, scorer=scorer)
         costs = session.warm_up(spec["head"])
         self._session, self._job = session, key
         return {"verify_call_cost": costs, "setup_s": round(time.perf_counter() - started, 3)}
@@ -328,10 +329,12 @@ def _resources(ray, jobs: list[Job], size: int) -> tuple[dict, str, int | None]:
 
 def _worker_spec(job: Job, device: str) -> dict:
     """What a worker needs to decode the run `job`: the config (`_for_workers`), the method runs, the examples
-    it warms up on, whether code may run, and the results folder that the sandbox hides, by its absolute path
-    (a worker's working directory is not the command's, and on a cluster not even on the same machine)."""
+    it warms up on, whether code may run, the run's `session` (its rows record it), and the results folder that
+    the sandbox hides, by its absolute path (a worker's working directory is not the command's, and on a cluster
+    not even on the same machine)."""
     return {"config": _for_workers(job, device), "runs": job.decoded, "allow_code_execution": job.allow_code_execution,
-            "hidden": str(job.out.resolve()), "head": job.examples[: max(job.config.timing.warmup, PROBE_EXAMPLES, 1)]}
+            "session": job.session, "hidden": str(job.out.resolve()),
+            "head": job.examples[: max(job.config.timing.warmup, PROBE_EXAMPLES, 1)]}
 
 
 def _for_workers(job: Job, device: str):
