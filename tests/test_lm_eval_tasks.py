@@ -82,6 +82,10 @@ def test_the_task_is_filled_in_from_lm_evals_registry(tmp_path, data):
      "task class of its own"),
     ({"dataset": "a.jsonl", "prompt": "{q}", "target": "a", "num_fewshot": 2}, "task.num_fewshot",
      "applies to lm-eval tasks only"),
+    ({"lm_eval": "gsm8k", "system": "Be brief."}, "task.system", "--system_instruction): it needs chat: true"),
+    ({"lm_eval": "gsm8k", "fewshot_as_multiturn": False}, "task.fewshot_as_multiturn", "it needs chat: true"),
+    ({"dataset": "a.jsonl", "prompt": "{q}", "target": "a", "chat": True, "fewshot_as_multiturn": False},
+     "task.fewshot_as_multiturn", "applies to lm-eval tasks only"),
 ])
 def test_bad_lm_eval_tasks_are_refused_in_one_line(tmp_path, data, task, key, words):
     message = _error(tmp_path, data, task)
@@ -239,3 +243,88 @@ def test_the_shipped_lm_eval_configs_cover_the_benchmarks_lm_eval_can_decode():
             assert config.output.startswith("results/llm/lm_eval/"), path
     assert seen == {"gsm8k", "gsm8k_cot", "triviaqa", "nq_open", "squad_completion", "cnn_dailymail_abisee",
                     "wmt16-en-de", "wmt14-en-fr"}
+
+
+# A chat template in the style of instruction-tuned models; the second refuses a system turn, as Gemma 2's does.
+CHAT = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+NO_SYSTEM = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+             "{% endif %}{% endfor %}" + CHAT)
+
+
+def _chat_verifier(folder: Path, template: str) -> Path:
+    """The toy verifier with a chat template on its tokenizer (the run's tokenizer: the verifier's)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    shutil.copytree(PAIR / "verifier", folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = template
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("template, extra", [
+    (CHAT, {}),
+    (CHAT, {"fewshot_as_multiturn": False, "system": "Answer with a number."}),
+    (NO_SYSTEM, {"system": "Answer with a number."}),  # lm-eval leaves the refused system turn out; so does the suite
+])
+def test_chat_prompts_outputs_and_scores_are_lm_evals_with_apply_chat_template(tmp_path, data, template, extra):
+    """`chat: true` on an lm-eval task is lm-eval's --apply_chat_template (shots as turns unless
+    fewshot_as_multiturn is false; `system` its --system_instruction): the same prompts, outputs and scores as
+    `lm_eval.simple_evaluate` with its `hf` model and those options."""
+    import lm_eval
+
+    from speccascade_bench.tasks.harness import _local_config, _manager
+
+    verifier = _chat_verifier(tmp_path / "chat_verifier", template)
+    limit = 3
+    task = {"lm_eval": "gsm8k", "num_fewshot": 2, "data_files": data, "limit": limit, "chat": True, **extra}
+    config = _config(tmp_path, data, task, methods=[{"method": "verifier"}, {"method": "spec_decode",
+                                                                             "draft_length": 4}])
+    raw = yaml.safe_load(config.read_text())
+    raw["models"]["verifier"] = str(verifier)
+    config.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    theirs = lm_eval.simple_evaluate(
+        model="hf",
+        model_args={"pretrained": str(verifier), "dtype": "float32", "device": "cpu", "add_bos_token": False},
+        tasks=[_local_config(load_run_config(config).task)], task_manager=_manager(), num_fewshot=2,
+        fewshot_random_seed=1234, limit=limit, log_samples=True, batch_size=1, random_seed=0, numpy_random_seed=0,
+        torch_random_seed=0, apply_chat_template=True, fewshot_as_multiturn=extra.get("fewshot_as_multiturn", True),
+        system_instruction=extra.get("system"))
+    samples = {s["doc_id"]: s for s in theirs["samples"]["gsm8k"] if s["filter"] == "strict-match"}
+    assert sorted(samples) == list(range(limit))
+    out = tmp_path / "out" / "examples"
+    for name in ("verifier", "spec_decode-g4"):
+        rows = {row["example_id"]: row for row in map(json.loads, (out / f"{name}.jsonl").open())}
+        assert sorted(rows) == list(range(limit))
+        assert any(row["prediction"].strip() for row in rows.values())  # outputs compared, not only empty ones
+        for doc_id, sample in samples.items():
+            assert rows[doc_id]["prediction"] == sample["resps"][0][0]
+            assert rows[doc_id]["score"] == 100 * sample["exact_match"]
+    prompts = [sample["arguments"][0][0] for _, sample in sorted(samples.items())]
+    assert all(prompt.startswith("<|") and prompt.endswith("<|assistant|>") for prompt in prompts)
+    turns = prompts[0].count("<|user|>")
+    assert turns == (3 if extra.get("fewshot_as_multiturn", True) else 1)  # 2 shots and the question, or one turn
+    assert ("<|system|>" in prompts[0]) == (template == CHAT and "system" in extra)
+    from transformers import AutoTokenizer
+
+    from speccascade_bench.tasks.examples import load_examples
+    from speccascade_bench.tasks.prompts import PromptFormat, prompt_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(verifier)
+    examples = load_examples(load_run_config(config).task, 0, tokenizer=tokenizer)
+    assert [example.source for example in examples] == prompts
+    ids, _ = prompt_ids(tokenizer, examples[0].parts, PromptFormat(4096), decoder_only=True)
+    assert ids == tokenizer(prompts[0], add_special_tokens=False).input_ids
+
+
+def test_a_chat_lm_eval_task_without_a_chat_template_is_one_line_before_any_model(tmp_path, data):
+    config = _config(tmp_path, data, {"lm_eval": "gsm8k", "num_fewshot": 2, "data_files": data, "chat": True})
+    result = CliRunner().invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 2 and result.output.count("error:") == 1 and "Traceback" not in result.output
+    assert "task.chat" in result.output and "has no chat template" in result.output
+    assert not (tmp_path / "out" / "examples").exists()

@@ -168,8 +168,8 @@ def _row_function(section: _Section, file: Path, spec: str) -> str:
     return spec
 
 
-HARNESS_KEYS = ("lm_eval", "num_fewshot", "fewshot_seed", "filter", "score", "data_files")
-HARNESS_SHARED = ("limit", "max_source_tokens")  # the keys an lm_eval task takes besides its own
+HARNESS_KEYS = ("lm_eval", "num_fewshot", "fewshot_seed", "filter", "score", "data_files", "fewshot_as_multiturn")
+HARNESS_SHARED = ("limit", "max_source_tokens", "chat", "system")  # the keys an lm_eval task takes besides its own
 
 
 def read_task(file: Path, data: Any, harness: bool = True, **defaults: Any) -> TaskConfig:
@@ -246,7 +246,8 @@ def _check_own_task_keys(section: _Section, defaults: dict) -> None:
 
 def _read_harness_task(section: _Section) -> TaskConfig:
     """An lm-eval task: its name, shot count and seed, the filter and metric of the score, local data files,
-    and the suite's limit and prompt budget; every other task key is lm-eval's to give."""
+    the suite's limit and prompt budget, and a chat template's turns (`chat`, `system`, `fewshot_as_multiturn`, as
+    lm-eval's options); every other task key is lm-eval's to give."""
     from ..tasks import harness
 
     for key in section.data:
@@ -256,6 +257,10 @@ def _read_harness_task(section: _Section) -> TaskConfig:
     task = TaskConfig(**section.fields(TaskConfig))
     if not task.lm_eval.strip():
         raise section.error("lm_eval", "must not be empty")
+    if task.system is not None and not task.chat:
+        raise section.error("system", "is a chat turn (lm-eval's --system_instruction): it needs chat: true")
+    if "fewshot_as_multiturn" in section.data and not task.chat:
+        raise section.error("fewshot_as_multiturn", "lays out the shots as chat turns: it needs chat: true")
     if task.data_files is not None and not task.data_files:
         raise section.error("data_files", "is empty; give {split: file} for the splits the task reads")
     try:

@@ -122,8 +122,9 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
     decoded, derived = plan(config, options.methods)
     out = Path(options.output or config.output)
     check_output(out)
+    tokenizer = chat_tokenizer(config) if config.task.chat else None
     try:
-        examples = load_examples(config.task, config.decoding.seed, options.limit)
+        examples = load_examples(config.task, config.decoding.seed, options.limit, tokenizer)
     except DataError as exc:
         if exc.key is None:
             raise
@@ -136,8 +137,8 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
     readable = dict(_readable_configs(config))  # read once: each read of a hub name off-line waits on the hub
     check_positions(config, readable)
     check_chain(config, readable)
-    if config.task.chat:
-        check_chat_template(config, examples[0])
+    if config.task.chat and config.task.lm_eval is None:  # lm-eval's prompts were rendered by it already
+        check_chat_template(config, examples[0], tokenizer)
     return Job(config, out, decoded, derived, examples, manifest_config(config), options.limit,
                options.allow_code_execution)
 
@@ -155,14 +156,15 @@ def _check_budget(config: RunConfig, examples: list[Example]) -> None:
 
 
 def prompt_format(task: TaskConfig) -> PromptFormat:
-    """How a task's prompts are laid out: its token budget, delimiters and chat turns."""
+    """How a task's prompts are laid out: its token budget, delimiters and chat turns (an lm-eval task's prompts
+    come rendered by lm-eval, turns included: they are text here)."""
     return PromptFormat(task.max_source_tokens, task.target_delimiter, task.fewshot.delimiter if task.fewshot else "",
-                        task.chat, task.system)
+                        task.chat and task.lm_eval is None, task.system)
 
 
-def check_chat_template(config: RunConfig, example: Example) -> None:
-    """A chat task's tokenizer has a chat template that takes the task's turns (Gemma 2's refuses a system
-    turn); checked on one example's prompt, with the tokenizer alone, before any model loads."""
+def chat_tokenizer(config: RunConfig):
+    """A chat task's tokenizer (the run's, which the pair will load), refused in one line without a chat template;
+    loaded alone, before any model."""
     from ..models.loading import load_tokenizer
 
     models = config.models
@@ -171,6 +173,12 @@ def check_chat_template(config: RunConfig, example: Example) -> None:
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError(config.file, "task.chat", f"the tokenizer {name!r} has no chat template; set chat: false or "
                           "use an instruction-tuned model's tokenizer")
+    return tokenizer
+
+
+def check_chat_template(config: RunConfig, example: Example, tokenizer) -> None:
+    """A chat task's chat template takes the task's turns (Gemma 2's refuses a system turn); checked on one
+    example's prompt, with the tokenizer alone (`chat_tokenizer`), before any model loads."""
     task = config.task
     try:
         prompt_ids(tokenizer, example.parts, prompt_format(task), decoder_only=True)

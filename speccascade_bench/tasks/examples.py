@@ -13,14 +13,15 @@ from .prompts import PromptParts, as_text, get_field, render
 from .settings import TaskConfig
 
 
-def load_examples(task: TaskConfig, seed: int, limit: int | None = None) -> list[Example]:
+def load_examples(task: TaskConfig, seed: int, limit: int | None = None, tokenizer=None) -> list[Example]:
     """The evaluated examples, by row index: their prompts (with the shots), references and tests. An lm-eval
-    task's are its first documents, as lm-eval's `--limit` takes them (`harness.HarnessTask.examples`)."""
+    task's are its first documents, as lm-eval's `--limit` takes them (`harness.HarnessTask.examples`), and with
+    `chat`, rendered by `tokenizer`'s chat template."""
     if task.lm_eval is not None:
         from .harness import harness_task
 
         limits = [n for n in (task.limit, limit) if n is not None]
-        return harness_task(task).examples(min(limits) if limits else None)
+        return harness_task(task).examples(min(limits) if limits else None, tokenizer)
     rows = task_rows(task)
     indices = select_indices(len(rows), task.limit, seed)
     if limit is not None:

@@ -26,6 +26,8 @@ from .data import DataError, Example, _one_line
 from .prompts import PromptParts
 from .settings import _BUILDERS, TaskConfig
 
+log = logging.getLogger(__name__)
+
 GENERATE = "generate_until"
 
 # lm-eval metrics aggregated over the corpus, and the metric of the suite that computes the same score from the
@@ -223,15 +225,23 @@ class HarnessTask:
         self.num_fewshot = int(self.lm.get_config("num_fewshot") or 0)
         self._filters = {ensemble.name: ensemble for ensemble in getattr(self.lm, "_filters", [])}
 
-    def examples(self, limit: int | None = None) -> list[Example]:
+    def examples(self, limit: int | None = None, tokenizer=None) -> list[Example]:
         """One example per document, in lm-eval's order, the first `limit` (all when None). The sampler is seeded
-        anew for each call: its draws run on from document to document, as lm-eval's evaluator makes them."""
-        self.lm.set_fewshot_seed(seed=self.task.fewshot_seed)
+        anew for each call: its draws run on from document to document, as lm-eval's evaluator makes them. A chat
+        task's prompts are rendered by `tokenizer`'s chat template as lm-eval's `--apply_chat_template` renders
+        them (`chat_renderer`), with `system` as its `--system_instruction`."""
+        task = self.task
+        if task.chat and tokenizer is None:
+            raise ValueError("a chat task's prompts need the tokenizer whose chat template renders them")
+        self.lm.set_fewshot_seed(seed=task.fewshot_seed)
+        chat = {"system_instruction": task.system, "apply_chat_template": True, "chat_template": chat_renderer(
+            tokenizer), "fewshot_as_multiturn": task.fewshot_as_multiturn} if task.chat else {}
         try:
-            self.lm.build_all_requests(limit=limit, rank=0, world_size=1)
-        except Exception as exc:  # a document the task's own code cannot render
-            raise DataError(f"lm-eval could not build the requests of {self.task.lm_eval!r}: "
-                            f"{type(exc).__name__}: {_one_line(exc)}", "lm_eval") from None
+            self.lm.build_all_requests(limit=limit, rank=0, world_size=1, **chat)
+        except Exception as exc:  # a document the task's own code (or the chat template) cannot render
+            key = ("system" if task.system is not None else "chat") if _from_template(exc) else "lm_eval"
+            raise DataError(f"lm-eval could not build the requests of {task.lm_eval!r}: "
+                            f"{type(exc).__name__}: {_one_line(exc)}", key) from None
         by_doc: dict[int, list] = {}
         for instance in self.lm.instances:
             by_doc.setdefault(instance.doc_id, []).append(instance)
@@ -287,6 +297,36 @@ class HarnessTask:
             raise DataError(f"lm-eval's {self.task.score!r} of {self.task.lm_eval!r} is {value!r}, not a per-sample "
                             "number from 0 to 1 that a mean aggregates; choose another task.score", "score")
         return 100.0 * float(value), metrics
+
+
+def chat_renderer(tokenizer):
+    """lm-eval's `hf` model's `apply_chat_template`: the tokenizer's chat template over the turns, and where the
+    template refuses a system turn (Gemma 2's does), over the turns without it, as lm-eval does (said once)."""
+    import jinja2
+
+    def render(history: list[dict], add_generation_prompt: bool = True) -> str:
+        settings = {"tokenize": False, "add_generation_prompt": add_generation_prompt,
+                    "continue_final_message": not add_generation_prompt}
+        try:
+            return tokenizer.apply_chat_template(history, **settings)
+        except jinja2.exceptions.TemplateError as exc:
+            if not any(turn["role"] == "system" for turn in history):
+                raise
+            if not render.warned:
+                log.warning("the chat template refused a system turn (%s); as lm-eval does, the prompts leave it out",
+                            _one_line(exc))
+                render.warned = True
+            return tokenizer.apply_chat_template([turn for turn in history if turn["role"] != "system"], **settings)
+
+    render.warned = False
+    return render
+
+
+def _from_template(exc: Exception) -> bool:
+    """An error raised by a chat template (jinja's, or the template's own `raise_exception`)."""
+    import jinja2
+
+    return isinstance(exc, jinja2.exceptions.TemplateError)
 
 
 def _local_config(task: TaskConfig) -> dict:

@@ -84,14 +84,17 @@ class TaskConfig:
     code_memory_mb: int = option(1024, low=64, high=65_536)
     limit: int | None = option(None, low=1, high=10_000_000)
     max_source_tokens: int = option(512, low=1, high=131_072)
-    # A task of lm-evaluation-harness's registry (tasks.harness): everything above but limit and max_source_tokens
-    # comes from it.
+    # A task of lm-evaluation-harness's registry (tasks.harness): everything above but limit, max_source_tokens,
+    # chat and system (lm-eval's --apply_chat_template and --system_instruction) comes from it.
     lm_eval: str | None = option(None)
     num_fewshot: int | None = option(None, low=0, high=1000)  # default: the lm-eval task's own
     fewshot_seed: int = option(1234, low=0, high=2**32 - 1)  # lm-eval's sampler seed (its default, 1234)
     filter: str | None = option(None)  # which of its filters gives the row's score (default: its first)
     score: str | None = option(None)  # which of its metrics is the row's score (default: its first)
     data_files: dict | None = option(None)  # {split: local file in the task's schema}, in place of the hub
+    # With chat: each shot a user and an assistant turn (lm-eval's --fewshot_as_multiturn, its default with a chat
+    # template); false: the shots and the question in one user turn
+    fewshot_as_multiturn: bool = option(True)
 
     @property
     def is_local(self) -> bool:
