@@ -121,33 +121,44 @@ class ForwardClock:
 
 
 class ModelCallClock:
-    """Seconds inside the suite's model calls, `CachedDecoder.logits` (the forward and the copy of its logits out),
-    and of those in each decoder's first call (a decoder-only model's prompt). Timed by wrapping the method, outside
-    any compiled step: a forward hook would be traced into the compiled steps and recompile them."""
+    """Seconds inside the suite's model calls, `CachedDecoder.logits` (the forward and the copy of its logits out) and
+    an encoder-decoder's encoder (run when its decoder is made), and of those in each model's first calls of an
+    example (a decoder-only model's prompt; an encoder-decoder's encoder and first decoder step). Timed by wrapping
+    the methods, outside any compiled step: a forward hook would be traced into the compiled steps and recompile
+    them."""
 
     def __init__(self, device: torch.device):
         self.seconds = self.first = 0.0
-        self.device, self.original = device, CachedDecoder.logits
+        self.device, self.original = device, (CachedDecoder.logits, CachedDecoder.__init__)
+
+    def _timed(self, fn, *args, **kwargs):
+        synchronize(self.device)
+        started = time.perf_counter()
+        out = fn(*args, **kwargs)
+        synchronize(self.device)
+        return out, time.perf_counter() - started
 
     def __enter__(self):
-        clock, original = self, self.original
+        clock, (logits, init) = self, self.original
 
-        def logits(decoder, keep: int = 1):
+        def timed_logits(decoder, keep: int = 1):
             first = decoder.calls == 0
-            synchronize(clock.device)
-            started = time.perf_counter()
-            out = original(decoder, keep)
-            synchronize(clock.device)
-            spent = time.perf_counter() - started
+            out, spent = clock._timed(logits, decoder, keep)
             clock.seconds += spent
             clock.first += spent if first else 0.0
             return out
 
-        CachedDecoder.logits = logits
+        def timed_init(decoder, *args, **kwargs):
+            _, spent = clock._timed(init, decoder, *args, **kwargs)
+            if decoder.is_encoder_decoder:  # the encoder ran
+                clock.seconds += spent
+                clock.first += spent
+
+        CachedDecoder.logits, CachedDecoder.__init__ = timed_logits, timed_init
         return self
 
     def __exit__(self, *_):
-        CachedDecoder.logits = self.original
+        CachedDecoder.logits, CachedDecoder.__init__ = self.original
 
 
 def main() -> None:
@@ -316,8 +327,9 @@ def main() -> None:
           "tensor's value (`decoding.host_reads`), counted in a separate untimed pass (not in the compiled cases, "
           "which the counter would recompile); in forward: the share of the time spent inside the models' forward "
           "calls, in another (forward hooks; in the compiled cases, which hooks would recompile, the suite's model "
-          "calls, `CachedDecoder.logits`); in first calls: the share in each model's first call of an example (a "
-          "decoder-only prompt's prefill).")
+          "calls, `CachedDecoder.logits` and an encoder-decoder's encoder); in first calls: the share in each model's "
+          "first calls of an example (a decoder-only prompt's prefill; an encoder-decoder's encoder and first step)."
+          )
     print()
     print("| case | total s | median ms/example | host reads per token | host reads per round | in forward | "
           "in first calls |")

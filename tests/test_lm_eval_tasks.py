@@ -328,3 +328,16 @@ def test_a_chat_lm_eval_task_without_a_chat_template_is_one_line_before_any_mode
     assert result.exit_code == 2 and result.output.count("error:") == 1 and "Traceback" not in result.output
     assert "task.chat" in result.output and "has no chat template" in result.output
     assert not (tmp_path / "out" / "examples").exists()
+
+
+def test_a_chat_template_that_refuses_the_turns_is_one_line_naming_task_chat(tmp_path, data):
+    verifier = _chat_verifier(tmp_path / "refusing", "{{ raise_exception('this template takes no turns') }}")
+    config = _config(tmp_path, data, {"lm_eval": "gsm8k", "num_fewshot": 2, "data_files": data, "chat": True,
+                                      "system": "Be brief."})
+    raw = yaml.safe_load(config.read_text())
+    raw["models"]["verifier"] = str(verifier)
+    config.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 2 and result.output.count("error:") == 1 and "Traceback" not in result.output
+    assert "task.chat" in result.output and "this template takes no turns" in result.output
+    assert not (tmp_path / "out" / "examples").exists()

@@ -132,6 +132,25 @@ def test_the_report_names_runs_a_resume_timed_apart_from_the_verifier(pair_dir, 
     assert f"spec_decode-g2 ({N} of {N} examples)" in line and "verifier (" not in line
     assert line in (apart / "report.md").read_text()
 
+    # A deferral-rate seq_cascade sums the drafter's latency (and the verifier's): apart where the drafter is
+    derived = tmp_path / "derived"
+    assert scb("run", "-c", config(pair_dir, derived, file="d"), "--methods", "verifier").exit_code == 0
+    cascade = config(pair_dir, derived, file="d", methods=[{"method": "verifier"}, {"method": "drafter"},
+                                                            {"method": "seq_cascade", "alpha": [0.0, 1.0]}])
+    assert scb("run", "-c", cascade).exit_code == 0
+    result = scb("report", derived)
+    line = next(line for line in result.output.splitlines() if "timed apart from the verifier" in line)
+    assert f"drafter ({N} of {N} examples)" in line and line.count(f"({N} of {N} examples)") == 3, line
+
+    # Rows recorded before rows had sessions, beside a resume's rows that have one: apart
+    verifier = together / "examples" / "verifier.jsonl"
+    rows = read_lines(verifier)
+    for row in rows:
+        del row["worker"]["session"]
+    verifier.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    line = next(line for line in scb("report", together).output.splitlines() if "timed apart" in line)
+    assert f"spec_decode-g2 ({N} of {N} examples)" in line
+
 
 @pytest.mark.parametrize("damage", ["missing", "empty", "garbage", "not a manifest"])
 def test_a_damaged_manifest_is_refused_with_a_way_out(pair_dir, tmp_path, damage):

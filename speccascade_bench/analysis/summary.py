@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..decoding.methods import METHODS, PARAMETERS, REFERENCE
+from ..decoding.methods import DRAFTER, METHODS, MIDDLE, PARAMETERS, REFERENCE
 from ..files import ResultsError, write_file
 from ..models.settings import chain_roles
 from ..run.folder import read_call_costs, read_manifest
@@ -69,15 +69,24 @@ def _session(row: dict) -> str | None:
 def timed_apart(runs: dict[str, list[dict]]) -> dict[str, int]:
     """Per method run, the examples on which it was timed by another `scb run` than the verifier (`worker.session`:
     a run added or finished by a resume): their relative latencies compare times from different processes, and
-    perhaps a differently loaded machine. Rows recorded without a session are not counted."""
+    perhaps a differently loaded machine. A row with a session beside a verifier row without one (recorded before
+    rows had sessions) is apart too. A run derived from the one-model runs' outputs (a deferral-rate
+    `seq_cascade`, whose latency sums theirs) is apart on the examples where one of those runs is."""
     verifier = {row["example_id"]: _session(row) for row in runs.get(REFERENCE, [])}
-    apart = {}
+
+    def apart(row: dict) -> bool:
+        ours, theirs = _session(row), verifier.get(row["example_id"])
+        return row["example_id"] in verifier and ours != theirs
+
+    decoded = {run_id: rows for run_id, rows in runs.items() if rows[0].get("latency_trials_s") is not None}
+    sources = {row["example_id"] for rows in decoded.values() for row in rows
+               if row["method"] in (DRAFTER, MIDDLE) and apart(row)}
+    counts = {}
     for run_id, rows in runs.items():
-        n = sum(1 for row in rows if None not in (_session(row), verifier.get(row["example_id"]))
-                and _session(row) != verifier[row["example_id"]])
+        n = sum(1 for row in rows if (apart(row) if run_id in decoded else row["example_id"] in sources))
         if n:
-            apart[run_id] = n
-    return apart
+            counts[run_id] = n
+    return counts
 
 
 def shared_examples(runs: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], int]:

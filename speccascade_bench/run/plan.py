@@ -122,7 +122,8 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
     decoded, derived = plan(config, options.methods)
     out = Path(options.output or config.output)
     check_output(out)
-    tokenizer = chat_tokenizer(config) if config.task.chat else None
+    harness_chat = config.task.chat and config.task.lm_eval is not None  # lm-eval renders the turns itself
+    tokenizer = chat_tokenizer(config) if harness_chat else None
     try:
         examples = load_examples(config.task, config.decoding.seed, options.limit, tokenizer)
     except DataError as exc:
@@ -137,8 +138,8 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
     readable = dict(_readable_configs(config))  # read once: each read of a hub name off-line waits on the hub
     check_positions(config, readable)
     check_chain(config, readable)
-    if config.task.chat and config.task.lm_eval is None:  # lm-eval's prompts were rendered by it already
-        check_chat_template(config, examples[0], tokenizer)
+    if config.task.chat and not harness_chat:
+        check_chat_template(config, examples[0], chat_tokenizer(config))
     return Job(config, out, decoded, derived, examples, manifest_config(config), options.limit,
                options.allow_code_execution)
 

@@ -239,7 +239,8 @@ class HarnessTask:
         try:
             self.lm.build_all_requests(limit=limit, rank=0, world_size=1, **chat)
         except Exception as exc:  # a document the task's own code (or the chat template) cannot render
-            key = ("system" if task.system is not None else "chat") if _from_template(exc) else "lm_eval"
+            # (a template that refuses the system turn was given the turns without it: the error is the turns')
+            key = "chat" if _from_template(exc) else "lm_eval"
             raise DataError(f"lm-eval could not build the requests of {task.lm_eval!r}: "
                             f"{type(exc).__name__}: {_one_line(exc)}", key) from None
         by_doc: dict[int, list] = {}

@@ -132,9 +132,10 @@ def _encode(tokenizer, parts: PromptParts, shots: int, layout: PromptFormat, dec
         return list(tokenizer(text, add_special_tokens=False).input_ids)
     text = parts.text(shots, layout.target_delimiter, layout.delimiter)
     bos = getattr(tokenizer, "bos_token", None)
-    # A text that opens with the BOS token (an lm-eval prompt rendered by a chat template) gets no second one, as
-    # lm-eval's hf model encodes it.
-    ids = list(tokenizer(text, add_special_tokens=not (bos and text.startswith(bos))).input_ids)
+    # A decoder-only prompt that opens with the BOS token (an lm-eval prompt rendered by a chat template) gets no
+    # second one, as lm-eval's hf model encodes it.
+    opens = decoder_only and bool(bos) and text.startswith(bos)
+    ids = list(tokenizer(text, add_special_tokens=not opens).input_ids)
     if decoder_only and len(ids) > 0 and ids[-1] == tokenizer.eos_token_id:
         ids.pop()  # tokenizers that close an input with EOS (ByT5, T5): a prompt continues, it does not end
     return ids
