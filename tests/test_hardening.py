@@ -262,6 +262,34 @@ def test_a_model_trained_again_at_the_same_path_refuses_the_resume(pair_dir, tmp
     assert len(read_lines(out / "examples" / "verifier.jsonl")) == 2
 
 
+def test_a_tokenizer_or_chat_template_edited_in_place_refuses_the_resume(pair_dir, tmp_path):  # noqa: F811
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    root = tmp_path / "pair"
+    shutil.copytree(pair_dir, root)
+    out = tmp_path / "res"
+    path = config(root, out)
+    assert scb("run", "-c", path, "--limit", "1").exit_code == 0
+    assert json.loads((out / MANIFEST_FILE).read_text())["config"]["tokenizer"]["bytes"] > 0
+    weights = root / "verifier" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    tokenizer = AutoTokenizer.from_pretrained(root / "verifier")
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    tokenizer.save_pretrained(root / "verifier")  # the tokenizer's files only: the weights stay as they were
+    assert weights.stat().st_mtime_ns == before
+    failed(scb("run", "-c", path, "--limit", "2"), "another version of the tokenizer", str(root / "verifier"))
+    assert len(read_lines(out / "examples" / "verifier.jsonl")) == 1
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    manifest["config"]["tokenizer"] = "garbage"
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest))
+    failed(scb("run", "-c", path), "config.tokenizer", "must be a fingerprint")
+    manifest["config"].pop("tokenizer")  # a folder recorded before tokenizers were fingerprinted resumes unchecked
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert scb("run", "-c", path, "--limit", "2").exit_code == 0
+
+
 def test_weights_fingerprints_tell_checkpoints_apart_and_read_little(tmp_path, monkeypatch):
     import shutil
 

@@ -5,6 +5,9 @@ with other weights). A hub name or a preset has no local folder and no fingerpri
 The fingerprint hashes each weight file's name and size and, for a file over `SAMPLES` blocks, `SAMPLES` evenly
 spaced blocks of it (first and last included); smaller files are hashed whole. Training changes every block of
 a checkpoint, so a sample tells checkpoints apart while a run over a 50 GB model reads 8 MiB per file, not 50 GB.
+
+A local tokenizer folder has a fingerprint too (`tokenizer_fingerprint`, its files hashed whole): its vocabulary,
+special tokens and chat template make the prompts, which a resume must not change under the same run ids.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ import hashlib
 from pathlib import Path
 
 WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth")
+# What a tokenizer is read from (transformers' file names), chat templates included
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json", "vocab.txt",
+                   "merges.txt", "chat_template.jinja", "chat_template.json")
 BLOCK = 1 << 20
 SAMPLES = 8
 
@@ -39,3 +46,23 @@ def weights_fingerprint(name: str) -> dict | None:
                 f.seek((size - BLOCK) * i // (SAMPLES - 1))
                 digest.update(f.read(BLOCK))
     return {"bytes": total, "sampled_sha256": digest.hexdigest()}
+
+
+def tokenizer_fingerprint(name: str) -> dict | None:
+    """The fingerprint of the tokenizer files in the local folder `name` ({"bytes", "sha256"}: names, sizes and
+    contents of TOKENIZER_FILES and `additional_chat_templates/`), or None when it is not a local folder with any."""
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        return None
+    extra = folder / "additional_chat_templates"
+    files = [folder / file for file in TOKENIZER_FILES if (folder / file).is_file()]
+    files += sorted(p for p in extra.iterdir() if p.is_file()) if extra.is_dir() else []
+    if not files:
+        return None
+    digest, total = hashlib.sha256(), 0
+    for path in files:
+        data = path.read_bytes()
+        total += len(data)
+        digest.update(f"{path.relative_to(folder)}\0{len(data)}\0".encode())
+        digest.update(data)
+    return {"bytes": total, "sha256": digest.hexdigest()}

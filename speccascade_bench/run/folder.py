@@ -75,6 +75,8 @@ def read_manifest(results: Path) -> dict:
             value = config.get(record)
             if value is not None and not (isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())):
                 raise ConfigError(path, f"config.{record}", "must map names to fingerprints")
+        if config.get("tokenizer") is not None and not isinstance(config["tokenizer"], dict):
+            raise ConfigError(path, "config.tokenizer", "must be a fingerprint")
         for key in RECORDED_SECTIONS:
             config[key] = recorded_section(path, key, config.get(key))
     except ConfigError as exc:

@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..files import ResultsError
-from ..models.fingerprint import weights_fingerprint
+from ..models.fingerprint import tokenizer_fingerprint, weights_fingerprint
 from ..models.settings import chain_roles
 from ..settings import plain
 from .folder import FORMAT, MANIFEST_FILE, read_manifest, write_json_atomic
@@ -72,6 +72,9 @@ def manifest_config(config: RunConfig) -> dict:
                if (fingerprint := weights_fingerprint(name)) is not None}
     if weights:  # a model trained again at the same path decodes otherwise under the same run ids
         resolved["weights"] = weights
+    tokenizer = tokenizer_fingerprint(config.models.tokenizer or config.models.verifier)
+    if tokenizer is not None:  # a tokenizer or chat template edited in place prompts otherwise under the same run ids
+        resolved["tokenizer"] = tokenizer
     routers = sorted({r.params["router"] for r in config.methods if "router" in r.params})
     if routers:  # a router fitted again at the same path decodes otherwise under the same run ids
         resolved["routers"] = {path: data_fingerprint(Path(path).expanduser()) for path in routers}
@@ -145,6 +148,10 @@ def check_resume(out: Path, resolved: dict, hardware: dict | None) -> dict:
     if refit:
         raise ResultsError(f"{out} holds results decoded with another version of the router {refit[0]} (its size or "
                            "SHA-256 changed); use --fresh to start over or --output for another folder")
+    if old.get("tokenizer") is not None and resolved.get("tokenizer") not in (None, old["tokenizer"]):
+        name = resolved["models"].get("tokenizer") or resolved["models"].get("verifier")
+        raise ResultsError(f"{out} holds results prompted with another version of the tokenizer {name} (its files or "
+                           "chat template changed since); use --fresh to start over or --output for another folder")
     retrained = _changed(old, resolved, "weights")
     if retrained:
         models = resolved["models"]
