@@ -22,16 +22,16 @@ from .settings import ConfigError
 MAX_MESSAGE = 600
 
 
-def _count(option: str):
-    """A count option's parser: a whole number of at least 1, anything else (`nan`, `2.5`, `0`, `-1`) one `error:`
-    line naming the option instead of click's usage box."""
+def _count(option: str, most: int = 10**9):
+    """A count option's parser: a whole number from 1 to `most`; else one `error:` line, not click's usage box."""
     def parse(value) -> int:
         try:
             number = int(str(value).strip())
         except ValueError:
             _fail(f"{option} must be a whole number of at least 1, got {str(value)[:100]!r}")
-        if number < 1:
-            _fail(f"{option} must be at least 1, got {number}")
+        if not 1 <= number <= most:
+            bound = "at least 1" if number < 1 else f"at most {most}"
+            _fail(f"{option} must be {bound}, got {str(number)[:100]}")
         return number
     return parse
 
@@ -101,11 +101,11 @@ def toy_data(out: Path = typer.Option(None, help="folder for the JSONL files; de
              task: str = typer.Option("translation", help="translation (for seq2seq models) or arithmetic "
                                       "(few-shot documents for decoder-only models, plus shots.jsonl)"),
              seed: int = typer.Option(0, help="generator seed"),
-             train: int = typer.Option(20000, parser=_count("--train")),
-             validation: int = typer.Option(200, parser=_count("--validation")),
-             test: int = typer.Option(500, parser=_count("--test")),
-             shots: int = typer.Option(None, parser=_count("--shots"), help="arithmetic: questions for few-shot "
-                                       "prompts (shots.jsonl) [default: 8]")) -> None:
+             train: int = typer.Option(20000, parser=_count("--train", 10**7)),
+             validation: int = typer.Option(200, parser=_count("--validation", 10**7)),
+             test: int = typer.Option(500, parser=_count("--test", 10**7)),
+             shots: int = typer.Option(None, parser=_count("--shots", 10**7), help="arithmetic: questions for "
+                                       "few-shot prompts (shots.jsonl) [default: 8]")) -> None:
     """Generate a synthetic toy task (deterministic in the seed)."""
     if task not in TOY_TASKS:
         from .settings import suggest

@@ -262,6 +262,13 @@ def test_a_count_option_that_is_not_a_whole_number_above_0_is_one_line(workspace
     assert folds.exit_code == 2 and folds.stderr.startswith("error: --folds must be"), folds.output
 
 
+def test_a_count_beyond_its_bound_is_one_line_before_anything_is_written(tmp_path):
+    out = tmp_path / "toy"
+    huge = CliRunner().invoke(app, ["toy-data", "--train", "1" + "0" * 130, "--out", str(out)])
+    assert huge.exit_code == 2 and huge.stderr.startswith("error: --train must be at most 10000000, got 1000")
+    assert len(huge.stderr) < 300 and not out.exists()
+
+
 def test_methods_lists_every_method_and_rule_range():
     result = CliRunner().invoke(app, ["methods"])
     assert result.exit_code == 0
