@@ -243,14 +243,21 @@ def test_a_folder_given_twice_through_a_link_is_refused_by_plot(finished, tmp_pa
     failed(scb("plot", finished, link, "--out", tmp_path / "figures"), "is given twice")
 
 
-def test_a_model_trained_again_at_the_same_path_refuses_the_resume(pair_dir, tmp_path):  # noqa: F811
+def _run_on_a_copy(pairs: Path, tmp_path: Path) -> tuple[Path, Path, str]:
+    """A copy of the pair and its task (to change in place), and a first example decoded from it: the copy, the
+    results folder and the config."""
     import shutil
 
     root = tmp_path / "pair"
-    shutil.copytree(pair_dir, root)
+    shutil.copytree(pairs, root)
     out = tmp_path / "res"
     path = config(root, out)
     assert scb("run", "-c", path, "--limit", "1").exit_code == 0
+    return root, out, path
+
+
+def test_a_model_trained_again_at_the_same_path_refuses_the_resume(pair_dir, tmp_path):  # noqa: F811
+    root, out, path = _run_on_a_copy(pair_dir, tmp_path)
     weights = json.loads((out / MANIFEST_FILE).read_text())["config"]["weights"]
     assert set(weights) == {"drafter", "verifier"}
     assert scb("run", "-c", path, "--limit", "2").exit_code == 0  # the same weights resume
@@ -263,15 +270,9 @@ def test_a_model_trained_again_at_the_same_path_refuses_the_resume(pair_dir, tmp
 
 
 def test_a_tokenizer_or_chat_template_edited_in_place_refuses_the_resume(pair_dir, tmp_path):  # noqa: F811
-    import shutil
-
     from transformers import AutoTokenizer
 
-    root = tmp_path / "pair"
-    shutil.copytree(pair_dir, root)
-    out = tmp_path / "res"
-    path = config(root, out)
-    assert scb("run", "-c", path, "--limit", "1").exit_code == 0
+    root, out, path = _run_on_a_copy(pair_dir, tmp_path)
     assert json.loads((out / MANIFEST_FILE).read_text())["config"]["tokenizer"]["bytes"] > 0
     weights = root / "verifier" / "model.safetensors"
     before = weights.stat().st_mtime_ns

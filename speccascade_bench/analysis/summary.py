@@ -78,8 +78,8 @@ def timed_apart(runs: dict[str, list[dict]]) -> dict[str, int]:
         ours, theirs = _session(row), verifier.get(row["example_id"])
         return row["example_id"] in verifier and ours != theirs
 
-    decoded = {run_id: rows for run_id, rows in runs.items() if rows[0].get("latency_trials_s") is not None}
-    sources = {row["example_id"] for rows in decoded.values() for row in rows
+    decoded = {run_id for run_id, rows in runs.items() if rows[0].get("latency_trials_s") is not None}
+    sources = {row["example_id"] for run_id in decoded for row in runs[run_id]
                if row["method"] in (DRAFTER, MIDDLE) and apart(row)}
     counts = {}
     for run_id, rows in runs.items():

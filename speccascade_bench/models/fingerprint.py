@@ -16,10 +16,12 @@ import hashlib
 from pathlib import Path
 
 WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth")
-# What a tokenizer is read from (transformers' file names), chat templates included
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json", "vocab.txt",
-                   "merges.txt", "chat_template.jinja", "chat_template.json")
+# Files of which a tokenizer saved with `save_pretrained` (or shipped on the hub) has at least one, and the files
+# beside them that also shape its output, chat templates included
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model", "vocab.json",
+                   "vocab.txt", "sentencepiece.bpe.model")
+TOKENIZER_EXTRAS = ("special_tokens_map.json", "added_tokens.json", "merges.txt", "chat_template.jinja",
+                    "chat_template.json")
 BLOCK = 1 << 20
 SAMPLES = 8
 
@@ -50,12 +52,13 @@ def weights_fingerprint(name: str) -> dict | None:
 
 def tokenizer_fingerprint(name: str) -> dict | None:
     """The fingerprint of the tokenizer files in the local folder `name` ({"bytes", "sha256"}: names, sizes and
-    contents of TOKENIZER_FILES and `additional_chat_templates/`), or None when it is not a local folder with any."""
+    contents of TOKENIZER_FILES, TOKENIZER_EXTRAS and `additional_chat_templates/`), or None when it is not a local
+    folder with any."""
     folder = Path(name).expanduser()
     if not folder.is_dir():
         return None
     extra = folder / "additional_chat_templates"
-    files = [folder / file for file in TOKENIZER_FILES if (folder / file).is_file()]
+    files = [folder / file for file in TOKENIZER_FILES + TOKENIZER_EXTRAS if (folder / file).is_file()]
     files += sorted(p for p in extra.iterdir() if p.is_file()) if extra.is_dir() else []
     if not files:
         return None

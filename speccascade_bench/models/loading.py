@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .cached import _SPECIAL_TOKENS, ModelPair
+from .fingerprint import TOKENIZER_FILES
 from .presets import build_preset, is_preset
 from .settings import chain_roles
 
@@ -47,10 +48,6 @@ def resolve_device(device: str) -> torch.device:
         raise ModelLoadError("device 'cuda' was requested but CUDA is not available")
     return torch.device(device)
 
-
-# Files of which a tokenizer saved with `save_pretrained` (or shipped on the hub) has at least one.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model", "vocab.json",
-                   "vocab.txt", "sentencepiece.bpe.model")
 
 # Plain lowercase words, which every real tokenizer reproduces (up to spaces); an empty one makes them unknown.
 _PROBE = "the quick brown fox jumps over the lazy dog"

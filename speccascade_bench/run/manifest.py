@@ -17,6 +17,7 @@ from ..models.fingerprint import tokenizer_fingerprint, weights_fingerprint
 from ..models.settings import chain_roles
 from ..settings import plain
 from .folder import FORMAT, MANIFEST_FILE, read_manifest, write_json_atomic
+from .routers import tokenizer_of
 from .rows import example_files, read_run
 from .settings import RunConfig
 
@@ -72,7 +73,7 @@ def manifest_config(config: RunConfig) -> dict:
                if (fingerprint := weights_fingerprint(name)) is not None}
     if weights:  # a model trained again at the same path decodes otherwise under the same run ids
         resolved["weights"] = weights
-    tokenizer = tokenizer_fingerprint(config.models.tokenizer or config.models.verifier)
+    tokenizer = tokenizer_fingerprint(tokenizer_of(config.models.tokenizer, config.models.verifier))
     if tokenizer is not None:  # a tokenizer or chat template edited in place prompts otherwise under the same run ids
         resolved["tokenizer"] = tokenizer
     routers = sorted({r.params["router"] for r in config.methods if "router" in r.params})
@@ -149,7 +150,7 @@ def check_resume(out: Path, resolved: dict, hardware: dict | None) -> dict:
         raise ResultsError(f"{out} holds results decoded with another version of the router {refit[0]} (its size or "
                            "SHA-256 changed); use --fresh to start over or --output for another folder")
     if old.get("tokenizer") is not None and resolved.get("tokenizer") not in (None, old["tokenizer"]):
-        name = resolved["models"].get("tokenizer") or resolved["models"].get("verifier")
+        name = tokenizer_of(resolved["models"].get("tokenizer"), resolved["models"].get("verifier"))
         raise ResultsError(f"{out} holds results prompted with another version of the tokenizer {name} (its files or "
                            "chat template changed since); use --fresh to start over or --output for another folder")
     retrained = _changed(old, resolved, "weights")

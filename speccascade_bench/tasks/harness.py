@@ -240,7 +240,9 @@ class HarnessTask:
             self.lm.build_all_requests(limit=limit, rank=0, world_size=1, **chat)
         except Exception as exc:  # a document the task's own code (or the chat template) cannot render
             # (a template that refuses the system turn was given the turns without it: the error is the turns')
-            key = "chat" if _from_template(exc) else "lm_eval"
+            from jinja2.exceptions import TemplateError  # a template's own `raise_exception` raises one too
+
+            key = "chat" if isinstance(exc, TemplateError) else "lm_eval"
             raise DataError(f"lm-eval could not build the requests of {task.lm_eval!r}: "
                             f"{type(exc).__name__}: {_one_line(exc)}", key) from None
         by_doc: dict[int, list] = {}
@@ -321,13 +323,6 @@ def chat_renderer(tokenizer):
 
     render.warned = False
     return render
-
-
-def _from_template(exc: Exception) -> bool:
-    """An error raised by a chat template (jinja's, or the template's own `raise_exception`)."""
-    import jinja2
-
-    return isinstance(exc, jinja2.exceptions.TemplateError)
 
 
 def _local_config(task: TaskConfig) -> dict:
