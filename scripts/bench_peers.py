@@ -131,25 +131,18 @@ class ModelCallClock:
         self.seconds = self.first = 0.0
         self.device, self.original = device, (CachedDecoder.logits, CachedDecoder.__init__)
 
-    def _timed(self, fn, *args, **kwargs):
-        synchronize(self.device)
-        started = time.perf_counter()
-        out = fn(*args, **kwargs)
-        synchronize(self.device)
-        return out, time.perf_counter() - started
-
     def __enter__(self):
         clock, (logits, init) = self, self.original
 
         def timed_logits(decoder, keep: int = 1):
             first = decoder.calls == 0
-            out, spent = clock._timed(logits, decoder, keep)
+            out, spent = timed(lambda: logits(decoder, keep), clock.device)
             clock.seconds += spent
             clock.first += spent if first else 0.0
             return out
 
         def timed_init(decoder, *args, **kwargs):
-            _, spent = clock._timed(init, decoder, *args, **kwargs)
+            _, spent = timed(lambda: init(decoder, *args, **kwargs), clock.device)
             if decoder.is_encoder_decoder:  # the encoder ran
                 clock.seconds += spent
                 clock.first += spent
