@@ -4,13 +4,16 @@
 process, with a minimal environment, in a fresh temporary directory, and says whether every test line
 ran to the end. It executes model output, so it runs only where the user has switched pass@1 on.
 
-What is isolated (Linux, user namespaces; this module imports only the standard library):
+What is isolated (Linux, user namespaces; the standard library, and libseccomp's Python binding for the filter):
 - Processes: the code runs as a child of a trusted init of a new PID namespace (init runs no model-written
   code and takes no signal from it). When the code's process exits, init exits, and the kernel kills
   every process left in the namespace, whatever it did to its session, process group or parent-death
   signal (`setsid`, `prctl(PR_SET_PDEATHSIG, 0)`, `execv`): nothing outlives the verdict. At the time
   limit the parent kills the process group; init's pipe from the first process then closes and init
-  exits too. RLIMIT_NPROC caps the tasks of the code's user in its own user namespace at MAX_PROCESSES,
+  exits too. Init also ends the run itself a second after the time limit, whatever became of the parent.
+  The first process, init and the code's process each die with their parent (PR_SET_PDEATHSIG), so a
+  caller killed by SIGKILL or the OOM killer takes the whole tree with it; the `scb-sandbox-*` folders and
+  cgroups it leaves are removed by the next run (`bounds.sweep_leftovers`). RLIMIT_NPROC caps the tasks of the code's user in its own user namespace at MAX_PROCESSES,
   which defeats fork bombs. A root caller maps the code's ids to nobody (65534) because the kernel does
   not apply RLIMIT_NPROC to uid 0.
 - Network: a new network namespace with only a loopback device, which is down: nothing connects, and
@@ -28,9 +31,16 @@ What is isolated (Linux, user namespaces; this module imports only the standard 
   cannot unmount the covers, remount anything writable or re-enter another namespace. A root caller's
   code also runs with real, effective, saved and file-system ids of nobody, so files only root may read
   stay unreadable. IPC and UTS namespaces are new too.
-- Resources: RLIMIT_AS (`memory_mb`), RLIMIT_CPU (the timeout rounded up, plus 1 s), RLIMIT_FSIZE,
-  RLIMIT_NOFILE, RLIMIT_CORE=0, and the wall clock (`timeout_s` from process start, interpreter start-up
-  included, enforced by the parent); output is read in bounded form and a run printing more than
+- Memory: a memory cgroup holds the whole tree to `memory_mb` (every page it holds: anonymous, tmpfs, memfd,
+  shared memory, the sandbox's own two processes included) where one can be made (`bounds`); RLIMIT_AS
+  holds each process to `memory_mb` of address space. A seccomp filter (`syscalls`) refuses memfd_create,
+  SysV shared memory and message queues, POSIX message queues, io_uring, userfaultfd, bpf,
+  perf_event_open, the key rings and new namespaces; the IPC namespace's shm and msg limits are zeroed and
+  RLIMIT_MSGQUEUE is 0. Where neither the filter nor a cgroup is available, `run_tests` fails closed;
+  `describe()` says in one line which bounds hold on this machine.
+- Resources: RLIMIT_CPU (the timeout rounded up, plus 1 s), RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE=0, and
+  the wall clock (`timeout_s` from process start, interpreter start-up included, enforced by the parent
+  and, a second later, by init); output is read in bounded form and a run printing more than
   OUTPUT_LIMIT bytes is stopped.
 
 What is not isolated:
@@ -38,9 +48,9 @@ What is not isolated:
   libraries and of the interpreter's prefixes (a virtual environment holding the results folder or a
   secret must pass it in `hidden`: `scb run` hides the results folder by its absolute path); /proc shows
   only its own processes. Do not hide the folders the interpreter itself loads modules from.
-- The kernel is shared (no seccomp filter): a kernel exploit is out of scope. CPU is not partitioned
-  (no cgroups), and RLIMIT_AS is per process, so the tree may hold up to MAX_PROCESSES times
-  `memory_mb`, plus the tmpfs sizes.
+- The kernel is shared: the filter closes the calls above, not every kernel bug. CPU is not partitioned.
+  Without a memory cgroup, RLIMIT_AS is per process, so the tree may hold up to MAX_PROCESSES times
+  `memory_mb` of anonymous memory, plus the tmpfs sizes.
 - The pass marker lives in the same process as the code. It defeats an early `sys.exit`/`os._exit`
   before the last test line, not code written to find the marker in its own memory and forge a pass:
   this scores model outputs, it does not defend a score against an adversary.
@@ -52,8 +62,9 @@ What is not isolated:
 
 Where namespaces cannot be created, `run_tests` fails closed with `SandboxUnavailable` (one line saying
 why). With `allow_unconfined=True` it then runs the example in a new session with the rlimits (without
-RLIMIT_NPROC, which would count the caller's other processes) and the in-process guard only: no network,
-file-system or process-tree isolation beyond killing the process group, and `Verdict.confined` is False.
+RLIMIT_NPROC, which would count the caller's other processes), the memory cgroup and seccomp filter where
+available, and the in-process guard: no network, file-system or process-tree isolation beyond killing the
+process group and the parent-death signal, and `Verdict.confined` is False.
 """
 
 from __future__ import annotations
@@ -62,7 +73,6 @@ import json
 import logging
 import os
 import secrets
-import selectors
 import signal
 import subprocess
 import sys
@@ -72,17 +82,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import bounds, limits, syscalls
+from .supervise import OUTPUT_KEPT, OUTPUT_LIMIT, Outcome, supervise
+
 logger = logging.getLogger(__name__)
-
-OUTPUT_LIMIT = 4 * 1024 * 1024  # bytes of stdout + stderr after which the run is stopped
-
-OUTPUT_KEPT = 2000  # characters of output kept in the verdict
 
 REASON_CHARS = 300
 
 SANDBOX_UID = SANDBOX_GID = 65534  # nobody/nogroup: the real uid of the code when the caller is root
 
-_REPORT_LIMIT = 64 * 1024
+_INSIDE_GRACE_S = 1.0  # the namespace's init ends the run this long after the parent's own time limit
 
 # clone flags of unshare(2)
 _CLONE_NEWNS = 0x00020000
@@ -149,36 +158,67 @@ def probe(timeout_s: float = 30.0) -> str | None:
     return None if verdict.passed else f"a trivial example did not pass ({verdict.reason})"
 
 
-@dataclass
-class _Outcome:
-    report: list[str]
-    output: bytes  # the tail
-    output_bytes: int
-    stopped: str | None  # "timeout", "output" or None when the child exited by itself
-    returncode: int = 0
+def describe() -> tuple[str, bool]:
+    """One line on how this machine bounds sandboxed code's memory, and whether every bound is in place (a memory
+    cgroup over the whole tree and the seccomp filter). Raises SandboxUnavailable as `layers` does."""
+    seccomp, parent, missing = layers()
+    memory = ("memory held to code_memory_mb over the code's whole process tree (a memory cgroup)" if parent else
+              f"memory held to code_memory_mb per process (RLIMIT_AS), up to {limits.MAX_PROCESSES} processes")
+    refused = ("memfd, shared memory, io_uring and new namespaces refused (seccomp)" if seccomp else
+               "SysV shared memory closed in the code's IPC namespace; memfd bounded by the cgroup alone")
+    return f"code sandbox: {memory}; {refused}" + (f" ({missing})" if missing else ""), not missing
+
+
+def layers() -> tuple[bool, Path | None, str]:
+    """(the seccomp filter can be loaded, the folder under which a memory cgroup can be made or None, one line on
+    what is missing). Raises SandboxUnavailable where neither bounds the memory that RLIMIT_AS does not count."""
+    no_filter = syscalls.unavailable()
+    parent, _, no_cgroup = bounds.cgroup_parent()
+    if no_filter and parent is None:
+        raise SandboxUnavailable(f"memory outside the address space (memfd, shared memory) cannot be bounded here: "
+                                 f"{no_filter}; {no_cgroup}")
+    return no_filter is None, parent, "; ".join(why for why in (no_filter, no_cgroup if parent is None else "") if why)
 
 
 def _run(job: dict, confined: bool) -> Verdict:
+    bounds.sweep_leftovers()
+    seccomp, cgroup_parent, _ = layers()
     token = secrets.token_hex(16)
-    with tempfile.TemporaryDirectory(prefix="scb-sandbox-", ignore_cleanup_errors=True) as workdir:
-        payload = dict(job, token=token, workdir=workdir, drop_uid=confined and os.geteuid() == 0)
+    with tempfile.TemporaryDirectory(prefix=f"{bounds.PREFIX}{bounds.owner_tag()}-",
+                                     ignore_cleanup_errors=True) as workdir:
+        start = time.monotonic()
+        payload = dict(job, token=token, workdir=workdir, drop_uid=confined and os.geteuid() == 0, seccomp=seccomp,
+                       deadline=start + job["timeout_s"] + _INSIDE_GRACE_S)
+        cgroup = bounds.make_cgroup(Path(workdir).name, job["memory_mb"] * 2**20) if cgroup_parent else None
+        if cgroup is None and not seccomp:
+            raise SandboxUnavailable("the sandbox's memory cgroup could not be made, and no seccomp filter can be "
+                                     "loaded here")
         report_r, report_w = os.pipe()
         mode = ["confined", str(_UNSHARE_FLAGS)] if confined else ["unconfined", "0"]
-        command = [sys.executable, "-I", "-B", "-m", f"{__name__}.child", *mode, str(report_w)]
-        start = time.monotonic()
+        command = [sys.executable, "-I", "-B", "-m", f"{__name__}.child", *mode, str(report_w), str(os.getpid())]
         try:
             proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     pass_fds=(report_w,), cwd=workdir, env=_child_env(workdir),
                                     start_new_session=True)
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
         finally:
             os.close(report_w)
         try:
-            outcome = _supervise(proc, report_r, (json.dumps(payload) + "\n").encode(), start + job["timeout_s"],
-                                 confined)
+            if cgroup is not None:  # before the payload: the child runs no code without it
+                cgroup.add(proc.pid)
+            outcome = supervise(proc, report_r, (json.dumps(payload) + "\n").encode(), start + job["timeout_s"],
+                                confined, _write_id_maps)
         finally:
             _kill_tree(proc)
             os.close(report_r)
+            if cgroup is not None:
+                outcome_oom = cgroup.oom_killed()
+                cgroup.remove()
         outcome.returncode = proc.returncode
+        outcome.out_of_memory = cgroup is not None and outcome_oom
         seconds = time.monotonic() - start
     return _verdict(outcome, token, seconds, confined)
 
@@ -186,129 +226,6 @@ def _run(job: dict, confined: bool) -> Verdict:
 def _child_env(workdir: str) -> dict[str, str]:
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": workdir,
             "TMPDIR": workdir, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _supervise(proc: subprocess.Popen, report_fd: int, payload: bytes, deadline: float, confined: bool) -> _Outcome:
-    """Feed the payload, collect the report and the bounded output until the child exits or a limit is hit.
-    Confined, the payload waits until the child has unshared and its uid/gid maps are written."""
-    stdin_fd, output_fd = proc.stdin.fileno(), proc.stdout.fileno()
-    for fd in (stdin_fd, output_fd, report_fd):
-        os.set_blocking(fd, False)
-    outcome = _Outcome(report=[], output=b"", output_bytes=0, stopped=None)
-    report_buffer = b""
-    pending = b"" if confined else payload
-    mapped = False
-    with selectors.DefaultSelector() as selector:
-        selector.register(output_fd, selectors.EVENT_READ, "output")
-        selector.register(report_fd, selectors.EVENT_READ, "report")
-        if pending:
-            selector.register(stdin_fd, selectors.EVENT_WRITE, "stdin")
-        exit_fd = _pidfd(proc.pid)
-        if exit_fd is not None:
-            selector.register(exit_fd, selectors.EVENT_READ, "exit")
-        try:
-            exited = False
-            while not exited:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    outcome.stopped = "timeout"
-                    break
-                events = selector.select(remaining if exit_fd is not None else min(remaining, 0.02))
-                exited = exit_fd is None and _has_exited(proc.pid)
-                for key, _ in events:
-                    if key.data == "exit":
-                        exited = True
-                    elif key.data == "stdin":
-                        pending = _feed(selector, stdin_fd, pending)
-                        if not pending:
-                            proc.stdin.close()  # the code reads end-of-file
-                    elif key.data == "output":
-                        _read_output(selector, output_fd, outcome)
-                    else:
-                        report_buffer = _read_report(selector, report_fd, report_buffer)
-                        if confined and not mapped and b"unshared\n" in report_buffer:
-                            _write_id_maps(proc.pid)
-                            mapped, pending = True, payload
-                            selector.register(stdin_fd, selectors.EVENT_WRITE, "stdin")
-                if outcome.output_bytes > OUTPUT_LIMIT:
-                    outcome.stopped = "output"
-                    break
-            if outcome.stopped is None:  # what the child wrote just before it exited
-                _drain(output_fd, lambda chunk: _keep_output(outcome, chunk))
-                report_buffer += _drain_bytes(report_fd, _REPORT_LIMIT - len(report_buffer))
-        finally:
-            if exit_fd is not None:
-                os.close(exit_fd)
-    outcome.report = report_buffer.decode(errors="replace").splitlines()
-    return outcome
-
-
-def _pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):  # kernel before 5.3: poll instead
-        return None
-
-
-def _has_exited(pid: int) -> bool:
-    """Without reaping, so that the process group stays valid until it is killed."""
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-
-
-def _feed(selector: selectors.BaseSelector, fd: int, pending: bytes) -> bytes:
-    try:
-        pending = pending[os.write(fd, pending[:65536]):]
-    except BrokenPipeError:
-        pending = b""
-    except BlockingIOError:
-        return pending
-    if not pending:
-        selector.unregister(fd)
-    return pending
-
-
-def _read_output(selector: selectors.BaseSelector, fd: int, outcome: _Outcome) -> None:
-    try:
-        chunk = os.read(fd, 65536)
-    except BlockingIOError:
-        return
-    if not chunk:
-        selector.unregister(fd)
-    _keep_output(outcome, chunk)
-
-
-def _keep_output(outcome: _Outcome, chunk: bytes) -> None:
-    outcome.output_bytes += len(chunk)
-    outcome.output = (outcome.output + chunk)[-4 * OUTPUT_KEPT:]
-
-
-def _read_report(selector: selectors.BaseSelector, fd: int, buffer: bytes) -> bytes:
-    try:
-        chunk = os.read(fd, 4096)
-    except BlockingIOError:
-        return buffer
-    if not chunk or len(buffer) >= _REPORT_LIMIT:
-        selector.unregister(fd)
-    return buffer + chunk[:_REPORT_LIMIT - len(buffer)]
-
-
-def _drain(fd: int, keep, limit: int = OUTPUT_LIMIT) -> None:
-    read = 0
-    while read <= limit:
-        try:
-            chunk = os.read(fd, 65536)
-        except (BlockingIOError, OSError):
-            return
-        if not chunk:
-            return
-        read += len(chunk)
-        keep(chunk)
-
-
-def _drain_bytes(fd: int, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    _drain(fd, chunks.append, max(limit, 0))
-    return b"".join(chunks)[:max(limit, 0)]
 
 
 def _write_id_maps(pid: int) -> None:
@@ -338,7 +255,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.stdout.close()
 
 
-def _verdict(outcome: _Outcome, token: str, seconds: float, confined: bool) -> Verdict:
+def _verdict(outcome: Outcome, token: str, seconds: float, confined: bool) -> Verdict:
     output = outcome.output.decode(errors="replace")[-OUTPUT_KEPT:]
     said = [line[len(token) + 1:] for line in outcome.report if line.startswith(token + " ")]
     results = [line.removeprefix("result ") for line in said if line.startswith("result ")]
@@ -348,6 +265,8 @@ def _verdict(outcome: _Outcome, token: str, seconds: float, confined: bool) -> V
         return Verdict(True, "passed", seconds, confined, output)
     if outcome.stopped == "timeout":
         return Verdict(False, "timeout", seconds, confined, output)
+    if outcome.out_of_memory:
+        return Verdict(False, "memory", seconds, confined, output)
     if results:
         return Verdict(False, _one_line(results[0]), seconds, confined, output)
     if "ready" not in said:

@@ -14,25 +14,38 @@ import selectors
 import signal
 import subprocess
 import sys
+import time
 import traceback
 import types
 
 from . import REASON_CHARS
-from .confine import _PR_SET_DUMPABLE, _PR_SET_PDEATHSIG, _check, _confine, _drop_privileges, _libc, _ulong
+from .confine import (
+    _PR_SET_DUMPABLE,
+    _PR_SET_NO_NEW_PRIVS,
+    _PR_SET_PDEATHSIG,
+    _check,
+    _confine,
+    _drop_privileges,
+    _libc,
+    _ulong,
+)
 from .limits import FILE_SIZE_MB, MAX_PROCESSES, OPEN_FILES
+from .syscalls import binding, load_filter, unavailable
 
 logger = logging.getLogger(__name__)
 
 
 def _child_main(argv: list[str]) -> None:
-    mode, flags, report_fd = argv[0], int(argv[1]), int(argv[2])
+    mode, flags, report_fd, parent = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
     import resource
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     confined = mode == "confined"
     try:
+        libc = _libc()
+        _die_with_parent(libc, parent)  # the caller killed (SIGKILL, the OOM killer): so is everything below it
+        seccomp = binding()  # loaded while the host's libraries are in view
         if confined:
-            libc = _libc()
             _check(libc.unshare(flags), "unshare")
             _say(report_fd, "unshared")
         payload = json.loads(sys.stdin.readline())
@@ -41,14 +54,27 @@ def _child_main(argv: list[str]) -> None:
             _drop_privileges(libc, payload["drop_uid"])
         else:
             os.chdir(payload["workdir"])
+            _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, _ulong(1), _ulong(0), _ulong(0), _ulong(0)), "prctl")
         _set_limits(payload, confined)
-        if confined:
-            _check(libc.prctl(_PR_SET_PDEATHSIG, _ulong(signal.SIGKILL), _ulong(0), _ulong(0), _ulong(0)), "prctl")
+        if payload["seccomp"]:
+            if seccomp is None:
+                raise OSError(unavailable())
+            load_filter(seccomp)
+        if confined:  # last: a change of ids clears the parent-death signal
+            _die_with_parent(libc, None)
     except Exception as exc:  # the sandbox could not be set up: not the example's fault
         _say(report_fd, f"unavailable {type(exc).__name__}: {exc}")
         os._exit(3)
     _say(report_fd, f"{payload['token']} ready")
     _execute(payload, report_fd)
+
+
+def _die_with_parent(libc, parent: int | None) -> None:
+    """SIGKILL this process when its parent dies; with `parent`, exit at once if that one is already gone (this
+    process was then handed to another)."""
+    _check(libc.prctl(_PR_SET_PDEATHSIG, _ulong(signal.SIGKILL), _ulong(0), _ulong(0), _ulong(0)), "prctl")
+    if parent is not None and os.getppid() != parent:
+        os._exit(3)
 
 
 def _start_init(libc, payload: dict) -> None:
@@ -66,7 +92,7 @@ def _start_init(libc, payload: dict) -> None:
         _mirror_exit(pid, status_r)
     os.close(alive_w)
     os.close(status_r)
-    _check(libc.prctl(_PR_SET_PDEATHSIG, _ulong(signal.SIGKILL), _ulong(0), _ulong(0), _ulong(0)), "prctl")
+    _die_with_parent(libc, None)
     _check(libc.prctl(_PR_SET_DUMPABLE, _ulong(0), _ulong(0), _ulong(0), _ulong(0)), "prctl")
     _confine(libc, payload)
     code_pid = os.fork()
@@ -74,11 +100,13 @@ def _start_init(libc, payload: dict) -> None:
         os.close(alive_r)
         os.close(status_w)
         return
-    _init_wait(code_pid, alive_r, status_w)
+    _init_wait(code_pid, alive_r, status_w, payload["deadline"])
 
 
-def _init_wait(code_pid: int, alive_fd: int, status_fd: int) -> None:
-    """Init's loop: end as the code's process ends, or at once when the first process is gone; never returns."""
+def _init_wait(code_pid: int, alive_fd: int, status_fd: int, deadline: float) -> None:
+    """Init's loop: end as the code's process ends, at once when the first process is gone, or at `deadline` (a
+    CLOCK_MONOTONIC time, shared by every process of the machine) whatever happened to the caller's clock;
+    never returns."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(signum, signal.SIG_IGN)  # init takes no signal from the code
     try:
@@ -90,7 +118,11 @@ def _init_wait(code_pid: int, alive_fd: int, status_fd: int) -> None:
         if code_fd is not None:
             selector.register(code_fd, selectors.EVENT_READ, "code")
         while True:
-            events = selector.select(None if code_fd is not None else 0.02)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:  # the wall-clock limit, kept inside the sandbox too: everything in the namespace dies
+                os.write(status_fd, f"{int(signal.SIGXCPU)}\n".encode())  # the wait status of a time limit's kill
+                os._exit(1)
+            events = selector.select(remaining if code_fd is not None else min(remaining, 0.02))
             if any(key.data == "first" for key, _ in events):
                 os._exit(1)  # the first process is gone: so is everything in the namespace
             pid, status = os.waitpid(-1, os.WNOHANG)  # reap orphans; the code's own status decides
@@ -131,6 +163,7 @@ def _set_limits(payload: dict, confined: bool) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU, then SIGKILL
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_MB * 2**20, FILE_SIZE_MB * 2**20))
     resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
+    resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))  # no POSIX message queue can be made
     if confined:  # counted per user namespace; unconfined it would count the caller's other processes
         resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
 

@@ -101,6 +101,8 @@ def _confine(libc, payload: dict) -> None:
         _mount(libc, "proc", f"{root}/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     except OSError:  # a proc mount is refused where the host's is partly masked: the code then has no /proc
         pass
+    else:
+        _close_shared_memory(f"{root}/proc/sys")
     os.chdir(root)
     _check(libc.syscall(_long(_pivot_root_number()), b".", b"."), "pivot_root")
     _check(libc.umount2(b".", 2), "umount2")  # MNT_DETACH: the host's tree is gone from this namespace
@@ -121,6 +123,21 @@ def _confine(libc, payload: dict) -> None:
         os.chown(CONFINED_WORKDIR, 1, 1)
     os.chdir(CONFINED_WORKDIR)
     os.environ.update(HOME=CONFINED_WORKDIR, TMPDIR=CONFINED_WORKDIR)
+
+
+_IPC_LIMITS = ("kernel/shmmax", "kernel/shmall", "kernel/shmmni", "kernel/msgmni", "fs/mqueue/queues_max")
+
+
+def _close_shared_memory(sysctl: str) -> None:
+    """Zero the new IPC namespace's limits on SysV shared memory and message queues and on POSIX message queues,
+    which RLIMIT_AS does not count (defence in depth: the seccomp filter refuses those calls too). A kernel that
+    does not let a namespace's root set them keeps its defaults."""
+    for name in _IPC_LIMITS:
+        try:
+            with open(f"{sysctl}/{name}", "w") as f:
+                f.write("0\n")
+        except OSError:
+            pass
 
 
 def _long(value: int):
