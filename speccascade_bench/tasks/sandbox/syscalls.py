@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import platform
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ REFUSED = ("memfd_create", "memfd_secret", "shmget", "shmat", "msgget", "mq_open
            "io_uring_register", "userfaultfd", "bpf", "perf_event_open", "keyctl", "add_key", "request_key",
            "unshare", "setns")
 
-# clone(2)'s namespace flags (its first argument on every architecture this module loads on)
+# clone(2)'s namespace flags: its first argument (its second on s390, which swaps the first two)
 _CLONE_NAMESPACES = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 
 
@@ -61,7 +62,8 @@ def load_filter(seccomp) -> None:
             unknown.append(f"{name} ({exc})")
     if unknown:
         raise OSError(f"seccomp: cannot refuse {', '.join(unknown)}")
+    flags_arg = 1 if platform.machine().startswith("s390") else 0
     for flag in _CLONE_NAMESPACES:
-        rules.add_rule(refuse, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
+        rules.add_rule(refuse, "clone", seccomp.Arg(flags_arg, seccomp.MASKED_EQ, flag, flag))
     rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     rules.load()
