@@ -22,18 +22,25 @@ from .settings import ConfigError
 MAX_MESSAGE = 600
 
 
-def _count(option: str, most: int = 10**9):
-    """A count option's parser: a whole number from 1 to `most`; else one `error:` line, not click's usage box."""
+def _count(option: str, most: int = 10**9, least: int = 1):
+    """A count option's parser: a whole number from `least` to `most`; else one `error:` line, not click's usage
+    box."""
     def parse(value) -> int:
         try:
             number = int(str(value).strip())
         except ValueError:
-            _fail(f"{option} must be a whole number of at least 1, got {str(value)[:100]!r}")
-        if not 1 <= number <= most:
-            bound = "at least 1" if number < 1 else f"at most {most}"
+            _fail(f"{option} must be a whole number of at least {least}, got {str(value)[:100]!r}")
+        if not least <= number <= most:
+            bound = f"at least {least}" if number < least else f"at most {most}"
             _fail(f"{option} must be {bound}, got {str(number)[:100]}")
         return number
     return parse
+
+
+def _folder_option(path: Path | None) -> None:
+    """An `--out` folder is written into as it is named, never through a link (one `error:` line)."""
+    if path is not None and path.is_symlink():
+        _fail(f"--out {path} is a link; give the folder itself")
 
 
 def _fail(message: str) -> None:
@@ -96,8 +103,8 @@ TOY_TASKS = {"translation": Path("data/toy"), "arithmetic": Path("data/toy_llm")
 
 
 @app.command("toy-data")
-def toy_data(out: Path = typer.Option(None, help="folder for the JSONL files; default data/toy (translation) or "
-                                      "data/toy_llm (arithmetic)"),
+def toy_data(out: str = typer.Option(None, help="folder for the JSONL files; default data/toy (translation) or "
+                                     "data/toy_llm (arithmetic)"),
              task: str = typer.Option("translation", help="translation (for seq2seq models) or arithmetic "
                                       "(few-shot documents for decoder-only models, plus shots.jsonl)"),
              seed: int = typer.Option(0, help="generator seed"),
@@ -106,22 +113,23 @@ def toy_data(out: Path = typer.Option(None, help="folder for the JSONL files; de
              test: int = typer.Option(500, parser=_count("--test", 10**7)),
              shots: int = typer.Option(None, parser=_count("--shots", 10**7), help="arithmetic: questions for "
                                        "few-shot prompts (shots.jsonl) [default: 8]")) -> None:
-    """Generate a synthetic toy task (deterministic in the seed)."""
+    """Generate a synthetic toy task (deterministic in the seed). Files of the folder that it did not write are
+    never overwritten."""
+    from .toy import arithmetic, language
+
     if task not in TOY_TASKS:
         from .settings import suggest
 
         _fail(f"unknown --task {task!r}{suggest(task[:100], TOY_TASKS)}; choose from {', '.join(TOY_TASKS)}")
-    if task == "arithmetic":
-        from .toy.arithmetic import write_splits
-
-        sizes = {"train": train, "shots": shots or 8, "validation": validation, "test": test}
-    else:
-        from .toy.language import write_splits
-
-        if shots is not None:
-            _fail("--shots applies to --task arithmetic only")
-        sizes = {"train": train, "validation": validation, "test": test}
-    paths = write_splits(out or TOY_TASKS[task], seed, sizes)
+    if shots is not None and task != "arithmetic":
+        _fail("--shots applies to --task arithmetic only")
+    if out is not None and not out.strip():
+        _fail("--out must name a folder, got an empty name")
+    folder = TOY_TASKS[task] if out is None else Path(out)
+    _folder_option(folder)
+    sizes = {"train": train, **({"shots": shots or 8} if task == "arithmetic" else {}), "validation": validation,
+             "test": test}
+    paths = (arithmetic if task == "arithmetic" else language).write_splits(folder, seed, sizes)
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
 
@@ -145,12 +153,6 @@ def finetune(config: Path = typer.Option(..., "--config", "-c", help="fine-tunin
     typer.echo(" ".join(f"{k}={v}" for k, v in summary.items()))
 
 
-def _load(config: Path, variant: str | None = None):
-    from .config.run import load_run_config
-
-    return load_run_config(config, variant)
-
-
 def _quiet_libraries() -> None:
     import datasets
     import transformers
@@ -169,7 +171,7 @@ def validate(config: Path = typer.Option(..., "--config", "-c", help="run config
              variant: str = typer.Option(None, help=VARIANT_HELP + "; default: the base and every variant")) -> None:
     """Check a config and its variants completely without loading any model or dataset."""
     from .config.finetune import is_finetune_config
-    from .config.run import load_run_configs
+    from .config.run import load_run_config, load_run_configs
     from .run.plan import plan, validate_resources
     from .run.routers import check_routers
 
@@ -181,7 +183,7 @@ def validate(config: Path = typer.Option(..., "--config", "-c", help="run config
         source = cfg.pretrained or f"a new T5 ({', '.join(f'{k}={v}' for k, v in cfg.architecture.items())})"
         typer.echo(f"{config}: ok, fine-tuning config {cfg.name}: {source} for {cfg.max_steps} steps -> {cfg.output}")
         return
-    configs = [_load(config, variant)] if variant else load_run_configs(config)
+    configs = [load_run_config(config, variant)] if variant else load_run_configs(config)
     for cfg in configs:
         validate_resources(cfg)
     for cfg in configs:
@@ -207,23 +209,6 @@ def methods() -> None:
         for rule, (lo, hi) in RULE_ALPHA_RANGE.items()))
 
 
-def _load_variants(config: Path, variants: list[str] | None) -> list:
-    """The configs of `--variant` options: none is the base config, `all` every variant of the config (unless
-    it has a variant of that name); a name given twice runs once."""
-    if not variants:
-        return [_load(config)]
-    base = _load(config)
-    names = []
-    for name in variants:
-        if name == "all" and "all" not in base.variants:
-            if not base.variants:
-                _fail(f"{config}: --variant all: the config has no variants")
-            names += base.variants
-        else:
-            names.append(name)
-    return [_load(config, name) for name in dict.fromkeys(names)]
-
-
 @app.command()
 def run(ctx: typer.Context,
         config: Path = typer.Option(..., "--config", "-c", help="run config (YAML)"),
@@ -247,6 +232,7 @@ def run(ctx: typer.Context,
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .analysis.summary import summary_after_run
+    from .config.run import load_variants
     from .run.local import run_job
     from .run.plan import prepare
     from .run.settings import RunOptions
@@ -256,13 +242,15 @@ def run(ctx: typer.Context,
     given = getattr(ctx.get_parameter_source("ray_address"), "name", None) == "COMMANDLINE"  # not $RAY_ADDRESS
     if ray_address and given and not workers:
         _fail("--ray-address needs --workers")
-    configs = _load_variants(config, variant)
+    names = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods is not None else None
+    if names == ():
+        _fail("--methods names no method; give comma-separated method names, e.g. verifier,spec_decode")
+    configs = load_variants(config, variant)
     if output is not None and len(configs) > 1:
         _fail("--output names one folder; with several variants each writes its own (the config's output)")
     _quiet_libraries()
     options = RunOptions(output=output, limit=limit, device=device, fresh=fresh,
-                         allow_code_execution=allow_code_execution,
-                         methods=tuple(m.strip() for m in methods.split(",") if m.strip()) if methods else None)
+                         allow_code_execution=allow_code_execution, methods=names)
     folders = [Path(output or cfg.output) for cfg in configs]
     repeated = [str(path) for path in folders if folders.count(path) > 1]
     if repeated:
@@ -335,6 +323,7 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
 
     if out is not None and not html:
         _fail("--out is where report.html goes: give it with --html")
+    _folder_option(out)
     if out is not None and (out.exists() or out.is_symlink()) and not out.is_dir():
         _fail(f"--out {out} is not a folder (a file, or a link to nothing); give a folder")
     frames = []  # each folder summarised once, for its report.md and for the page
@@ -361,7 +350,7 @@ def fit_router(results: Path = typer.Argument(..., help="results folder of `scb 
                out: Path = typer.Option(..., "--out", "-o", help="the router file to write (JSON)"),
                level: str = typer.Option("sequence", help="sequence (seq_cascade's `sequence_score: learned`) or "
                                          "token (spec_cascade's `rule: learned`; needs `record: [tokens]`)"),
-               folds: int = typer.Option(5, parser=_count("--folds"), help="cross-validation folds")) -> None:
+               folds: int = typer.Option(5, parser=_count("--folds", least=2), help="cross-validation folds")) -> None:
     """Fit a learned deferral router on a pair's own outputs (logistic regression, cross-validated) and write it
     as JSON; prints its cross-validated AUC next to the plug-in score's."""
     from .analysis.router_fit import fit_router as fit
@@ -369,8 +358,6 @@ def fit_router(results: Path = typer.Argument(..., help="results folder of `scb 
 
     if level not in LEVELS:
         _fail(f"--level must be one of {', '.join(LEVELS)}, got {level!r}")
-    if folds < 2:
-        _fail(f"--folds must be at least 2, got {folds}")
     router = fit(results, level, out, folds)
     f = router.fitted
     typer.echo(f"{out}: {level} router fitted on {len(f['examples'])} examples ({f['weighted_examples']} weighted "
@@ -389,6 +376,7 @@ def plot(results: list[Path] = typer.Argument(..., help="results folders of `scb
     from .analysis.plot import plot_folders
     from .run.manifest import check_devices
 
+    _folder_option(out)
     for folder in results:
         check_devices(folder, mix_devices)
     paths = plot_folders(results, out)

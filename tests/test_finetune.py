@@ -45,7 +45,9 @@ def test_finetune_saves_resumes_and_runs(tmp_path):
 
     run_config = {
         "name": "ft", "task": {"dataset": str(paths["validation"]), "source": "src", "target": "tgt", "limit": 2},
-        "models": {"drafter": str(model), "verifier": str(model), "device": "cpu"},
+        # an earlier checkpoint drafts for the final model (one model in both roles is refused)
+        "models": {"drafter": str(model / "checkpoints" / "checkpoint-4"), "verifier": str(model),
+                   "tokenizer": str(model), "device": "cpu"},
         "decoding": {"max_new_tokens": 4}, "methods": [{"method": "spec_decode"}],
         "timing": {"warmup": 0}, "output": str(tmp_path / "results"),
     }

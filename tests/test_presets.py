@@ -27,7 +27,7 @@ def test_preset_pair_runs_and_is_marked_as_random(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"src": "hello", "tgt": "hallo"}) + "\n")
     config = {"name": "presets", "task": {"dataset": str(data), "source": "src", "target": "tgt"},
-              "models": {"drafter": "random:t5-v1_1-small", "verifier": "random:t5-v1_1-small", "device": "cpu"},
+              "models": {"drafter": "random:t5-v1_1-small", "verifier": "random:t5-v1_1-base", "device": "cpu"},
               "decoding": {"max_new_tokens": 3}, "methods": [{"method": "spec_decode", "draft_length": 2}],
               "timing": {"warmup": 0}, "output": str(tmp_path / "out")}
     path = tmp_path / "c.yaml"

@@ -46,17 +46,32 @@ PLUG_IN = {"sequence": ("chow_average (minus the mean token log q)", "logprob_me
            "token": ("chow (minus max q)", "max_q")}
 
 
-def _rows(results: Path, run_id: str, role: str) -> dict[int, dict]:
+def _rows(results: Path, run_id: str, role: str) -> tuple[Path, dict[int, dict]]:
     path = examples_dir(results) / f"{run_id}.jsonl"
     rows, _ = read_run(path) if path.is_file() else ([], 0)
     if not rows:
         raise ResultsError(f"{results} has no {role} outputs ({path} is missing or empty): run the drafter and the "
                            "verifier (methods `drafter` and `verifier`) on the fitting split first")
-    return {row["example_id"]: row for row in rows}
+    return path, {row["example_id"]: row for row in rows}
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers(path: Path, example: int, name: str, value, size: int | None = None, unit: bool = False) -> list:
+    """A row's list of finite numbers (`size` of them; probabilities with `unit`); a ResultsError naming the file,
+    the row's example and the field otherwise."""
+    if not isinstance(value, list) or not all(_finite(v) and (not unit or 0 <= v <= 1) for v in value):
+        kind = "probabilities in [0, 1]" if unit else "finite numbers"
+        raise ResultsError(f"{path}: the row of example {example}: {name} must be a list of {kind}")
+    if size is not None and len(value) != size:
+        raise ResultsError(f"{path}: the row of example {example}: {name} has {len(value)} values, not {size}")
+    return value
 
 
 def _sequence_data(results: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    drafter, verifier = _rows(results, DRAFTER, "drafter"), _rows(results, REFERENCE, "verifier")
+    (path, drafter), (large_path, verifier) = _rows(results, DRAFTER, "drafter"), _rows(results, REFERENCE, "verifier")
     ids = sorted(set(drafter) & set(verifier))
     if not ids:
         raise ResultsError(f"{results}: the drafter and the verifier decoded no example in common")
@@ -66,18 +81,20 @@ def _sequence_data(results: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, l
         if draft.get("token_logprobs") is None:
             raise ResultsError(f"{results}: the drafter's rows have no token_logprobs (recorded by an earlier "
                                "version); run the drafter again")
-        if not isinstance(draft.get("score"), int | float) or not isinstance(large.get("score"), int | float):
-            raise ResultsError(f"{results}: example {example} has no per-example score; the label is the gain in "
-                               "score from deferring")
-        xs.append(sequence_features(draft["token_logprobs"]))
+        for where, row in ((path, draft), (large_path, large)):
+            if not _finite(row.get("score")):
+                raise ResultsError(f"{where}: the row of example {example} has no per-example score (a finite "
+                                   "number); the label is the gain in score from deferring")
+        xs.append(sequence_features(_numbers(path, example, "token_logprobs", draft["token_logprobs"])))
         gains.append(large["score"] - draft["score"])
     gains_array = np.asarray(gains, dtype=float)
     return np.asarray(xs, dtype=float), gains_array > 0, np.ones(len(gains_array)), ids
 
 
 def _token_data(results: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    drafter = _rows(results, DRAFTER, "drafter")
+    path, drafter = _rows(results, DRAFTER, "drafter")
     _rows(results, REFERENCE, "verifier")
+    width = len(FEATURES["token"])
     xs, q_ref, p_ref, ids = [], [], [], []
     for example, row in sorted(drafter.items()):
         stats = row.get("token_stats")
@@ -85,12 +102,15 @@ def _token_data(results: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list
                                                                                           "p_ref")):
             raise ResultsError(f"{results}: the drafter's rows have no token_stats; run the fitting split with "
                                "`record: [tokens]` in its config")
-        xs += stats["features"]
-        q_ref += stats["q_ref"]
-        p_ref += stats["p_ref"]
+        features = stats["features"]
+        for position in features:
+            _numbers(path, example, "a position of token_stats.features", position, width)
+        xs += features
+        q_ref += _numbers(path, example, "token_stats.q_ref", stats["q_ref"], len(features), unit=True)
+        p_ref += _numbers(path, example, "token_stats.p_ref", stats["p_ref"], len(features), unit=True)
         ids.append(example)
     diff = np.asarray(p_ref, dtype=float) - np.asarray(q_ref, dtype=float)
-    return np.asarray(xs, dtype=float).reshape(-1, len(FEATURES["token"])), diff > 0, np.abs(diff), ids
+    return np.asarray(xs, dtype=float).reshape(-1, width), diff > 0, np.abs(diff), ids
 
 
 def fit(x: np.ndarray, y: np.ndarray, weight: np.ndarray, level: str, folds: int = FOLDS, seed: int = 0) -> tuple[

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..decoding.settings import MIN_TEMPERATURE, DecodingConfig
 from ..models.settings import ModelsConfig
+from ..run.routers import same_model
 from ..run.settings import RunConfig, TimingConfig
 from ..settings import ConfigError, _Section, keys_of, short, suggest
 from ..tasks import kinds, metrics, patterns
@@ -63,6 +64,23 @@ def load_run_configs(path: str | Path) -> list[RunConfig]:
     """The base config and every variant, each validated."""
     base = load_run_config(path)
     return [base] + [load_run_config(path, name) for name in base.variants]
+
+
+def load_variants(path: str | Path, names: list[str] | None) -> list[RunConfig]:
+    """The configs of `scb run --variant` options: none is the base config, `all` every variant of the config
+    (unless it has a variant of that name); a name given twice runs once."""
+    base = load_run_config(path)
+    if not names:
+        return [base]
+    chosen: list[str] = []
+    for name in names:
+        if name == "all" and "all" not in base.variants:
+            if not base.variants:
+                raise ConfigError(path, "variants", "--variant all: the config has no variants")
+            chosen += base.variants
+        else:
+            chosen.append(name)
+    return [load_run_config(path, name) for name in dict.fromkeys(chosen)]
 
 
 def _variants(file: Path, data: Any) -> dict[str, dict]:
@@ -143,7 +161,7 @@ def read_models(file: Path, data: Any) -> ModelsConfig:
         models = ModelsConfig(**m.fields(ModelsConfig))
         if len(models.chain) > MAX_CHAIN:
             raise m.error("middle", f"makes a chain of {len(models.chain)} models; at most {MAX_CHAIN}")
-        return models
+        return _distinct(m, models)
     both = [key for key in ("drafter", "verifier", "middle") if key in m.data]
     if both:
         raise m.error(both[0], "give either chain (every model, smallest first) or drafter and verifier (with "
@@ -153,7 +171,21 @@ def read_models(file: Path, data: Any) -> ModelsConfig:
         raise m.error("chain", f"names {len(chain)} model; a chain needs at least two, smallest first")
     if len(chain) > MAX_CHAIN:
         raise m.error("chain", f"names {len(chain)} models; at most {MAX_CHAIN}")
-    return ModelsConfig(**m.fields(ModelsConfig, drafter=chain[0], verifier=chain[-1], middle=chain[1:-1]))
+    return _distinct(m, ModelsConfig(**m.fields(ModelsConfig, drafter=chain[0], verifier=chain[-1],
+                                                middle=chain[1:-1])))
+
+
+def _distinct(m: _Section, models: ModelsConfig) -> ModelsConfig:
+    """`models`, unless two roles name the same model (a name or a folder twice): drafting with the model that
+    verifies measures no cascade, and each role's counts and costs would be one model's."""
+    for later in range(1, len(models.chain)):
+        for earlier in range(later):
+            if same_model(models.chain[earlier], models.chain[later]):
+                roles = models.roles
+                key = "chain" if "chain" in m.data else "middle" if roles[later].startswith("middle") else roles[later]
+                raise m.error(key, f"the {roles[earlier]} and the {roles[later]} are the same model "
+                              f"{short(models.chain[later])}: each role needs a model of its own")
+    return models
 
 
 def _row_function(section: _Section, file: Path, spec: str) -> str:

@@ -18,10 +18,11 @@ import functools
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .deferral import LEARNED, deferral_rule, sequence_score
+from .settings import DecodingConfig
 
 FORMAT = "speccascade-bench router"
 VERSION = 1
@@ -34,11 +35,23 @@ SEQUENCE_FEATURES = (*(f"logprob_q{q:g}" for q in SEQUENCE_QUANTILES), "logprob_
 TOKEN_FEATURES = ("max_q", "max_p", "tv", "entropy_q", "entropy_p")
 FEATURES = {"sequence": SEQUENCE_FEATURES, "token": TOKEN_FEATURES}
 
+# The range of each feature, which bounds a router's logit (`logit_bound`): log-probabilities are floored at
+# LOGPROB_FLOOR, an output has at most decoding.max_new_tokens tokens, probabilities and their total variation lie in
+# [0, 1], an entropy in [0, log V] for a vocabulary of at most 2^24 tokens.
+LOGPROB_FLOOR = -1e4
+MAX_LENGTH = next(f.metadata["high"] for f in fields(DecodingConfig) if f.name == "max_new_tokens")
+MAX_ENTROPY = math.log(2**24)
+RANGES = {"sequence": ((LOGPROB_FLOOR, 0.0),) * (len(SEQUENCE_FEATURES) - 1) + ((0.0, float(MAX_LENGTH)),),
+          "token": ((0.0, 1.0), (0.0, 1.0), (0.0, 1.0), (0.0, MAX_ENTROPY), (0.0, MAX_ENTROPY))}
+# The most any number of a router or its logit may be: the token rule computes logits in float32 (at most 3.4e38)
+LIMIT = 1e30
+
 
 def sequence_features(token_logprobs: Sequence[float]) -> list[float]:
     """SEQUENCE_FEATURES of one output from the drafter's log-probabilities of its own tokens: their quantiles
-    (`deferral.sequence_score`'s chow_quantile), their mean and their number (an empty output: zeros)."""
-    values = list(token_logprobs)
+    (`deferral.sequence_score`'s chow_quantile), their mean and their number (an empty output: zeros); a
+    log-probability below LOGPROB_FLOOR (-inf included) counts as LOGPROB_FLOOR."""
+    values = [max(float(value), LOGPROB_FLOOR) for value in token_logprobs]
     quantiles = [sequence_score(values, "chow_quantile", q) for q in SEQUENCE_QUANTILES]
     return [*quantiles, sequence_score(values, "chow_average"), float(len(values))]
 
@@ -60,13 +73,35 @@ class RouterError(ValueError):
     """A router record that is not one (its field and why)."""
 
 
-def _numbers(value, name: str, size: int | None = None) -> list[float]:
-    if not isinstance(value, list) or not all(isinstance(v, int | float) and not isinstance(v, bool)
-                                              and math.isfinite(v) for v in value):
-        raise RouterError(f"`{name}` must be a list of finite numbers")
-    if size is not None and len(value) != size:
-        raise RouterError(f"`{name}` has {len(value)} values for {size} features")
-    return [float(v) for v in value]
+def _number(value) -> float | None:
+    """`value` as a float when it is a number within ±LIMIT (a 400-digit integer is none), else None."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and abs(number) <= LIMIT else None
+
+
+def _numbers(value, name: str, size: int) -> list[float]:
+    numbers = [_number(v) for v in value] if isinstance(value, list) else [None]
+    if None in numbers:
+        raise RouterError(f"`{name}` must be a list of finite numbers within ±{LIMIT:g}")
+    if len(numbers) != size:
+        raise RouterError(f"`{name}` has {len(numbers)} values for {size} features")
+    return numbers
+
+
+def standard_extremes(level: str, mean, scale) -> list[float]:
+    """Each feature's largest |standardised value| (x - mean) / scale over its range (RANGES)."""
+    return [max(abs(low - m), abs(high - m)) / s for (low, high), m, s in zip(RANGES[level], mean, scale, strict=True)]
+
+
+def logit_bound(level: str, mean, scale, coef, intercept: float) -> float:
+    """The largest |logit| of a router over its features' RANGES (the logit is linear: each term is largest at an
+    end of its feature's range)."""
+    return abs(intercept) + sum(abs(c) * e for c, e in zip(coef, standard_extremes(level, mean, scale), strict=True))
 
 
 def _check_fitted(fitted: dict) -> None:
@@ -113,18 +148,26 @@ class Router:
             raise RouterError(f"`features` {features!r} are not this suite's {level} features "
                               f"({', '.join(FEATURES[level])}): fit the router again with `scb fit-router`")
         n = len(features)
-        scale = _numbers(data.get("scale"), "scale", n)
+        mean, scale, coef = (_numbers(data.get(name), name, n) for name in ("mean", "scale", "coef"))
         if any(s <= 0 for s in scale):
             raise RouterError("`scale` must be positive")
-        intercept = data.get("intercept")
-        if not isinstance(intercept, int | float) or isinstance(intercept, bool) or not math.isfinite(intercept):
-            raise RouterError("`intercept` must be a finite number")
+        intercept = _number(data.get("intercept"))
+        if intercept is None:
+            raise RouterError(f"`intercept` must be a finite number within ±{LIMIT:g}")
+        extremes = standard_extremes(level, mean, scale)
+        if max(extremes) > LIMIT:  # beyond float32, even where the feature's coefficient is 0
+            i = extremes.index(max(extremes))
+            raise RouterError(f"`scale` and `mean` standardise {features[i]} to {extremes[i]:.3g} at an end of its "
+                              f"range; at most {LIMIT:g}")
+        bound = logit_bound(level, mean, scale, coef, intercept)
+        if bound > LIMIT:
+            raise RouterError(f"`coef` with this `mean`, `scale` and `intercept` gives logits up to {bound:.3g} at "
+                              f"the ends of the features' ranges; at most {LIMIT:g}")
         fitted = data.get("fitted", {})
         if not isinstance(fitted, dict):
             raise RouterError("`fitted` must be a mapping")
         _check_fitted(fitted)
-        return cls(level, tuple(features), tuple(_numbers(data.get("mean"), "mean", n)), tuple(scale),
-                   tuple(_numbers(data.get("coef"), "coef", n)), float(intercept), fitted)
+        return cls(level, tuple(features), tuple(mean), tuple(scale), tuple(coef), intercept, fitted)
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "level": self.level, "features": list(self.features),

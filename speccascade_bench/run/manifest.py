@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import platform
+import re
 import subprocess
 from collections import Counter
 from importlib import metadata
@@ -16,9 +18,11 @@ from ..files import ResultsError
 from ..models.fingerprint import tokenizer_fingerprint, weights_fingerprint
 from ..models.settings import chain_roles
 from ..settings import plain
+from ..tasks.kinds import source_file
+from ..tasks.settings import TaskConfig
 from .folder import FORMAT, MANIFEST_FILE, read_manifest, write_json_atomic
 from .routers import tokenizer_of
-from .rows import example_files, read_run
+from .rows import example_files, examples_dir, read_run
 from .settings import RunConfig
 
 # A resumed run must match the folder's manifest in these config sections and hardware fields.
@@ -52,7 +56,8 @@ def _now() -> str:
 
 def manifest_config(config: RunConfig) -> dict:
     """The run's config as its manifest records it; a local dataset file also by its size and SHA-256, so
-    that a resume notices when the file at that path has changed."""
+    that a resume notices when the file at that path has changed; so too the task's code and config files
+    (`task_files`) and each method run's router, by run id (`run_files`)."""
     resolved = {
         "name": config.name, "file": config.file, "variant": config.variant,
         "task": plain(config.task), "models": plain(config.models),
@@ -79,7 +84,60 @@ def manifest_config(config: RunConfig) -> dict:
     routers = sorted({r.params["router"] for r in config.methods if "router" in r.params})
     if routers:  # a router fitted again at the same path decodes otherwise under the same run ids
         resolved["routers"] = {path: data_fingerprint(Path(path).expanduser()) for path in routers}
+    files = {label: _file_print(path) for label, path in task_files(config.task)}
+    if files:  # a row function or an lm-eval task edited in place prompts otherwise under the same run ids
+        resolved["task_files"] = files
+    if routers:  # by run id: another router of the same file name decodes otherwise under the same run id
+        resolved["run_files"] = run_files(config.methods)
     return resolved
+
+
+def task_files(task: TaskConfig) -> list[tuple[str, Path]]:
+    """The code and config files a task reads besides its data, each with its label in a manifest's `task_files`:
+    the `process` function's file (unless a built-in kind), an lm-eval task's configs and code."""
+    files = []
+    process = source_file(task.process) if task.process else None
+    if process is not None:
+        files.append(("process", process))
+    if task.lm_eval:
+        from ..tasks.harness import config_file
+
+        found = lm_eval_files(config_file(task.lm_eval))
+        files += [(f"lm_eval {os.path.relpath(path, found[0].parent)}", path) for path in found]
+    return files
+
+
+INCLUDE = re.compile(r"^include:\s*['\"]?([^'\"\s#]+)", re.MULTILINE)
+FUNCTION = re.compile(r"!function\s+([\w.]+)\.\w+")
+
+
+def lm_eval_files(config: Path | None) -> list[Path]:
+    """The files of an lm-eval task that make its prompts and scores: its YAML `config`, the configs it includes and
+    the Python files its `!function` tags name; none for a task class of its own (`config` None)."""
+    found: list[Path] = []
+    todo = [config] if config is not None else []
+    while todo:
+        path = todo.pop()
+        if path in found or not path.is_file():
+            continue
+        found.append(path)
+        text = path.read_text(encoding="utf-8", errors="replace")
+        todo += [path.parent / include for include in INCLUDE.findall(text)]
+        todo += [path.parent / (module.replace(".", "/") + ".py") for module in FUNCTION.findall(text)]
+    return found
+
+
+def run_files(runs) -> dict[str, dict]:
+    """The files that each of `runs` reads of its own (its router), by run id, each as its path, size and SHA-256: a
+    resume refuses to add rows to a run whose router changed since it wrote its first row, wherever it is now."""
+    prints: dict[str, dict] = {}
+    for path in {run.params["router"] for run in runs if "router" in run.params}:
+        prints[path] = _file_print(Path(path).expanduser(), path)
+    return {run.run_id: {"router": prints[run.params["router"]]} for run in runs if "router" in run.params}
+
+
+def _file_print(path: Path, name: str | None = None) -> dict:
+    return {"path": name or str(path), **data_fingerprint(path)}
 
 
 def data_fingerprint(path: Path) -> dict:
@@ -106,6 +164,13 @@ def start_manifest(out: Path, resolved: dict, hardware: dict | None, **fields) -
     previous = check_resume(out, resolved, hardware)
     previous.setdefault("resumed_at", []).append(_now())
     previous["config"]["methods"] = resolved["methods"]
+    config = previous["config"]
+    # the files of the folder's first rows stay recorded: the task's, and each run's that has rows
+    kept = {run_id: files for run_id, files in (config.get("run_files") or {}).items() if _has_rows(out, run_id)}
+    for record, old in (("task_files", config.get("task_files") or {}), ("run_files", kept)):
+        merged = {**(resolved.get(record) or {}), **old}
+        if merged:
+            config[record] = merged
     write_json_atomic(path, previous)
 
 
@@ -121,6 +186,48 @@ def _changed(old: dict, resolved: dict, record: str) -> list[str]:
     fingerprints differ."""
     now = resolved.get(record) or {}
     return [key for key, print_ in (old.get(record) or {}).items() if key in now and now[key] != print_]
+
+
+def _file_record(out: Path, old: dict, record: str) -> dict:
+    """The folder's `task_files` ({label: fingerprint}) or `run_files` ({run id: {label: fingerprint}}) record, {}
+    when it was recorded without one; a damaged one is a ResultsError naming it."""
+    value = old.get(record) or {}
+
+    def prints(mapping) -> bool:
+        return isinstance(mapping, dict) and all(isinstance(v, dict) for v in mapping.values())
+
+    if not prints(value) or record == "run_files" and not all(prints(files) for files in value.values()):
+        keys = "labels" if record == "task_files" else "run ids to labels"
+        raise ResultsError(f"{out / MANIFEST_FILE}: config.{record}: must map {keys} to fingerprints; restore the "
+                           "manifest from a copy, or move the folder aside and run again into a new one")
+    return value
+
+
+def _has_rows(out: Path, run_id: str) -> bool:
+    return (examples_dir(out) / f"{run_id}.jsonl").is_file()
+
+
+def _same_file(a: dict, b: dict) -> bool:
+    return (a.get("bytes"), a.get("sha256")) == (b.get("bytes"), b.get("sha256"))
+
+
+def _edited_file(out: Path, old: dict, resolved: dict) -> str | None:
+    """Why the folder's rows and this run's would be made from different files: a task file (`task_files`) or a
+    run's router (`run_files`, for a run with rows in the folder) whose size or SHA-256 changed; None if none did."""
+    task_files_now = resolved.get("task_files") or {}
+    for label, print_ in _file_record(out, old, "task_files").items():
+        new = task_files_now.get(label)
+        if new is not None and not _same_file(new, print_):
+            return (f"{out} holds rows prompted with another version of the task's {label} file {new['path']} (its "
+                    "size or SHA-256 changed since the folder's first run)")
+    run_files_now = resolved.get("run_files") or {}
+    for run_id, files in _file_record(out, old, "run_files").items():
+        for label, print_ in files.items():
+            new = run_files_now.get(run_id, {}).get(label)
+            if new is not None and _has_rows(out, run_id) and not _same_file(new, print_):
+                return (f"{out} holds rows of {run_id} decoded with another {label}: {print_.get('path')} as it was "
+                        f"then, not {new['path']} (their sizes or SHA-256 differ)")
+    return None
 
 
 def check_resume(out: Path, resolved: dict, hardware: dict | None) -> dict:
@@ -149,6 +256,9 @@ def check_resume(out: Path, resolved: dict, hardware: dict | None) -> dict:
     if refit:
         raise ResultsError(f"{out} holds results decoded with another version of the router {refit[0]} (its size or "
                            "SHA-256 changed); use --fresh to start over or --output for another folder")
+    edited = _edited_file(out, old, resolved)
+    if edited:
+        raise ResultsError(f"{edited}; use --fresh to start over or --output for another folder")
     if old.get("tokenizer") is not None and resolved.get("tokenizer") not in (None, old["tokenizer"]):
         name = tokenizer_of(resolved["models"].get("tokenizer"), resolved["models"].get("verifier"))
         raise ResultsError(f"{out} holds results prompted with another version of the tokenizer {name} (its files or "

@@ -109,6 +109,12 @@ def registered(name: str) -> Registered:
     return Registered(name, kind == "PY_TASK" or "class" in config, config)
 
 
+def config_file(name: str) -> Path | None:
+    """The YAML config of lm-eval's task `name` (None for a task class of its own)."""
+    path = getattr(_manager().task_index.get(name), "yaml_path", None)
+    return Path(path) if path else None
+
+
 def check(task: TaskConfig) -> TaskConfig:
     """An lm-eval task checked against its registered config, with `dataset`, `subset`, `split`, `stop` and
     `metric` filled in from it (the config's own keys for these are refused by the reader). HarnessError names
@@ -327,14 +333,17 @@ def chat_renderer(tokenizer):
 
 def _local_config(task: TaskConfig) -> dict:
     """The task's registered config, its functions resolved, reading `data_files` instead of its hub dataset
-    (lm-eval builds a config given as a mapping from that mapping alone)."""
+    (lm-eval builds a config given as a mapping from that mapping alone). A split without a file is no split of the
+    task (`_check_files` refuses a missing one the task needs): lm-eval reads its training split for a sampler even
+    at zero shots."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
     entry = _manager().task_index[task.lm_eval]
     config = load_yaml(entry.yaml_path, resolve_func=True)
     builder = _BUILDERS[Path(next(iter(task.data_files.values()))).suffix.lower()]
     files = {split: str(Path(path).expanduser().resolve()) for split, path in task.data_files.items()}
-    return {**config, "task": task.lm_eval, "dataset_path": builder, "dataset_name": None,
+    absent = {key: None for key in SPLIT_KEYS if config.get(key) and config[key] not in files}
+    return {**config, **absent, "task": task.lm_eval, "dataset_path": builder, "dataset_name": None,
             "dataset_kwargs": {"data_files": files}}
 
 

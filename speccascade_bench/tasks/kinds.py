@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import inspect
 import string
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,21 @@ def resolve(spec: str) -> Process:
     if spec in KINDS:
         return KINDS[spec]
     return _load(spec)
+
+
+def source_file(spec: str) -> Path | None:
+    """The Python file that holds the row function `spec` names, when it is the user's (a `file.py:function`, a
+    `module:function`, or a kind registered from outside this package); None for the built-in kinds. A results folder
+    records its fingerprint: rows prompted by two versions of the function must not mix."""
+    where, sep, _ = spec.rpartition(":")
+    if spec not in KINDS and sep and where.endswith(".py"):
+        return Path(where)
+    try:
+        found = inspect.getsourcefile(resolve(spec))
+    except (TypeError, ValueError):  # a function without a Python source file
+        return None
+    package = Path(__file__).resolve().parents[1]
+    return None if found is None or Path(found).resolve().is_relative_to(package) else Path(found)
 
 
 @functools.lru_cache(maxsize=64)
