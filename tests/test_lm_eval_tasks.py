@@ -101,6 +101,20 @@ def test_data_files_must_hold_the_evaluated_split_and_the_shots(tmp_path, data):
                                                                     "data_files": {"train": data["train"]}})
 
 
+def test_a_zero_shot_task_given_only_its_evaluated_split_builds_its_prompts(tmp_path, data):
+    """lm-eval reads a task's training split for its sampler even at zero shots: a split without a file is no split
+    of the task, so the examples build; the manifest records the task's lm-eval files, which a resume compares."""
+    from speccascade_bench.run.manifest import manifest_config
+    from speccascade_bench.tasks.harness import HarnessTask
+
+    config = load_run_config(_config(tmp_path, data, {"lm_eval": "gsm8k", "num_fewshot": 0,
+                                                      "data_files": {"test": data["test"]}}))
+    examples = HarnessTask(config.task).examples()
+    assert len(examples) == N_TEST and all(ex.fewshot == 0 and ex.source.startswith("Question: ") for ex in examples)
+    files = manifest_config(config)["task_files"]
+    assert "lm_eval gsm8k.yaml" in files and files["lm_eval gsm8k.yaml"]["bytes"] > 0
+
+
 def test_a_fine_tuning_config_takes_no_lm_eval_task(tmp_path):
     from speccascade_bench.config.finetune import load_finetune_config
 
