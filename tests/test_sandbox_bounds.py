@@ -265,3 +265,17 @@ def test_describe_names_what_is_missing(monkeypatch):
     line, complete = sandbox.describe()
     assert not complete and "per process (RLIMIT_AS)" in line and "no memory cgroup can be made here" in line
     assert "\n" not in line
+
+
+def test_a_run_names_a_missing_bound_in_one_warning_before_any_model_loads(confined, monkeypatch, caplog):  # noqa: F811
+    from types import SimpleNamespace
+
+    from speccascade_bench.run.plan import check_sandbox
+
+    monkeypatch.setattr(bounds, "cgroup_parent", lambda: (None, 0, "no memory cgroup can be made here"))
+    if syscalls.unavailable():
+        pytest.skip(syscalls.unavailable())
+    with caplog.at_level("WARNING"):
+        check_sandbox(SimpleNamespace(file="run.yaml"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "per process (RLIMIT_AS)" in warnings[0] and "on this machine" in warnings[0]

@@ -192,12 +192,14 @@ def check_chat_template(config: RunConfig, example: Example, tokenizer) -> None:
 def check_sandbox(config: RunConfig, where: str = "on this machine") -> None:
     """A pass_at_1 run's code sandbox can be set up `where` it will run (`tasks.sandbox.probe`), before any model
     loads there; a ConfigError on task.metric says why not."""
-    from ..tasks.sandbox import probe
+    from ..tasks.sandbox import describe, probe
 
     why = probe()
     if why:
         raise ConfigError(config.file, "task.metric", f"pass_at_1 needs the code sandbox, which cannot be set up "
                           f"{where}: {why}")
+    line, complete = describe()
+    log.log(logging.INFO if complete else logging.WARNING, "%s %s", line, where)
 
 
 def _readable_configs(config: RunConfig):
