@@ -148,7 +148,8 @@ def test_a_model_folder_without_tokenizer_files_is_refused_and_names_the_fix(wor
     bare = save_model(tmp_path / "bare")  # config and weights only
     with pytest.raises(ModelLoadError, match="has no tokenizer files.*models.tokenizer"):
         load_pair(str(bare), str(bare), device="cpu")
-    result = CliRunner().invoke(app, ["run", "-c", str(run_config(workspace, tmp_path / "out", drafter=str(bare),
+    drafter = save_model(tmp_path / "bare_drafter", seed=1)  # a model of its own: one model in two roles is refused
+    result = CliRunner().invoke(app, ["run", "-c", str(run_config(workspace, tmp_path / "out", drafter=str(drafter),
                                                                   verifier=str(bare)))])
     one_line_error(result, bare, "no tokenizer files", "models.tokenizer")
     pair = load_pair(str(bare), str(bare), tokenizer="byt5", device="cpu")  # the fix the message names
