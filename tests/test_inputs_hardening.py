@@ -163,6 +163,18 @@ def test_a_router_within_the_bound_gives_finite_float32_logits_at_the_extremes()
         [-1e4] * 7 + [32768.0]))
 
 
+def test_sequence_features_of_any_log_probabilities_stay_in_their_ranges():
+    """The logit bound holds for what a run computes: -inf or NaN log-probabilities (a half-precision drafter's
+    overflow) count as the floor, so the sequence rule never ranks a NaN."""
+    from speccascade_bench.decoding.router import sequence_features
+
+    router = Router.from_dict({**router_data_plain(), "coef": [1.0] * 8})
+    for logprobs in ([float("nan")] * 3, [float("-inf"), -1.0], [-1e9, 0.0], []):
+        features = sequence_features(logprobs)
+        assert all(low <= x <= high for x, (low, high) in zip(features, RANGES["sequence"], strict=True))
+        assert 0.0 <= router.probability(features) <= 1.0
+
+
 def test_a_router_that_overflows_stops_the_run_before_any_model_loads(pair_dir, tmp_path, monkeypatch):  # noqa: F811
     import speccascade_bench.models.loading as loading
 

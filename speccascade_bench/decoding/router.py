@@ -50,8 +50,9 @@ LIMIT = 1e30
 def sequence_features(token_logprobs: Sequence[float]) -> list[float]:
     """SEQUENCE_FEATURES of one output from the drafter's log-probabilities of its own tokens: their quantiles
     (`deferral.sequence_score`'s chow_quantile), their mean and their number (an empty output: zeros); a
-    log-probability below LOGPROB_FLOOR (-inf included) counts as LOGPROB_FLOOR."""
-    values = [max(float(value), LOGPROB_FLOOR) for value in token_logprobs]
+    log-probability below LOGPROB_FLOOR (-inf included) or NaN counts as LOGPROB_FLOOR, so that the features stay
+    in their RANGES."""
+    values = [value if value >= LOGPROB_FLOOR else LOGPROB_FLOOR for value in map(float, token_logprobs)]
     quantiles = [sequence_score(values, "chow_quantile", q) for q in SEQUENCE_QUANTILES]
     return [*quantiles, sequence_score(values, "chow_average"), float(len(values))]
 
