@@ -7,14 +7,14 @@ its paired bootstrap 95% interval (as `scb report`'s against the verifier) and e
 import sys
 from pathlib import Path
 
+from speccascade_bench.analysis.results import read_results
 from speccascade_bench.analysis.summary import quality_difference, summarize
 from speccascade_bench.run.folder import read_manifest
-from speccascade_bench.run.rows import load_examples
 
 
 def main(results: Path, pairs: list[tuple[str, str]]) -> None:
     metric = read_manifest(results)["config"]["task"]["metric"]
-    runs = load_examples(results)
+    runs = read_results(results).runs
     latency = summarize(results).set_index("run_id")["relative_latency"]
     for a, b in pairs:
         missing = [run for run in (a, b) if run not in runs]

@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from .config.finetune import load_finetune_config
+from .files import MAX_ROW_MB, row_bytes
 from .settings import ConfigError
 
 MAX_MESSAGE = 600
@@ -56,12 +57,12 @@ def _expected(exc: Exception) -> bool:
     """An error of bad input or of the environment, worth one line rather than a traceback."""
     if isinstance(exc, ConfigError | OSError | UnicodeDecodeError):
         return True
-    from .files import ResultsError
+    from .files import ResultsError, UnreadableFile
     from .models.loading import ModelLoadError
     from .run.cluster import WorkerError  # Ray itself is imported only by `run --workers`
     from .tasks.data import DataError
 
-    return isinstance(exc, DataError | ModelLoadError | ResultsError | WorkerError)
+    return isinstance(exc, DataError | ModelLoadError | ResultsError | UnreadableFile | WorkerError)
 
 
 def _message(exc: Exception) -> str:
@@ -309,6 +310,9 @@ def _signals_as_interrupts(received: list[int]):
             signal.signal(sig, handler)
 
 
+ROW_MB_HELP = "the longest line (or JSON file) read from a results folder, in MB; a longer one is refused"
+
+
 @app.command()
 def report(results: list[Path] = typer.Argument(..., help="results folders of `scb run`"),
            html: bool = typer.Option(False, "--html", help="also write one self-contained report.html for all the "
@@ -316,7 +320,11 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
            out: Path = typer.Option(None, help="folder for report.html (default: the results folder; with several "
                                     "folders, the first one's parent)"),
            mix_devices: bool = typer.Option(False, "--mix-devices", help="report examples that ran on different "
-                                            "kinds of device together (refused otherwise)")) -> None:
+                                            "kinds of device together (refused otherwise)"),
+           absolute_paths: bool = typer.Option(False, "--absolute-paths", help="show the paths of the folders, "
+                                               "models and data in report.html as recorded (by default: relative "
+                                               "to the results folder, or with the home folder as ~)"),
+           max_row_mb: int = typer.Option(MAX_ROW_MB, parser=_count("--max-row-mb", 4096), help=ROW_MB_HELP)) -> None:
     """Print the summary table in Markdown for each folder (also written to RESULTS/report.md and summary.csv when
     the folder is writable; otherwise a one-line note on stderr says so); with --html also report.html."""
     from .analysis.report import write_report
@@ -328,7 +336,7 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
         _fail(f"--out {out} is not a folder (a file, or a link to nothing); give a folder")
     frames = []  # each folder summarised once, for its report.md and for the page
     for i, folder in enumerate(results):
-        text, not_written, frame = write_report(folder, mix_devices)
+        text, not_written, frame = write_report(folder, mix_devices, row_bytes(max_row_mb))
         frames.append(frame)
         typer.echo(("\n" if i else "") + text)
         if not_written is not None:
@@ -338,7 +346,7 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
         from .analysis.html import write_html
 
         try:
-            page = write_html(results, out, mix_devices, frames)
+            page = write_html(results, out, mix_devices, frames, absolute_paths, row_bytes(max_row_mb))
         except OSError as exc:
             _fail(f"report.html not written: {_message(exc)}; give --out with a folder you can write")
         typer.echo(f"wrote {page}", err=True)
@@ -370,16 +378,14 @@ def plot(results: list[Path] = typer.Argument(..., help="results folders of `scb
          out: Path = typer.Option(None, help="folder for the figures (default: each results folder; with "
                                   "several folders the combined figure goes to the first one's parent)"),
          mix_devices: bool = typer.Option(False, "--mix-devices", help="plot a folder whose examples ran on "
-                                          "several kinds of device (refused otherwise)")) -> None:
+                                          "several kinds of device (refused otherwise)"),
+         max_row_mb: int = typer.Option(MAX_ROW_MB, parser=_count("--max-row-mb", 4096), help=ROW_MB_HELP)) -> None:
     """Draw quality against latency relative to the verifier (PNG and PDF), one figure per results
     folder; with several folders also a combined figure with a panel per folder."""
     from .analysis.plot import plot_folders
-    from .run.manifest import check_devices
 
     _folder_option(out)
-    for folder in results:
-        check_devices(folder, mix_devices)
-    paths = plot_folders(results, out)
+    paths = plot_folders(results, out, mix_devices, row_bytes(max_row_mb))
     for path in paths:
         typer.echo(str(path))
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..decoding.methods import METHODS
+from ..tasks.bootstrap import resample_indices
 
 
 def _number(value) -> tuple[float, ...]:
@@ -56,9 +57,9 @@ def ratio_interval(ours: Sequence[float], theirs: Sequence[float], resamples: in
         raise ValueError(f"{len(a)} values against {len(b)}: the pairs must match")
     if len(a) < 2:
         return math.nan, math.nan
-    picks = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = a[picks].mean(axis=1) / b[picks].mean(axis=1)
+        ratios = np.concatenate([a[picks].mean(axis=1) / b[picks].mean(axis=1)
+                                 for picks in resample_indices(np.random.default_rng(seed), len(a), resamples)])
     tail = 100 * (1 - confidence) / 2
     low, high = np.nanpercentile(ratios, [tail, 100 - tail])
     return float(low), float(high)

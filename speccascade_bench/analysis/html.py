@@ -2,7 +2,9 @@
 
 The page needs nothing from elsewhere: the figures are inline SVG, its one script and its styles are inline,
 and its Content-Security-Policy lets no other script run and nothing load from the network. Every text from a
-results folder (a name, a prediction, a path) is escaped: results folders come from other people.
+results folder (a name, a prediction, a path) is escaped: results folders come from other people. The page is
+made to be sent: it shows no absolute path of this machine unless asked to (`absolute_paths`): a path inside the
+results folder relative to it, one under the home folder with it as `~` (`shown_path`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from urllib.parse import quote
 
 from ..files import ResultsError, refuse_link, write_file
 from ..run.folder import read_manifest
-from ..run.rows import example_files, load_examples
+from ..run.rows import MAX_ROW_BYTES, example_files
 from .plot import FIGURES, Ids, draw_figure, folder_labels, svg
 from .report import (
     COLUMNS,
@@ -131,6 +133,11 @@ class Section:
     manifest: dict
     frame: object
     kinds: object
+    absolute: bool = False  # paths as the records hold them (`--absolute-paths`), not as `shown_path` gives them
+
+    def shown(self, text):
+        """A name or path of the folder's records as the page shows it."""
+        return text if self.absolute else shown_path(text, self.folder)
 
 
 def _table(headers: list[str], rows: list[list[tuple[str, object]]], kind: str) -> str:
@@ -192,19 +199,42 @@ def _findings(manifest: dict) -> str:
             f'<div class="findings">{_text(chr(10).join(kept).strip())}</div>')
 
 
+def shown_path(text, folder: Path) -> str:
+    """A model's or dataset's name or path as the page shows it: an absolute path inside the results `folder`
+    relative to it, else one under the home folder with it as `~`, else relative to the folder; a name or a
+    relative path as it is."""
+    if not isinstance(text, str) or not text.startswith(("/", "~")):
+        return text
+    path, base, home = (Path(os.path.abspath(p)) for p in (Path(text).expanduser(), folder, Path.home()))
+    if path == base or base in path.parents:
+        return path.relative_to(base).as_posix() or "."
+    if path == home or home in path.parents:
+        return "~/" + path.relative_to(home).as_posix()
+    return os.path.relpath(path, base)
+
+
+def shown_folder(folder: Path) -> str:
+    """A results folder as the page's heading shows it: as given when relative, else with the home folder as `~`,
+    else by its name."""
+    if not folder.is_absolute():
+        return str(folder)
+    shown = shown_path(str(folder), Path.home())
+    return shown if shown.startswith("~") else folder.name
+
+
 def _links(section: Section, page: Path) -> str:
-    """Links to the folder's files, relative to the page."""
+    """Links to the folder's files, relative to the page; each named by its path in the folder (with absolute
+    paths, by the link)."""
     files = [section.folder / name for name in ("manifest.json", "summary.csv", "report.md")]
     files = [path for path in files if path.is_file()] + example_files(section.folder)
     items = []
     for path in files:
-        relative = os.path.relpath(path, page.parent)
-        href = quote(Path(relative).as_posix())
-        items.append(f'<li><a href="{_text(href)}">{_text(Path(relative).as_posix())}</a></li>')
+        relative = Path(os.path.relpath(path, page.parent)).as_posix()
+        name = relative if section.absolute else path.relative_to(section.folder).as_posix()
+        items.append(f'<li><a href="{_text(quote(relative))}">{_text(name)}</a></li>')
     return "<ul>" + "".join(items) + "</ul>"
 
 
-SAMPLES = 3  # examples whose outputs the page shows, by every run
 SAMPLE_CHARS = 400
 
 
@@ -212,21 +242,18 @@ def _cut(text: str) -> str:
     return text if len(text) <= SAMPLE_CHARS else text[:SAMPLE_CHARS] + " [...]"
 
 
-def _score(row: dict) -> str:
-    score = row.get("score")
+def _score(score) -> str:
     return f"{score:.1f}" if isinstance(score, int | float) and not isinstance(score, bool) else "-"
 
 
 def _samples(section: Section) -> str:
-    """The first SAMPLES examples that every run decoded: their reference and each run's output, folded."""
-    runs = load_examples(section.folder)
-    shared = sorted(set.intersection(*({row["example_id"] for row in rows} for rows in runs.values())))[:SAMPLES]
+    """The first examples that every run decoded (the summary's `samples`): their reference and each run's output,
+    folded."""
     parts = []
-    for example in shared:
-        rows = [next(row for row in rows if row["example_id"] == example) for rows in runs.values()]
-        lines = "".join(f'<tr><td>{_text(row["run_id"])}</td><td class="text">{_text(_cut(row["prediction"]))}</td>'
-                        f"<td>{_score(row)}</td></tr>" for row in rows)
-        parts.append(f"<details><summary>example {example}: reference <q>{_text(_cut(rows[0]['reference']))}</q>"
+    for example, reference, outputs in section.frame.attrs.get("samples", []):
+        lines = "".join(f'<tr><td>{_text(run_id)}</td><td class="text">{_text(_cut(prediction))}</td>'
+                        f"<td>{_score(score)}</td></tr>" for run_id, prediction, score in outputs)
+        parts.append(f"<details><summary>example {example}: reference <q>{_text(_cut(reference))}</q>"
                      "</summary><table><thead><tr><th>run</th><th>output</th><th>score</th></tr></thead><tbody>"
                      f"{lines}</tbody></table></details>")
     return "\n".join(parts)
@@ -248,12 +275,12 @@ def _figures(section: Section, ids: Ids, figures: Iterator[int]) -> str:
 def _section(section: Section, ids: Ids, figures: Iterator[int], page: Path) -> str:
     cfg = section.manifest["config"]
     items = "".join(f"<li>{_inline(line[2:])}</li>" for line in settings_lines(section.manifest, section.frame,
-                                                                               section.kinds))
+                                                                               section.kinds, section.shown))
     headers = [header for _, header, _ in COLUMNS]
     return "\n".join([
         f'<section id="{_text(section.label)}">',
-        f"<h2>{_text(cfg['name'])}: {_text(task_title(cfg['task']))} "
-        f"<small>{_text(section.folder)}</small></h2>",
+        f"<h2>{_text(cfg['name'])}: {_text(task_title(cfg['task'], section.shown))} "
+        f"<small>{_text(section.folder if section.absolute else shown_folder(section.folder))}</small></h2>",
         f"<ul>{items}</ul>",
         "<h3>Quality against latency and cost</h3>",
         _figures(section, ids, figures),
@@ -279,16 +306,18 @@ def _curve_boxes(numbers: dict[str, int]) -> str:
     return '<div class="curves"><strong>Curves shown:</strong> ' + " ".join(boxes) + "</div>"
 
 
-def build_html(folders: list[Path], page: Path, mix_devices: bool = False, frames: list | None = None) -> str:
+def build_html(folders: list[Path], page: Path, mix_devices: bool = False, frames: list | None = None,
+               absolute_paths: bool = False, max_bytes: int = MAX_ROW_BYTES) -> str:
     """The page for `folders`, with links relative to `page` (where it will be written), from their summaries
-    (computed if not given, one per folder); writes nothing."""
+    (computed if not given, one per folder, each line at most `max_bytes`); writes nothing. Paths are shown as
+    `shown_path` gives them unless `absolute_paths`."""
     labels = folder_labels(folders)
     frames = frames or [None] * len(folders)
     sections = []
     for folder, label, frame in zip(folders, labels, frames, strict=True):
         kinds = checked_kinds(folder, frame, mix_devices)
-        frame = with_curves(summarize(folder) if frame is None else frame)
-        sections.append(Section(folder, label, read_manifest(folder), frame, kinds))
+        frame = with_curves(summarize(folder, max_bytes=max_bytes) if frame is None else frame)
+        sections.append(Section(folder, label, read_manifest(folder, max_bytes), frame, kinds, absolute_paths))
     numbers: dict[str, int] = {}
     for section in sections:
         for curve in section.frame["curve"]:
@@ -325,7 +354,7 @@ def _ours(path: Path) -> bool:
 
 
 def write_html(folders: list[Path], out: Path | None = None, mix_devices: bool = False,
-               frames: list | None = None) -> Path:
+               frames: list | None = None, absolute_paths: bool = False, max_bytes: int = MAX_ROW_BYTES) -> Path:
     """Write HTML_FILE for `folders` into `out`, or into the folder (one folder) or the first folder's parent
     (several, as `scb plot`'s combined figure); never through a link, and never over a file of that name that
     this command did not write (a ResultsError). Returns its path."""
@@ -336,7 +365,7 @@ def write_html(folders: list[Path], out: Path | None = None, mix_devices: bool =
     if target.exists() and not _ours(target):
         raise ResultsError(f"{target} exists and was not written by `scb report --html`; move it aside or give "
                            "another --out")
-    text = build_html(folders, target, mix_devices, frames)
+    text = build_html(folders, target, mix_devices, frames, absolute_paths, max_bytes)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_file(target, text)
     return target

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from ..decoding.methods import REFERENCE
 from ..files import ResultsError, refuse_link, write_file
-from ..run.folder import read_manifest
+from ..run.manifest import check_devices
+from ..run.rows import MAX_ROW_BYTES
 from .curves import pareto_front, sweep_key, zoom_window
+from .results import read_results
 from .style import Style, curve_style
 from .summary import summarize, with_curves
 
@@ -25,18 +27,20 @@ FIGURES = {
 }
 
 
-def plot_folders(folders: list[Path], out: Path | None = None) -> list[Path]:
+def plot_folders(folders: list[Path], out: Path | None = None, mix_devices: bool = False,
+                 max_bytes: int = MAX_ROW_BYTES) -> list[Path]:
     """Draw quality against relative latency, and against relative call cost, for each results folder
     (into `out`, or into each folder; with several folders into `out/<folder label>`, see
     `folder_labels`), and with several folders a combined figure with a panel per folder (`combined_*`
     in `out`, or in the first folder's parent). Reads the results files only: with `out`, nothing is
     written into the results folders. No figure is written through a link: a figure file, or a folder
-    `out/<label>` this command picks, that is a link is refused (ResultsError) before anything is written.
-    Returns the PNG and PDF paths."""
+    `out/<label>` this command picks, that is a link is refused (ResultsError) before anything is written, and so
+    is a folder whose examples ran on several kinds of device, unless `mix_devices` (`check_devices`). Each folder
+    is read once (`read_results`, each line at most `max_bytes`). Returns the PNG and PDF paths."""
     if out is not None and (out.exists() or out.is_symlink()) and not out.is_dir():
         raise ResultsError(f"--out {out} is not a folder (a file, or a link to nothing); give a folder")
     labels = folder_labels(folders)
-    runs = [(read_manifest(folder)["config"], with_curves(summarize(folder))) for folder in folders]
+    runs = [_summary(folder, mix_devices, max_bytes) for folder in folders]
     picked = bool(out) and len(folders) > 1  # each folder's figures go to a folder of its own under `out`
     targets = [out / label if picked else out or folder for folder, label in zip(folders, labels, strict=True)]
     combined = out or folders[0].parent
@@ -54,6 +58,13 @@ def plot_folders(folders: list[Path], out: Path | None = None) -> list[Path]:
     if len(folders) > 1:
         paths += _plot_combined(runs, combined)
     return paths
+
+
+def _summary(folder: Path, mix_devices: bool, max_bytes: int) -> tuple[dict, object]:
+    """A folder's config and summary with its curves, its devices checked (`check_devices`)."""
+    read = read_results(folder, max_bytes)
+    check_devices(folder, mix_devices, read.runs)
+    return read.manifest["config"], with_curves(summarize(folder, read))
 
 
 def _refuse_links(stem: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,8 @@ from ..decoding.methods import REFERENCE
 from ..files import refuse_link, write_file
 from ..run.folder import read_manifest
 from ..run.manifest import check_devices
+from ..run.rows import MAX_ROW_BYTES
+from .results import read_results
 from .summary import BOOTSTRAP_RESAMPLES, CONFIDENCE, SUMMARY_FILE, summarize, with_curves, write_summary
 from .tradeoff import best_quality_within, latency_to_match
 
@@ -46,12 +49,12 @@ EXPLANATION = (
 )
 
 
-def _models_text(models: dict) -> str:
-    """The models of a run: the pair, or a chain smallest first."""
+def _models_text(models: dict, shown: Callable[[str], str] = str) -> str:
+    """The models of a run: the pair, or a chain smallest first (each name or path as `shown` gives it)."""
     if not models.get("middle"):
-        return f"drafter `{models['drafter']}`, verifier `{models['verifier']}`"
+        return f"drafter `{shown(models['drafter'])}`, verifier `{shown(models['verifier'])}`"
     chain = [models["drafter"], *models["middle"], models["verifier"]]
-    return "chain " + " -> ".join(f"`{name}`" for name in chain)
+    return "chain " + " -> ".join(f"`{shown(name)}`" for name in chain)
 
 
 def _cell(value, fmt: str, column: str) -> str:
@@ -136,16 +139,19 @@ def summary_cells(frame: pd.DataFrame) -> list[list[tuple[str, object]]]:
     return rows
 
 
-def write_report(results: Path, mix_devices: bool = False) -> tuple[str, OSError | None, pd.DataFrame]:
+def write_report(results: Path, mix_devices: bool = False,
+                 max_bytes: int = MAX_ROW_BYTES) -> tuple[str, OSError | None, pd.DataFrame]:
     """The report as Markdown, also written with summary.csv into the results folder. A folder that cannot be
     written (a read-only archive) still gets its report: returns the text, the error that stopped the writing (or
-    None) and the folder's summary (for `scb report --html`, which draws from it). Examples that ran on several
-    kinds of device are refused unless `mix_devices`, and so is a report.md or summary.csv that is a link (a
-    ResultsError naming it, before anything is written)."""
-    kinds = check_devices(results, mix_devices)
-    frame = summarize(results)
+    None) and the folder's summary (for `scb report --html`, which draws from it). The folder is read once
+    (`read_results`, each line at most `max_bytes`). Examples that ran on several kinds of device are refused
+    unless `mix_devices`, and so is a report.md or summary.csv that is a link (a ResultsError naming it, before
+    anything is written)."""
+    read = read_results(results, max_bytes)
+    kinds = check_devices(results, mix_devices, read.runs)
+    frame = summarize(results, read)
     frame.attrs["device_kinds"] = kinds  # checked: the report and the page need not read the rows again for it
-    text = build_report(results, frame, mix_devices)
+    text = build_report(results, frame, mix_devices, read.manifest)
     for name in (SUMMARY_FILE, REPORT_FILE):
         refuse_link(results / name)
     try:
@@ -156,12 +162,13 @@ def write_report(results: Path, mix_devices: bool = False) -> tuple[str, OSError
     return text, None, frame
 
 
-def build_report(results: Path, frame: pd.DataFrame | None = None, mix_devices: bool = False) -> str:
+def build_report(results: Path, frame: pd.DataFrame | None = None, mix_devices: bool = False,
+                 manifest: dict | None = None) -> str:
     """The report as Markdown, from the results files and their summary (computed if not given); writes
     nothing. Examples that ran on several kinds of device are refused (results.check_devices) unless
     `mix_devices`; the report then names them."""
     kinds = checked_kinds(results, frame, mix_devices)
-    manifest = read_manifest(results)
+    manifest = manifest or read_manifest(results)
     frame = summarize(results) if frame is None else frame
     cfg = manifest["config"]
     header = [f"# {cfg['name']}: {task_title(cfg['task'])}", "",
@@ -176,24 +183,25 @@ def checked_kinds(results: Path, frame: pd.DataFrame | None, mix_devices: bool) 
     return check_devices(results, mix_devices) if kinds is None else kinds
 
 
-def task_title(task: dict) -> str:
+def task_title(task: dict, shown: Callable[[str], str] = str) -> str:
     """What a run decoded and how it was scored, in a few words: `dataset (metric)`, or for an lm-eval task its
-    name, filter, metric and shots."""
+    name, filter, metric and shots (the dataset's name or path as `shown` gives it)."""
     if task.get("lm_eval"):
         shots = task.get("num_fewshot")
-        return (f"lm-eval {task['lm_eval']} on {task['dataset']} ({task.get('filter')} {task.get('score')}"
+        return (f"lm-eval {task['lm_eval']} on {shown(task['dataset'])} ({task.get('filter')} {task.get('score')}"
                 + (f", {shots} shots)" if shots is not None else ")"))
-    return f"{task['dataset']} ({task['metric']})"
+    return f"{shown(task['dataset'])} ({task['metric']})"
 
 
-def settings_lines(manifest: dict, frame: pd.DataFrame, kinds) -> list[str]:
-    """The report's list of the run's settings and machine, as Markdown items (`- ...`)."""
+def settings_lines(manifest: dict, frame: pd.DataFrame, kinds, shown: Callable[[str], str] = str) -> list[str]:
+    """The report's list of the run's settings and machine, as Markdown items (`- ...`); each model's name or path
+    as `shown` gives it."""
     cfg = manifest["config"]
     hardware = manifest.get("hardware", {})
     device = hardware.get("gpu") or hardware.get("cpu") or hardware.get("device")
     cost_ratio = frame["cost_ratio"].dropna()
     header = [
-        f"- {_models_text(cfg['models'])}, {manifest.get('dtype')} on {hardware.get('device')} ({device})",
+        f"- {_models_text(cfg['models'], shown)}, {manifest.get('dtype')} on {hardware.get('device')} ({device})",
         f"- temperature {cfg['decoding']['temperature']}, top_p {cfg['decoding']['top_p']}, draft length "
         f"{cfg['decoding']['draft_length']}, max new tokens {cfg['decoding']['max_new_tokens']}, "
         f"{cfg['timing']['trials']} timing trial(s), {cfg['timing']['warmup']} warm-up example(s)",

@@ -17,13 +17,14 @@ import pandas as pd
 from ..decoding.methods import DRAFTER, METHODS, MIDDLE, PARAMETERS, REFERENCE
 from ..files import ResultsError, write_file
 from ..models.settings import chain_roles
-from ..run.folder import read_call_costs, read_manifest
+from ..run.folder import read_call_costs
 from ..run.manifest import device_kinds
 from ..run.record import calls_of as calls
-from ..run.rows import load_examples
+from ..run.rows import MAX_ROW_BYTES
 from ..tasks.bootstrap import BootstrapInterval, paired_bootstrap
 from ..tasks.metrics import SCORED_METRICS, corpus_score
 from .curves import ratio_interval
+from .results import Results, first_samples, read_results
 from .tradeoff import acceptance_probability, chain_speedup, drafter_calls_per_round, leviathan_speedup, per_call_cost
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -35,7 +36,6 @@ MIN_BOOTSTRAP_EXAMPLES = 10  # fewer examples give no interval: a resample of 2 
 
 
 log = logging.getLogger(__name__)
-
 
 def _acceptance_prob(rows: list[dict]) -> float:
     """`acceptance_probability` over a run's rows; NaN for results recorded without `rejections`."""
@@ -138,6 +138,8 @@ class Run:
 
     def versus(self, folder: Folder) -> BootstrapInterval:
         """Its quality minus the verifier's on the same examples (`quality_difference`), computed once."""
+        if self._versus is None and self.rows is folder.reference_rows and len(self.rows) >= MIN_BOOTSTRAP_EXAMPLES:
+            self._versus = BootstrapInterval(0.0, 0.0, 0.0, BOOTSTRAP_RESAMPLES)  # the verifier against itself
         if self._versus is None:
             self._versus = (quality_difference(folder.metric, self.rows, folder.reference_rows)
                             if folder.reference_rows else BootstrapInterval(math.nan, math.nan, math.nan, 0))
@@ -158,7 +160,7 @@ def _paired_latencies(folder: Folder, run: Run) -> tuple[list[float], list[float
 
 def _relative_latency(folder: Folder, run: Run) -> float:
     ours, theirs = _paired_latencies(folder, run)
-    return _mean(ours) / _mean(theirs) if ours else math.nan
+    return _ratio(_mean(ours), _mean(theirs)) if ours else math.nan
 
 
 def _latency_interval(folder: Folder, run: Run) -> tuple[float, float]:
@@ -211,7 +213,7 @@ def _relative_cost(folder: Folder, run: Run) -> float:
     """Counted calls weighted by the measured per-call costs, relative to the verifier's: a view of the
     method that does not depend on this machine's overheads."""
     cost = sum(_mean(calls(row, role) for row in run.rows) * folder.step_cost[role] for role in folder.step_cost)
-    return cost / folder.verifier_cost
+    return _ratio(cost, folder.verifier_cost)
 
 
 def _param(value):
@@ -266,13 +268,15 @@ COLUMNS: tuple[tuple[str, Column], ...] = (
 SUMMARY_COLUMNS = tuple(name for name, _ in COLUMNS)
 
 
-def summarize(results: Path) -> pd.DataFrame:
-    """One row per method run (COLUMNS), from the results files only, over the examples every run recorded
-    (`shared_examples`; `frame.attrs["unshared_rows"]` counts the rows left out), in the registry's order.
-    `frame.attrs["timed_apart"]`: the runs timed in another `scb run` than the verifier on some examples
-    (`timed_apart`), out of `frame.attrs["examples"]`."""
-    manifest = read_manifest(results)
-    runs, unshared = shared_examples(load_examples(results))
+def summarize(results: Path, read: Results | None = None, max_bytes: int = MAX_ROW_BYTES) -> pd.DataFrame:
+    """One row per method run (COLUMNS), from the results files only (`read_results`, unless `read` already holds
+    them), over the examples every run recorded (`shared_examples`; `frame.attrs["unshared_rows"]` counts the rows
+    left out), in the registry's order. `frame.attrs["timed_apart"]`: the runs timed in another `scb run` than the
+    verifier on some examples (`timed_apart`), out of `frame.attrs["examples"]`; `frame.attrs["samples"]`: the
+    first examples' outputs (`first_samples`)."""
+    read = read or read_results(results, max_bytes)
+    manifest = read.manifest
+    runs, unshared = shared_examples(read.runs)
     step_cost = {"drafter": math.nan, "verifier": math.nan}
     for rows in runs.values():  # the one-model runs give each role's cost per forward call
         spec = METHODS.get(rows[0]["method"])
@@ -292,6 +296,7 @@ def summarize(results: Path) -> pd.DataFrame:
     frame.attrs["unshared_rows"] = unshared
     frame.attrs["timed_apart"] = timed_apart(runs)
     frame.attrs["examples"] = len(runs.get(REFERENCE, []))
+    frame.attrs["samples"] = first_samples(runs)
     return frame
 
 
@@ -338,13 +343,14 @@ def summary_after_run(results: Path) -> None:
     """What `scb run` writes last into a folder: the summary, unless its examples ran on more than one kind of
     device (`scb report --mix-devices` then reports them together), in which case an older summary.csv is
     deleted as stale."""
-    kinds = device_kinds(results)
+    read = read_results(results)
+    kinds = device_kinds(results, read.runs)
     if len(kinds) > 1:
         log.warning("%s: examples ran on %d kinds of device (%s); no summary.csv: `scb report --mix-devices` "
                     "reports them together", results, len(kinds), ", ".join(kinds))
         (results / SUMMARY_FILE).unlink(missing_ok=True)
         return
-    write_summary(results)
+    write_summary(results, summarize(results, read))
 
 
 def with_curves(frame: pd.DataFrame) -> pd.DataFrame:

@@ -201,7 +201,8 @@ def _row_function(section: _Section, file: Path, spec: str) -> str:
 
 
 HARNESS_KEYS = ("lm_eval", "num_fewshot", "fewshot_seed", "filter", "score", "data_files", "fewshot_as_multiturn")
-HARNESS_SHARED = ("limit", "max_source_tokens", "chat", "system")  # the keys an lm_eval task takes besides its own
+# the keys an lm_eval task takes besides its own
+HARNESS_SHARED = ("limit", "max_source_tokens", "max_row_mb", "chat", "system")
 
 
 def read_task(file: Path, data: Any, harness: bool = True, **defaults: Any) -> TaskConfig:

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from ..decoding.settings import DecodingConfig
-from ..files import ResultsError, _link_error, write_atomic
+from ..files import ResultsError, UnreadableFile, _link_error, read_json, write_atomic
 from ..models.settings import ModelsConfig
 from ..settings import ConfigError, _Section, keys_of, plain
 from ..tasks.settings import TaskConfig
-from .rows import examples_dir
+from .rows import MAX_ROW_BYTES, examples_dir
 from .settings import TimingConfig
 
 CALL_COSTS_FILE = "call_costs.json"
@@ -52,15 +52,19 @@ def write_json_atomic(path: Path, data: dict) -> None:
     write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
-def read_manifest(results: Path) -> dict:
-    """The folder's manifest; a ResultsError saying how to recover when it is missing, empty or damaged."""
+def read_manifest(results: Path, max_bytes: int = MAX_ROW_BYTES) -> dict:
+    """The folder's manifest (a regular file of at most `max_bytes`, read as `files.read_json` reads one); a
+    ResultsError saying how to recover when it is missing, empty or damaged."""
     path = results / MANIFEST_FILE
     if results.exists() and not results.is_dir():
         raise ResultsError(f"{results} is a file, not a results directory")
-    if not path.is_file():
+    if not path.exists():
         raise ResultsError(f"{results} is not a results directory: {MANIFEST_FILE} not found")
     try:
-        manifest = _read_json(path)
+        manifest = read_json(path, max_bytes)
+    except UnreadableFile as exc:
+        raise ResultsError(f"{exc}; restore it from a copy, or move the folder aside and run again into a new "
+                           "one") from None
     except (OSError, ValueError) as exc:
         raise ResultsError(f"{path} is unreadable ({' '.join(str(exc).split())[:120]}); restore it from a copy, or "
                            "move the folder aside and run again into a new one") from None
@@ -77,6 +81,9 @@ def read_manifest(results: Path) -> dict:
                 raise ConfigError(path, f"config.{record}", "must map names to fingerprints")
         if config.get("tokenizer") is not None and not isinstance(config["tokenizer"], dict):
             raise ConfigError(path, "config.tokenizer", "must be a fingerprint")
+        if config.get("methods") is not None and not _method_runs(config["methods"]):
+            raise ConfigError(path, "config.methods", "must be a list of method runs, each with a text run_id and "
+                              "method and a mapping of params")
         for key in RECORDED_SECTIONS:
             config[key] = recorded_section(path, key, config.get(key))
     except ConfigError as exc:
@@ -85,13 +92,11 @@ def read_manifest(results: Path) -> dict:
     return manifest
 
 
-def _read_json(path: Path):
-    """A JSON file's value; a ValueError when it is not JSON or is nested too deeply to parse."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
+def _method_runs(value) -> bool:
+    """Whether a manifest's `config.methods` is a list of {run_id, method, params}."""
+    return isinstance(value, list) and all(
+        isinstance(run, dict) and isinstance(run.get("run_id"), str) and isinstance(run.get("method"), str)
+        and isinstance(run.get("params"), dict) for run in value)
 
 
 def read_call_costs(results: Path) -> dict[str, float]:
@@ -100,7 +105,7 @@ def read_call_costs(results: Path) -> dict[str, float]:
     if not path.exists():
         return {}
     try:
-        costs = _read_json(path)["verify_call_cost"]
+        costs = read_json(path, MAX_ROW_BYTES)["verify_call_cost"]
         if not isinstance(costs, dict):
             raise TypeError
         return {str(gamma): float(value) for gamma, value in costs.items()}

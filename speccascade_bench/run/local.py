@@ -7,7 +7,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from ..files import ResultsError
+from ..files import ResultsError, row_bytes
 from ..models.loading import load_pair, resolve_device
 from ..tasks.data import Example
 from ..tasks.scoring import Scorer
@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 def done_examples(job: Job) -> dict[str, set[int]]:
     """The examples each decoded method run already has in the (locked) results folder: what a resume skips.
     Read as `scb report` reads them (`run.rows.read_run`): rows of another run or conflicting rows are refused."""
-    return {run.run_id: {row["example_id"] for row in read_run(examples_dir(job.out) / f"{run.run_id}.jsonl")[0]}
+    bound = row_bytes(job.config.task.max_row_mb)
+    return {run.run_id: {row["example_id"] for row in read_run(examples_dir(job.out) / f"{run.run_id}.jsonl",
+                                                                bound, keep=("example_id",))[0]}
             for run in job.decoded}
 
 

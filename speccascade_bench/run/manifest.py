@@ -163,7 +163,10 @@ def start_manifest(out: Path, resolved: dict, hardware: dict | None, **fields) -
         return
     previous = check_resume(out, resolved, hardware)
     previous.setdefault("resumed_at", []).append(_now())
-    previous["config"]["methods"] = resolved["methods"]
+    named = {run["run_id"] for run in resolved["methods"]}  # a run no longer configured stays named while it has rows
+    previous["config"]["methods"] = resolved["methods"] + [
+        run for run in previous["config"].get("methods") or [] if run["run_id"] not in named
+        and _has_rows(out, run["run_id"])]
     config = previous["config"]
     # the files of the folder's first rows stay recorded: the task's, and each run's that has rows
     kept = {run_id: files for run_id, files in (config.get("run_files") or {}).items() if _has_rows(out, run_id)}
@@ -177,8 +180,9 @@ def start_manifest(out: Path, resolved: dict, hardware: dict | None, **fields) -
 def _comparable(section: str, values: dict) -> dict:
     """A config section as a resume compares it (the manifest's already completed by `read_manifest` with
     the defaults of keys added since it was recorded): without the models' `device` setting, which the
-    hardware check covers (`auto` and `cpu` on the same CPU are the same measurement)."""
-    return {k: v for k, v in values.items() if not (section == "models" and k == "device")}
+    hardware check covers (`auto` and `cpu` on the same CPU are the same measurement), nor the task's `max_row_mb`,
+    a bound on what is read that changes no example."""
+    return {k: v for k, v in values.items() if (section, k) not in (("models", "device"), ("task", "max_row_mb"))}
 
 
 def _changed(old: dict, resolved: dict, record: str) -> list[str]:
@@ -297,22 +301,22 @@ def device_kind(hardware: dict) -> str:
     return f"{hardware.get('cpu') or 'unknown'} CPU, {hardware.get('torch_threads')} threads"
 
 
-def device_kinds(results: Path) -> Counter:
+def device_kinds(results: Path, runs: dict[str, list[dict]] | None = None) -> Counter:
     """How many example lines ran on each kind of device: the rows' `worker` kind, or for rows recorded
-    without one, the kind of the manifest's hardware."""
+    without one, the kind of the manifest's hardware. `runs`: the folder's rows by run id, if already read."""
     default = device_kind(read_manifest(results).get("hardware", {}))
     kinds = Counter()
-    for path in example_files(results):
-        for row in read_run(path)[0]:
+    for rows in runs.values() if runs is not None else (read_run(path)[0] for path in example_files(results)):
+        for row in rows:
             worker = row.get("worker")
             kinds[worker.get("kind", default) if isinstance(worker, dict) else default] += 1
     return kinds
 
 
-def check_devices(results: Path, mix: bool = False) -> Counter:
-    """`device_kinds`, refusing (ResultsError) examples that ran on several kinds unless `mix`: their
-    latencies would be averaged together."""
-    kinds = device_kinds(results)
+def check_devices(results: Path, mix: bool = False, runs: dict[str, list[dict]] | None = None) -> Counter:
+    """`device_kinds` (of `runs`, if already read), refusing (ResultsError) examples that ran on several kinds
+    unless `mix`: their latencies would be averaged together."""
+    kinds = device_kinds(results, runs)
     if len(kinds) > 1 and not mix:
         listed = ", ".join(f"{kind}: {n} lines" for kind, n in kinds.most_common())
         raise ResultsError(f"{results}: examples ran on {len(kinds)} kinds of device ({listed}); their latencies "

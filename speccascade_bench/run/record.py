@@ -14,7 +14,10 @@ from typing import Any
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    kind = type(value)  # a JSON number is an int or a float: those first, without isinstance
+    if kind is float:
+        return math.isfinite(value)
+    return kind is int or isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _id(name: str, value: Any) -> str | None:
@@ -27,6 +30,29 @@ def _count(name: str, value: Any) -> str | None:
     if not _finite(value):
         return f"has no finite {name}"
     return f"has a negative {name} ({value})" if value < 0 else None
+
+
+MAX_SECONDS = 86_400.0  # a day: the longest time an example's decode may have taken
+
+
+def _seconds(name: str, value: Any) -> str | None:
+    """A time measured around a decode: a finite number of seconds above 0 and at most MAX_SECONDS."""
+    if not _finite(value):
+        return f"has no finite {name}"
+    if not 0 < value <= MAX_SECONDS:
+        return f"has a {name} of {value:g} s, not above 0 and at most {MAX_SECONDS:g} (a day)"
+    return None
+
+
+def _trials(name: str, value: Any) -> str | None:
+    """The seconds of each timed trial (`_seconds`), a list."""
+    if not isinstance(value, list):
+        return f"has a {name} that is not a list"
+    for trial in value:
+        why = _seconds(name, trial)
+        if why:
+            return why
+    return None
 
 
 LEVEL_COUNTS = ("drafted", "accepted", "rounds", "rejections", "deferred")
@@ -46,6 +72,8 @@ def _levels(name: str, value: Any) -> str | None:
 KINDS = {
     "id": ("integer >= 0", _id),
     "count": ("number >= 0", _count),
+    "seconds": (f"seconds, > 0 and <= {MAX_SECONDS:g}", _seconds),
+    "trials": (f"list of seconds, each > 0 and <= {MAX_SECONDS:g}", _trials),
     "number": ("number", lambda name, v: None if _finite(v) else f"has no finite {name}"),
     "score": ("number, 0-100", lambda name, v: None if _finite(v) and 0 <= v <= 100 else
               f"has a {name} that is not a number from 0 to 100"),
@@ -75,8 +103,8 @@ class ExampleRow:
     references: list = column("list", "every accepted answer")
     output_tokens: int = column("count", "tokens decoded", summed=True)
     input_tokens: int = column("count", "tokens of the prompt")
-    latency_s: float = column("count", "seconds to decode it, the mean over the timed trials", summed=True)
-    latency_trials_s: list = column("list", "the seconds of each timed trial (null for derived runs)", nullable=True)
+    latency_s: float = column("seconds", "seconds to decode it, the mean over the timed trials", summed=True)
+    latency_trials_s: list = column("trials", "the seconds of each timed trial (null for derived runs)", nullable=True)
     drafter_calls: int = column("count", "drafter forward calls", summed=True)
     verifier_calls: int = column("count", "verifier forward calls", summed=True)
     calls: dict = column("mapping", "forward calls per model role, `{role: n}` (the two fields above, by role; a "
@@ -124,15 +152,27 @@ WRITTEN = tuple(name for name in FIELDS if name not in ("verdict", "lm_eval"))  
 SUMMED = tuple(f.name for f in fields(ExampleRow) if f.metadata["summed"])
 
 
+# The type whose values pass a kind's check without a call (an int of a count or id also when >= 0): most fields
+_PLAIN = {"id": int, "count": int, "text": str, "mapping": dict, "list": list}
+
+# (name, its plain type, its check, whether it may be missing or null, whether it is demanded): what `problem`
+# asks of each field, in order
+_CHECKS = tuple((f.name, _PLAIN.get(f.metadata["kind"]), KINDS[f.metadata["kind"]][1],
+                 f.metadata["nullable"] or not f.metadata["required"], f.metadata["required"])
+                for f in fields(ExampleRow))
+
+
 def problem(row: dict) -> str | None:
     """Why a line's object is not an example row (a few words), or None. A field a row may lack (one added since
     the row was written) is checked only when present; a demanded one must be there and not null."""
-    for f in fields(ExampleRow):
-        meta, name = f.metadata, f.name
+    for name, plain, check, may_be_null, required in _CHECKS:
         value = row.get(name)
-        if value is None and (meta["nullable"] or not meta["required"]) and (name in row or not meta["required"]):
+        if value is None:
+            if may_be_null and (name in row or not required):
+                continue
+        elif type(value) is plain and (plain is not int or value >= 0):
             continue
-        why = KINDS[meta["kind"]][1](name, value)
+        why = check(name, value)
         if why:
             return why
     return None

@@ -1,17 +1,32 @@
 """The example rows of a results folder: `examples/<run_id>.jsonl`, one line per example and method run,
-appended and flushed as it finishes (`ExampleWriter`), read back with every check (`read_run`: each row
-names its file's run, an example twice only with the same content; a torn last line is an interrupted
-write and is dropped).
+appended and flushed as it finishes (`ExampleWriter`), read back with every check (`read_run`: a regular file,
+read line by line with each line bounded (`files.bounded_lines`, `max_row_mb`) and its nesting checked before it is
+parsed; each row names its file's run, and the manifest's method and parameters of that run where they are given;
+an example twice only with the same content; a torn last line is an interrupted write and is dropped).
+`load_examples` reads a folder's runs, each one the manifest names, keeping only the fields a summary reads.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-from ..files import ResultsError, note, open_for_writing
+from ..files import (
+    MAX_ROW_MB,
+    ResultsError,
+    UnreadableFile,
+    bounded_lines,
+    json_value,
+    note,
+    open_for_reading,
+    open_for_writing,
+    row_bytes,
+)
 from .record import problem
+
+MAX_ROW_BYTES = row_bytes(MAX_ROW_MB)
 
 
 def examples_dir(results: Path) -> Path:
@@ -27,49 +42,94 @@ def example_files(results: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.suffix == ".jsonl")
 
 
-def read_lines(path: Path) -> list[dict]:
+def read_lines(path: Path, max_bytes: int = MAX_ROW_BYTES) -> list[dict]:
     """The complete lines of a results file; a torn last line (an interrupted write) is ignored. A complete
     line that is not an example record is a ResultsError naming the file and the line."""
-    return [row for _, row in _numbered_records(path)]
+    return [row for _, _, _, row in _numbered_records(path, max_bytes)]
 
 
-def _numbered_records(path: Path):
-    """(line number, record) for each complete line of a results file (see `read_lines`)."""
+def _numbered_records(path: Path, max_bytes: int) -> Iterator[tuple[int, int, bytes, dict]]:
+    """(line number, offset, line, record) for each complete line of a results file (see `read_lines`); nothing
+    for a missing file."""
     if not path.exists():
         return
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
-            if not line.endswith("\n"):
-                break  # torn write: the example will be decoded again
-            row, problem = _parse_record(line)
-            if problem:
-                raise ResultsError(f"{path}: line {number} {problem}; delete that line (its example is decoded "
-                                   "again) or move the file aside")
-            yield number, row
+    try:
+        with open_for_reading(path) as f:
+            for number, offset, line in bounded_lines(f, path, max_bytes):
+                if not line.endswith(b"\n"):
+                    break  # torn write: the example will be decoded again
+                yield number, offset, line, _record(path, number, line)
+    except UnreadableFile as exc:
+        raise ResultsError(f"{exc}; delete that line (its example is decoded again), or move the file aside") from None
 
 
-def read_run(path: Path) -> tuple[list[dict], int]:
+def _record(path: Path, number: int, line: bytes) -> dict:
+    """The example record of one complete line; an UnreadableFile naming the file and the line otherwise."""
+    row = json_value(line, f"{path}: line {number}")
+    why = "is not a JSON object" if not isinstance(row, dict) else problem(row)
+    if why:
+        raise UnreadableFile(f"{path}: line {number} {why}")
+    return row
+
+
+def read_run(path: Path, max_bytes: int = MAX_ROW_BYTES, named: dict | None = None,
+             keep: tuple[str, ...] | None = None) -> tuple[list[dict], int]:
     """A method run's rows from its results file `examples/<run_id>.jsonl`, one per example in example order,
     and how many exact duplicate rows were dropped. Every row must name the file's run (`run_id`, and as
-    `method` the run id's first part) and may repeat an example only with the same content: otherwise a
-    ResultsError names the file, the line and the field."""
-    run_id = path.stem
-    expected = {"run_id": run_id, "method": run_id.split("-")[0]}
-    first: dict[int, tuple[int, dict]] = {}
+    `method` the run id's first part), and `named`'s method and params where given (the manifest's record of the
+    run); it may repeat an example only with the same content: otherwise a ResultsError names the file, the line
+    and the field. With `keep`, each row keeps only those fields (a summary needs no token statistics)."""
+    named_for = "the file is named for"
+    checks = [("run_id", path.stem, named_for), ("method", path.stem.split("-")[0], named_for)]
+    if named is not None:
+        whose = f"the manifest's run {_shown(path.stem)} has"
+        checks += [("method", named["method"], whose), ("params", named["params"], whose)]
+    first: dict[int, tuple[int, int, int, dict]] = {}
     repeated = 0
-    for number, row in _numbered_records(path):
-        for field, value in expected.items():
+    shared: dict = {}  # values that many rows hold, one object each (`_kept`)
+    for number, offset, line, row in _numbered_records(path, max_bytes):
+        for field, value, whose in checks:
             if row.get(field) != value:
-                raise ResultsError(f"{path}: line {number} has {field} {_shown(row.get(field))}, but the file is "
-                                   f"named for {value!r}; move the line to its own run's file or delete it")
-        seen = first.setdefault(row["example_id"], (number, row))
-        if seen[1] is row:
+                raise ResultsError(f"{path}: line {number} has {field} {_shown(row.get(field))}, but {whose} "
+                                   f"{_shown(value)}; move the line to its own run's file or delete it, or move "
+                                   "the file aside")
+        seen = first.get(row["example_id"])
+        if seen is None:
+            kept = row if keep is None else _kept(row, keep, named, shared)
+            first[row["example_id"]] = (number, offset, hash(line), kept)
             continue
-        if _canonical(seen[1]) != _canonical(row):
+        if seen[2] != hash(line) and _canonical(_line_at(path, seen[1], max_bytes)) != _canonical(row):
             raise ResultsError(f"{path}: line {number} has example_id {row['example_id']} of line {seen[0]} with "
                                "other content; delete the wrong one of the two lines")
         repeated += 1
-    return [first[i][1] for i in sorted(first)], repeated
+    return [first[i][3] for i in sorted(first)], repeated
+
+
+def _kept(row: dict, keep: tuple[str, ...], named: dict | None, shared: dict) -> dict:
+    """The fields of `row` in `keep`, with one object for a value that many rows hold (`shared`): its params the
+    manifest's object of the run (`named`, which they equal), its run id, method and calls, and its worker with
+    only its kind and session."""
+    kept = {name: row[name] for name in keep if name in row}
+    if named is not None and "params" in kept:
+        kept["params"] = named["params"]
+    worker = kept.get("worker")
+    if isinstance(worker, dict):
+        kept["worker"] = {name: worker[name] for name in ("kind", "session") if isinstance(worker.get(name), str)}
+    for name in ("run_id", "method", "calls", "worker"):
+        value = kept.get(name)
+        key = tuple(value.items()) if isinstance(value, dict) else value
+        try:
+            kept[name] = shared.setdefault((name, key), value)
+        except TypeError:  # a value that is not hashable (a list in calls) stays the row's own
+            pass
+    return kept
+
+
+def _line_at(path: Path, offset: int, max_bytes: int) -> dict:
+    """The record of the line at `offset` of a results file (read again to compare a repeated example)."""
+    with open_for_reading(path) as f:
+        f.seek(offset)
+        return json.loads(f.readline(max_bytes + 1))
 
 
 def _shown(value) -> str:
@@ -80,19 +140,6 @@ def _shown(value) -> str:
 
 def _canonical(row: dict) -> str:
     return json.dumps(row, sort_keys=True, ensure_ascii=False)
-
-
-def _parse_record(line: str) -> tuple[dict, str | None]:
-    """An example record from one line, and why the line is not one (None when it is)."""
-    try:
-        row = json.loads(line)
-    except ValueError:
-        return {}, "is not JSON"
-    except RecursionError:
-        return {}, "is nested too deeply"
-    if not isinstance(row, dict):
-        return {}, "is not a JSON object"
-    return row, problem(row)
 
 
 def repair(path: Path) -> None:
@@ -152,25 +199,34 @@ def _finished_ids(path: Path) -> set[int]:
     """The example ids of a results file's complete lines that are records (see `count_examples`)."""
     ids = set()
     try:
-        with path.open(encoding="utf-8", errors="replace") as f:
-            for line in f:
-                row, problem = _parse_record(line) if line.endswith("\n") else ({}, "torn")
-                if not problem:
-                    ids.add(row["example_id"])
-    except OSError:
-        return set()
+        with open_for_reading(path) as f:
+            for number, _, line in bounded_lines(f, path, MAX_ROW_BYTES):
+                try:
+                    if line.endswith(b"\n"):
+                        ids.add(_record(path, number, line)["example_id"])
+                except UnreadableFile:
+                    continue
+    except (OSError, UnreadableFile):
+        pass
     return ids
 
 
-def load_examples(results: Path) -> dict[str, list[dict]]:
-    """Every method run's rows by run_id (`read_run`: checked against their file, one per example); a `note`
-    for exact duplicate rows, a ResultsError when the folder holds no example line at all."""
+def load_examples(results: Path, methods: list[dict], max_bytes: int = MAX_ROW_BYTES,
+                  keep: tuple[str, ...] | None = None) -> dict[str, list[dict]]:
+    """Every method run's rows by run_id (`read_run`: checked against their file and against `methods`, the
+    manifest's record of the folder's method runs, one per example; with `keep`, only those fields); a `note` for
+    exact duplicate rows. A ResultsError for a results file of a run that `methods` does not name, and when the
+    folder holds no example line at all."""
     folder = examples_dir(results)
     if not folder.is_dir():
         raise ResultsError(f"{results} has no examples/ folder")
+    named = {run["run_id"]: run for run in methods}
     runs = {}
     for path in example_files(results):
-        rows, repeated = read_run(path)
+        if path.stem not in named:
+            raise ResultsError(f"{path}: the manifest names no method run {_shown(path.stem)} (config.methods): "
+                               "these are not this folder's results; move the file aside")
+        rows, repeated = read_run(path, max_bytes, named[path.stem], keep)
         if repeated:
             note(f"{path}: {repeated} exact duplicate rows ignored")
         if rows:

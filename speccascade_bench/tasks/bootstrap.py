@@ -5,7 +5,7 @@ rescore the corpus, since a corpus BLEU is not the mean of sentence BLEUs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,7 +59,19 @@ def _statistic(metric: str, summed: np.ndarray, size: int) -> np.ndarray:
 
 
 def _resampled(metric: str, values: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    if values.shape[1] == 1:  # example scores: summed where drawn (no (resamples, n) matrix of counts)
+        return _statistic(metric, values[indices, 0].sum(axis=1, keepdims=True), indices.shape[1])
     return _statistic(metric, _index_counts(indices, len(values)) @ values, indices.shape[1])
+
+
+DRAWS = 4_000_000  # example indices drawn at a time: resamples of 10^5 examples take 32 MB, not 800 MB at once
+
+
+def resample_indices(rng: np.random.Generator, n: int, resamples: int) -> Iterator[np.ndarray]:
+    """`rng.integers(0, n, size=(resamples, n))` in blocks of rows of at most DRAWS indices (the same draws)."""
+    step = max(1, DRAWS // n)
+    for start in range(0, resamples, step):
+        yield rng.integers(0, n, size=(min(step, resamples - start), n))
 
 
 def resampled_scores(metric: str, predictions: Sequence[str], references, indices: np.ndarray,
@@ -95,8 +107,8 @@ def paired_bootstrap(metric: str, predictions_a: Sequence[str], predictions_b: S
     values_b = _example_values(metric, predictions_b, references, scores_b, answer_pattern, normalize)
     everything = np.arange(n)[None, :]
     difference = (_resampled(metric, values_a, everything) - _resampled(metric, values_b, everything))[0]
-    indices = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    differences = _resampled(metric, values_a, indices) - _resampled(metric, values_b, indices)
+    differences = np.concatenate([_resampled(metric, values_a, indices) - _resampled(metric, values_b, indices)
+                                  for indices in resample_indices(np.random.default_rng(seed), n, resamples)])
     tail = (1 - confidence) / 2
     low, high = np.quantile(differences, [tail, 1 - tail])
     return BootstrapInterval(float(difference), float(low), float(high), resamples)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import UnreadableFile, open_for_reading, row_bytes
 from ..settings import ConfigError
-from . import kinds
+from . import datafiles, kinds
 from .prompts import PromptParts, get_field
 from .settings import _BUILDERS, TaskConfig
 
@@ -44,10 +46,24 @@ class Example:
     fewshot: int | None = None
 
 
+def _open_text(path: Path) -> io.TextIOWrapper:
+    """A local data file as UTF-8 text, opened as `files.open_for_reading` opens one (a regular file only)."""
+    return io.TextIOWrapper(open_for_reading(path), encoding="utf-8", newline="")
+
+
+def check_data_file(path: Path, task: TaskConfig) -> None:
+    """A local data file checked before any parser reads it (`datafiles.scan`, each row at most
+    `task.max_row_mb`); a DataError naming the file and the line (its key `dataset`) otherwise."""
+    try:
+        datafiles.scan(path, row_bytes(task.max_row_mb))
+    except UnreadableFile as exc:
+        raise DataError(f"cannot read {exc}", "dataset") from None
+
+
 def _first_local_row(path: Path) -> dict:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as f:
+        with _open_text(path) as f:
             if suffix == ".json" and f.read(1) == "[":
                 f.seek(0)
                 return json.load(f)[0]
@@ -59,7 +75,7 @@ def _first_local_row(path: Path) -> dict:
     if suffix == ".csv":
         import csv
 
-        with path.open(encoding="utf-8", newline="") as f:
+        with _open_text(path) as f:
             return next(csv.DictReader(f), {})
     import pyarrow.parquet as pq
 
@@ -75,7 +91,10 @@ def check_local_fields(path: Path, task: TaskConfig) -> None:
     if path.suffix.lower() not in _BUILDERS:
         raise DataError(f"unsupported file type {path.suffix!r}; use {', '.join(_BUILDERS)}", "dataset")
     try:
+        check_data_file(path, task)
         row = _first_local_row(path)
+    except DataError:
+        raise
     except (ValueError, OSError, IndexError) as exc:
         raise DataError(f"cannot read {path}: {_one_line(exc)}", "dataset") from None
     if not isinstance(row, dict) or not row:
@@ -112,22 +131,13 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _locate_unreadable_line(path: Path, parse: bool = True) -> str | None:
-    """Where a local text data file stops being UTF-8 (or, for JSONL with `parse`, JSON): 'line N: problem',
-    or None."""
-    if path.suffix.lower() == ".parquet":
-        return None
-    with path.open("rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return f"line {number}: not UTF-8 text (byte {exc.start})"
-            if parse and path.suffix.lower() == ".jsonl" and line.strip():
-                try:
-                    json.loads(line)
-                except ValueError as exc:
-                    return f"line {number}: not a JSON object ({_one_line(exc, 80)})"
+def _located_problem(path: Path, task: TaskConfig) -> str | None:
+    """Where a local data file that `datasets` could not read stops being JSON lines (`datafiles.scan` with every
+    line parsed): its message, or None."""
+    try:
+        datafiles.scan(path, row_bytes(task.max_row_mb), parse=True)
+    except (UnreadableFile, OSError) as exc:
+        return str(exc)
     return None
 
 
@@ -188,10 +198,9 @@ def load_rows(task: TaskConfig):
         if builder is None:
             raise DataError(f"unsupported data file type {path.suffix!r}: {path}")
         # A local file is one split; `task.split` names it only for the results. Arrow's readers take bytes
-        # that are not UTF-8 into text columns and fail only when a row is read: check the text first.
-        where = _locate_unreadable_line(path, parse=False)
-        if where:
-            raise DataError(f"cannot read {path}: {where}", "dataset")
+        # that are not UTF-8 into text columns and fail only when a row is read, and crash on rows nested deep:
+        # check the file first (`check_data_file`).
+        check_data_file(path, task)
         verbosity = datasets.logging.get_verbosity()
         datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its parsers log each failure; we say it once
         try:
@@ -199,8 +208,8 @@ def load_rows(task: TaskConfig):
             kwargs = {"features": _text_columns(path)} if builder == "csv" else {}
             return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
         except Exception as exc:  # datasets wraps a parser's error in its own types
-            where = _locate_unreadable_line(path) or _one_line(_root_cause(exc))
-            raise DataError(f"cannot read {path}: {where}", "dataset") from None
+            where = _located_problem(path, task) or f"{path}: {_one_line(_root_cause(exc))}"
+            raise DataError(f"cannot read {where}", "dataset") from None
         finally:
             datasets.logging.set_verbosity(verbosity)
     try:
@@ -221,7 +230,7 @@ def _text_columns(path: Path):
 
     import datasets
 
-    with path.open(encoding="utf-8", newline="") as f:
+    with _open_text(path) as f:
         header = next(csv.reader(f), [])
     return datasets.Features({name: datasets.Value("string") for name in header})
 

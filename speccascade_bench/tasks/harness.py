@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..settings import suggest
-from .data import DataError, Example, _one_line
+from .data import DataError, Example, _one_line, check_data_file
 from .prompts import PromptParts
 from .settings import _BUILDERS, TaskConfig
 
@@ -196,6 +196,10 @@ def _check_files(task: TaskConfig, spec: Registered) -> str:
         builder = _BUILDERS.get(file.suffix.lower())
         if builder is None:
             raise HarnessError("data_files", f"{path}: unsupported file type; use {', '.join(_BUILDERS)}")
+        try:
+            check_data_file(file, task)  # before lm-eval and `datasets` read it
+        except DataError as exc:
+            raise HarnessError("data_files", str(exc)) from None
         builders.add(builder)
     if len(builders) > 1:
         raise HarnessError("data_files", "give every split's file in one format (JSON lines, CSV or parquet)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import MAX_ROW_MB
 from ..models.presets import is_preset
 from ..settings import option
 from . import metrics, patterns
@@ -84,8 +85,9 @@ class TaskConfig:
     code_memory_mb: int = option(1024, low=64, high=65_536)
     limit: int | None = option(None, low=1, high=10_000_000)
     max_source_tokens: int = option(512, low=1, high=131_072)
+    max_row_mb: int = option(MAX_ROW_MB, low=1, high=4096)  # the longest line or row of a local data file read, in MB
     # A task of lm-evaluation-harness's registry (tasks.harness): everything above but limit, max_source_tokens,
-    # chat and system (lm-eval's --apply_chat_template and --system_instruction) comes from it.
+    # max_row_mb, chat and system (lm-eval's --apply_chat_template and --system_instruction) comes from it.
     lm_eval: str | None = option(None)
     num_fewshot: int | None = option(None, low=0, high=1000)  # default: the lm-eval task's own
     fewshot_seed: int = option(1234, low=0, high=2**32 - 1)  # lm-eval's sampler seed (its default, 1234)
