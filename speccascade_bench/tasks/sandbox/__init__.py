@@ -13,9 +13,9 @@ What is isolated (Linux, user namespaces; the standard library, and libseccomp's
   exits too. Init also ends the run itself a second after the time limit, whatever became of the parent.
   The first process, init and the code's process each die with their parent (PR_SET_PDEATHSIG), so a
   caller killed by SIGKILL or the OOM killer takes the whole tree with it; the `scb-sandbox-*` folders and
-  cgroups it leaves are removed by the next run (`bounds.sweep_leftovers`). RLIMIT_NPROC caps the tasks of the code's user in its own user namespace at MAX_PROCESSES,
-  which defeats fork bombs. A root caller maps the code's ids to nobody (65534) because the kernel does
-  not apply RLIMIT_NPROC to uid 0.
+  cgroups it leaves are removed by the next run (`bounds.sweep_leftovers`). RLIMIT_NPROC caps the tasks
+  of the code's user in its own user namespace at MAX_PROCESSES, which defeats fork bombs. A root caller
+  maps the code's ids to nobody (65534) because the kernel does not apply RLIMIT_NPROC to uid 0.
 - Network: a new network namespace with only a loopback device, which is down: nothing connects, and
   abstract Unix sockets (which belong to a network namespace) of the host cannot be named.
 - Files: a new mount namespace (private propagation, so nothing reaches the host) whose root is a fresh
