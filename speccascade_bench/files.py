@@ -112,14 +112,14 @@ def open_for_reading(path: Path) -> IO[bytes]:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a socket
-            raise UnreadableFile(f"{path} is not a regular file (a socket); move it aside") from None
+            raise UnreadableFile(f"{path} is not a regular file (a socket)") from None
         raise
     found = os.fstat(fd)
     if not stat.S_ISREG(found.st_mode):
         os.close(fd)
         kind = ("a folder" if stat.S_ISDIR(found.st_mode) else "a FIFO" if stat.S_ISFIFO(found.st_mode) else
                 "a device" if stat.S_ISCHR(found.st_mode) or stat.S_ISBLK(found.st_mode) else "not a file")
-        raise UnreadableFile(f"{path} is not a regular file ({kind}); move it aside")
+        raise UnreadableFile(f"{path} is not a regular file ({kind})")
     return os.fdopen(fd, "rb")
 
 

@@ -244,3 +244,28 @@ def test_planted_strings_stay_text_in_the_browser(folders, tmp_path):
             assert planted in text
         assert opened.errors == [] and opened.requests == []
         opened.browser.close()
+
+
+def test_the_page_shows_no_path_of_this_machine_unless_asked(tmp_path, monkeypatch):
+    """A page made to be sent: the folder, the models and the data as paths relative to the results folder or with
+    the home folder as ~; --absolute-paths shows them as recorded."""
+    import json
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    folder = build_results(home / "runs" / "task", RUNS, name="paths")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["config"]["models"] = {"drafter": str(home / "models" / "small"), "verifier": str(tmp_path / "large")}
+    manifest["config"]["task"]["dataset"] = str(folder / "data" / "test.jsonl")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert CliRunner().invoke(app, ["report", str(folder), "--html"]).exit_code == 0
+    text = (folder / HTML_FILE).read_text()
+    assert str(tmp_path) not in text
+    for shown in ("<small>~/runs/task</small>", "drafter <code>~/models/small</code>",
+                  "verifier <code>../../../large</code>", "data/test.jsonl (exact_match)",
+                  ">examples/drafter.jsonl</a>"):
+        assert shown in text, shown
+    assert CliRunner().invoke(app, ["report", str(folder), "--html", "--absolute-paths"]).exit_code == 0
+    text = (folder / HTML_FILE).read_text()
+    for recorded in (f"<small>{folder}</small>", str(home / "models" / "small"), str(folder / "data" / "test.jsonl")):
+        assert recorded in text, recorded

@@ -349,3 +349,14 @@ def test_plot_out_that_is_a_file_and_negative_example_ids_are_one_line(tmp_path)
     rows[2]["example_id"] = -3
     folder = hand_made(tmp_path / "neg", {"verifier": rows})
     failed(scb("report", folder), "verifier.jsonl: line 3 has a negative example_id (-3)")
+
+
+def test_a_resume_with_fewer_runs_keeps_the_manifest_record_of_the_runs_with_rows(pair_dir, finished):  # noqa: F811
+    """`scb report` reads only the runs that the manifest names: a resume whose config no longer lists a run that has
+    rows in the folder keeps that run's record."""
+    result = scb("run", "-c", config(pair_dir, finished, methods=[{"method": "verifier"}]))
+    assert result.exit_code == 0, result.output
+    named = {run["run_id"] for run in read_manifest(finished)["config"]["methods"]}
+    assert named == {"verifier", "spec_decode-g2"}
+    report = scb("report", finished)
+    assert report.exit_code == 0 and "| spec_decode-g2 |" in report.output, report.output

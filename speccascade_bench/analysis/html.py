@@ -218,8 +218,8 @@ def shown_folder(folder: Path) -> str:
     else by its name."""
     if not folder.is_absolute():
         return str(folder)
-    shown = shown_path(str(folder), Path.home())
-    return shown if shown.startswith("~") else folder.name
+    path, home = Path(os.path.abspath(folder)), Path(os.path.abspath(Path.home()))
+    return "~/" + path.relative_to(home).as_posix() if home in path.parents else folder.name
 
 
 def _links(section: Section, page: Path) -> str:

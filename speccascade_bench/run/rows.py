@@ -54,13 +54,18 @@ def _numbered_records(path: Path, max_bytes: int) -> Iterator[tuple[int, int, by
     if not path.exists():
         return
     try:
-        with open_for_reading(path) as f:
+        f = open_for_reading(path)
+    except UnreadableFile as exc:
+        raise ResultsError(f"{exc}; move it aside") from None
+    with f:
+        try:
             for number, offset, line in bounded_lines(f, path, max_bytes):
                 if not line.endswith(b"\n"):
                     break  # torn write: the example will be decoded again
                 yield number, offset, line, _record(path, number, line)
-    except UnreadableFile as exc:
-        raise ResultsError(f"{exc}; delete that line (its example is decoded again), or move the file aside") from None
+        except UnreadableFile as exc:
+            raise ResultsError(f"{exc}; delete that line (its example is decoded again), or move the file "
+                               "aside") from None
 
 
 def _record(path: Path, number: int, line: bytes) -> dict:

@@ -57,7 +57,7 @@ def check_data_file(path: Path, task: TaskConfig) -> None:
     try:
         datafiles.scan(path, row_bytes(task.max_row_mb))
     except UnreadableFile as exc:
-        raise DataError(f"cannot read {exc}", "dataset") from None
+        raise DataError(str(exc), "dataset") from None
 
 
 def _first_local_row(path: Path) -> dict:

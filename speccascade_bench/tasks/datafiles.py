@@ -73,8 +73,16 @@ def _scan_csv(f: IO[bytes], path: Path, max_bytes: int) -> None:
             numbers.append(number)
             yield line.decode("utf-8")
 
-    start = 1
-    for row in csv.reader(lines()):
+    start, rows = 1, csv.reader(lines())
+    while True:
+        try:
+            row = next(rows, None)
+        except csv.Error as exc:  # a field over the bound, or a NUL byte
+            if "field limit" in str(exc):
+                raise too_long(f"{path}: the row that starts on line {start}", max_bytes) from None
+            raise UnreadableFile(f"{path}: line {numbers[-1] if numbers else 1}: not CSV ({exc})") from None
+        if row is None:
+            return
         if sum(len(field) for field in row) > max_bytes:
             raise too_long(f"{path}: the row that starts on line {start}", max_bytes)
         start = numbers[-1] + 1 if numbers else 1
