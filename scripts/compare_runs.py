@@ -7,8 +7,9 @@ its paired bootstrap 95% interval (as `scb report`'s against the verifier) and e
 import sys
 from pathlib import Path
 
+from speccascade_bench.analysis.quality import quality_difference
 from speccascade_bench.analysis.results import read_results
-from speccascade_bench.analysis.summary import quality_difference, summarize
+from speccascade_bench.analysis.summary import summarize
 from speccascade_bench.run.folder import read_manifest
 
 

@@ -14,8 +14,9 @@ from ..files import refuse_link, write_file
 from ..run.folder import read_manifest
 from ..run.manifest import check_devices
 from ..run.rows import MAX_ROW_BYTES
+from .quality import BOOTSTRAP_RESAMPLES, CONFIDENCE
 from .results import read_results
-from .summary import BOOTSTRAP_RESAMPLES, CONFIDENCE, SUMMARY_FILE, summarize, with_curves, write_summary
+from .summary import SUMMARY_FILE, summarize, with_curves, write_summary
 from .tradeoff import best_quality_within, latency_to_match
 
 REPORT_FILE = "report.md"

@@ -15,25 +15,17 @@ from typing import Any
 import pandas as pd
 
 from ..decoding.methods import DRAFTER, METHODS, MIDDLE, PARAMETERS, REFERENCE
-from ..files import ResultsError, write_file
+from ..files import write_file
 from ..models.settings import chain_roles
 from ..run.folder import read_call_costs
 from ..run.manifest import device_kinds
 from ..run.record import calls_of as calls
 from ..run.rows import MAX_ROW_BYTES
-from ..tasks.bootstrap import BootstrapInterval, paired_bootstrap
-from ..tasks.metrics import SCORED_METRICS, corpus_score
+from ..tasks.bootstrap import BootstrapInterval
 from .curves import ratio_interval
+from .quality import BOOTSTRAP_RESAMPLES, CONFIDENCE, MIN_BOOTSTRAP_EXAMPLES, Qualities
 from .results import Results, first_samples, read_results
 from .tradeoff import acceptance_probability, chain_speedup, drafter_calls_per_round, leviathan_speedup, per_call_cost
-
-BOOTSTRAP_RESAMPLES = 1000
-
-CONFIDENCE = 0.95
-
-MIN_BOOTSTRAP_EXAMPLES = 10  # fewer examples give no interval: a resample of 2 examples says nothing
-
-
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +110,7 @@ class Folder:
         self.verifier = {row["example_id"]: row["latency_s"] for row in self.reference_rows}
         self.cost_ratio = self.step_cost["drafter"] / self.step_cost["verifier"]
         self.verifier_cost = _mean(calls(row, "verifier") for row in self.reference_rows) * self.step_cost["verifier"]
+        self.qualities = Qualities(self.results, self.metric, self.reference_rows)
 
 
 class Run:
@@ -138,11 +131,8 @@ class Run:
 
     def versus(self, folder: Folder) -> BootstrapInterval:
         """Its quality minus the verifier's on the same examples (`quality_difference`), computed once."""
-        if self._versus is None and self.rows is folder.reference_rows and len(self.rows) >= MIN_BOOTSTRAP_EXAMPLES:
-            self._versus = BootstrapInterval(0.0, 0.0, 0.0, BOOTSTRAP_RESAMPLES)  # the verifier against itself
         if self._versus is None:
-            self._versus = (quality_difference(folder.metric, self.rows, folder.reference_rows)
-                            if folder.reference_rows else BootstrapInterval(math.nan, math.nan, math.nan, 0))
+            self._versus = folder.qualities.versus(self.rows)
         return self._versus
 
     def latency_interval(self, folder: Folder) -> tuple[float, float]:
@@ -239,7 +229,7 @@ COLUMNS: tuple[tuple[str, Column], ...] = (
     ("temperature", lambda f, r: f.temperature),
     ("n", lambda f, r: len(r.rows)),
     ("metric", lambda f, r: f.metric),
-    ("quality", lambda f, r: quality(f.results, f.metric, r.rows)),
+    ("quality", lambda f, r: f.qualities.quality(r.rows)),
     ("quality_vs_verifier", lambda f, r: r.versus(f).difference),
     ("quality_ci_low", lambda f, r: r.versus(f).low),
     ("quality_ci_high", lambda f, r: r.versus(f).high),
@@ -298,35 +288,6 @@ def summarize(results: Path, read: Results | None = None, max_bytes: int = MAX_R
     frame.attrs["examples"] = len(runs.get(REFERENCE, []))
     frame.attrs["samples"] = first_samples(runs)
     return frame
-
-
-def quality(results: Path, metric: str, rows: list[dict]) -> float:
-    """A run's quality: the corpus score of its predictions, or for exact_match, f1 and pass_at_1 the mean of
-    the rows' scores (computed at run time with the task's answer pattern and normalisation, or the sandbox)."""
-    if metric in SCORED_METRICS:
-        unscored = [row["example_id"] for row in rows if "score" not in row]
-        if unscored:
-            raise ResultsError(f"{results}: {len(unscored)} lines of {rows[0]['run_id']} have no score (example "
-                               f"{unscored[0]}); {metric} is scored per example when it is decoded")
-        return _mean(row["score"] for row in rows)
-    return corpus_score(metric, [r["prediction"] for r in rows], [r["reference"] for r in rows])
-
-
-def quality_difference(metric: str, rows: list[dict], reference_rows: list[dict]) -> BootstrapInterval:
-    """A run's quality minus the verifier's on the same examples, with a paired bootstrap interval
-    (CONFIDENCE, BOOTSTRAP_RESAMPLES, seed 0): `bootstrap.paired_bootstrap` over the rows matched by example.
-    NaN with fewer than MIN_BOOTSTRAP_EXAMPLES examples."""
-    by_id = {row["example_id"]: row for row in reference_rows}
-    pairs = [(row, by_id[row["example_id"]]) for row in rows if row["example_id"] in by_id]
-    ours, theirs = [a for a, _ in pairs], [b for _, b in pairs]
-    scored = metric in SCORED_METRICS
-    if len(pairs) < MIN_BOOTSTRAP_EXAMPLES:
-        return BootstrapInterval(math.nan, math.nan, math.nan, 0)
-    return paired_bootstrap(metric, [r["prediction"] for r in ours], [r["prediction"] for r in theirs],
-                            [r["reference"] for r in theirs],
-                            [r["score"] for r in ours] if scored else None,
-                            [r["score"] for r in theirs] if scored else None,
-                            resamples=BOOTSTRAP_RESAMPLES, seed=0, confidence=CONFIDENCE)
 
 
 SUMMARY_FILE = "summary.csv"

@@ -23,8 +23,8 @@ class BootstrapInterval:
     resamples: int
 
 
-def _example_values(metric: str, predictions: Sequence[str], references, scores: Sequence[float] | None,
-                    answer_pattern: str | None, normalize: str) -> np.ndarray:
+def example_values(metric: str, predictions: Sequence[str], references, scores: Sequence[float] | None = None,
+                   answer_pattern: str | None = None, normalize: str = "squad") -> np.ndarray:
     """What a resample sums, (n, k): per-sentence sufficient statistics for BLEU/chrF, else the example
     scores as a column (given, or computed with `example_score`)."""
     if len(predictions) != len(references):
@@ -80,7 +80,7 @@ def resampled_scores(metric: str, predictions: Sequence[str], references, indice
     """The corpus metric of each resample, (resamples,), from example indices (resamples, m). One row
     holding every index once gives `corpus_score`. `scores` replaces `example_score` for mean metrics."""
     _check_metric(metric, answer_pattern)
-    values = _example_values(metric, predictions, references, scores, answer_pattern, normalize)
+    values = example_values(metric, predictions, references, scores, answer_pattern, normalize)
     indices = np.asarray(indices)
     if indices.ndim != 2 or indices.shape[1] == 0:
         raise ValueError(f"indices must be (resamples, m) with m >= 1, got shape {indices.shape}")
@@ -100,15 +100,26 @@ def paired_bootstrap(metric: str, predictions_a: Sequence[str], predictions_b: S
         raise ValueError(f"resamples must be >= 1, got {resamples}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    n = len(references)
-    if n == 0:
+    if len(references) == 0:
         raise ValueError("no examples to resample")
-    values_a = _example_values(metric, predictions_a, references, scores_a, answer_pattern, normalize)
-    values_b = _example_values(metric, predictions_b, references, scores_b, answer_pattern, normalize)
-    everything = np.arange(n)[None, :]
-    difference = (_resampled(metric, values_a, everything) - _resampled(metric, values_b, everything))[0]
+    values_a = example_values(metric, predictions_a, references, scores_a, answer_pattern, normalize)
+    values_b = example_values(metric, predictions_b, references, scores_b, answer_pattern, normalize)
+    return paired_interval(metric, values_a, values_b, resamples, seed, confidence)
+
+
+def paired_interval(metric: str, values_a: np.ndarray, values_b: np.ndarray, resamples: int = 1000,
+                    seed: int | np.random.Generator = 0, confidence: float = 0.95) -> BootstrapInterval:
+    """`paired_bootstrap` from each system's `example_values` on the same examples (computed once, to compare
+    one system with several)."""
+    n = len(values_a)
+    difference = corpus_of(metric, values_a) - corpus_of(metric, values_b)
     differences = np.concatenate([_resampled(metric, values_a, indices) - _resampled(metric, values_b, indices)
                                   for indices in resample_indices(np.random.default_rng(seed), n, resamples)])
     tail = (1 - confidence) / 2
     low, high = np.quantile(differences, [tail, 1 - tail])
     return BootstrapInterval(float(difference), float(low), float(high), resamples)
+
+
+def corpus_of(metric: str, values: np.ndarray) -> float:
+    """The corpus metric of every example once, from their `example_values` (`corpus_score`'s value)."""
+    return float(_resampled(metric, values, np.arange(len(values))[None, :])[0])
