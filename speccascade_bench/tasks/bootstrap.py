@@ -23,6 +23,9 @@ class BootstrapInterval:
     resamples: int
 
 
+SENTENCES = 10_000  # sentences whose BLEU or chrF statistics are extracted at a time
+
+
 def example_values(metric: str, predictions: Sequence[str], references, scores: Sequence[float] | None = None,
                    answer_pattern: str | None = None, normalize: str = "squad") -> np.ndarray:
     """What a resample sums, (n, k): per-sentence sufficient statistics for BLEU/chrF, else the example
@@ -32,9 +35,11 @@ def example_values(metric: str, predictions: Sequence[str], references, scores: 
     if metric in CORPUS_METRICS:
         if scores is not None:
             raise ValueError(f"{metric} is a corpus metric: it is resampled from sentence statistics, not scores")
-        first = [_reference_list(refs)[0] for refs in references]
-        return np.asarray(_sacrebleu_metric(metric)._extract_corpus_statistics(list(predictions), [first]),
-                          dtype=np.float64)
+        first, scorer = [_reference_list(refs)[0] for refs in references], _sacrebleu_metric(metric)
+        # each sentence's statistics are its own: extracted by blocks, only a block's references are held at a time
+        blocks = (scorer._extract_corpus_statistics(list(predictions[i:i + SENTENCES]), [first[i:i + SENTENCES]])
+                  for i in range(0, len(first), SENTENCES))
+        return np.asarray([stats for block in blocks for stats in block], dtype=np.float64)
     if scores is None:
         scores = [example_score(metric, pred, refs, answer_pattern, normalize)
                   for pred, refs in zip(predictions, references, strict=True)]
