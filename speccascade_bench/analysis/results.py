@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..decoding.methods import DRAFTER, MIDDLE, REFERENCE
 from ..files import ResultsError
 from ..run.folder import read_manifest
 from ..run.rows import MAX_ROW_BYTES, load_examples
+from ..run.settings import MethodRun
 
 # The fields of a row that a summary reads (the rest, token statistics and lm-eval's records, is left unread)
 SUMMARY_FIELDS = ("example_id", "run_id", "method", "params", "prediction", "reference", "output_tokens",
@@ -31,12 +33,24 @@ class Results:
 
 def read_results(results: Path, max_bytes: int = MAX_ROW_BYTES) -> Results:
     """The folder's manifest and every run it names (`load_examples`, each line at most `max_bytes`): a results
-    file of a run the manifest does not name, or whose rows' params are not the manifest's, is refused."""
+    file of a run the manifest does not name (`method_runs`), or whose rows' params are not the manifest's, is
+    refused."""
     manifest = read_manifest(results, max_bytes)
+    return Results(manifest, load_examples(results, method_runs(results, manifest), max_bytes, SUMMARY_FIELDS))
+
+
+def method_runs(results: Path, manifest: dict) -> list[dict]:
+    """The method runs a folder may hold: its manifest's (`config.methods`), and the runs of each model alone that
+    `scb run` decodes besides them (`run.plan.plan`: the verifier, the drafter, a chain's middle models)."""
     methods = manifest["config"].get("methods")
     if methods is None:
         raise ResultsError(f"{results}/manifest.json names no method runs (config.methods); restore it from a copy")
-    return Results(manifest, load_examples(results, methods, max_bytes, SUMMARY_FIELDS))
+    middle = manifest["config"]["models"].get("middle") or []
+    alone = [MethodRun(REFERENCE, {}), MethodRun(DRAFTER, {}),
+             *(MethodRun(MIDDLE, {"level": level}) for level in range(1, len(middle) + 1))]
+    named = {run["run_id"] for run in methods}
+    return methods + [{"run_id": run.run_id, "method": run.method, "params": run.params} for run in alone
+                      if run.run_id not in named]
 
 
 def first_samples(runs: dict[str, list[dict]]) -> list[tuple[int, str, list[tuple[str, str, Any]]]]:
