@@ -123,11 +123,6 @@ def open_for_reading(path: Path) -> IO[bytes]:
     return os.fdopen(fd, "rb")
 
 
-def check_regular(path: Path) -> None:
-    """`open_for_reading`'s checks alone: for a file that a library opens itself after them."""
-    open_for_reading(path).close()
-
-
 def bounded_lines(f: IO[bytes], path: Path, max_bytes: int) -> Iterator[tuple[int, int, bytes]]:
     """(line number, offset, line with its newline) of each line of `f`, the last one perhaps without a newline
     (a torn write); a line of more than `max_bytes` bytes (its newline aside) is an UnreadableFile naming the file
@@ -141,7 +136,9 @@ def bounded_lines(f: IO[bytes], path: Path, max_bytes: int) -> Iterator[tuple[in
         offset += len(line)
 
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes and all
+# A JSON string, escapes and all; one left open runs to the end of the text, so that no match fails after a long
+# try (removing the strings stays linear in the text)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?')
 _BRACKETS = re.compile(rb"[\[{]+|[\]}]+")
 
 
