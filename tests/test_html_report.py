@@ -269,3 +269,24 @@ def test_the_page_shows_no_path_of_this_machine_unless_asked(tmp_path, monkeypat
     text = (folder / HTML_FILE).read_text()
     for recorded in (f"<small>{folder}</small>", str(home / "models" / "small"), str(folder / "data" / "test.jsonl")):
         assert recorded in text, recorded
+
+
+def test_plot_never_writes_over_figures_it_did_not_write(folders, tmp_path):
+    _, plain = folders
+    theirs = tmp_path / "figures"
+    theirs.mkdir()
+    (theirs / "quality_latency.png").write_bytes(b"someone's figure")
+    result = CliRunner().invoke(app, ["plot", str(plain), "--out", str(theirs)])
+    assert result.exit_code == 2 and "not written by `scb plot`" in result.output
+    assert "quality_latency.png" in result.output
+    assert (theirs / "quality_latency.png").read_bytes() == b"someone's figure"
+    assert sorted(p.name for p in theirs.iterdir()) == ["quality_latency.png"]  # nothing else written either
+    mine = tmp_path / "mine"
+    for _ in range(2):  # its own figures it replaces
+        result = CliRunner().invoke(app, ["plot", str(plain), "--out", str(mine)])
+        assert result.exit_code == 0, result.output
+    assert {p.name for p in mine.iterdir()} == {f"{name}{suffix}" for name in ("quality_latency", "quality_cost")
+                                                for suffix in (".png", ".pdf")}
+    assert all(b"speccascade-bench scb plot" in path.read_bytes() for path in mine.iterdir())
+    result = CliRunner().invoke(app, ["plot", str(plain)])  # into the results folder, the suite's own
+    assert result.exit_code == 0, result.output

@@ -6,6 +6,7 @@ and too few folds are one-line errors."""
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -302,3 +303,16 @@ def test_an_empty_methods_option_is_an_error(pair_dir, tmp_path, value):  # noqa
 def test_too_few_folds_give_the_true_bound(tmp_path, value):
     failed(scb("fit-router", tmp_path, "--out", tmp_path / "r.json", "--folds", value),
            f"--folds must be at least 2, got {value}")
+
+
+def test_a_router_file_that_is_a_fifo_or_nested_too_deeply_is_one_line_without_waiting(tmp_path):
+    from speccascade_bench.decoding.router import read_router
+
+    fifo = tmp_path / "router.json"
+    os.mkfifo(fifo)
+    with pytest.raises(RouterError, match="router.json is not a regular file \\(a FIFO\\)"):
+        read_router(fifo)  # no writer: a blocking open would wait for ever
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(RouterError, match="deep.json is nested too deeply"):
+        read_router(deep)

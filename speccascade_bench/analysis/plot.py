@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..decoding.methods import REFERENCE
-from ..files import ResultsError, refuse_link, write_file
+from ..files import ResultsError, open_for_reading, refuse_link, write_file
+from ..run.folder import MANIFEST_FILE
 from ..run.manifest import check_devices
 from ..run.rows import MAX_ROW_BYTES
 from .curves import pareto_front, sweep_key, zoom_window
@@ -68,8 +69,27 @@ def _summary(folder: Path, mix_devices: bool, max_bytes: int) -> tuple[dict, obj
 
 
 def _refuse_links(stem: Path) -> None:
+    """A figure's files may be written: none is a link, and none is a file this command did not write (outside a
+    results folder, whose figures are the suite's)."""
     for suffix in FORMATS:
-        refuse_link(stem.with_suffix(suffix))
+        path = stem.with_suffix(suffix)
+        refuse_link(path)
+        if path.exists() and not _ours(path) and not (path.parent / MANIFEST_FILE).is_file():
+            raise ResultsError(f"{path} exists and was not written by `scb plot`; move it aside or give another "
+                               "--out")
+
+
+MARK = "speccascade-bench scb plot"  # in each figure's metadata: PNG's Software, PDF's Creator
+
+_MARK_BYTES = 16 * 2**20  # a figure is well under this; a larger file is not one of ours
+
+
+def _ours(path: Path) -> bool:
+    try:
+        with open_for_reading(path) as f:
+            return MARK.encode() in f.read(_MARK_BYTES)
+    except (OSError, ValueError):
+        return False
 
 
 def folder_labels(folders: list[Path]) -> list[str]:
@@ -259,7 +279,8 @@ def _save(fig, stem: Path) -> list[Path]:
     paths = [stem.with_suffix(suffix) for suffix in FORMATS]
     for path in paths:
         image = io.BytesIO()
-        fig.savefig(image, format=path.suffix[1:], dpi=150)
+        metadata = {"Software": MARK} if path.suffix == ".png" else {"Creator": MARK}
+        fig.savefig(image, format=path.suffix[1:], dpi=150, metadata=metadata)
         write_file(path, image.getvalue())
     plt.close(fig)
     return paths

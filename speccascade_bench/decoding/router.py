@@ -15,12 +15,12 @@ This module holds the maths and the record; it reads no file.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ..files import UnreadableFile, read_json
 from .deferral import LEARNED, deferral_rule, sequence_score
 from .settings import DecodingConfig
 
@@ -224,12 +224,15 @@ def read_router(path: str | Path) -> Router:
     return _read_router(str(path.resolve()), path.stat().st_mtime_ns)
 
 
+ROUTER_BYTES = 16 * 10**6  # a router file is numbers and names: a few kilobytes
+
+
 @functools.lru_cache(maxsize=16)
 def _read_router(path: str, mtime: int) -> Router:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as exc:
-        raise RouterError(f"{path}: not JSON ({' '.join(str(exc).split())[:80]})") from None
+    try:  # a regular file, opened without blocking, bounded and depth-checked before the parser sees it
+        data = read_json(Path(path), ROUTER_BYTES)
+    except UnreadableFile as exc:
+        raise RouterError(str(exc)) from None
     try:
         return Router.from_dict(data)
     except RouterError as exc:
