@@ -38,10 +38,17 @@ def _count(option: str, most: int = 10**9, least: int = 1):
     return parse
 
 
-def _folder_option(path: Path | None) -> None:
-    """An `--out` folder is written into as it is named, never through a link (one `error:` line)."""
-    if path is not None and path.is_symlink():
+def _folder_option(out: str | Path | None) -> Path | None:
+    """An `--out` folder as given: a name that is not empty, written into as it is named, never through a link (one
+    `error:` line otherwise)."""
+    if out is None:
+        return None
+    if not str(out).strip():
+        _fail("--out must name a folder, got an empty name")
+    path = Path(out)
+    if path.is_symlink():
         _fail(f"--out {path} is a link; give the folder itself")
+    return path
 
 
 def _fail(message: str) -> None:
@@ -124,9 +131,7 @@ def toy_data(out: str = typer.Option(None, help="folder for the JSONL files; def
         _fail(f"unknown --task {task!r}{suggest(task[:100], TOY_TASKS)}; choose from {', '.join(TOY_TASKS)}")
     if shots is not None and task != "arithmetic":
         _fail("--shots applies to --task arithmetic only")
-    if out is not None and not out.strip():
-        _fail("--out must name a folder, got an empty name")
-    folder = TOY_TASKS[task] if out is None else Path(out)
+    folder = TOY_TASKS[task] if out is None else _folder_option(out)
     _folder_option(folder)
     sizes = {"train": train, **({"shots": shots or 8} if task == "arithmetic" else {}), "validation": validation,
              "test": test}
@@ -317,8 +322,8 @@ ROW_MB_HELP = "the longest line (or JSON file) read from a results folder, in MB
 def report(results: list[Path] = typer.Argument(..., help="results folders of `scb run`"),
            html: bool = typer.Option(False, "--html", help="also write one self-contained report.html for all the "
                                      "folders (figures, sortable tables, links to the example files)"),
-           out: Path = typer.Option(None, help="folder for report.html (default: the results folder; with several "
-                                    "folders, the first one's parent)"),
+           out: str = typer.Option(None, help="folder for report.html (default: the results folder; with several "
+                                   "folders, the first one's parent)"),
            mix_devices: bool = typer.Option(False, "--mix-devices", help="report examples that ran on different "
                                             "kinds of device together (refused otherwise)"),
            absolute_paths: bool = typer.Option(False, "--absolute-paths", help="show the paths of the folders, "
@@ -331,7 +336,7 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
 
     if out is not None and not html:
         _fail("--out is where report.html goes: give it with --html")
-    _folder_option(out)
+    out = _folder_option(out)
     if out is not None and (out.exists() or out.is_symlink()) and not out.is_dir():
         _fail(f"--out {out} is not a folder (a file, or a link to nothing); give a folder")
     frames = []  # each folder summarised once, for its report.md and for the page
@@ -375,8 +380,8 @@ def fit_router(results: Path = typer.Argument(..., help="results folder of `scb 
 
 @app.command()
 def plot(results: list[Path] = typer.Argument(..., help="results folders of `scb run` (e.g. one per task)"),
-         out: Path = typer.Option(None, help="folder for the figures (default: each results folder; with "
-                                  "several folders the combined figure goes to the first one's parent)"),
+         out: str = typer.Option(None, help="folder for the figures (default: each results folder; with "
+                                 "several folders the combined figure goes to the first one's parent)"),
          mix_devices: bool = typer.Option(False, "--mix-devices", help="plot a folder whose examples ran on "
                                           "several kinds of device (refused otherwise)"),
          max_row_mb: int = typer.Option(MAX_ROW_MB, parser=_count("--max-row-mb", 4096), help=ROW_MB_HELP)) -> None:
@@ -384,8 +389,7 @@ def plot(results: list[Path] = typer.Argument(..., help="results folders of `scb
     folder; with several folders also a combined figure with a panel per folder."""
     from .analysis.plot import plot_folders
 
-    _folder_option(out)
-    paths = plot_folders(results, out, mix_devices, row_bytes(max_row_mb))
+    paths = plot_folders(results, _folder_option(out), mix_devices, row_bytes(max_row_mb))
     for path in paths:
         typer.echo(str(path))
 

@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -71,11 +72,24 @@ def write_file(path: Path, data: str | bytes, sync: bool = False) -> None:
 
 def write_atomic(path: Path, data: str, tmp: Path | None = None) -> None:
     """Replace `path` with `data` so that a reader sees the old file or the new one, never a torn one: write a
-    temporary file beside it (`tmp`, default `.<name>.tmp`), force it to disk, rename it over the old one,
-    force the rename. Neither name may be a link (a ResultsError naming it, before anything is written)."""
-    tmp = tmp or path.with_name(f".{path.name}.tmp")
+    temporary file beside it (`tmp`, default a new file `.<name>.<random>.tmp` that nothing else can hold), force
+    it to disk, rename it over the old one, force the rename. Neither name may be a link (a ResultsError naming
+    it, before anything is written)."""
     refuse_link(path)
-    write_file(tmp, data, sync=True)
+    if tmp is None:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = Path(name)
+        try:
+            os.fchmod(fd, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # the file this call made
+            raise
+    else:
+        write_file(tmp, data, sync=True)
     refuse_link(path)
     tmp.replace(path)
     folder = os.open(path.parent, os.O_RDONLY)
@@ -100,8 +114,8 @@ def row_bytes(max_row_mb: float) -> int:
     return max(1, int(max_row_mb * 1_000_000))
 
 
-def too_long(where: str, max_bytes: int) -> UnreadableFile:
-    return UnreadableFile(f"{where} is longer than {max_bytes / 1e6:g} MB, the bound of one row (max_row_mb)")
+def too_long(where: str, max_bytes: int, bound: str = "the bound of one row (max_row_mb)") -> UnreadableFile:
+    return UnreadableFile(f"{where} is longer than {max_bytes / 1e6:g} MB, {bound}")
 
 
 def open_for_reading(path: Path) -> IO[bytes]:
@@ -167,18 +181,18 @@ def json_value(text: bytes, where: str) -> Any:
     try:
         return json.loads(text)
     except UnicodeDecodeError as exc:
-        raise UnreadableFile(f"{where} is not UTF-8 text (byte {exc.start})") from None
+        raise UnreadableFile(f"{where} is not JSON: not UTF-8 text (byte {exc.start})") from None
     except (ValueError, RecursionError) as exc:
         raise UnreadableFile(f"{where} is not JSON ({str(exc)[:80]})") from None
 
 
-def read_json(path: Path, max_bytes: int) -> Any:
+def read_json(path: Path, max_bytes: int, bound: str = "the bound of one row (max_row_mb)") -> Any:
     """The JSON value of a whole file read from elsewhere (a manifest): a regular file (`open_for_reading`) of at
     most `max_bytes`, its nesting checked before it is parsed; an UnreadableFile naming it otherwise."""
     with open_for_reading(path) as f:
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise too_long(str(path), max_bytes)
+        raise too_long(str(path), max_bytes, bound)
     return json_value(data, str(path))
 
 

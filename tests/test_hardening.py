@@ -112,9 +112,9 @@ def test_damaged_call_costs_are_one_line(finished, damage):
     failed(scb("plot", finished), "call_costs.json is damaged")
 
 
-@pytest.mark.parametrize("field,value,problem", [("verifier_calls", None, "has no finite verifier_calls"),
+@pytest.mark.parametrize("field,value,problem", [("verifier_calls", None, "has no integer verifier_calls"),
                                                  ("prediction", None, "has no text prediction"),
-                                                 ("output_tokens", "7", "has no finite output_tokens")])
+                                                 ("output_tokens", "7", "has no integer output_tokens")])
 def test_records_with_bad_fields_are_one_line(finished, field, value, problem):
     path = finished / "examples" / "verifier.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]

@@ -255,14 +255,15 @@ def test_the_page_shows_no_path_of_this_machine_unless_asked(tmp_path, monkeypat
     monkeypatch.setenv("HOME", str(home))
     folder = build_results(home / "runs" / "task", RUNS, name="paths")
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["config"]["models"] = {"drafter": str(home / "models" / "small"), "verifier": str(tmp_path / "large")}
+    manifest["config"]["models"] = {"drafter": str(home / "models" / "small"),
+                                    "verifier": str(tmp_path / "srv" / "large")}
     manifest["config"]["task"]["dataset"] = str(folder / "data" / "test.jsonl")
     (folder / "manifest.json").write_text(json.dumps(manifest))
     assert CliRunner().invoke(app, ["report", str(folder), "--html"]).exit_code == 0
     text = (folder / HTML_FILE).read_text()
     assert str(tmp_path) not in text
     for shown in ("<small>~/runs/task</small>", "drafter <code>~/models/small</code>",
-                  "verifier <code>../../../large</code>", "data/test.jsonl (exact_match)",
+                  "verifier <code>.../srv/large</code>", "data/test.jsonl (exact_match)",
                   ">examples/drafter.jsonl</a>"):
         assert shown in text, shown
     assert CliRunner().invoke(app, ["report", str(folder), "--html", "--absolute-paths"]).exit_code == 0
@@ -290,3 +291,11 @@ def test_plot_never_writes_over_figures_it_did_not_write(folders, tmp_path):
     assert all(b"speccascade-bench scb plot" in path.read_bytes() for path in mine.iterdir())
     result = CliRunner().invoke(app, ["plot", str(plain)])  # into the results folder, the suite's own
     assert result.exit_code == 0, result.output
+    other = tmp_path / "web"  # a folder with a manifest.json of something else is no results folder
+    for name in ("x", "y"):
+        shutil.copytree(plain, other / name)
+    (other / "manifest.json").write_text('{"name": "my web app"}')
+    (other / "combined_quality_latency.png").write_bytes(b"precious")
+    result = CliRunner().invoke(app, ["plot", str(other / "x"), str(other / "y")])
+    assert result.exit_code == 2 and "not written by `scb plot`" in result.output
+    assert (other / "combined_quality_latency.png").read_bytes() == b"precious"

@@ -92,6 +92,23 @@ def test_a_resume_refuses_an_edited_process_file(pair_dir, tmp_path):  # noqa: F
     assert len(read_lines(out / "examples" / "verifier.jsonl")) == 2
 
 
+def test_a_resume_refuses_an_edited_module_beside_the_process_file(pair_dir, tmp_path):  # noqa: F811
+    (tmp_path / "helper.py").write_text("def tweak(text):\n    return text.upper()\n")
+    (tmp_path / "rows.py").write_text(  # reads the module beside it
+        "import importlib.util\nfrom pathlib import Path\n\n"
+        "_spec = importlib.util.spec_from_file_location('helper', Path(__file__).with_name('helper.py'))\n"
+        "helper = importlib.util.module_from_spec(_spec)\n_spec.loader.exec_module(helper)\n\n\n"
+        "def shout(row):\n    return {**row, 'src': helper.tweak(row['src'])}\n")
+    out = tmp_path / "res"
+    path = config(pair_dir, out, file="p", task={"process": "rows.py:shout"}, methods=[{"method": "verifier"}])
+    shutil.move(path, tmp_path / "p.yaml")
+    path = tmp_path / "p.yaml"
+    assert scb("run", "-c", path, "--limit", "1").exit_code == 0
+    (tmp_path / "helper.py").write_text("def tweak(text):\n    return text.lower()\n")
+    failed(scb("run", "-c", path, "--limit", "2"), "module helper.py beside the process", "--fresh")
+    assert len(read_lines(out / "examples" / "verifier.jsonl")) == 1
+
+
 @pytest.mark.parametrize("record,value", [("run_files", [1]), ("run_files", {RUN_ID: 5}), ("task_files", "x")])
 def test_damaged_file_records_refuse_the_resume_in_one_line(pair_dir, tmp_path, record, value):  # noqa: F811
     router = write_router(tmp_path / "r" / "fit_seq.json", router_data(pair_dir))
@@ -208,6 +225,7 @@ def _forge(folder, change):
 
 @pytest.mark.parametrize("level,change,words", [
     ("sequence", lambda row: row.update(token_logprobs=["a", "b"]), "token_logprobs"),
+    ("sequence", lambda row: row.update(token_logprobs=[5.0, -1.0]), "log-probabilities (numbers <= 0)"),
     ("sequence", lambda row: row.update(score="high"), "score"),
     ("token", lambda row: row["token_stats"]["features"].__setitem__(0, [0.5, 0.5]), "token_stats.features"),
     ("token", lambda row: row["token_stats"]["features"].__setitem__(0, ["x"] * 5), "token_stats.features"),
@@ -252,11 +270,30 @@ def test_toy_data_never_overwrites_a_file_it_did_not_write(tmp_path):
     failed(scb("toy-data", "--out", out, *SIZES), ".toy-data.json", "not written by `scb toy-data`")
 
 
-def test_an_empty_out_is_an_error_and_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_an_empty_out_is_an_error_and_writes_nothing(pair_dir, tmp_path, monkeypatch):  # noqa: F811
+    out = tmp_path / "res"
+    assert scb("run", "-c", config(pair_dir, out, methods=[{"method": "verifier"}]), "--limit", "1").exit_code == 0
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
     for value in ("", "  "):
-        failed(scb("toy-data", "--out", value, *SIZES), "--out", "empty")
-    assert list(tmp_path.iterdir()) == []
+        for args in (("toy-data", "--out", value, *SIZES), ("report", out, "--html", "--out", value),
+                     ("plot", out, "--out", value)):
+            failed(scb(*args), "--out", "empty")
+    assert list(here.iterdir()) == []
+
+
+def test_toy_data_keeps_a_file_named_as_its_temporary_file_and_never_waits_on_a_fifo(tmp_path):
+    out = tmp_path / "toy"
+    out.mkdir()
+    (out / ".test.jsonl.tmp").write_text("mine\n")
+    assert scb("toy-data", "--out", out, *SIZES).exit_code == 0
+    assert (out / ".test.jsonl.tmp").read_text() == "mine\n"
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == [".test.jsonl.tmp"]
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / ".toy-data.json")
+    failed(scb("toy-data", "--out", fifo, *SIZES), ".toy-data.json", "not written by `scb toy-data`")
 
 
 def test_out_naming_a_link_is_refused_by_toy_data_report_and_plot(pair_dir, tmp_path):  # noqa: F811
@@ -278,12 +315,14 @@ def test_out_naming_a_link_is_refused_by_toy_data_report_and_plot(pair_dir, tmp_
     ({"drafter": "{v}", "verifier": "{v}"}, "models.verifier", "the drafter and the verifier are the same model"),
     ({"drafter": "{v}/", "verifier": "{pair}/./verifier"}, "models.verifier", "same model"),
     ({"drafter": "{tmp}/link", "verifier": "{v}"}, "models.verifier", "same model"),
+    ({"drafter": "{tmp}/copy", "verifier": "{v}"}, "models.verifier", "same model"),  # the same bytes elsewhere
     ({"drafter": "random:t5-v1_1-small", "verifier": "random:t5-v1_1-small"}, "models.verifier", "same model"),
     ({"chain": ["{d}", "{d}", "{v}"]}, "models.chain", "the drafter and the middle1 are the same model"),
     ({"drafter": "{d}", "middle": ["{v}"], "verifier": "{v}"}, "models.verifier", "the middle1 and the verifier"),
 ])
 def test_one_model_in_two_roles_is_refused_at_config_reading(pair_dir, tmp_path, models, key, words):  # noqa: F811
     (tmp_path / "link").symlink_to(pair_dir / "verifier")
+    shutil.copytree(pair_dir / "verifier", tmp_path / "copy")
     names = {"d": pair_dir / "drafter", "v": pair_dir / "verifier", "pair": pair_dir, "tmp": tmp_path}
     data = yaml.safe_load(open(config(pair_dir, tmp_path / "res")))
     data["models"] = {"device": "cpu", **{role: [n.format(**names) for n in value] if isinstance(value, list)

@@ -191,8 +191,8 @@ def test_nothing_outlives_a_sigkilled_caller_and_the_next_run_sweeps_its_leftove
         while not processes_running(["sleep", sleep_marker], within_s=0) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert processes_running(["sleep", sleep_marker], within_s=0), "the example never started"
-        tag = f"{bounds.PREFIX}{caller.pid}-"
-        folders = [p for p in Path(tempfile.gettempdir()).iterdir() if p.name.startswith(tag)]
+        tag = f"{caller.pid}-"
+        folders = [p for p in bounds.workspace().iterdir() if p.name.startswith(tag)]
         assert len(folders) == 1
     finally:
         caller.send_signal(signal.SIGKILL)
@@ -200,8 +200,7 @@ def test_nothing_outlives_a_sigkilled_caller_and_the_next_run_sweeps_its_leftove
     assert processes_running(["sleep", sleep_marker]) == []
     assert _working_in(folders[0]) == []  # the sandbox's first process, outside the namespace
     parent, _, _ = bounds.cgroup_parent()
-    left_cgroups = list(parent.glob(tag + "*")) if parent is not None else []
-    assert folders[0].exists()  # what a SIGKILL leaves behind, until the next run
+    left_cgroups = list(parent.glob(bounds.PREFIX + tag + "*")) if parent is not None else []
     assert run(SOLUTION).passed
     assert not folders[0].exists()
     assert not any(path.exists() for path in left_cgroups)
@@ -223,20 +222,32 @@ def _working_in(folder: Path, within_s: float = 2.0) -> list[int]:
         time.sleep(0.05)
 
 
-def test_the_sweep_spares_live_owners_links_and_other_names(tmp_path, monkeypatch):
+def test_the_sweep_spares_live_owners_links_and_what_is_not_in_its_own_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    live = tmp_path / f"{bounds.PREFIX}{bounds.owner_tag()}-abc"
-    dead = tmp_path / f"{bounds.PREFIX}999999999-1-abc"
-    foreign = tmp_path / f"{bounds.PREFIX}notes"
+    base = bounds.workspace()
+    assert base == tmp_path / f"{bounds.PREFIX}{os.geteuid()}" and base.stat().st_mode & 0o777 == 0o700
+    live = base / f"{bounds.owner_tag()}-abc"
+    dead = base / "999999999-1-abc"
+    squatted = tmp_path / f"{bounds.PREFIX}1-0-mydata"  # named like a leftover, but not in the sandbox's folder
     target = tmp_path / "kept"
-    for folder in (live, dead, foreign, target):
+    for folder in (live, dead, squatted, target):
         folder.mkdir()
         (folder / "file").write_text("x")
-    link = tmp_path / f"{bounds.PREFIX}999999998-1-abc"
+    link = base / "999999998-1-abc"
     link.symlink_to(target)
     removed = bounds.sweep_leftovers()
-    assert dead in removed and not dead.exists()
-    assert live.exists() and foreign.exists() and (target / "file").exists() and link.is_symlink()
+    assert dead in removed and not dead.exists() and live not in removed and link not in removed
+    assert live.exists() and (squatted / "file").exists() and (target / "file").exists() and link.is_symlink()
+
+
+def test_a_sandbox_folder_that_is_not_private_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    taken = tmp_path / f"{bounds.PREFIX}{os.geteuid()}"
+    taken.mkdir(mode=0o777)
+    taken.chmod(0o777)  # a folder others may write: a place to plant what the sweep would remove
+    with pytest.raises(SandboxUnavailable, match="is not a private folder of this user"):
+        run_tests(SOLUTION, TESTS, timeout_s=5, memory_mb=256)
+    assert "is not a private folder" in sandbox.probe()
 
 
 def test_the_wall_clock_is_kept_inside_the_sandbox(confined, monkeypatch, sleep_marker):  # noqa: F811

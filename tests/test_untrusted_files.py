@@ -215,3 +215,49 @@ def test_the_bounded_reader_refuses_what_is_not_a_regular_file(tmp_path):
     for path in (tmp_path, Path("/dev/zero")):
         with pytest.raises(UnreadableFile, match="is not a regular file"):
             open_for_reading(path)
+
+
+@pytest.mark.parametrize("record,value", [("hardware", None), ("hardware", "a GPU"), ("versions", None),
+                                          ("versions", ["torch"])])
+def test_a_manifest_whose_hardware_or_versions_is_not_a_mapping_is_one_line(tmp_path, record, value):
+    folder = hand_made(tmp_path / "res")
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest[record] = value
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    if value is None:  # absent in effect: reported without it
+        result = scb("report", folder)
+        assert result.exit_code == 0, result.output
+        return
+    failed(scb("report", folder), str(folder / MANIFEST_FILE), record, "must be a mapping")
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"accepted": 999, "drafted": 8}, "more accepted draft tokens (999) than drafted (8)"),
+    ({"deferred": 1e308}, "deferred of 1e+308, over 10^12"),
+    ({"output_tokens": 2.5}, "no integer output_tokens"),
+    ({"calls": {"drafter": -1, "verifier": 2}}, "calls entry that is not a whole number"),
+    ({"example_id": 10**26}, "example_id of 1e+26, over 10^12"),
+    ({"accepted_per_round": [1e400]}, "accepted_per_round entry that is not a whole number"),
+])
+def test_counters_no_decode_could_record_are_refused_by_their_line(tmp_path, change, words):
+    rows = [row("spec_decode-g2", i, 0.5) for i in range(N)]
+    rows[3].update(change)
+    folder = hand_made(tmp_path / "res", {"verifier": [row("verifier", i, 1.0) for i in range(N)],
+                                           "spec_decode-g2": rows})
+    failed(scb("report", folder), "spec_decode-g2.jsonl", words)
+
+
+def test_a_manifest_naming_one_run_twice_is_refused(tmp_path):
+    folder = hand_made(tmp_path / "res")
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest["config"]["methods"].append(dict(manifest["config"]["methods"][0]))
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    failed(scb("report", folder), "config.methods", "named once")
+
+
+def test_a_data_line_that_is_not_an_object_is_named_by_its_line(tmp_path):
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"src": "a", "tgt": "b"}\n\n[1, 2]\n')
+    task = TaskConfig(dataset=str(data), source="src", target="tgt")
+    with pytest.raises(DataError, match="rows.jsonl: line 3 is not a JSON object"):
+        load_rows(task)

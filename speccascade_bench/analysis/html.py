@@ -201,8 +201,9 @@ def _findings(manifest: dict) -> str:
 
 def shown_path(text, folder: Path) -> str:
     """A model's or dataset's name or path as the page shows it: an absolute path inside the results `folder`
-    relative to it, else one under the home folder with it as `~`, else relative to the folder; a name or a
-    relative path as it is."""
+    relative to it, else one under the home folder with it as `~`, else relative to the folder when that climbs
+    at most MAX_CLIMB folders (a sibling's data), else `.../` and its last two parts (no host path spelled out in
+    `../`); a name or a relative path as it is."""
     if not isinstance(text, str) or not text.startswith(("/", "~")):
         return text
     path, base, home = (Path(os.path.abspath(p)) for p in (Path(text).expanduser(), folder, Path.home()))
@@ -210,7 +211,13 @@ def shown_path(text, folder: Path) -> str:
         return path.relative_to(base).as_posix() or "."
     if path == home or home in path.parents:
         return "~/" + path.relative_to(home).as_posix()
-    return os.path.relpath(path, base)
+    relative = Path(os.path.relpath(path, base))
+    if relative.parts[:MAX_CLIMB + 1].count("..") <= MAX_CLIMB:
+        return relative.as_posix()
+    return ".../" + "/".join(path.parts[-2:])
+
+
+MAX_CLIMB = 2  # `../` a shown path may climb from the results folder
 
 
 def shown_folder(folder: Path) -> str:

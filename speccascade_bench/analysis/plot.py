@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..decoding.methods import REFERENCE
 from ..files import ResultsError, open_for_reading, refuse_link, write_file
-from ..run.folder import MANIFEST_FILE
+from ..run.folder import read_manifest
 from ..run.manifest import check_devices
 from ..run.rows import MAX_ROW_BYTES
 from .curves import pareto_front, sweep_key, zoom_window
@@ -74,9 +74,18 @@ def _refuse_links(stem: Path) -> None:
     for suffix in FORMATS:
         path = stem.with_suffix(suffix)
         refuse_link(path)
-        if path.exists() and not _ours(path) and not (path.parent / MANIFEST_FILE).is_file():
+        if path.exists() and not _ours(path) and not _results_folder(path.parent):
             raise ResultsError(f"{path} exists and was not written by `scb plot`; move it aside or give another "
                                "--out")
+
+
+def _results_folder(folder: Path) -> bool:
+    """Whether `folder` is a results folder of `scb run` (its manifest is one of this suite's)."""
+    try:
+        read_manifest(folder)
+    except ResultsError:
+        return False
+    return True
 
 
 MARK = "speccascade-bench scb plot"  # in each figure's metadata: PNG's Software, PDF's Creator

@@ -198,7 +198,7 @@ def settings_lines(manifest: dict, frame: pd.DataFrame, kinds, shown: Callable[[
     """The report's list of the run's settings and machine, as Markdown items (`- ...`); each model's name or path
     as `shown` gives it."""
     cfg = manifest["config"]
-    hardware = manifest.get("hardware", {})
+    hardware = manifest.get("hardware") or {}
     device = hardware.get("gpu") or hardware.get("cpu") or hardware.get("device")
     cost_ratio = frame["cost_ratio"].dropna()
     header = [
@@ -207,7 +207,7 @@ def settings_lines(manifest: dict, frame: pd.DataFrame, kinds, shown: Callable[[
         f"{cfg['decoding']['draft_length']}, max new tokens {cfg['decoding']['max_new_tokens']}, "
         f"{cfg['timing']['trials']} timing trial(s), {cfg['timing']['warmup']} warm-up example(s)",
         f"- started {manifest.get('started_at')}, commit {manifest.get('git_commit')}, versions "
-        + ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items()),
+        + ", ".join(f"{k} {v}" for k, v in (manifest.get("versions") or {}).items()),
     ]
     if manifest.get("workers"):
         hosts = {worker.get("host") for worker in manifest["workers"]}

@@ -59,11 +59,17 @@ def _finite(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _numbers(path: Path, example: int, name: str, value, size: int | None = None, unit: bool = False) -> list:
-    """A row's list of finite numbers (`size` of them; probabilities with `unit`); a ResultsError naming the file,
-    the row's example and the field otherwise."""
-    if not isinstance(value, list) or not all(_finite(v) and (not unit or 0 <= v <= 1) for v in value):
-        kind = "probabilities in [0, 1]" if unit else "finite numbers"
+LOGPROB_SLACK = 1e-4  # a log-probability above 0 by more than float rounding is none
+
+
+def _numbers(path: Path, example: int, name: str, value, size: int | None = None, unit: bool = False,
+             logprobs: bool = False) -> list:
+    """A row's list of finite numbers (`size` of them; probabilities with `unit`, log-probabilities, at most 0,
+    with `logprobs`); a ResultsError naming the file, the row's example and the field otherwise."""
+    if not isinstance(value, list) or not all(_finite(v) and (not unit or 0 <= v <= 1)
+                                              and (not logprobs or v <= LOGPROB_SLACK) for v in value):
+        kind = ("probabilities in [0, 1]" if unit else "log-probabilities (numbers <= 0)" if logprobs else
+                "finite numbers")
         raise ResultsError(f"{path}: the row of example {example}: {name} must be a list of {kind}")
     if size is not None and len(value) != size:
         raise ResultsError(f"{path}: the row of example {example}: {name} has {len(value)} values, not {size}")
@@ -85,7 +91,7 @@ def _sequence_data(results: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, l
             if not _finite(row.get("score")):
                 raise ResultsError(f"{where}: the row of example {example} has no per-example score (a finite "
                                    "number); the label is the gain in score from deferring")
-        xs.append(sequence_features(_numbers(path, example, "token_logprobs", draft["token_logprobs"])))
+        xs.append(sequence_features(_numbers(path, example, "token_logprobs", draft["token_logprobs"], logprobs=True)))
         gains.append(large["score"] - draft["score"])
     gains_array = np.asarray(gains, dtype=float)
     return np.asarray(xs, dtype=float), gains_array > 0, np.ones(len(gains_array)), ids

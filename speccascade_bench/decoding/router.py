@@ -230,7 +230,7 @@ ROUTER_BYTES = 16 * 10**6  # a router file is numbers and names: a few kilobytes
 @functools.lru_cache(maxsize=16)
 def _read_router(path: str, mtime: int) -> Router:
     try:  # a regular file, opened without blocking, bounded and depth-checked before the parser sees it
-        data = read_json(Path(path), ROUTER_BYTES)
+        data = read_json(Path(path), ROUTER_BYTES, "the bound of a router file")
     except UnreadableFile as exc:
         raise RouterError(str(exc)) from None
     try:

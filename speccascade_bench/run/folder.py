@@ -81,9 +81,12 @@ def read_manifest(results: Path, max_bytes: int = MAX_ROW_BYTES) -> dict:
                 raise ConfigError(path, f"config.{record}", "must map names to fingerprints")
         if config.get("tokenizer") is not None and not isinstance(config["tokenizer"], dict):
             raise ConfigError(path, "config.tokenizer", "must be a fingerprint")
+        for record in ("hardware", "versions"):  # what the report prints and a resume compares
+            if manifest.get(record) is not None and not isinstance(manifest[record], dict):
+                raise ConfigError(path, record, "must be a mapping")
         if config.get("methods") is not None and not _method_runs(config["methods"]):
-            raise ConfigError(path, "config.methods", "must be a list of method runs, each with a text run_id and "
-                              "method and a mapping of params")
+            raise ConfigError(path, "config.methods", "must be a list of method runs, each with a text run_id (named "
+                              "once) and method and a mapping of params")
         for key in RECORDED_SECTIONS:
             config[key] = recorded_section(path, key, config.get(key))
     except ConfigError as exc:
@@ -93,10 +96,11 @@ def read_manifest(results: Path, max_bytes: int = MAX_ROW_BYTES) -> dict:
 
 
 def _method_runs(value) -> bool:
-    """Whether a manifest's `config.methods` is a list of {run_id, method, params}."""
+    """Whether a manifest's `config.methods` is a list of {run_id, method, params}, each run id once."""
     return isinstance(value, list) and all(
         isinstance(run, dict) and isinstance(run.get("run_id"), str) and isinstance(run.get("method"), str)
-        and isinstance(run.get("params"), dict) for run in value)
+        and isinstance(run.get("params"), dict) for run in value
+    ) and len({run["run_id"] for run in value}) == len(value)
 
 
 def read_call_costs(results: Path) -> dict[str, float]:

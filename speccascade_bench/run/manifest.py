@@ -92,13 +92,19 @@ def manifest_config(config: RunConfig) -> dict:
     return resolved
 
 
+MAX_BESIDE = 64  # Python files beside a process file that a resume compares (the modules it may import)
+
+
 def task_files(task: TaskConfig) -> list[tuple[str, Path]]:
     """The code and config files a task reads besides its data, each with its label in a manifest's `task_files`:
-    the `process` function's file (unless a built-in kind), an lm-eval task's configs and code."""
+    the `process` function's file (unless a built-in kind) and the Python files beside it (the modules it may
+    import, up to MAX_BESIDE), an lm-eval task's configs and code."""
     files = []
     process = source_file(task.process) if task.process else None
     if process is not None:
         files.append(("process", process))
+        beside = sorted(path for path in process.parent.glob("*.py") if path != process and path.is_file())
+        files += [(f"module {path.name} beside the process", path) for path in beside[:MAX_BESIDE]]
     if task.lm_eval:
         from ..tasks.harness import config_file
 
@@ -277,7 +283,7 @@ def check_resume(out: Path, resolved: dict, hardware: dict | None) -> dict:
     if differ:
         raise ResultsError(f"{out} holds results of another {', '.join(differ)} configuration; use --fresh to "
                            "start over or --output for another folder")
-    old_hw = previous.get("hardware", {})
+    old_hw = previous.get("hardware") or {}
     moved = [k for k in RESUME_HARDWARE if hardware is not None and k in old_hw and old_hw.get(k) != hardware.get(k)]
     if moved:
         change = ", ".join(f"{k} {old_hw.get(k)} -> {hardware.get(k)}" for k in moved)
@@ -304,7 +310,7 @@ def device_kind(hardware: dict) -> str:
 def device_kinds(results: Path, runs: dict[str, list[dict]] | None = None) -> Counter:
     """How many example lines ran on each kind of device: the rows' `worker` kind, or for rows recorded
     without one, the kind of the manifest's hardware. `runs`: the folder's rows by run id, if already read."""
-    default = device_kind(read_manifest(results).get("hardware", {}))
+    default = device_kind(read_manifest(results).get("hardware") or {})
     kinds = Counter()
     for rows in runs.values() if runs is not None else (read_run(path)[0] for path in example_files(results)):
         for row in rows:

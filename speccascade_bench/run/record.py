@@ -20,16 +20,36 @@ def _finite(value: Any) -> bool:
     return kind is int or isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+MAX_COUNT = 10**12  # the most of anything a row counts (tokens, calls, positions): more is no decode's
+
+
 def _id(name: str, value: Any) -> str | None:
     if not isinstance(value, int) or isinstance(value, bool):
         return f"has no integer {name}"
-    return f"has a negative {name} ({value})" if value < 0 else None
+    return _bounded(name, value)
 
 
 def _count(name: str, value: Any) -> str | None:
     if not _finite(value):
         return f"has no finite {name}"
-    return f"has a negative {name} ({value})" if value < 0 else None
+    return _bounded(name, value)
+
+
+def _bounded(name: str, value: int | float) -> str | None:
+    if value < 0:
+        return f"has a negative {name} ({value})"
+    return f"has a {name} of {value:g}, over 10^12" if value > MAX_COUNT else None
+
+
+def _counts(name: str, value: Any) -> str | None:
+    """A list of whole counts (`_id`), or a mapping of role names to them (`calls`)."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+    if items is None:
+        return f"has a {name} that is not a list or mapping of counts"
+    for item in items:
+        if _id(name, item):
+            return f"has a {name} entry that is not a whole number from 0 to 10^12"
+    return None
 
 
 MAX_SECONDS = 86_400.0  # a day: the longest time an example's decode may have taken
@@ -71,6 +91,7 @@ def _levels(name: str, value: Any) -> str | None:
 # kind -> (what the README calls it, why a present value is wrong or None)
 KINDS = {
     "id": ("integer >= 0", _id),
+    "counts": ("integers >= 0", _counts),
     "count": ("number >= 0", _count),
     "seconds": (f"seconds, > 0 and <= {MAX_SECONDS:g}", _seconds),
     "trials": (f"list of seconds, each > 0 and <= {MAX_SECONDS:g}", _trials),
@@ -101,22 +122,22 @@ class ExampleRow:
     prediction: str = column("text", "the decoded text, cut at the first stop string", required=True)
     reference: str = column("text", "the first accepted answer", required=True)
     references: list = column("list", "every accepted answer")
-    output_tokens: int = column("count", "tokens decoded", summed=True)
-    input_tokens: int = column("count", "tokens of the prompt")
+    output_tokens: int = column("id", "tokens decoded", summed=True)
+    input_tokens: int = column("id", "tokens of the prompt")
     latency_s: float = column("seconds", "seconds to decode it, the mean over the timed trials", summed=True)
     latency_trials_s: list = column("trials", "the seconds of each timed trial (null for derived runs)", nullable=True)
-    drafter_calls: int = column("count", "drafter forward calls", summed=True)
-    verifier_calls: int = column("count", "verifier forward calls", summed=True)
-    calls: dict = column("mapping", "forward calls per model role, `{role: n}` (the two fields above, by role; a "
+    drafter_calls: int = column("id", "drafter forward calls", summed=True)
+    verifier_calls: int = column("id", "verifier forward calls", summed=True)
+    calls: dict = column("counts", "forward calls per model role, `{role: n}` (the two fields above, by role; a "
                          "chain's middle models as `middle1`, `middle2`, ...)")
     levels: list = column("levels", "a chain method's counters per level (drafter->middle1, ..., ->verifier), each "
                           "`{drafted, accepted, rounds, rejections, deferred}` as the fields below count them for the "
                           "last level (null for other methods)", nullable=True)
-    drafted: int = column("count", "draft tokens the verifier judged", summed=True)
-    accepted: int = column("count", "draft tokens it accepted", summed=True)
-    rounds: int = column("count", "speculative rounds (verifier turns for BiLD)", summed=True)
-    accepted_per_round: list = column("list", "tokens accepted in each round")
-    rejections: int = column("count", "rounds that ended at a rejected draft token")
+    drafted: int = column("id", "draft tokens the verifier judged", summed=True)
+    accepted: int = column("id", "draft tokens it accepted", summed=True)
+    rounds: int = column("id", "speculative rounds (verifier turns for BiLD)", summed=True)
+    accepted_per_round: list = column("counts", "tokens accepted in each round")
+    rejections: int = column("id", "rounds that ended at a rejected draft token")
     deferred: float = column("count", "positions deferred to the verifier; for token rules the deferred drafter "
                              "mass summed over positions", summed=True)
     confidence: float = column("number", "the model's mean token log-probability (drafter and middle runs)",
@@ -127,7 +148,7 @@ class ExampleRow:
         "mapping", "with `record: [tokens]`, in the drafter's rows: per position of the reference (at most "
         "max_new_tokens), `features` (max q, max p, their TV distance, each one's entropy) and `q_ref`, `p_ref` (each "
         "model's probability of the reference token): what `scb fit-router --level token` fits on", nullable=True)
-    shots: int = column("count", "the few-shot examples the prompt kept")
+    shots: int = column("id", "the few-shot examples the prompt kept")
     score: float = column("score", "the example's own score (sentence BLEU or chrF, ROUGE F1, 0 or 100, F1)")
     worker: dict = column("mapping", "where and when it ran: `host`, `device`, `kind` (the kind of device its "
                           "latency may be compared with) and `session` (the start of the `scb run` that timed it: "
@@ -170,11 +191,14 @@ def problem(row: dict) -> str | None:
         if value is None:
             if may_be_null and (name in row or not required):
                 continue
-        elif type(value) is plain and (plain is not int or value >= 0):
+        elif type(value) is plain and (plain is not int or 0 <= value <= MAX_COUNT):
             continue
         why = check(name, value)
         if why:
             return why
+    drafted, accepted = row.get("drafted"), row.get("accepted")
+    if drafted is not None and accepted is not None and accepted > drafted:
+        return f"has more accepted draft tokens ({accepted}) than drafted ({drafted})"
     return None
 
 

@@ -23,12 +23,18 @@ def tokenizer_of(tokenizer: str | None, verifier: str) -> str:
 
 
 def same_model(a: str | None, b: str | None) -> bool:
-    """Two model names that name the same model: equal, or local folders that are the same folder."""
+    """Two model names that name the same model: equal, local folders that are the same folder, or local folders
+    whose weights and config are the same bytes (a copy; `weights_fingerprint`)."""
     if a is None or b is None:
         return False
     if os.path.normpath(a) == os.path.normpath(b):
         return True
-    return Path(a).exists() and Path(b).exists() and os.path.realpath(a) == os.path.realpath(b)
+    if not (Path(a).exists() and Path(b).exists()):
+        return False
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    first = weights_fingerprint(a)
+    return first is not None and first == weights_fingerprint(b)
 
 
 def check_router(config: RunConfig, run: MethodRun, examples: list[Example],

@@ -43,7 +43,10 @@ def _text_lines(f: IO[bytes], path: Path, max_bytes: int) -> Iterator[tuple[int,
 
 def _scan_json_lines(f: IO[bytes], path: Path, max_bytes: int, parse: bool) -> None:
     for number, line in _text_lines(f, path, max_bytes):
-        if parse and line.strip():
+        text = line.strip().removeprefix(b"\xef\xbb\xbf")  # a byte-order mark aside
+        if text and not text.startswith(b"{"):  # a row is one object per line
+            raise UnreadableFile(f"{path}: line {number} is not a JSON object (each line must hold one row)")
+        if parse and text:
             json_value(line, f"{path}: line {number}")
         elif too_deep(line):
             raise UnreadableFile(f"{path}: line {number} is nested too deeply (over {MAX_DEPTH} levels)")

@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 
 MARK = ".toy-data.json"  # in each folder toy-data writes: the files it wrote there, by name and SHA-256
+
+MARK_BYTES = 10**6  # a few names and digests
 FORMAT = "speccascade-bench toy-data"
 
 
@@ -22,12 +24,12 @@ def _sha256(data: bytes) -> str:
 def _marked(mark: Path) -> dict[str, str]:
     """The files a folder's MARK says toy-data wrote (name -> SHA-256); {} without one; a ResultsError when a file
     of that name is there and is not one."""
-    from ..files import ResultsError
+    from ..files import ResultsError, read_json
 
     if not mark.exists():
         return {}
-    try:
-        data = json.loads(mark.read_text(encoding="utf-8"))
+    try:  # a regular file, opened without blocking: a FIFO there is refused, not waited on
+        data = read_json(mark, MARK_BYTES, "the bound of a toy-data mark")
         files = data["files"] if data.get("format") == FORMAT else None
     except (OSError, ValueError, AttributeError, KeyError, RecursionError):
         files = None

@@ -12,10 +12,11 @@ What is isolated (Linux, user namespaces; the standard library, and libseccomp's
   limit the parent kills the process group; init's pipe from the first process then closes and init
   exits too. Init also ends the run itself a second after the time limit, whatever became of the parent.
   The first process, init and the code's process each die with their parent (PR_SET_PDEATHSIG), so a
-  caller killed by SIGKILL or the OOM killer takes the whole tree with it; the `scb-sandbox-*` folders and
-  cgroups it leaves are removed by the next run (`bounds.sweep_leftovers`). RLIMIT_NPROC caps the tasks
-  of the code's user in its own user namespace at MAX_PROCESSES, which defeats fork bombs. A root caller
-  maps the code's ids to nobody (65534) because the kernel does not apply RLIMIT_NPROC to uid 0.
+  caller killed by SIGKILL or the OOM killer takes the whole tree with it; the working folders (in the
+  private `bounds.workspace()`) and cgroups it leaves are removed by the next run (`bounds.sweep_leftovers`).
+  RLIMIT_NPROC caps the tasks of the code's user in its own user namespace at MAX_PROCESSES, which defeats
+  fork bombs. A root caller maps the code's ids to nobody (65534) because the kernel does not apply
+  RLIMIT_NPROC to uid 0.
 - Network: a new network namespace with only a loopback device, which is down: nothing connects, and
   abstract Unix sockets (which belong to a network namespace) of the host cannot be named.
 - Files: a new mount namespace (private propagation, so nothing reaches the host) whose root is a fresh
@@ -181,15 +182,19 @@ def layers() -> tuple[bool, Path | None, str]:
 
 
 def _run(job: dict, confined: bool) -> Verdict:
-    bounds.sweep_leftovers()
+    try:
+        bounds.sweep_leftovers()
+    except OSError as exc:
+        raise SandboxUnavailable(str(exc)) from None
     seccomp, cgroup_parent, _ = layers()
     token = secrets.token_hex(16)
-    with tempfile.TemporaryDirectory(prefix=f"{bounds.PREFIX}{bounds.owner_tag()}-",
+    with tempfile.TemporaryDirectory(prefix=f"{bounds.owner_tag()}-", dir=bounds.workspace(),
                                      ignore_cleanup_errors=True) as workdir:
         start = time.monotonic()
         payload = dict(job, token=token, workdir=workdir, drop_uid=confined and os.geteuid() == 0, seccomp=seccomp,
                        deadline=start + job["timeout_s"] + _INSIDE_GRACE_S)
-        cgroup = bounds.make_cgroup(Path(workdir).name, job["memory_mb"] * 2**20) if cgroup_parent else None
+        cgroup = (bounds.make_cgroup(bounds.PREFIX + Path(workdir).name, job["memory_mb"] * 2**20) if cgroup_parent
+                  else None)
         if cgroup is None and not seccomp:
             raise SandboxUnavailable("the sandbox's memory cgroup could not be made, and no seccomp filter can be "
                                      "loaded here")

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "scb-sandbox-"  # folders and cgroups: scb-sandbox-<pid>-<start time>-<random>
+PREFIX = "scb-sandbox-"  # the folder of working folders (scb-sandbox-<uid>) and each cgroup (scb-sandbox-<run>)
+
+# a run's working folder and cgroup are named <pid>-<start time>-<random>, after the process that made them
 
 
 def owner_tag() -> str:
@@ -39,7 +42,7 @@ def _start_time(pid: int) -> str:
 
 
 def _owner_alive(name: str) -> bool:
-    parts = name[len(PREFIX):].split("-")
+    parts = name.split("-")
     if len(parts) < 3 or not parts[0].isdigit() or not parts[1].isdigit():
         return True  # not named by this module: never touched
     return _start_time(int(parts[0])) == parts[1]
@@ -186,30 +189,36 @@ def make_cgroup(name: str, limit_bytes: int) -> Cgroup | None:
     return Cgroup(path, version)
 
 
-def sweep_leftovers() -> list[Path]:
-    """Remove the `scb-sandbox-*` folders (in the temporary folder) and memory cgroups that runs of processes no
-    longer alive left behind (killed before they could clean up); returns what was removed. Only this user's
-    own folders, never through a link."""
-    removed = []
-    temp = Path(tempfile.gettempdir())
+def workspace() -> Path:
+    """The folder that holds every run's working folder: `scb-sandbox-<uid>` in the temporary folder, made by this
+    user with mode 0700, so that whatever is in it was put there by the sandbox. An OSError when that name is
+    taken by anything else (a link, a file, another user's folder, a folder others may write)."""
+    path = Path(tempfile.gettempdir()) / f"{PREFIX}{os.geteuid()}"
     try:
-        names = [name for name in os.listdir(temp) if name.startswith(PREFIX)]
-    except OSError:
-        names = []
-    for name in names:
-        path = temp / name
-        try:
-            info = path.lstat()
-        except OSError:
-            continue
-        if path.is_symlink() or not path.is_dir() or info.st_uid != os.geteuid() or _owner_alive(name):
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise OSError(f"{path} is not a private folder of this user (mode 0700); move it aside")
+    return path
+
+
+def sweep_leftovers() -> list[Path]:
+    """Remove the working folders (in `workspace()`) and memory cgroups that runs of processes no longer alive
+    left behind (killed before they could clean up); returns what was removed. Never through a link."""
+    removed = []
+    base = workspace()
+    for name in os.listdir(base):
+        path = base / name
+        if path.is_symlink() or not path.is_dir() or _owner_alive(name):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     parent, _, _ = cgroup_parent()
     if parent is not None:
         for path in parent.glob(PREFIX + "*"):
-            if path.is_dir() and not _owner_alive(path.name):
+            if path.is_dir() and not _owner_alive(path.name[len(PREFIX):]):
                 remove_cgroup(path)
                 removed.append(path)
     return removed
