@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TOY_DATA := data/toy/test.jsonl
 TOY_LLM_DATA := data/toy_llm/test.jsonl
 
-.PHONY: install browser demo toy-routers test test-fast test-compat lint toy-data toy-pair toy-chain toy-llm-data toy-llm-pair ci-run bench bench-quick bench-gpu clean-results
+.PHONY: install browser demo toy-routers test test-fast test-mid test-compat lint toy-data toy-pair toy-chain toy-llm-data toy-llm-pair ci-run bench bench-quick bench-gpu clean-results
 
 install: $(VENV)/.installed
 
@@ -70,8 +70,13 @@ demo: $(TOY_DATA)
 	$(BIN)/scb plot results/toy_t1
 	$(BIN)/scb report results/toy_t1 --html
 
+# The whole suite in two groups: all but the `serial` tests on two workers (pytest-xdist; each test file on one
+# worker, so that its module fixtures are built once), then the `serial` ones alone (a time bound, Ray). Each
+# prints its 15 slowest tests.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial" --durations=15
+	$(BIN)/python -m pytest -q -m serial --durations=15
 
 # The edit loop's subset (under 2 minutes on 2 cores): the layout, configs, the maths and the metrics, no model runs.
 FAST_TESTS := tests/test_house.py tests/test_record.py tests/test_config.py tests/test_rules.py tests/test_metrics.py tests/test_prompts.py \
@@ -79,6 +84,16 @@ FAST_TESTS := tests/test_house.py tests/test_record.py tests/test_config.py test
 
 test-fast: install
 	$(BIN)/python -m pytest -q $(FAST_TESTS)
+
+# The middle tier (about 3 minutes on 2 cores): the fast subset plus one model-running test per layer: decoding
+# (exactness against the verifier), models (static caches), tasks (the code sandbox, a few-shot run's scores) and
+# run + analysis (a CLI round trip of run, report and plot).
+MID_TESTS := $(FAST_TESTS) tests/test_decoding.py::test_spec_decode_greedy_equals_verifier \
+	tests/test_static_cache.py::test_static_caches_match_dynamic_caches_for_every_method \
+	tests/test_sandbox.py::test_passing_solution tests/test_fewshot_run.py::test_fewshot_run_records_scores_shots_and_intervals \
+	tests/test_cli.py::test_run_report_plot_round_trip
+test-mid: install
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(MID_TESTS)
 
 # The oldest transformers the suite declares (5.17.0, which the lent GPU machines have), in a venv of its own: the
 # fast subset, then the loops on both families, static caches and compiled steps included (about 4 minutes).
@@ -96,7 +111,7 @@ test-compat: $(TOY_DATA)
 	$(COMPAT_VENV)/bin/python -c "import torch, transformers; \
 		assert torch.__version__.split('+')[0] == '$(COMPAT_TORCH)', torch.__version__; \
 		assert transformers.__version__ == '$(COMPAT_TRANSFORMERS)', transformers.__version__"
-	$(COMPAT_VENV)/bin/python -m pytest -q $(COMPAT_TESTS)
+	$(COMPAT_VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 $(COMPAT_TESTS)
 
 lint: install
 	$(BIN)/ruff check speccascade_bench tests scripts

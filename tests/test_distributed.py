@@ -28,6 +28,8 @@ from speccascade_bench.run.settings import RunOptions
 
 from .helpers import save_byte_pair, write_jsonl
 
+pytestmark = pytest.mark.serial  # Ray takes both cores and prints its timings: run alone
+
 N = 8  # examples of the main task
 N_LONG = 30  # examples of the task a driver is killed in
 TIMED = ("latency_s", "latency_trials_s", "worker")  # what differs between two runs of the same examples

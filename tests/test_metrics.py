@@ -305,6 +305,7 @@ def test_bootstrap_seed_reproduces():
     assert other.difference == first.difference and (other.low, other.high) != (first.low, first.high)
 
 
+@pytest.mark.serial  # a time bound: run alone
 def test_bootstrap_of_corpus_bleu_is_fast():
     preds_a, refs = _corpus(500, seed=7, keep=0.7)
     preds_b, _ = _corpus(500, seed=7, keep=0.6)
