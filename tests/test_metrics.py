@@ -342,3 +342,26 @@ def test_golds_that_normalise_to_nothing_are_dropped_only_under_squad_normalisat
     for normalize in ("squad", "triviaqa", "none"):
         assert example_score("f1", "", [], normalize=normalize) == 100.0
         assert example_score("exact_match", "Paris", [], normalize=normalize) == 0.0
+
+
+@pytest.mark.parametrize("metric", ["bleu", "chrf", "exact_match"])
+def test_several_systems_values_are_each_systems_own(metric, monkeypatch):
+    """Values computed together (each reference read once, a sentence shared with an earlier system copied)
+    are exactly each system's own, across block boundaries, with several references and empty sentences."""
+    from speccascade_bench.tasks import bootstrap
+
+    monkeypatch.setattr(bootstrap, "SENTENCES", 7)  # blocks of 7 examples: 20 examples cross two boundaries
+    rng = random.Random(3)
+    words = ["the", "cat", "sat", "on", "a", "mat", "dog", ".", "ran"]
+    references = [[" ".join(rng.choice(words) for _ in range(rng.randint(0, 9))), "a cat"] for _ in range(20)]
+    verifier = [refs[0] if i % 3 else " ".join(rng.choice(words) for _ in range(5))
+                for i, refs in enumerate(references)]
+    other = [verifier[i] if i % 2 else ("" if i % 4 == 0 else "the dog ran .") for i in range(20)]
+    third = [other[i] if i % 5 else verifier[i][::-1] for i in range(20)]
+    systems = [verifier, other, third]
+    together = bootstrap.systems_values(metric, systems, references)
+    for system, values in zip(systems, together, strict=True):
+        np.testing.assert_array_equal(values, bootstrap.example_values(metric, system, references))
+    assert bootstrap.systems_values(metric, [[]], []) [0].size == 0
+    with pytest.raises(ValueError, match="2 predictions but 20 references"):
+        bootstrap.systems_values(metric, [verifier, ["a", "b"]], references)

@@ -1,7 +1,8 @@
 """A run's quality, and its difference from the verifier's on the same examples with a paired bootstrap interval.
 `Qualities` computes each run's per-example values once (`bootstrap.example_values`: a BLEU or chrF run's sentence
 statistics, the example scores of another metric) and draws both from them: a BLEU folder of four runs extracts
-four sets of sentence statistics, where a quality and a comparison each would extract ten.
+four sets of sentence statistics, where a quality and a comparison each would extract ten, and `share` extracts
+them for all runs together (`bootstrap.systems_values`: each reference read once, a sentence two runs share once).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from ..files import ResultsError
-from ..tasks.bootstrap import BootstrapInterval, corpus_of, example_values, paired_bootstrap, paired_interval
-from ..tasks.metrics import SCORED_METRICS, corpus_score
+from ..tasks.bootstrap import (BootstrapInterval, corpus_of, example_values, paired_bootstrap, paired_interval,
+                               systems_values)
+from ..tasks.metrics import CORPUS_METRICS, SCORED_METRICS, corpus_score
 
 BOOTSTRAP_RESAMPLES = 1000
 
@@ -65,6 +67,15 @@ class Qualities:
     def _paired(self, rows: list[dict]) -> bool:
         """Whether `rows` are the verifier's examples, in its order."""
         return bool(rows) and [row["example_id"] for row in rows] == self.ids
+
+    def share(self, runs: list[list[dict]]) -> None:
+        """Compute the BLEU or chrF values of every run paired with the verifier together (`systems_values`),
+        so that `values` finds them."""
+        paired = [rows for rows in runs if self._paired(rows) and id(rows) not in self._values]
+        if self.metric in CORPUS_METRICS and paired:
+            computed = systems_values(self.metric, [[row["prediction"] for row in rows] for rows in paired],
+                                      self.references)
+            self._values.update((id(rows), values) for rows, values in zip(paired, computed))
 
     def values(self, rows: list[dict]) -> np.ndarray:
         """A run's `example_values` against the verifier's references (its scores for a scored metric)."""

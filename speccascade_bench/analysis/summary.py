@@ -276,6 +276,7 @@ def summarize(results: Path, read: Results | None = None, max_bytes: int = MAX_R
                                                 [calls(row, roles[0]) for row in rows])
     folder = Folder(results, manifest["config"]["task"]["metric"], manifest["config"]["decoding"]["temperature"],
                     runs.get(REFERENCE, []), step_cost, read_call_costs(results))
+    folder.qualities.share(list(runs.values()))
     records = [{name: column(folder, run) for name, column in COLUMNS}
                for run in (Run(run_id, rows) for run_id, rows in runs.items())]
     frame = pd.DataFrame.from_records(records, columns=list(SUMMARY_COLUMNS))

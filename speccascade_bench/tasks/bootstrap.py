@@ -48,6 +48,39 @@ def example_values(metric: str, predictions: Sequence[str], references, scores: 
     return np.asarray(scores, dtype=np.float64)[:, None]
 
 
+def systems_values(metric: str, systems: Sequence[Sequence[str]], references) -> list[np.ndarray]:
+    """`example_values` of several systems' predictions on the same references, one array per system. For BLEU
+    and chrF each block's references are read once for all systems (sacrebleu's reference cache), and a sentence
+    that an earlier system predicted for the same example takes that system's statistics: a lossless method's
+    outputs are mostly the verifier's own."""
+    if metric not in CORPUS_METRICS:
+        return [example_values(metric, predictions, references) for predictions in systems]
+    for predictions in systems:
+        if len(predictions) != len(references):
+            raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    first, scorer = [_reference_list(refs)[0] for refs in references], _sacrebleu_metric(metric)
+    blocks: list[list[list]] = [[] for _ in systems]
+    for start in range(0, len(first), SENTENCES):
+        cache = scorer._cache_references([first[start:start + SENTENCES]])
+        done: list[list] = []
+        for predictions in systems:
+            block = list(predictions[start:start + SENTENCES])
+            stats: list = [None] * len(block)
+            for earlier, earlier_stats in zip(systems, done):
+                for i, sentence in enumerate(block):
+                    if stats[i] is None and earlier[start + i] == sentence:
+                        stats[i] = earlier_stats[i]
+            new = [i for i, value in enumerate(stats) if value is None]
+            if new:
+                scorer._ref_cache = [cache[i] for i in new]
+                for i, value in zip(new, scorer._extract_corpus_statistics([block[i] for i in new], None)):
+                    stats[i] = value
+            done.append(stats)
+        for system, stats in zip(blocks, done):
+            system.append(stats)
+    return [np.asarray([stats for block in system for stats in block], dtype=np.float64) for system in blocks]
+
+
 def _index_counts(indices: np.ndarray, n: int) -> np.ndarray:
     """(resamples, m) example indices -> (resamples, n) how often each example was drawn."""
     resamples = indices.shape[0]
