@@ -14,7 +14,7 @@ from .helpers import EOS, prompt, tiny_pair
 
 FAMILIES = ["t5", "llama"]
 METHOD_RUNS = [
-    ("drafter", {}), ("verifier", {}), ("spec_decode", {}), ("spec_decode", {"draft_length": 1}),
+    ("drafter", {}), ("verifier", {}), ("spec_decode", {}), ("spec_decode", {"draft_length": 1}), ("prompt_lookup", {}),
     ("lossy_spec_decode", {"alpha": 0.4, "beta": 1.0}), ("token_cascade", {"alpha": 0.4}),
     ("seq_cascade", {"threshold": -1.0}), ("bild", {"alpha": 0.6, "beta": 1.0}),
     ("bild", {"alpha": 0.6, "beta": 1.0, "loop": "drafter_first"}),

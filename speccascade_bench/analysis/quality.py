@@ -13,8 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from ..files import ResultsError
-from ..tasks.bootstrap import (BootstrapInterval, corpus_of, example_values, paired_bootstrap, paired_interval,
-                               systems_values)
+from ..tasks.bootstrap import (
+    BootstrapInterval,
+    corpus_of,
+    example_values,
+    paired_bootstrap,
+    paired_interval,
+    systems_values,
+)
 from ..tasks.metrics import CORPUS_METRICS, SCORED_METRICS, corpus_score
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -75,7 +81,7 @@ class Qualities:
         if self.metric in CORPUS_METRICS and paired:
             computed = systems_values(self.metric, [[row["prediction"] for row in rows] for rows in paired],
                                       self.references)
-            self._values.update((id(rows), values) for rows, values in zip(paired, computed))
+            self._values.update((id(rows), values) for rows, values in zip(paired, computed, strict=True))
 
     def values(self, rows: list[dict]) -> np.ndarray:
         """A run's `example_values` against the verifier's references (its scores for a scored metric)."""

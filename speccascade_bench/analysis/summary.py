@@ -189,9 +189,13 @@ def _chain_predicted(folder: Folder, run: Run) -> float:
 def _predicted(folder: Folder, run: Run, at_r: bool = False) -> float:
     """Leviathan et al.'s speed-up from the run's acceptance probability, gamma and the cost ratio (with the
     verifier call priced at its measured r when `at_r`), or a chain's (`chain_speedup`, not at r); NaN for a run
-    that drafts nothing."""
+    that drafts nothing, and for a drafter without a model (prompt lookup: its rounds draft from 0 to gamma
+    tokens, which the formula does not model)."""
     if "draft_lengths" in run.params:
         return math.nan if at_r else _chain_predicted(folder, run)
+    spec = METHODS.get(run.rows[0]["method"])
+    if spec is not None and "drafter" not in spec.roles:  # prompt lookup: drafts vary per round, and cost no call
+        return math.nan
     if not (run.gamma and run.drafted) or math.isnan(folder.cost_ratio) or math.isnan(run.acceptance_prob):
         return math.nan
     calls = drafter_calls_per_round(run.params, run.gamma)
@@ -270,7 +274,7 @@ def summarize(results: Path, read: Results | None = None, max_bytes: int = MAX_R
     step_cost = {"drafter": math.nan, "verifier": math.nan}
     for rows in runs.values():  # the one-model runs give each role's cost per forward call
         spec = METHODS.get(rows[0]["method"])
-        roles = spec.roles_for((), rows[0]["params"]) if spec else ()
+        roles = spec.roles_for((), rows[0]["params"]) if spec and spec.baseline else ()
         if len(roles) == 1:
             step_cost[roles[0]] = per_call_cost([row["latency_s"] for row in rows],
                                                 [calls(row, roles[0]) for row in rows])

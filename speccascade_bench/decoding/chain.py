@@ -26,9 +26,9 @@ from ..models.cached import CachedDecoder
 from ..models.settings import middle_role
 from . import deferral, rules
 from .deferral import RULES
+from .drafters import draft_on_device
 from .rules import Dists, Target
 from .sampling import DecodeResult, Ending, autoregressive, ending, judge_round
-from .speculative import draft_on_device
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class ChainSampler:
         self.counts = [DecodeResult() for _ in levels]  # each level's round counters
 
     def draft(self, prefix: list[int], wanted: int, with_next: bool) -> tuple[list[int], Dists, int | None]:
-        """M_0 alone, as the pair's drafter drafts (`speculative.draft_on_device`): `wanted` tokens after `prefix`,
+        """M_0 alone, as the pair's drafter drafts (`drafters.draft_on_device`): `wanted` tokens after `prefix`,
         their rows (and the next position's with `with_next`), and how many of them it takes to end decoding
         (None: they do not end it). The tokens after an end are drafted too; the round discards them."""
         decoder = self.decoders[0]

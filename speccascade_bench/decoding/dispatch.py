@@ -17,7 +17,7 @@ from .loops import decode_bild, decode_drafter, decode_seq_cascade, decode_token
 from .methods import METHODS
 from .sampling import DecodeResult
 from .settings import DecodingConfig
-from .speculative import decode_lossy_spec, decode_spec, decode_spec_cascade
+from .speculative import decode_lossy_spec, decode_prompt_lookup, decode_spec, decode_spec_cascade
 
 Decoder = Callable[[ModelPair, Tensor, DecodingConfig, dict[str, Any], "torch.Generator | None"], DecodeResult]
 
@@ -27,6 +27,7 @@ DECODERS: dict[str, Decoder] = {
     "seq_cascade": decode_seq_cascade,
     "token_cascade": decode_token_cascade,
     "spec_decode": decode_spec,
+    "prompt_lookup": decode_prompt_lookup,
     "lossy_spec_decode": decode_lossy_spec,
     "spec_cascade": decode_spec_cascade,
     "bild": decode_bild,

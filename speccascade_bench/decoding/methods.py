@@ -92,11 +92,12 @@ class MethodSpec:
     name: str
     description: str
     params: tuple[Param, ...] = field(default_factory=tuple)
-    roles: tuple[str, ...] = ("drafter", "verifier")  # the models it calls; a one-role method gives that role's cost
+    roles: tuple[str, ...] = ("drafter", "verifier")  # the models it calls
     one_of: tuple[str, ...] = ()     # exactly one of these parameters must be given
     derived_by: str | None = None    # a run setting this parameter is evaluated from the baselines' outputs
     marker: str | None = None        # drawn as a single point with this marker (no parameter to sweep)
     chain: bool = False              # calls every model of the chain; its per-level parameters have one value per level
+    baseline: bool = False           # one model alone: its rows give that model's cost per forward call
 
     def roles_for(self, chain_roles: tuple[str, ...], params: dict | None = None) -> tuple[str, ...]:
         """The roles of the models it calls in a chain with `chain_roles` (a middle model's run: that model)."""
@@ -109,6 +110,8 @@ class MethodSpec:
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
 
+
+MAX_NGRAM = 2  # prompt lookup's longest n-gram by default (transformers' max_matching_ngram_size)
 
 DRAFT_LENGTH = Param("draft_length", "tokens drafted per round (gamma); defaults to decoding.draft_length", 1, 64,
                      tag="g", integer=True)
@@ -134,12 +137,13 @@ PER_LEVEL_GAMMA = Param("draft_lengths", "tokens each model drafts per round for
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec(DRAFTER, "autoregressive decoding with the drafter alone", roles=("drafter",), marker="s"),
+        MethodSpec(DRAFTER, "autoregressive decoding with the drafter alone", roles=("drafter",), marker="s",
+                   baseline=True),
         MethodSpec(REFERENCE, "autoregressive decoding with the verifier alone", roles=("verifier",),
-                   marker="*"),
+                   marker="*", baseline=True),
         MethodSpec(MIDDLE, "autoregressive decoding with one middle model of a chain alone",
                    (Param("level", "which middle model: 1 is the one after the drafter", 1, 62, required=True,
-                          tag="l", integer=True, sweepable=False),), roles=(), marker="^"),
+                          tag="l", integer=True, sweepable=False),), roles=(), marker="^", baseline=True),
         MethodSpec(
             "seq_cascade",
             "Chow cascade on a sequence confidence: defer the whole output to the verifier when the "
@@ -167,6 +171,16 @@ METHODS: dict[str, MethodSpec] = {
             (Param("alpha", "deferral parameter", 0.0, 1.0, required=True, tag="a"),),
         ),
         MethodSpec("spec_decode", "lossless speculative decoding / sampling", (DRAFT_LENGTH,), marker="D"),
+        MethodSpec(
+            "prompt_lookup",
+            "lossless speculative decoding with prompt lookup as the drafter (transformers' "
+            "prompt_lookup_num_tokens): the tokens after the first earlier occurrence of the sequence's last n "
+            "tokens are the drafts; no drafter model is called",
+            (DRAFT_LENGTH,
+             Param("max_ngram", "the longest n-gram looked up (n from it down to 1; transformers' "
+                   "max_matching_ngram_size)", 1, 64, default=MAX_NGRAM, tag="n", integer=True)),
+            roles=("verifier",), marker="X",
+        ),
         MethodSpec(
             "lossy_spec_decode",
             "lossy speculative decoding (Tran-Thien): accept with min(1, p / ((1 - alpha) q)), "

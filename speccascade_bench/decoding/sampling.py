@@ -57,17 +57,18 @@ class DecodeResult:
     levels: list[dict] | None = None     # a chain's counters per level (drafter->middle1, ..., ->verifier)
     _deferred_on_device: list[Tensor] = field(default_factory=list, repr=False)
 
-    def count_round(self, accepted: int, drafted: int, deferral: Tensor, bonus_kept: bool,
+    def count_round(self, accepted: int, drafted: int, deferral: Tensor | None, bonus_kept: bool,
                     on_device: bool = False) -> None:
         """Add one verification round of `drafted` drafts, `accepted` of them, and the deferral of the positions it
         decided: the accepted drafts, then the replacement's, or the bonus's when a bonus is kept (one drawn past
-        EOS or the token limit is discarded and decides nothing). With `on_device`, the deferral is summed on the
-        device, and read once by `settle`."""
-        decided = min(accepted + (accepted < drafted or bonus_kept), deferral.shape[0])
-        if on_device:
-            self._deferred_on_device.append(deferral[:decided].sum())
-        else:
-            self.deferred += float(deferral[:decided].sum())
+        EOS or the token limit is discarded and decides nothing); None where nothing can be deferred (a lossless
+        target). With `on_device`, the deferral is summed on the device, and read once by `settle`."""
+        if deferral is not None:
+            decided = min(accepted + (accepted < drafted or bonus_kept), deferral.shape[0])
+            if on_device:
+                self._deferred_on_device.append(deferral[:decided].sum())
+            else:
+                self.deferred += float(deferral[:decided].sum())
         self.rounds += 1
         self.drafted += drafted
         self.accepted += accepted

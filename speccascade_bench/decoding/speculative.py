@@ -1,7 +1,7 @@
-"""The speculative methods, one loop: `speculative_sample` drafts gamma tokens with the drafter, scores
-them with one verifier call and accepts or resamples against a target distribution from `rules`. With the
-verifier's distribution as the target it is lossless speculative decoding; lossy speculative decoding and
-the speculative cascades change only the target function.
+"""The speculative methods, one loop: `speculative_sample` drafts gamma tokens with a drafter (the pair's drafter
+model, or prompt lookup: `drafters`), scores them with one verifier call and accepts or resamples against a target
+distribution from `rules`. With the verifier's distribution as the target it is lossless speculative decoding;
+lossy speculative decoding and the speculative cascades change only the target function.
 """
 
 from __future__ import annotations
@@ -9,19 +9,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..models.cached import CachedDecoder, ModelPair
+from ..models.cached import ModelPair
 from . import rules
+from .drafters import Drafter, ModelDrafter, PromptLookupDrafter, advance_decoder
+from .methods import MAX_NGRAM
 from .router import read_router
 from .rules import Dists
-from .sampling import DecodeResult, draw_on_device, ending, judge_round, scaled
+from .sampling import DecodeResult, ending, judge_round
 from .settings import DecodingConfig
 
 
 def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingConfig, gamma: int,
                        target_fn: rules.TargetFn, needs_draft_at_bonus: bool,
-                       generator: torch.Generator | None) -> DecodeResult:
+                       generator: torch.Generator | None, drafter: Drafter | None = None) -> DecodeResult:
     """The generic speculative sampler (paper Alg. 4): draft up to gamma tokens, score them with one
-    verifier forward, accept a prefix by the target's rule, roll both caches back past the rejection.
+    verifier forward, accept a prefix by the target's rule, roll both back past the rejection. The drafts come
+    from `drafter` (`drafters`), by default the pair's drafter model.
 
     A round reads the device once: drafting, the acceptance test, the draw of the next token and the caches'
     tokens stay on it, and the accepted count, the next token and the drafts come back together. Where decoding
@@ -29,54 +32,32 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
     that ends it are discarded, and the round counts the drafts up to it, as if drafting had stopped there."""
     end = ending(pair, settings)
     limit = end.limit
-    drafter, verifier = pair.decoder("drafter", input_ids), pair.decoder("verifier", input_ids)
+    drafter = drafter or ModelDrafter(pair.decoder("drafter", input_ids))
+    verifier = pair.decoder("verifier", input_ids)
     result = DecodeResult()
     while not end.reached(result.tokens):
         base = len(result.tokens)
         wanted = min(gamma, limit - base)
         # q at the bonus position too, for a cascade's bonus target (a bonus after the limit is not kept)
-        drafts, draft = draft_on_device(drafter, settings, wanted, needs_draft_at_bonus and base + wanted < limit,
-                                        generator)
+        drafts, draft = drafter.propose(settings, wanted, needs_draft_at_bonus and base + wanted < limit, generator)
+        k = drafts.shape[0]  # a model drafts `wanted`; prompt lookup at most that
         verifier.extend(drafts)
-        verifier_logits = verifier.logits(keep=wanted + 1)
+        verifier_logits = verifier.logits(keep=k + 1)
         target = target_fn(draft, Dists.from_logits(verifier_logits, settings.temperature, settings.top_p))
-        accepted_t, next_t = rules.verify_on_device(drafts, draft.scaled[:wanted], target, generator)
+        accepted_t, next_t = rules.verify_on_device(drafts, draft.scaled[:k], target, generator)
         accepted, next_token, *drafted = torch.cat([accepted_t, next_t, drafts]).tolist()  # the round's one read
         new_tokens, accepted, k, bonus_kept = judge_round(end, base, drafted, end.first_end(result.tokens, drafted),
                                                           accepted, next_token)
-        result.count_round(accepted, k, target.deferral, bonus_kept, on_device=True)
-        for decoder in (drafter, verifier):
-            decoder.truncate(decoder.prompt_length + base + accepted)
-            decoder.resolve(drafted[:accepted])
-            if len(new_tokens) > accepted:
-                decoder.extend(next_t, known=[next_token])
+        lossless = target_fn is rules.lossless_target  # nothing to defer: no deferral to sum and read
+        result.count_round(accepted, k, None if lossless else target.deferral, bonus_kept, on_device=True)
+        keep_next = next_t if len(new_tokens) > accepted else None
+        advance_decoder(verifier, base + accepted, drafted[:accepted], keep_next, next_token)
+        drafter.advance(base + accepted, drafted[:accepted], keep_next, next_token)
         # Of the accepted drafts only the last can end decoding (`first_end`); the next token may too.
         result.tokens = end.clip(result.tokens + new_tokens, start=base + max(0, accepted - 1))
     result.settle()
     result.drafter_calls, result.verifier_calls = drafter.calls, verifier.calls
     return result
-
-
-def draft_on_device(drafter: CachedDecoder, settings: DecodingConfig, wanted: int, with_next: bool,
-                    generator: torch.Generator | None) -> tuple[Tensor, Dists]:
-    """`wanted` drafts [wanted] sampled by `drafter` on the device, without a host read, and their distributions
-    (with `with_next`, also the next position's). The drafts stay pending in the drafter."""
-    tokens: list[Tensor] = []
-    logits_rows: list[Tensor] = []
-    scaled_rows: list[Tensor] = []
-    for _ in range(wanted):
-        logits = drafter.logits()[-1]
-        distribution = scaled(settings, logits)
-        token = draw_on_device(settings, distribution, generator)
-        logits_rows.append(logits)
-        scaled_rows.append(distribution)
-        tokens.append(token)
-        drafter.extend(token)
-    if with_next:
-        logits = drafter.logits()[-1]
-        logits_rows.append(logits)
-        scaled_rows.append(scaled(settings, logits))
-    return torch.cat(tokens), Dists(torch.softmax(torch.stack(logits_rows), -1), torch.stack(scaled_rows))
 
 
 def _gamma(settings: DecodingConfig, params: dict) -> int:
@@ -100,3 +81,10 @@ def decode_spec_cascade(pair, input_ids, settings, params, generator) -> DecodeR
                                        router=router)
     return speculative_sample(pair, input_ids, settings, _gamma(settings, params), target, not from_verifier,
                               generator)
+
+
+def decode_prompt_lookup(pair, input_ids, settings, params, generator) -> DecodeResult:
+    """Lossless speculative decoding with prompt lookup as the drafter (no drafter model is called)."""
+    drafter = PromptLookupDrafter(pair, input_ids, int(params.get("max_ngram", MAX_NGRAM)))
+    return speculative_sample(pair, input_ids, settings, _gamma(settings, params), rules.lossless_target,
+                              False, generator, drafter)

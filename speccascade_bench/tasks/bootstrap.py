@@ -66,17 +66,17 @@ def systems_values(metric: str, systems: Sequence[Sequence[str]], references) ->
         for predictions in systems:
             block = list(predictions[start:start + SENTENCES])
             stats: list = [None] * len(block)
-            for earlier, earlier_stats in zip(systems, done):
+            for earlier, earlier_stats in zip(systems, done, strict=False):  # the systems before
                 for i, sentence in enumerate(block):
                     if stats[i] is None and earlier[start + i] == sentence:
                         stats[i] = earlier_stats[i]
             new = [i for i, value in enumerate(stats) if value is None]
             if new:
                 scorer._ref_cache = [cache[i] for i in new]
-                for i, value in zip(new, scorer._extract_corpus_statistics([block[i] for i in new], None)):
+                for i, value in zip(new, scorer._extract_corpus_statistics([block[i] for i in new], None), strict=True):
                     stats[i] = value
             done.append(stats)
-        for system, stats in zip(blocks, done):
+        for system, stats in zip(blocks, done, strict=True):
             system.append(stats)
     return [np.asarray([stats for block in system for stats in block], dtype=np.float64) for system in blocks]
 
