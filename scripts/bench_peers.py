@@ -6,6 +6,8 @@ Ratios, each measured in this one process, examples interleaved:
     `cache_implementation="static"` and a compile config (transformers' gpt-fast-style loop)
   - `spec_decode` vs assisted generation (`generate(assistant_model=drafter)`, constant draft length
     gamma, confidence threshold 0), greedy and sampling at temperature 1
+  - `prompt_lookup` vs transformers' prompt lookup (`generate(prompt_lookup_num_tokens=gamma)`, n-grams up to 2),
+    greedy, and against the suite's verifier and `spec_decode`
   - measured speed-up of `spec_decode` over `verifier` vs Leviathan et al.'s prediction from the measured
     acceptance rate a and per-call cost ratio c, for the dynamic-cache and the compiled loops; and vs the
     same prediction with the verifier call over gamma + 1 positions priced at its measured cost r (in
@@ -76,8 +78,10 @@ def _inputs(pair: ModelPair, kind: str, n: int) -> list[torch.Tensor]:
             for parts in prompts]
 
 
-def _generate(pair, ids, max_new, sample: bool, assistant: bool, seed: int, compile_config=None):
+def _generate(pair, ids, max_new, sample: bool, assistant: bool, seed: int, compile_config=None, lookup=None):
     kwargs = {"max_new_tokens": max_new, "do_sample": sample}
+    if lookup is not None:  # transformers' prompt lookup: `lookup` tokens drafted, n-grams up to 2
+        kwargs.update(prompt_lookup_num_tokens=lookup, max_matching_ngram_size=2)
     if sample:
         kwargs.update(temperature=1.0, top_k=0, top_p=1.0)
         torch.manual_seed(seed)
@@ -213,6 +217,9 @@ def main() -> None:
         "spec_cascade token_v2 a=0.1 T=1 (suite)": lambda i: ours("spec_cascade", sampled, i, params=cascade),
         "assisted T=1 (generate)": lambda i: _generate(pair, inputs[i], args.max_new_tokens, True, True, i),
         "drafter greedy (suite)": lambda i: ours("drafter", greedy, i),
+        "prompt_lookup greedy (suite)": lambda i: ours("prompt_lookup", greedy, i, params={"max_ngram": 2}),
+        "prompt lookup greedy (generate)":
+            lambda i: _generate(pair, inputs[i], args.max_new_tokens, False, False, i, lookup=args.gamma),
     }
     if fast is not None:
         cases.update({
@@ -347,6 +354,11 @@ def main() -> None:
         ("verifier (suite) / generate, greedy", "verifier greedy (suite)", "verifier greedy (generate)", "<= 1.0"),
         ("spec_decode / assisted, greedy", "spec_decode greedy (suite)", "assisted greedy (generate)", "<= 0.5"),
         ("spec_decode / assisted, T=1", "spec_decode T=1 (suite)", "assisted T=1 (generate)", "<= 0.5"),
+        ("prompt_lookup / generate's prompt lookup, greedy", "prompt_lookup greedy (suite)",
+         "prompt lookup greedy (generate)", "<= 1.0"),
+        ("prompt_lookup / verifier (suite), greedy", "prompt_lookup greedy (suite)", "verifier greedy (suite)", "-"),
+        ("spec_decode / prompt_lookup (suite), greedy", "spec_decode greedy (suite)", "prompt_lookup greedy (suite)",
+         "-"),
     ]
     speedups = [("spec_decode, greedy", "spec_decode greedy (suite)", "verifier greedy (suite)", ""),
                 ("spec_decode, T=1", "spec_decode T=1 (suite)", "verifier T=1 (suite)", ""),
@@ -393,8 +405,11 @@ def main() -> None:
         print(f"| speed-up / predicted with this machine's verify-call cost: {label} (r={r:.2f}) | "
               f"{measured:.2f} / {bound:.2f} = {measured / bound:.3f} | - |")
     print()
+    same_lookup = [sum(a == b for a, b in zip(tokens(name), tokens("verifier greedy (generate)"), strict=True))
+                   for name in ("prompt_lookup greedy (suite)", "prompt lookup greedy (generate)")]
     line = (f"identical to generate() greedy: suite verifier {same_ar}/{n}, suite spec_decode {same_spec}/{n}, "
-            f"assisted generation {same_assist}/{n}")
+            f"assisted generation {same_assist}/{n}, suite prompt_lookup {same_lookup[0]}/{n}, "
+            f"generate's prompt lookup {same_lookup[1]}/{n}")
     if fast is not None:
         reference = tokens("verifier greedy (generate)")
         for name in ("verifier greedy (suite, compiled)", "spec_decode greedy (suite, compiled)",
