@@ -314,3 +314,31 @@ def test_a_port_that_listens_but_is_not_ray_is_one_line_within_seconds(workspace
     assert result.exit_code == 2 and error_lines(result) == 1, result.output
     assert "does not answer as a Ray cluster" in result.output and "token" not in result.output
     assert accepted and not out.exists()
+
+
+def test_workers_import_the_configs_plugins(workspace, ray_address, tmp_path):
+    """A rule registered by a plugin file, named by a relative path: each worker imports it (by its absolute path,
+    from its own working folder) before it decodes."""
+    from speccascade_bench import plugins
+    from speccascade_bench.decoding import deferral
+
+    plugin = tmp_path / "worker_rule.py"
+    plugin.write_text("from speccascade_bench.decoding.deferral import deferral_rule\n\n\n"
+                      "@deferral_rule('worker_never', alpha=(0.0, 1.0))\n"
+                      "def worker_never(draft, verifier, alpha):\n"
+                      "    return verifier.probs.amax(-1) < -1.0\n")
+    out = workspace / "plugged"
+    methods = [{"method": "verifier"}, {"method": "drafter"},
+               {"method": "spec_cascade", "rule": "worker_never", "alpha": [0.5]}]
+    try:
+        config = make_config(workspace, out, methods=methods, plugins=[os.path.relpath(plugin)],
+                             decoding={"temperature": 0.0})
+        result = CliRunner().invoke(app, ["run", "-c", config, "--workers", "2", "--limit", "4"])
+        assert result.exit_code == 0, result.output
+        drafter = {row["example_id"]: row["prediction"] for row in read_lines(out / "examples" / "drafter.jsonl")}
+        rows = read_lines(out / "examples" / "spec_cascade-worker_never-a0.5-g3.jsonl")
+        assert len(rows) == 4 and all(row["prediction"] == drafter[row["example_id"]] for row in rows)  # no deferral
+        assert {row["worker"]["host"] for row in rows} and all(row["deferred"] == 0 for row in rows)
+    finally:
+        deferral.RULES.pop("worker_never", None)
+        plugins._loaded.clear()

@@ -2,6 +2,9 @@
 fixture, with no other file edited, each is valid in a config, runs through `scb run` and `scb report`, and
 does what its definition says."""
 
+import json
+
+import pandas as pd
 import pytest
 
 from speccascade_bench.decoding import deferral
@@ -71,3 +74,118 @@ def test_a_metric_registered_in_one_place_scores_runs_and_reports(pair_dir, tmp_
     assert report.exit_code == 0 and "contains" in report.output, report.output
     failed(scb("run", "-c", config(pair_dir, tmp_path / "bad", file="bad", task={"metric": "contain"})),
            "task.metric", "did you mean 'contains'")
+
+
+PLUGIN = '''
+from speccascade_bench.decoding.deferral import deferral_rule
+from speccascade_bench.tasks.kinds import task_kind
+from speccascade_bench.tasks.metrics import register_metric
+
+
+@deferral_rule("never_or_always", alpha=(0.0, 1.0))
+def never_or_always(draft, verifier, alpha):
+    """Defer every position at alpha 0, none at alpha 1."""
+    return (verifier.probs.amax(-1) * 0 + alpha) < 0.5
+
+
+@register_metric("starts_alike")
+def starts_alike(prediction, references, pattern, normalize):
+    return 100.0 * (prediction[:1] == references[0][:1])
+
+
+@task_kind("numbered")
+def numbered(row):
+    return {**row, "src": "number " + row["src"]}
+'''
+
+
+@pytest.fixture
+def plugin_file(tmp_path):
+    """A plugin file outside the package registering a rule, a metric and a task kind; after the test, a fresh
+    process's registries (nothing registered, nothing loaded)."""
+    from speccascade_bench import plugins
+    from speccascade_bench.tasks import kinds
+
+    path = tmp_path / "my_plugins.py"
+    path.write_text(PLUGIN)
+    yield path
+    deferral.RULES.pop("never_or_always", None)
+    metrics.REGISTRY.pop("starts_alike", None)
+    kinds.KINDS.pop("numbered", None)
+    plugins._loaded.clear()
+
+
+def _forget_plugins():
+    """What `scb report` in a new process knows: none of the plugin's names."""
+    from speccascade_bench import plugins
+    from speccascade_bench.tasks import kinds
+
+    deferral.RULES.pop("never_or_always")
+    metrics.REGISTRY.pop("starts_alike")
+    kinds.KINDS.pop("numbered")
+    plugins._loaded.clear()
+
+
+def test_a_plugin_file_registers_a_rule_a_metric_and_a_task_kind_for_run_and_report(pair_dir, tmp_path,  # noqa: F811
+                                                                                    plugin_file):
+    out = tmp_path / "plugged"
+    methods = [{"method": "verifier"}, {"method": "drafter"},
+               {"method": "spec_cascade", "rule": "never_or_always", "alpha": [0.0, 1.0]}]
+    path = config(pair_dir, out, methods=methods, plugins=[str(plugin_file)],
+                  task={"metric": "starts_alike", "process": "numbered"})
+    result = scb("run", "-c", path)
+    assert result.exit_code == 0, result.output
+    verifier = {row["example_id"]: row for row in read_lines(out / "examples" / "verifier.jsonl")}
+    drafter = {row["example_id"]: row for row in read_lines(out / "examples" / "drafter.jsonl")}
+    always = read_lines(out / "examples" / "spec_cascade-never_or_always-a0-g2.jsonl")
+    never = read_lines(out / "examples" / "spec_cascade-never_or_always-a1-g2.jsonl")
+    assert all(row["prediction"] == verifier[row["example_id"]]["prediction"] for row in always)  # greedy
+    assert all(row["prediction"] == drafter[row["example_id"]]["prediction"] for row in never)
+    assert all(row["score"] == 100.0 * (row["prediction"][:1] == row["reference"][:1]) for row in always)
+    assert all(row["input_tokens"] > len("sentence 0") for row in always)  # prompted through the kind ("number ...")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["plugins"] == [str(plugin_file)]
+    assert f"plugin {plugin_file}" in manifest["config"]["task_files"]
+    _forget_plugins()  # a report in a fresh process: the metric is read from the rows' scores
+    report = scb("report", out)
+    assert report.exit_code == 0, report.output
+    summary = pd.read_csv(out / "summary.csv").set_index("run_id")
+    assert summary.loc["verifier", "quality"] == pytest.approx(
+        sum(row["score"] for row in verifier.values()) / len(verifier))
+    assert "spec_cascade-never_or_always-a1-g2" in report.output
+
+
+def test_an_edited_plugin_is_refused_on_resume(pair_dir, tmp_path, plugin_file):  # noqa: F811
+    out = tmp_path / "resumed"
+    path = config(pair_dir, out, plugins=[str(plugin_file)], task={"metric": "starts_alike"})
+    assert scb("run", "-c", path, "--limit", "2").exit_code == 0
+    plugin_file.write_text(PLUGIN + "\n# edited\n")
+    failed(scb("run", "-c", path), f"plugin {plugin_file}", "changed")
+
+
+def test_bad_plugins_are_one_line_naming_the_entry(pair_dir, tmp_path, plugin_file):  # noqa: F811
+    out = tmp_path / "never"
+    cases = [
+        ("a.py", "plugins", "must be list, got str"),
+        ([3], "plugins", "must be a list"),
+        ([str(tmp_path / "missing.py")], "plugins[0]", "is not a file"),
+        (["not a module"], "plugins[0]", "neither a .py file nor a module name"),
+        ([str(plugin_file), "no_such_module_anywhere"], "plugins[1]", "ModuleNotFoundError"),
+    ]
+    for value, key, words in cases:
+        failed(scb("run", "-c", config(pair_dir, out, plugins=value)), key, words)
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('plugin says no')\n")
+    failed(scb("run", "-c", config(pair_dir, out, plugins=[str(broken)])), "plugins[0]",
+           "RuntimeError: plugin says no")
+    twice = tmp_path / "twice.py"
+    twice.write_text(PLUGIN.replace('"never_or_always"', '"margin2"').replace('"starts_alike"', '"sa2"')
+                     .replace('"numbered"', '"n2"') + "\n" + PLUGIN.replace('"starts_alike"', '"sa3"')
+                     .replace('"numbered"', '"n3"').replace('"never_or_always"', '"margin2"'))
+    failed(scb("run", "-c", config(pair_dir, out, plugins=[str(twice)])), "plugins[0]", "registered twice")
+    assert not out.exists()
+    deferral.RULES.pop("margin2", None)
+    metrics.REGISTRY.pop("sa2", None)
+    from speccascade_bench.tasks import kinds
+
+    kinds.KINDS.pop("n2", None)

@@ -21,7 +21,7 @@ from ..tasks.bootstrap import (
     paired_interval,
     systems_values,
 )
-from ..tasks.metrics import CORPUS_METRICS, SCORED_METRICS, corpus_score
+from ..tasks.metrics import CORPUS_METRICS, REGISTRY, SCORED_METRICS, corpus_score
 
 BOOTSTRAP_RESAMPLES = 1000
 
@@ -30,10 +30,16 @@ CONFIDENCE = 0.95
 MIN_BOOTSTRAP_EXAMPLES = 10  # fewer examples give no interval: a resample of 2 examples says nothing
 
 
+def scored(metric: str) -> bool:
+    """Whether a run's quality is the mean of its rows' scores: a metric scored per example when decoded, or one
+    this process does not know (a plugin's, `plugins:`, registered where the run decoded and scored it)."""
+    return metric in SCORED_METRICS or metric not in REGISTRY
+
+
 def quality(results: Path, metric: str, rows: list[dict]) -> float:
     """A run's quality: the corpus score of its predictions, or for exact_match, f1 and pass_at_1 the mean of
     the rows' scores (computed at run time with the task's answer pattern and normalisation, or the sandbox)."""
-    if metric in SCORED_METRICS:
+    if scored(metric):
         unscored = [row["example_id"] for row in rows if "score" not in row]
         if unscored:
             raise ResultsError(f"{results}: {len(unscored)} lines of {rows[0]['run_id']} have no score (example "
@@ -49,13 +55,13 @@ def quality_difference(metric: str, rows: list[dict], reference_rows: list[dict]
     by_id = {row["example_id"]: row for row in reference_rows}
     pairs = [(row, by_id[row["example_id"]]) for row in rows if row["example_id"] in by_id]
     ours, theirs = [a for a, _ in pairs], [b for _, b in pairs]
-    scored = metric in SCORED_METRICS
+    by_score = scored(metric)
     if len(pairs) < MIN_BOOTSTRAP_EXAMPLES:
         return BootstrapInterval(math.nan, math.nan, math.nan, 0)
     return paired_bootstrap(metric, [r["prediction"] for r in ours], [r["prediction"] for r in theirs],
                             [r["reference"] for r in theirs],
-                            [r["score"] for r in ours] if scored else None,
-                            [r["score"] for r in theirs] if scored else None,
+                            [r["score"] for r in ours] if by_score else None,
+                            [r["score"] for r in theirs] if by_score else None,
                             resamples=BOOTSTRAP_RESAMPLES, seed=0, confidence=CONFIDENCE)
 
 
@@ -86,16 +92,16 @@ class Qualities:
     def values(self, rows: list[dict]) -> np.ndarray:
         """A run's `example_values` against the verifier's references (its scores for a scored metric)."""
         if id(rows) not in self._values:
-            if self.metric in SCORED_METRICS:
+            if scored(self.metric):
                 quality(self.results, self.metric, rows)  # a ResultsError where a row has no score
-            scores = [row["score"] for row in rows] if self.metric in SCORED_METRICS else None
+            scores = [row["score"] for row in rows] if scored(self.metric) else None
             self._values[id(rows)] = example_values(self.metric, [row["prediction"] for row in rows],
                                                     self.references, scores)
         return self._values[id(rows)]
 
     def quality(self, rows: list[dict]) -> float:
         """`quality`; from the run's values where they are its own (its references are the verifier's)."""
-        if self.metric in SCORED_METRICS or not self._paired(rows) or \
+        if scored(self.metric) or not self._paired(rows) or \
                 [row["reference"] for row in rows] != self.references:
             return quality(self.results, self.metric, rows)
         return corpus_of(self.metric, self.values(rows))

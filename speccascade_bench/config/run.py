@@ -15,6 +15,7 @@ from typing import Any
 
 from ..decoding.settings import MIN_TEMPERATURE, DecodingConfig
 from ..models.settings import ModelsConfig
+from ..plugins import check_entries, load_plugins
 from ..run.routers import same_model
 from ..run.settings import RunConfig, TimingConfig
 from ..settings import ConfigError, _Section, keys_of, short, suggest
@@ -127,6 +128,8 @@ RECORDS = ("tokens",)  # `record`: what a run may record beyond its rows' usual 
 
 def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str, ...]) -> RunConfig:
     top = _Section(file, "", data, keys_of(RunConfig))
+    plugins = check_entries(file, top.get("plugins", list, []))
+    load_plugins(file, plugins)  # before the sections that name what plugins register
     name = top.fields(RunConfig, only=("name",))["name"]
     task = read_task(file, top.get("task", dict))
     models = read_models(file, top.get("models", dict))
@@ -147,8 +150,8 @@ def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str,
     unknown = [item for item in record if item not in RECORDS]
     if unknown:
         raise top.error("record", f"unknown record {short(unknown[0])}; known: {', '.join(RECORDS)}")
-    return RunConfig(name, task, models, methods, decoding, timing, output, tuple(dict.fromkeys(record)), str(file),
-                     variant, variants, data)
+    return RunConfig(name, task, models, methods, decoding, timing, output, tuple(dict.fromkeys(record)), plugins,
+                     str(file), variant, variants, data)
 
 
 MAX_CHAIN = 8

@@ -30,6 +30,7 @@ from ..decoding.settings import DecodingConfig
 from ..files import ResultsError, UnreadableFile, _link_error, read_json, write_atomic
 from ..models.settings import ModelsConfig
 from ..settings import ConfigError, _Section, keys_of, plain
+from ..tasks.metrics import METRICS
 from ..tasks.settings import TaskConfig
 from .rows import MAX_ROW_BYTES, examples_dir
 from .settings import TimingConfig
@@ -87,12 +88,26 @@ def read_manifest(results: Path, max_bytes: int = MAX_ROW_BYTES) -> dict:
         if config.get("methods") is not None and not _method_runs(config["methods"]):
             raise ConfigError(path, "config.methods", "must be a list of method runs, each with a text run_id (named "
                               "once) and method and a mapping of params")
+        plugged = _plugin_metric(config)
+        if plugged:  # a metric a plugin registered where the run decoded: checked as any other name would be
+            config["task"] = {**config["task"], "metric": "exact_match"}
         for key in RECORDED_SECTIONS:
             config[key] = recorded_section(path, key, config.get(key))
+        if plugged:
+            config["task"]["metric"] = plugged
     except ConfigError as exc:
         raise ResultsError(f"{exc}; restore the manifest from a copy, or move the folder aside and run again into "
                            "a new one") from None
     return manifest
+
+
+def _plugin_metric(config: dict) -> str | None:
+    """The task's metric where the manifest names plugins (`plugins:`) and this process does not know the metric:
+    one of theirs, whose scores the rows hold (`analysis.quality.scored`)."""
+    plugins, metric = config.get("plugins"), config["task"].get("metric")
+    if isinstance(plugins, list) and plugins and isinstance(metric, str) and metric not in METRICS:
+        return metric
+    return None
 
 
 def _method_runs(value) -> bool:

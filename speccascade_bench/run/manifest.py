@@ -17,6 +17,7 @@ from pathlib import Path
 from ..files import ResultsError
 from ..models.fingerprint import tokenizer_fingerprint, weights_fingerprint
 from ..models.settings import chain_roles
+from ..plugins import plugin_file
 from ..settings import plain
 from ..tasks.kinds import source_file
 from ..tasks.settings import TaskConfig
@@ -64,6 +65,8 @@ def manifest_config(config: RunConfig) -> dict:
         "decoding": plain(config.decoding), "timing": plain(config.timing),
         "methods": [{"run_id": r.run_id, "method": r.method, "params": r.params} for r in config.methods],
     }
+    if config.plugins:
+        resolved["plugins"] = list(config.plugins)
     if config.task.is_local or config.task.data_files:  # an lm-eval task's dataset is its evaluated split's file
         resolved["data"] = data_fingerprint(Path(config.task.dataset).expanduser())
     if config.task.data_files:  # and its other local files, those of the shots
@@ -84,8 +87,8 @@ def manifest_config(config: RunConfig) -> dict:
     routers = sorted({r.params["router"] for r in config.methods if "router" in r.params})
     if routers:  # a router fitted again at the same path decodes otherwise under the same run ids
         resolved["routers"] = {path: data_fingerprint(Path(path).expanduser()) for path in routers}
-    files = {label: _file_print(path) for label, path in task_files(config.task)}
-    if files:  # a row function or an lm-eval task edited in place prompts otherwise under the same run ids
+    files = {label: _file_print(path) for label, path in [*task_files(config.task), *plugin_files(config.plugins)]}
+    if files:  # a row function, an lm-eval task or a plugin edited in place decodes otherwise under the same run ids
         resolved["task_files"] = files
     if routers:  # by run id: another router of the same file name decodes otherwise under the same run id
         resolved["run_files"] = run_files(config.methods)
@@ -111,6 +114,11 @@ def task_files(task: TaskConfig) -> list[tuple[str, Path]]:
         found = lm_eval_files(config_file(task.lm_eval))
         files += [(f"lm_eval {os.path.relpath(path, found[0].parent)}", path) for path in found]
     return files
+
+
+def plugin_files(plugins: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """The file of each plugin (`plugins`) that has one, with its label in a manifest's `task_files`."""
+    return [(f"plugin {entry}", path) for entry in plugins if (path := plugin_file(entry)) is not None]
 
 
 INCLUDE = re.compile(r"^include:\s*['\"]?([^'\"\s#]+)", re.MULTILINE)

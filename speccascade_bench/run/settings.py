@@ -66,6 +66,7 @@ class RunConfig:
     timing: TimingConfig = option(TimingConfig())
     output: str = option("")  # default results/<name>
     record: tuple[str, ...] = option(())  # extra records: `tokens` (`token_stats` in the drafter's rows)
+    plugins: tuple[str, ...] = option(())  # the user's files or modules imported first (`plugins`)
     file: str = option("", internal=True)
     variant: str | None = option(None, internal=True)
     variants: tuple[str, ...] = option((), internal=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import ResultsError
+from ..plugins import load_plugins
 from ..settings import ConfigError
 from ..tasks.data import DataError, Example
 from ..tasks.scoring import Scorer
@@ -113,6 +114,7 @@ class ExampleWorker:
         config = spec["config"]
         models = config.models
         self._session = self._job = None
+        load_plugins(config.file, config.plugins)  # what they register, this process must know too
         if config.task.metric == "pass_at_1" and spec["allow_code_execution"]:
             check_sandbox(config, f"on the worker on {self.label['host']}")  # before its models load
         pair_key = repr(models) if models.cache == "dynamic" else None  # a static cache is sized per run
@@ -338,7 +340,7 @@ def _worker_spec(job: Job, device: str) -> dict:
 
 
 def _for_workers(job: Job, device: str):
-    """The config the workers load: its device the pool's, and its local model and tokenizer paths absolute
+    """The config the workers load: its device the pool's, and its local model, tokenizer and plugin paths absolute
     (a worker's working directory is not the command's; on a cluster, each node needs them at these paths)."""
     models = job.config.models
 
@@ -347,4 +349,5 @@ def _for_workers(job: Job, device: str):
 
     models = replace(models, device=device, drafter=absolute(models.drafter), verifier=absolute(models.verifier),
                      tokenizer=absolute(models.tokenizer))
-    return replace(job.config, models=models)
+    plugins = tuple(absolute(entry) if entry.endswith(".py") else entry for entry in job.config.plugins)
+    return replace(job.config, models=models, plugins=plugins)
