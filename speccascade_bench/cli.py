@@ -266,23 +266,24 @@ def run(ctx: typer.Context,
     signals: list[int] = []
     jobs = []
     try:
-        with _signals_as_interrupts(signals), Progress(*columns, transient=False) as bar:
-            task = bar.add_task(configs[0].name, total=None)
+        with _signals_as_interrupts(signals):
+            jobs = [prepare(cfg, options) for cfg in configs]  # every run checked before any model loads or bar shows
+            with Progress(*columns, transient=False) as bar:
+                task = bar.add_task(configs[0].name, total=None)
 
-            def progress_of(name: str):
-                def progress(label: str, done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total or None, description=f"{name} {label}".strip())
-                return progress
+                def progress_of(name: str):
+                    def progress(label: str, done: int, total: int) -> None:
+                        bar.update(task, completed=done, total=total or None, description=f"{name} {label}".strip())
+                    return progress
 
-            jobs = [prepare(cfg, options) for cfg in configs]  # every run checked before any model loads
-            if workers:
-                from .run.workers import run as run_distributed
+                if workers:
+                    from .run.workers import run as run_distributed
 
-                outs = run_distributed(jobs, workers, ray_address, fresh, progress_of(""),
-                                       verbose=logging.getLogger().isEnabledFor(logging.INFO),
-                                       source="--ray-address" if given else "RAY_ADDRESS", last=summary_after_run)
-            else:
-                outs = [run_job(job, fresh, progress_of(job.config.name), summary_after_run) for job in jobs]
+                    outs = run_distributed(jobs, workers, ray_address, fresh, progress_of(""),
+                                           verbose=logging.getLogger().isEnabledFor(logging.INFO),
+                                           source="--ray-address" if given else "RAY_ADDRESS", last=summary_after_run)
+                else:
+                    outs = [run_job(job, fresh, progress_of(job.config.name), summary_after_run) for job in jobs]
     except KeyboardInterrupt:
         from .run.rows import count_examples
 

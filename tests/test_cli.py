@@ -2,6 +2,7 @@
 report -> plot; resume after an interruption; clear errors for unreachable models and data."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -247,8 +248,21 @@ def test_unreachable_hub_model_and_dataset_fail_with_a_message(workspace, monkey
 
 def test_unknown_methods_option_is_rejected(workspace):
     result = CliRunner().invoke(app, ["run", "-c", str(make_config(workspace, workspace / "x")),
-                                      "--methods", "spec_decod"])
+                                      "--methods", "verifier,spec_decod"])
     assert result.exit_code == 2 and "spec_decod" in result.output
+    assert "did you mean 'spec_decode'" in result.output
+    assert result.output.startswith("error:") and "━" not in result.output  # before any progress bar
+    assert not (workspace / "x").exists()
+
+
+def test_a_missing_toy_split_names_the_command_that_makes_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a fresh clone: no data/ folder
+    root = Path(__file__).resolve().parents[1]
+    for config, command in (("toy_t0.yaml", "scb toy-data --out data/toy"),
+                            ("toy_llm_t0.yaml", "scb toy-data --task arithmetic --out data/toy_llm")):
+        result = CliRunner().invoke(app, ["validate", "-c", str(root / "configs" / config)])
+        assert result.exit_code == 2 and result.output.count("error:") == 1, result.output
+        assert "local data file not found" in result.output and command in result.output, result.output
 
 
 @pytest.mark.parametrize("value", ["nan", "2.5", "abc", "", "0", "-3"])

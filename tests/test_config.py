@@ -144,10 +144,19 @@ def test_malformed_yaml_and_missing_file(tmp_path):
         load_run_config(tmp_path / "none.yaml")
 
 
-def test_dotted_fields_are_accepted(tmp_path, data_file):
+def test_dotted_fields_are_accepted_and_read(tmp_path, data_file):
+    from speccascade_bench.tasks.examples import load_examples
+
     config = base_config(data_file)
     config["task"]["target"] = "nested.en"
-    validate_resources(load_run_config(write(tmp_path, config)))
+    loaded = load_run_config(write(tmp_path, config))
+    assert loaded.task.target == "nested.en"
+    validate_resources(loaded)
+    examples = load_examples(loaded.task, seed=0)
+    assert len(examples) == 5 and all(example.references == ("x",) for example in examples)  # the nested value
+    config["task"]["target"] = "nested.de"
+    with pytest.raises(ConfigError, match="task.target"):
+        validate_resources(load_run_config(write(tmp_path, config)))
 
 
 def test_shipped_configs_validate():

@@ -38,10 +38,11 @@ def plan(config: RunConfig, methods: tuple[str, ...] | None = None) -> tuple[lis
     needs it; in a chain, every model alone."""
     runs = [r for r in config.methods if methods is None or r.method in methods]
     if methods is not None:
-        unknown = set(methods) - {r.method for r in config.methods}
+        unknown = sorted(set(methods) - {r.method for r in config.methods})
         if unknown:
-            raise ConfigError(config.file, "methods", f"--methods names {', '.join(sorted(unknown))}, which the "
-                              f"config does not configure (it has {', '.join(config.method_names())})")
+            hint = suggest(unknown[0][:100], config.method_names())
+            raise ConfigError(config.file, "methods", f"--methods names {', '.join(unknown)}, which the config does "
+                              f"not configure{hint}; it has {', '.join(config.method_names())}")
     derived = [r for r in runs if METHODS[r.method].derived_by in r.params]
     decoded = [r for r in runs if r not in derived]
     chain = config.models.middle

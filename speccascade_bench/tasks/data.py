@@ -264,12 +264,22 @@ def _present_field(row: dict, dotted: str, key: str, index: int, dataset: str) -
     return where, value
 
 
+TOY_DATA = {"toy": "scb toy-data --out data/toy` (or `make toy-data`",
+            "toy_llm": "scb toy-data --task arithmetic --out data/toy_llm --train 40000` (or `make toy-llm-data`"}
+
+
+def _toy_hint(path: Path) -> str:
+    """How to make a shipped config's toy data (`data/toy`, `data/toy_llm`), where a path names it."""
+    command = TOY_DATA.get(path.parent.name) if path.parent.parent.name == "data" else None
+    return f"; the toy task's data is generated: `{command})" if command else ""
+
+
 def check_local_task(file: str | Path, key: str, task: TaskConfig) -> None:
     """A local data file of a config (named by its `key`, e.g. task.dataset) exists, is a regular file and
     has the task's source and target fields; a ConfigError naming the key at fault otherwise."""
     path = Path(task.dataset).expanduser()
     if not path.exists():
-        raise ConfigError(file, key, f"local data file not found: {path}")
+        raise ConfigError(file, key, f"local data file not found: {path}{_toy_hint(path)}")
     if not path.is_file():
         raise ConfigError(file, key, f"{path} is not a regular file")
     try:
