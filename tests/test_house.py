@@ -136,3 +136,21 @@ def test_the_scripts_import_only_what_the_package_has():
                     except ImportError:
                         missing.append(f"{path.name}: {node.module}.{alias.name}")
     assert not missing, missing
+
+
+def test_every_method_names_a_decoder_and_its_hooks():
+    """The registry is the one place a method lives: its decoder (and a derived method's derive hook) resolve, and
+    a method with a router parameter names the router's level."""
+    import importlib
+
+    from speccascade_bench.decoding.dispatch import decoder_of
+    from speccascade_bench.decoding.methods import METHODS
+
+    for name, spec in METHODS.items():
+        assert callable(decoder_of(name)), name
+        if spec.derived_by:
+            module, _, function = spec.derive.partition(":")
+            assert callable(getattr(importlib.import_module(f"speccascade_bench.run.{module}"), function)), name
+        else:
+            assert not spec.derive, name
+        assert (spec.param("router") is not None) == (spec.router_level is not None), name

@@ -14,6 +14,7 @@ from ..run.settings import (
     _architecture_fields,
 )
 from ..settings import ConfigError, _Section, keys_of, short, suggest
+from ..tasks.metrics import CODE_METRICS
 from .reader import _read_yaml
 from .run import read_task
 
@@ -38,8 +39,8 @@ def load_finetune_config(path: str | Path) -> FinetuneConfig:
         if key in (top.data.get("task") or {}):
             raise ConfigError(file, f"task.{key}", "is a key of run configs: fine-tuning trains on the prefix and the "
                               "source or prompt, followed by the target")
-    if task.metric == "pass_at_1":
-        raise ConfigError(file, "task.metric", "pass_at_1 runs code: fine-tuning evaluates with a text metric")
+    if task.metric in CODE_METRICS:
+        raise ConfigError(file, "task.metric", f"{task.metric} runs code: fine-tuning evaluates with a text metric")
     m = _Section(file, "model", top.get("model", dict), keys_of(FinetuneConfig, "model"))
     model = m.fields(FinetuneConfig, "model")
     if (model["pretrained"] is None) == (model["architecture"] is None):

@@ -241,10 +241,11 @@ def read_task(file: Path, data: Any, harness: bool = True, **defaults: Any) -> T
         if groups < 1:
             raise section.error("answer_pattern", "needs a group, e.g. '#### (-?[0-9.,]+)': its first group is "
                                 "compared")
-    if task.metric == "pass_at_1" and task.tests is None:
-        raise section.error("tests", "is required by metric pass_at_1 (the field holding each example's tests)")
-    if task.metric != "pass_at_1" and (task.tests or task.test_setup):
-        raise section.error("tests" if task.tests else "test_setup", "is used only by metric pass_at_1")
+    if task.metric in metrics.CODE_METRICS and task.tests is None:
+        raise section.error("tests", f"is required by metric {task.metric} (the field holding each example's tests)")
+    if task.metric not in metrics.CODE_METRICS and (task.tests or task.test_setup):
+        raise section.error("tests" if task.tests else "test_setup", "is used only by metrics that run code: "
+                            f"{', '.join(metrics.CODE_METRICS)}")
     if "normalize" in section.data and task.metric not in metrics.ANSWER_METRICS:
         raise section.error("normalize", f"applies to {', '.join(metrics.ANSWER_METRICS)}, not to {task.metric}")
     if task.answer_select != "first" and (task.answer_pattern is None or task.metric not in metrics.ANSWER_METRICS):

@@ -1,9 +1,12 @@
 """Every decoding method behind one signature, `decode(method, pair, input_ids, settings, params, generator)`:
-the registry of `decoding.methods` mapped to the functions that implement each method.
+each method's decoder is the function its `MethodSpec.decoder` names (`module:function` in this package),
+imported when the method is first decoded. A new method is its spec and its decoder's module, nothing else.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -12,37 +15,26 @@ from torch import Tensor
 
 from ..models.cached import ModelPair
 from ..settings import suggest
-from .chain import decode_chain_seq_cascade, decode_chain_spec_cascade, decode_middle, decode_staged_spec
-from .loops import decode_bild, decode_drafter, decode_seq_cascade, decode_token_cascade, decode_verifier
 from .methods import METHODS
 from .sampling import DecodeResult
 from .settings import DecodingConfig
-from .speculative import decode_lossy_spec, decode_prompt_lookup, decode_spec, decode_spec_cascade
 
 Decoder = Callable[[ModelPair, Tensor, DecodingConfig, dict[str, Any], "torch.Generator | None"], DecodeResult]
 
-DECODERS: dict[str, Decoder] = {
-    "drafter": decode_drafter,
-    "verifier": decode_verifier,
-    "seq_cascade": decode_seq_cascade,
-    "token_cascade": decode_token_cascade,
-    "spec_decode": decode_spec,
-    "prompt_lookup": decode_prompt_lookup,
-    "lossy_spec_decode": decode_lossy_spec,
-    "spec_cascade": decode_spec_cascade,
-    "bild": decode_bild,
-    "middle": decode_middle,
-    "staged_spec_decode": decode_staged_spec,
-    "chain_spec_cascade": decode_chain_spec_cascade,
-    "chain_seq_cascade": decode_chain_seq_cascade,
-}
 
-assert set(DECODERS) == set(METHODS), "every registered method needs a decoder"
+@functools.cache
+def decoder_of(method: str) -> Decoder:
+    """The function that decodes `method` (its spec's `decoder`, imported once)."""
+    spec = METHODS[method]
+    module, sep, name = spec.decoder.partition(":")
+    if not (sep and module and name):
+        raise ValueError(f"method {method!r} names no decoder (MethodSpec.decoder 'module:function')")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
 def decode(method: str, pair: ModelPair, input_ids: Tensor, settings: DecodingConfig,
            params: dict[str, Any] | None = None, generator: torch.Generator | None = None) -> DecodeResult:
     """Decode one input ([1, L] ids) with a named method at batch size 1."""
-    if method not in DECODERS:
-        raise ValueError(f"unknown method {method!r}{suggest(method, DECODERS)}")
-    return DECODERS[method](pair, input_ids, settings, dict(params or {}), generator)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}{suggest(method, METHODS)}")
+    return decoder_of(method)(pair, input_ids, settings, dict(params or {}), generator)

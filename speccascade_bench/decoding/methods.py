@@ -98,6 +98,9 @@ class MethodSpec:
     marker: str | None = None        # drawn as a single point with this marker (no parameter to sweep)
     chain: bool = False              # calls every model of the chain; its per-level parameters have one value per level
     baseline: bool = False           # one model alone: its rows give that model's cost per forward call
+    decoder: str = ""                # its decoder, `module:function` in decoding/ (imported when first used)
+    derive: str = ""                 # with `derived_by` set: `module:function` in run/ giving its rows from others'
+    router_level: str | None = None  # the level of router its `router` parameter names (`scb fit-router --level`)
 
     def roles_for(self, chain_roles: tuple[str, ...], params: dict | None = None) -> tuple[str, ...]:
         """The roles of the models it calls in a chain with `chain_roles` (a middle model's run: that model)."""
@@ -138,12 +141,13 @@ METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         MethodSpec(DRAFTER, "autoregressive decoding with the drafter alone", roles=("drafter",), marker="s",
-                   baseline=True),
+                   baseline=True, decoder="loops:decode_drafter"),
         MethodSpec(REFERENCE, "autoregressive decoding with the verifier alone", roles=("verifier",),
-                   marker="*", baseline=True),
+                   marker="*", baseline=True, decoder="loops:decode_verifier"),
         MethodSpec(MIDDLE, "autoregressive decoding with one middle model of a chain alone",
                    (Param("level", "which middle model: 1 is the one after the drafter", 1, 62, required=True,
-                          tag="l", integer=True, sweepable=False),), roles=(), marker="^", baseline=True),
+                          tag="l", integer=True, sweepable=False),), roles=(), marker="^", baseline=True,
+                   decoder="chain:decode_middle"),
         MethodSpec(
             "seq_cascade",
             "Chow cascade on a sequence confidence: defer the whole output to the verifier when the "
@@ -164,13 +168,18 @@ METHODS: dict[str, MethodSpec] = {
             ),
             one_of=("alpha", "threshold"),
             derived_by="alpha",
+            derive="derived:seq_cascade_run",
+            router_level="sequence",
+            decoder="loops:decode_seq_cascade",
         ),
         MethodSpec(
             "token_cascade",
             "Chow cascade per token: defer a position to the verifier when max q < 1 - alpha",
             (Param("alpha", "deferral parameter", 0.0, 1.0, required=True, tag="a"),),
+            decoder="loops:decode_token_cascade",
         ),
-        MethodSpec("spec_decode", "lossless speculative decoding / sampling", (DRAFT_LENGTH,), marker="D"),
+        MethodSpec("spec_decode", "lossless speculative decoding / sampling", (DRAFT_LENGTH,), marker="D",
+                   decoder="speculative:decode_spec"),
         MethodSpec(
             "prompt_lookup",
             "lossless speculative decoding with prompt lookup as the drafter (transformers' "
@@ -179,7 +188,7 @@ METHODS: dict[str, MethodSpec] = {
             (DRAFT_LENGTH,
              Param("max_ngram", "the longest n-gram looked up (n from it down to 1; transformers' "
                    "max_matching_ngram_size)", 1, 64, default=MAX_NGRAM, tag="n", integer=True)),
-            roles=("verifier",), marker="X",
+            roles=("verifier",), marker="X", decoder="speculative:decode_prompt_lookup",
         ),
         MethodSpec(
             "lossy_spec_decode",
@@ -190,6 +199,7 @@ METHODS: dict[str, MethodSpec] = {
                 Param("beta", "residual weight of the drafter", 0.0, 1.0, default=1.0, tag="b", labels_curve=True),
                 DRAFT_LENGTH,
             ),
+            decoder="speculative:decode_lossy_spec",
         ),
         MethodSpec(
             "spec_cascade",
@@ -204,6 +214,8 @@ METHODS: dict[str, MethodSpec] = {
                       choices=("target", "verifier"), labels_curve=True),
                 ROUTER_PARAM("rule"),
             ),
+            decoder="speculative:decode_spec_cascade",
+            router_level="token",
         ),
         MethodSpec(
             "bild",
@@ -225,6 +237,7 @@ METHODS: dict[str, MethodSpec] = {
                       default="reference", sweepable=False, choices=("reference", "drafter_first"),
                       labels_curve=True),
             ),
+            decoder="loops:decode_bild",
         ),
         MethodSpec(
             "staged_spec_decode",
@@ -235,7 +248,7 @@ METHODS: dict[str, MethodSpec] = {
                    "below for the first `horizontal` positions of a round and from the drafter directly for the rest "
                    "(a chain of three or more models; below the top level's draft length)", 1, 63, tag="h",
                    integer=True, labels_curve=True)),
-            chain=True, marker="P",
+            chain=True, marker="P", decoder="chain:decode_staged_spec",
         ),
         MethodSpec(
             "chain_spec_cascade",
@@ -250,7 +263,7 @@ METHODS: dict[str, MethodSpec] = {
                 Param("bonus", "as spec_cascade's, at every level", default="target", sweepable=False,
                       choices=("target", "verifier"), labels_curve=True),
             ),
-            chain=True,
+            chain=True, decoder="chain:decode_chain_spec_cascade",
         ),
         MethodSpec(
             "chain_seq_cascade",
@@ -269,7 +282,8 @@ METHODS: dict[str, MethodSpec] = {
             ),
             one_of=("alphas", "thresholds"),
             derived_by="alphas",
-            chain=True,
+            derive="derived:chain_seq_cascade_run",
+            chain=True, decoder="chain:decode_chain_seq_cascade",
         ),
     )
 }

@@ -4,12 +4,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from pathlib import Path
 
 from ..decoding import deferral, router
-from ..decoding.methods import DRAFTER, MIDDLE, REFERENCE
+from ..decoding.methods import DRAFTER, METHODS, MIDDLE, REFERENCE
 from ..files import ResultsError, write_atomic
 from ..models.settings import chain_roles
 from .record import calls_of
@@ -24,17 +25,26 @@ def _one_model_rows(out: Path, roles: int) -> list[list[dict]]:
 
 
 def write_derived(out: Path, derived: list[MethodRun]) -> None:
-    """Write each derived run's rows, whole, from the one-model runs in the results folder."""
+    """Write each derived run's rows, whole, from the one-model runs in the results folder: the rows its method's
+    derive hook (`MethodSpec.derive`, `module:function` in this layer) gives."""
     for run in derived:
-        if run.method == "seq_cascade":
-            drafter, verifier = _one_model_rows(out, 2)
-            rows = seq_cascade_rows(drafter, verifier, run.params["alpha"], run.run_id, run.params)
-        else:
-            rates = run.params["alphas"]
-            rows = chain_seq_cascade_rows(_one_model_rows(out, len(rates) + 1), rates, run.run_id, run.params)
+        module, _, name = METHODS[run.method].derive.partition(":")
+        rows = getattr(importlib.import_module(f"{__package__}.{module}"), name)(out, run)
         path = examples_dir(out) / f"{run.run_id}.jsonl"
         write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
                      tmp=path.with_suffix(".tmp"))
+
+
+def seq_cascade_run(out: Path, run: MethodRun) -> list[dict]:
+    """seq_cascade's derive hook: its rows at the run's deferral rate, from the folder's drafter and verifier."""
+    drafter, verifier = _one_model_rows(out, 2)
+    return seq_cascade_rows(drafter, verifier, run.params["alpha"], run.run_id, run.params)
+
+
+def chain_seq_cascade_run(out: Path, run: MethodRun) -> list[dict]:
+    """chain_seq_cascade's derive hook: its rows at the run's rates, from the folder's models alone."""
+    rates = run.params["alphas"]
+    return chain_seq_cascade_rows(_one_model_rows(out, len(rates) + 1), rates, run.run_id, run.params)
 
 
 def chain_seq_cascade_rows(models: list[list[dict]], rates: list[float], run_id: str, params: dict) -> list[dict]:

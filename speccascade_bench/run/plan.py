@@ -16,6 +16,7 @@ from ..models.presets import PREFIX, T5_V1_1_SHAPES, is_preset, preset_shape
 from ..settings import ConfigError, short, suggest
 from ..tasks.data import DataError, Example, check_local_task
 from ..tasks.examples import load_examples
+from ..tasks.metrics import CODE_METRICS
 from ..tasks.prompts import PromptFormat, prompt_ids
 from ..tasks.settings import TaskConfig, looks_like_path
 from .folder import check_output
@@ -114,11 +115,11 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
     if options.device:
         config = replace(config, models=replace(config.models, device=options.device))
     validate_resources(config)
-    if config.task.metric == "pass_at_1" and not options.allow_code_execution:
-        raise ConfigError(config.file, "task.metric", "pass_at_1 runs model-written code; it runs only with "
-                          "--allow-code-execution, in a sandboxed process per example (read the README's "
+    if config.task.metric in CODE_METRICS and not options.allow_code_execution:
+        raise ConfigError(config.file, "task.metric", f"{config.task.metric} runs model-written code; it runs only "
+                          "with --allow-code-execution, in a sandboxed process per example (read the README's "
                           "'Code execution' section first)")
-    if config.task.metric == "pass_at_1":
+    if config.task.metric in CODE_METRICS:
         check_sandbox(config)
     decoded, derived = plan(config, options.methods)
     out = Path(options.output or config.output)

@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..decoding.methods import METHODS
 from ..decoding.router import Router, RouterError, read_router
 from ..models.fingerprint import weights_fingerprint
 from ..settings import ConfigError
 from ..tasks.data import Example
 from .settings import MethodRun, RunConfig
-
-LEVEL_OF = {"seq_cascade": "sequence", "spec_cascade": "token"}
 
 
 def tokenizer_of(tokenizer: str | None, verifier: str) -> str:
@@ -50,7 +49,7 @@ def check_router(config: RunConfig, run: MethodRun, examples: list[Example],
                           "fit-router`") from None
     except RouterError as exc:
         raise ConfigError(config.file, field, str(exc)) from None
-    level = LEVEL_OF[run.method]
+    level = METHODS[run.method].router_level
     if router.level != level:
         raise ConfigError(config.file, field, f"{path} is a {router.level}-level router; {run.method} needs a "
                           f"{level}-level one (`scb fit-router --level {level}`)")

@@ -28,6 +28,7 @@ from ..files import ResultsError
 from ..plugins import load_plugins
 from ..settings import ConfigError
 from ..tasks.data import DataError, Example
+from ..tasks.metrics import CODE_METRICS
 from ..tasks.scoring import Scorer
 from .cluster import WorkerError, _check_reachable, _connected, _import_ray
 from .folder import MANIFEST_FILE
@@ -115,7 +116,7 @@ class ExampleWorker:
         models = config.models
         self._session = self._job = None
         load_plugins(config.file, config.plugins)  # what they register, this process must know too
-        if config.task.metric == "pass_at_1" and spec["allow_code_execution"]:
+        if config.task.metric in CODE_METRICS and spec["allow_code_execution"]:
             check_sandbox(config, f"on the worker on {self.label['host']}")  # before its models load
         pair_key = repr(models) if models.cache == "dynamic" else None  # a static cache is sized per run
         if pair_key is None or pair_key != self._pair_key:

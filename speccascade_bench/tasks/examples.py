@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 from .data import DataError, Example, _present_field, select_indices, task_rows, text_field
-from .metrics import ANSWER_METRICS
+from .metrics import ANSWER_METRICS, CODE_METRICS
 from .patterns import PatternTimeout, extract_answer
 from .prompts import PromptParts, as_text, get_field, render
 from .settings import TaskConfig
@@ -51,7 +51,7 @@ def load_examples(task: TaskConfig, seed: int, limit: int | None = None, tokeniz
 
 def _check_pattern(task: TaskConfig, references: tuple[str, ...], where: str) -> None:
     """An answer pattern that takes too long on a reference fails before any model loads."""
-    if task.answer_pattern is None or task.metric == "pass_at_1":
+    if task.answer_pattern is None or task.metric in CODE_METRICS:
         return
     for reference in references:
         try:

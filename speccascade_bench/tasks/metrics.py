@@ -81,6 +81,7 @@ MEAN_METRICS = _Names(lambda metric: not metric.summed)  # corpus score = mean e
 ANSWER_METRICS = _Names(lambda metric: metric.answer)  # the metrics that take `answer_pattern` and `normalize`
 PATTERN_METRICS = _Names(lambda metric: metric.answer or metric.sandbox)  # an answer_pattern's (pass_at_1: the code)
 SCORED_METRICS = _Names(lambda metric: metric.rows_scored)  # their quality is the mean of the rows' `score`
+CODE_METRICS = _Names(lambda metric: metric.sandbox)  # they run the prediction's code (`tasks.sandbox`)
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 

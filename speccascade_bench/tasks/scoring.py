@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data import Example
-from .metrics import example_score
+from .metrics import CODE_METRICS, example_score
 from .patterns import extract_answer
 from .settings import TaskConfig
 
@@ -27,8 +27,8 @@ class Scorer:
 
     def __init__(self, task: TaskConfig, allow_code_execution: bool = False, hidden: Sequence[Path] = ()):
         self.task, self.allow_code_execution, self.hidden = task, allow_code_execution, tuple(hidden)
-        if task.metric == "pass_at_1" and not allow_code_execution:
-            raise CodeExecutionRefused("pass_at_1 runs model-written code: it needs --allow-code-execution")
+        if task.metric in CODE_METRICS and not allow_code_execution:
+            raise CodeExecutionRefused(f"{task.metric} runs model-written code: it needs --allow-code-execution")
 
     def score(self, example: Example, prediction: str) -> tuple[float, str | None]:
         """The example's score and, for pass_at_1, the sandbox's verdict."""
@@ -43,7 +43,7 @@ class Scorer:
 
             score, metrics = harness_task(task).score(example, prediction)
             return min(100.0, max(0.0, score)), None, metrics
-        if task.metric != "pass_at_1":
+        if task.metric not in CODE_METRICS:
             score = example_score(task.metric, prediction, example.references, answer_pattern=task.answer_pattern,
                                   normalize=task.normalize, answer_select=task.answer_select)
             return min(100.0, max(0.0, score)), None, None  # sentence BLEU of an exact match can be 100 + 4e-14
