@@ -25,14 +25,14 @@ class ResultsError(RuntimeError):
     """A results directory is missing files, is damaged, is in use, or holds another run."""
 
 
-def _link_error(path: Path) -> ResultsError:
+def link_error(path: Path) -> ResultsError:
     return ResultsError(f"{path} is a link, which this suite never writes; move it aside")
 
 
 def refuse_link(path: Path) -> Path:
     """`path`, unless it is a link (a ResultsError naming it): no file is written through a link."""
     if path.is_symlink():
-        raise _link_error(path)
+        raise link_error(path)
     return path
 
 
@@ -44,7 +44,7 @@ def open_for_writing(path: Path, flags: int) -> int:
         fd = os.open(path, (flags & ~os.O_TRUNC) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise _link_error(path) from None
+            raise link_error(path) from None
         if exc.errno == errno.ENXIO:  # a FIFO without a reader
             raise ResultsError(f"{path} is not a regular file; move it aside") from None
         raise

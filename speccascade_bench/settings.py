@@ -76,7 +76,7 @@ def keys_of(cls, section: str = "") -> tuple[str, ...]:
                  and f.metadata.get("section", "") == section)
 
 
-class _Section:
+class Section:
     """Reads one mapping of a config, tracking which keys were used, so that unknown keys are errors."""
 
     def __init__(self, file: Path, prefix: str, data: Any, allowed: tuple[str, ...]):
@@ -164,7 +164,7 @@ class _Section:
             elif is_dataclass(kind):
                 value = self.get(f.name, dict, default, nullable=nullable)
                 if isinstance(value, dict):
-                    value = kind(**_Section(self.file, self.key(f.name), value, keys_of(kind)).fields(kind))
+                    value = kind(**Section(self.file, self.key(f.name), value, keys_of(kind)).fields(kind))
                 values[f.name] = value
             elif kind in (int, float):
                 values[f.name] = self.number(f.name, kind, default, low=meta.get("low"), high=meta.get("high"),

@@ -154,3 +154,23 @@ def test_every_method_names_a_decoder_and_its_hooks():
         else:
             assert not spec.derive, name
         assert (spec.param("router") is not None) == (spec.router_level is not None), name
+
+
+def test_no_private_name_is_imported_across_modules():
+    """A name that starts with an underscore stays in its module: neither imported from the package's other modules
+    nor read as an attribute of one."""
+    import ast
+
+    imported = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        modules = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("speccascade_bench")):
+                modules |= {alias.asname or alias.name for alias in node.names}
+                imported += [f"{path.name}: {node.module}.{alias.name}" for alias in node.names
+                             if alias.name.startswith("_") and not alias.name.startswith("__")]
+        imported += [f"{path.name}: {node.value.id}.{node.attr}" for node in ast.walk(tree)
+                     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                     and node.value.id in modules and node.attr.startswith("_") and not node.attr.startswith("__")]
+    assert not imported, imported

@@ -11,11 +11,11 @@ from ..run.settings import (
     ARCHITECTURE_RANGES,
     FROM_TOKENIZER,
     FinetuneConfig,
-    _architecture_fields,
+    architecture_fields,
 )
-from ..settings import ConfigError, _Section, keys_of, short, suggest
+from ..settings import ConfigError, Section, keys_of, short, suggest
 from ..tasks.metrics import CODE_METRICS
-from .reader import _read_yaml
+from .reader import read_yaml
 from .run import read_task
 
 RUN_ONLY_TASK_KEYS = ("fewshot", "chat", "system", "tests", "test_setup", "code_timeout_s", "code_memory_mb")
@@ -23,16 +23,16 @@ RUN_ONLY_TASK_KEYS = ("fewshot", "chat", "system", "tests", "test_setup", "code_
 
 def is_finetune_config(path: str | Path) -> bool:
     """Whether a config file is a fine-tuning config (it has a `model` or `training` section), not a run
-    config; the file is read and checked as `_read_yaml` does."""
-    data = _read_yaml(Path(path))
+    config; the file is read and checked as `read_yaml` does."""
+    data = read_yaml(Path(path))
     return isinstance(data, dict) and ("model" in data or "training" in data) and "models" not in data
 
 
 def load_finetune_config(path: str | Path) -> FinetuneConfig:
     """Parse and validate a fine-tuning config. Raises ConfigError naming the file and key."""
     file = Path(path)
-    data = _read_yaml(file)
-    top = _Section(file, "", data, ("name", "task", "model", "training", "output"))
+    data = read_yaml(file)
+    top = Section(file, "", data, ("name", "task", "model", "training", "output"))
     name = top.fields(FinetuneConfig, only=("name",))["name"]
     task = read_task(file, top.get("task", dict), harness=False, split="train")
     for key in RUN_ONLY_TASK_KEYS:
@@ -41,14 +41,14 @@ def load_finetune_config(path: str | Path) -> FinetuneConfig:
                               "source or prompt, followed by the target")
     if task.metric in CODE_METRICS:
         raise ConfigError(file, "task.metric", f"{task.metric} runs code: fine-tuning evaluates with a text metric")
-    m = _Section(file, "model", top.get("model", dict), keys_of(FinetuneConfig, "model"))
+    m = Section(file, "model", top.get("model", dict), keys_of(FinetuneConfig, "model"))
     model = m.fields(FinetuneConfig, "model")
     if (model["pretrained"] is None) == (model["architecture"] is None):
         raise m.error("pretrained", "give exactly one of pretrained (a hub name or path) or architecture "
                       "(T5Config fields, or LlamaConfig fields with kind causal, trained from scratch)")
     if model["architecture"] is not None:
         kind = model["kind"]
-        known = _architecture_fields(kind)
+        known = architecture_fields(kind)
         for key, value in model["architecture"].items():
             where = f"model.architecture.{short(key) if not isinstance(key, str) else key}"
             if key not in known:
@@ -63,7 +63,7 @@ def load_finetune_config(path: str | Path) -> FinetuneConfig:
                 raise ConfigError(file, where, f"must be in [{low:g}, {high:g}], got {short(value)}")
         if model["tokenizer"] is None:
             raise m.error("tokenizer", "is required with architecture (e.g. byt5, or a hub name or path)")
-    t = _Section(file, "training", top.get("training", dict, {}), keys_of(FinetuneConfig, "training"))
+    t = Section(file, "training", top.get("training", dict, {}), keys_of(FinetuneConfig, "training"))
     output = top.get("output", str)
     if not output.strip():
         raise top.error("output", "must not be empty")

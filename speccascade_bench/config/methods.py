@@ -17,15 +17,15 @@ from typing import Any
 from ..decoding.deferral import RULES as DEFERRAL_RULES
 from ..decoding.methods import METHODS, MIDDLE, MethodSpec, Param, alpha_param
 from ..run.settings import MethodRun
-from ..settings import ConfigError, _Section, short, suggest
-from .reader import _as_list
+from ..settings import ConfigError, Section, short, suggest
+from .reader import as_list
 
 MAX_RUNS = 10_000
 
 MAX_SWEEP = 1000
 
 
-def _value(s: _Section, param: Param, checked: Param, value: Any, where: str = "") -> int | float:
+def _value(s: Section, param: Param, checked: Param, value: Any, where: str = "") -> int | float:
     kind = int if param.integer else float
     ok = isinstance(value, int) if kind is int else isinstance(value, int | float)
     if isinstance(value, bool) or not ok:
@@ -36,10 +36,10 @@ def _value(s: _Section, param: Param, checked: Param, value: Any, where: str = "
     return kind(value)
 
 
-def _sweep(s: _Section, param: Param, checked: Param, value: Any, rule: str | None) -> list:
+def _sweep(s: Section, param: Param, checked: Param, value: Any, rule: str | None) -> list:
     """A numeric method parameter's values (one value, or a list to sweep), each of its kind and in the range
     of `checked` (alpha's range depends on the deferral rule)."""
-    values = _as_list(value)
+    values = as_list(value)
     if not values:
         raise s.error(param.name, "must not be an empty list")
     if len(values) > MAX_SWEEP:
@@ -52,7 +52,7 @@ def _levels_text(roles: tuple[str, ...]) -> str:
     return ", ".join(f"{a}->{b}" for a, b in zip(roles, roles[1:], strict=False))
 
 
-def _per_level_choice(s: _Section, param: Param, roles: tuple[str, ...]) -> list[str]:
+def _per_level_choice(s: Section, param: Param, roles: tuple[str, ...]) -> list[str]:
     """A per-level choice (the rules of a chain cascade): one name for every level, or one per level."""
     levels = len(roles) - 1
     value = s.data.get(param.name, ... if param.required else param.default)
@@ -68,7 +68,7 @@ def _per_level_choice(s: _Section, param: Param, roles: tuple[str, ...]) -> list
     return list(values)
 
 
-def _per_level_sweep(s: _Section, spec: MethodSpec, param: Param, rules: list[str] | None,
+def _per_level_sweep(s: Section, spec: MethodSpec, param: Param, rules: list[str] | None,
                      roles: tuple[str, ...]) -> list[list]:
     """A per-level numeric parameter's settings: each a list of one value per level."""
     levels = len(roles) - 1
@@ -103,7 +103,7 @@ def _per_level_sweep(s: _Section, spec: MethodSpec, param: Param, rules: list[st
     return checked
 
 
-def _grid(s: _Section, spec: MethodSpec, entry: dict, choices: dict, roles: tuple[str, ...]) -> dict[str, list]:
+def _grid(s: Section, spec: MethodSpec, entry: dict, choices: dict, roles: tuple[str, ...]) -> dict[str, list]:
     """Each numeric parameter's values to sweep (defaults included)."""
     grid: dict[str, list] = {}
     rule = choices.get("rule")
@@ -144,7 +144,7 @@ def _entry_runs(file: Path, prefix: str, entry: dict, default_gamma: int,
         raise ConfigError(file, f"{prefix}.method", f"unknown method {short(name)}"
                           f"{suggest(name[:100], METHODS)}; known: {', '.join(METHODS)}")
     spec = METHODS[name]
-    s = _Section(file, prefix, entry, ("method", *(p.name for p in spec.params)))
+    s = Section(file, prefix, entry, ("method", *(p.name for p in spec.params)))
     choices = {p.name: (_per_level_choice(s, p, roles) if p.per_level else
                         s.choice(p.name, p.choices, ... if p.required else p.default))
                for p in spec.params if p.choices}
@@ -173,7 +173,7 @@ def _entry_runs(file: Path, prefix: str, entry: dict, default_gamma: int,
 SAFE_STEM = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
-def _path(s: _Section, param: Param, entry: dict, choices: dict) -> str | None:
+def _path(s: Section, param: Param, entry: dict, choices: dict) -> str | None:
     """A file parameter (a router): a path whose file name names the run (checked, with the file itself, before any
     model loads: `run.routers`); required, and only allowed, where its `needs` choice is made."""
     wanted = param.needs is None or choices.get(param.needs[0]) == param.needs[1]
@@ -193,7 +193,7 @@ def _path(s: _Section, param: Param, entry: dict, choices: dict) -> str | None:
     return value
 
 
-def _check_horizontal(s: _Section, grid: dict[str, list], roles: tuple[str, ...]) -> None:
+def _check_horizontal(s: Section, grid: dict[str, list], roles: tuple[str, ...]) -> None:
     """CS Drafting's horizontal cascade needs a model between the drafter and the verifier, and fewer positions
     from the level below than the verifier's draft length (else it changes nothing)."""
     if len(roles) < 3:

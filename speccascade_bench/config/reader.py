@@ -65,7 +65,7 @@ def parse_yaml(text: str) -> Any:
     return data
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     if not path.exists():
         raise ConfigError(path, "", "config file not found")
     if path.is_dir():
@@ -92,5 +92,5 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(path, "", f"the config {exc}") from None
 
 
-def _as_list(value: Any) -> list:
+def as_list(value: Any) -> list:
     return list(value) if isinstance(value, list) else [value]

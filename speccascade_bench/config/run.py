@@ -18,12 +18,12 @@ from ..models.settings import ModelsConfig
 from ..plugins import check_entries, load_plugins
 from ..run.routers import same_model
 from ..run.settings import RunConfig, TimingConfig
-from ..settings import ConfigError, _Section, keys_of, short, suggest
+from ..settings import ConfigError, Section, keys_of, short, suggest
 from ..tasks import kinds, metrics, patterns
 from ..tasks.prompts import TemplateError, template_fields
 from ..tasks.settings import PATTERN_METRICS, TaskConfig, looks_like_path
 from .methods import read_methods
-from .reader import _read_yaml
+from .reader import read_yaml
 
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -35,7 +35,7 @@ def load_run_config(path: str | Path, variant: str | None = None) -> RunConfig:
     key, anything else replaces). Its name is `<base name>-<variant>` and its output folder the base's
     with `-<variant>` appended, unless the variant sets them."""
     file = Path(path)
-    data = _read_yaml(file)
+    data = read_yaml(file)
     variants = _variants(file, data)
     if isinstance(data, dict):
         data = {k: v for k, v in data.items() if k != "variants"}
@@ -127,7 +127,7 @@ RECORDS = ("tokens",)  # `record`: what a run may record beyond its rows' usual 
 
 
 def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str, ...]) -> RunConfig:
-    top = _Section(file, "", data, keys_of(RunConfig))
+    top = Section(file, "", data, keys_of(RunConfig))
     plugins = check_entries(file, top.get("plugins", list, []))
     load_plugins(file, plugins)  # before the sections that name what plugins register
     name = top.fields(RunConfig, only=("name",))["name"]
@@ -135,12 +135,12 @@ def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str,
     models = read_models(file, top.get("models", dict))
     if models.compile != "none" and models.cache != "static":
         raise ConfigError(file, "models.compile", "needs cache: static (compiled steps need fixed cache shapes)")
-    d = _Section(file, "decoding", top.get("decoding", dict, {}), keys_of(DecodingConfig))
+    d = Section(file, "decoding", top.get("decoding", dict, {}), keys_of(DecodingConfig))
     decoding = DecodingConfig(**d.fields(DecodingConfig))
     if 0 < decoding.temperature < MIN_TEMPERATURE:
         raise d.error("temperature", f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got "
                       f"{decoding.temperature:g}")
-    t = _Section(file, "timing", top.get("timing", dict, {}), keys_of(TimingConfig))
+    t = Section(file, "timing", top.get("timing", dict, {}), keys_of(TimingConfig))
     timing = TimingConfig(**t.fields(TimingConfig))
     methods = read_methods(file, top.get("methods", list), decoding.draft_length, models.roles)
     output = top.get("output", str, f"results/{name}")
@@ -159,7 +159,7 @@ MAX_CHAIN = 8
 
 def read_models(file: Path, data: Any) -> ModelsConfig:
     """The `models` section: a drafter and a verifier (with `middle`, a chain), or the whole chain as `chain`."""
-    m = _Section(file, "models", data, (*keys_of(ModelsConfig), "chain"))
+    m = Section(file, "models", data, (*keys_of(ModelsConfig), "chain"))
     if "chain" not in m.data:
         models = ModelsConfig(**m.fields(ModelsConfig))
         if len(models.chain) > MAX_CHAIN:
@@ -178,7 +178,7 @@ def read_models(file: Path, data: Any) -> ModelsConfig:
                                                 middle=chain[1:-1])))
 
 
-def _distinct(m: _Section, models: ModelsConfig) -> ModelsConfig:
+def _distinct(m: Section, models: ModelsConfig) -> ModelsConfig:
     """`models`, unless two roles name the same model (a name or a folder twice): drafting with the model that
     verifies measures no cascade, and each role's counts and costs would be one model's."""
     for later in range(1, len(models.chain)):
@@ -191,7 +191,7 @@ def _distinct(m: _Section, models: ModelsConfig) -> ModelsConfig:
     return models
 
 
-def _row_function(section: _Section, file: Path, spec: str) -> str:
+def _row_function(section: Section, file: Path, spec: str) -> str:
     """`task.process` as the run records it (a file beside the config made absolute), once it is found."""
     where, sep, name = spec.rpartition(":")
     if sep and where.endswith(".py") and not Path(where).expanduser().is_absolute():
@@ -211,7 +211,7 @@ HARNESS_SHARED = ("limit", "max_source_tokens", "max_row_mb", "chat", "system")
 def read_task(file: Path, data: Any, harness: bool = True, **defaults: Any) -> TaskConfig:
     """The `task` section, with the checks that span its keys; an lm-eval task (`lm_eval`, where `harness`
     allows one) is checked against lm-eval's registry."""
-    section = _Section(file, "task", data, keys_of(TaskConfig))
+    section = Section(file, "task", data, keys_of(TaskConfig))
     if "lm_eval" in section.data:
         if not harness:
             raise section.error("lm_eval", "fine-tuning reads a task defined here (dataset, prompt, target), not an "
@@ -269,7 +269,7 @@ def read_task(file: Path, data: Any, harness: bool = True, **defaults: Any) -> T
     return task
 
 
-def _check_own_task_keys(section: _Section, defaults: dict) -> None:
+def _check_own_task_keys(section: Section, defaults: dict) -> None:
     """A task defined here: no lm-eval keys, and a dataset and a target."""
     for key in HARNESS_KEYS:
         if key in section.data:
@@ -281,7 +281,7 @@ def _check_own_task_keys(section: _Section, defaults: dict) -> None:
             raise section.error(key, "must not be empty")
 
 
-def _read_harness_task(section: _Section) -> TaskConfig:
+def _read_harness_task(section: Section) -> TaskConfig:
     """An lm-eval task: its name, shot count and seed, the filter and metric of the score, local data files,
     the suite's limit and prompt budget, and a chat template's turns (`chat`, `system`, `fewshot_as_multiturn`, as
     lm-eval's options); every other task key is lm-eval's to give."""

@@ -166,7 +166,7 @@ class ChainSampler:
         if level.rule is None:
             return rules.lossless_target(draft, verifier), verifier
         mixed, deferred = cascade_level(level.rule, level.alpha, draft, verifier.head(len(draft)))
-        target = rules._mixture_target(mixed.scaled, draft, verifier, deferred, not level.bonus_from_target)
+        target = rules.mixture_target(mixed.scaled, draft, verifier, deferred, not level.bonus_from_target)
         if len(mixed) < len(verifier):  # the bonus comes from the verifier: so does its row
             k = len(mixed)
             mixed = Dists(torch.cat([mixed.probs, verifier.probs[k:]]), torch.cat([mixed.scaled, verifier.scaled[k:]]))

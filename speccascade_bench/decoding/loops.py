@@ -12,7 +12,7 @@ from ..settings import suggest
 from . import deferral, rules
 from .methods import METHODS
 from .sampling import DecodeResult, Ending, autoregressive, ending, sample
-from .speculative import _gamma
+from .speculative import draft_length_of
 
 
 def decode_drafter(pair, input_ids, settings, params, generator) -> DecodeResult:
@@ -99,7 +99,7 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
     `accepted` count the drafter tokens it scored and kept; `deferred` counts tokens the verifier emitted,
     one per verifier call."""
     loop = params.get("loop", "reference")
-    alpha, beta, max_run = params["alpha"], params["beta"], _gamma(settings, params)
+    alpha, beta, max_run = params["alpha"], params["beta"], draft_length_of(settings, params)
     if loop == "drafter_first":
         return _bild_drafter_first(pair, input_ids, settings, alpha, beta, max_run, generator)
     if loop != "reference":

@@ -94,7 +94,7 @@ class Target:
 TargetFn = Callable[[Dists, Dists], Target]
 
 
-def _mixture_target(pi: Tensor, draft: Dists, verifier: Dists, deferral: Tensor,
+def mixture_target(pi: Tensor, draft: Dists, verifier: Dists, deferral: Tensor,
                     bonus_from_verifier: bool = False) -> Target:
     """The generic sampler's target for a distribution pi [k or k + 1, V] (paper Alg. 4). The bonus token
     comes from pi at the bonus position when pi covers it, else optionally from the verifier."""
@@ -109,7 +109,7 @@ def _mixture_target(pi: Tensor, draft: Dists, verifier: Dists, deferral: Tensor,
 
 def lossless_target(draft: Dists, verifier: Dists) -> Target:
     """Speculative sampling (Leviathan et al. Alg. 1): pi = p^tau."""
-    return _mixture_target(verifier.scaled, draft, verifier, torch.zeros(len(verifier), device=verifier.probs.device))
+    return mixture_target(verifier.scaled, draft, verifier, torch.zeros(len(verifier), device=verifier.probs.device))
 
 
 def lossy_target(alpha: float, beta: float, greedy: bool) -> TargetFn:
@@ -159,7 +159,7 @@ def cascade_rule_target(rule: str, alpha: float, bonus_from_verifier: bool = Fal
 
     def target(draft: Dists, verifier: Dists) -> Target:
         pi, deferral = cascade_mixture(rule, alpha, draft, verifier.head(len(draft)), router)
-        return _mixture_target(pi, draft, verifier, deferral, bonus_from_verifier)
+        return mixture_target(pi, draft, verifier, deferral, bonus_from_verifier)
 
     return target
 

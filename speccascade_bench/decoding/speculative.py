@@ -60,18 +60,18 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
     return result
 
 
-def _gamma(settings: DecodingConfig, params: dict) -> int:
+def draft_length_of(settings: DecodingConfig, params: dict) -> int:
     return int(params.get("draft_length", settings.draft_length))
 
 
 def decode_spec(pair, input_ids, settings, params, generator) -> DecodeResult:
-    return speculative_sample(pair, input_ids, settings, _gamma(settings, params), rules.lossless_target,
+    return speculative_sample(pair, input_ids, settings, draft_length_of(settings, params), rules.lossless_target,
                               False, generator)
 
 
 def decode_lossy_spec(pair, input_ids, settings, params, generator) -> DecodeResult:
     target = rules.lossy_target(params["alpha"], params.get("beta", 1.0), settings.greedy)
-    return speculative_sample(pair, input_ids, settings, _gamma(settings, params), target, False, generator)
+    return speculative_sample(pair, input_ids, settings, draft_length_of(settings, params), target, False, generator)
 
 
 def decode_spec_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:
@@ -79,12 +79,12 @@ def decode_spec_cascade(pair, input_ids, settings, params, generator) -> DecodeR
     router = read_router(params["router"]) if "router" in params else None
     target = rules.cascade_rule_target(params["rule"], params["alpha"], bonus_from_verifier=from_verifier,
                                        router=router)
-    return speculative_sample(pair, input_ids, settings, _gamma(settings, params), target, not from_verifier,
+    return speculative_sample(pair, input_ids, settings, draft_length_of(settings, params), target, not from_verifier,
                               generator)
 
 
 def decode_prompt_lookup(pair, input_ids, settings, params, generator) -> DecodeResult:
     """Lossless speculative decoding with prompt lookup as the drafter (no drafter model is called)."""
     drafter = PromptLookupDrafter(pair, input_ids, int(params.get("max_ngram", MAX_NGRAM)))
-    return speculative_sample(pair, input_ids, settings, _gamma(settings, params), rules.lossless_target,
+    return speculative_sample(pair, input_ids, settings, draft_length_of(settings, params), rules.lossless_target,
                               False, generator, drafter)

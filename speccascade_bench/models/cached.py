@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .settings import chain_roles
 
-_SPECIAL_TOKENS = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
+SPECIAL_TOKENS = ("eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id")
 
 
 @functools.cache

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .cached import _SPECIAL_TOKENS, ModelPair
+from .cached import SPECIAL_TOKENS, ModelPair
 from .fingerprint import TOKENIZER_FILES
 from .presets import build_preset, is_preset
 from .settings import chain_roles
@@ -33,7 +33,7 @@ def check_compatible(drafter_config, verifier_config, names: tuple[str, str] = (
     if sizes[0] != sizes[1] and (tokens is None or tokens > min(sizes)):
         fits = "" if tokens is None else f", and the tokenizer's {tokens} tokens do not fit the smaller"
         problems.append(f"vocab_size {sizes[0]} != {sizes[1]}{fits}")
-    for attr in _SPECIAL_TOKENS:
+    for attr in SPECIAL_TOKENS:
         a, b = getattr(drafter_config, attr, None), getattr(verifier_config, attr, None)
         if a != b:
             problems.append(f"{attr} {a} != {b}")

@@ -34,11 +34,11 @@ except Exception as exc:
 
 
 @contextlib.contextmanager
-def _connected(address: str | None, verbose: bool, source: str = "--ray-address"):
-    """Ray, connected: to `address` (checked by `_check_reachable`; named in errors as `source`, the option or
+def ray_connection(address: str | None, verbose: bool, source: str = "--ray-address"):
+    """Ray, connected: to `address` (checked by `check_reachable`; named in errors as `source`, the option or
     RAY_ADDRESS), or to a new local instance. Ray's own SIGTERM handler is replaced by the one that was there,
     so that the command's interrupt handling stays as it is."""
-    ray = _import_ray()
+    ray = import_ray()
     if ray.is_initialized():  # a process that embeds the suite and joined Ray itself keeps its connection
         yield ray
         return
@@ -63,7 +63,7 @@ def _connected(address: str | None, verbose: bool, source: str = "--ray-address"
         ray.shutdown()
 
 
-def _import_ray():
+def import_ray():
     try:
         import ray
     except ImportError:
@@ -71,7 +71,7 @@ def _import_ray():
     return ray
 
 
-def _check_reachable(address: str, source: str = "--ray-address") -> None:
+def check_reachable(address: str, source: str = "--ray-address") -> None:
     """Fail within seconds unless a Ray cluster answers at a `host:port` address (Ray itself retries for minutes,
     and waits for ever on a port that listens but is not Ray's): a TCP connection first, then a call to the
     cluster's control service (its GCS) by Ray's own client, in a separate interpreter under a time limit.

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from ..decoding.settings import DecodingConfig
-from ..files import ResultsError, UnreadableFile, _link_error, read_json, write_atomic
+from ..files import ResultsError, UnreadableFile, link_error, read_json, write_atomic
 from ..models.settings import ModelsConfig
-from ..settings import ConfigError, _Section, keys_of, plain
+from ..settings import ConfigError, Section, keys_of, plain
 from ..tasks.metrics import METRICS
 from ..tasks.settings import TaskConfig
 from .rows import MAX_ROW_BYTES, examples_dir
@@ -154,7 +154,7 @@ def check_output(out: Path) -> bool:
         raise ResultsError(f"{folder} is not a folder of this suite (a link or a file); move it aside")
     for path in written_paths(out):
         if path.is_symlink():
-            raise _link_error(path)
+            raise link_error(path)
         if path.exists() and not path.is_file():
             raise ResultsError(f"{path} is not a regular file, which this suite never writes; move it aside")
         links = path.stat().st_nlink if path.is_file() else 1
@@ -249,5 +249,5 @@ def recorded_section(file: str | Path, key: str, values: Any) -> dict:
     """A section of a config as a results manifest records it (`config.<key>`), checked like a config file's
     (ConfigError) and completed with the defaults of keys added since it was written."""
     cls = RECORDED_SECTIONS[key]
-    section = _Section(Path(file), f"config.{key}", values, keys_of(cls))
+    section = Section(Path(file), f"config.{key}", values, keys_of(cls))
     return plain(cls(**section.fields(cls)))

@@ -124,7 +124,7 @@ FROM_TOKENIZER = {"seq2seq": ("vocab_size", "pad_token_id", "eos_token_id", "dec
                   "causal": ("vocab_size", "pad_token_id", "eos_token_id", "bos_token_id")}
 
 
-def _architecture_fields(kind: str = "seq2seq") -> set[str]:
+def architecture_fields(kind: str = "seq2seq") -> set[str]:
     import transformers
 
     return set(getattr(transformers, ARCHITECTURE_CLASSES[kind])().to_dict())

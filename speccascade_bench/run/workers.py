@@ -30,7 +30,7 @@ from ..settings import ConfigError
 from ..tasks.data import DataError, Example
 from ..tasks.metrics import CODE_METRICS
 from ..tasks.scoring import Scorer
-from .cluster import WorkerError, _check_reachable, _connected, _import_ray
+from .cluster import WorkerError, check_reachable, import_ray, ray_connection
 from .folder import MANIFEST_FILE
 from .local import done_examples, finish, remaining, results_folder, write_call_costs, write_results
 from .manifest import add_worker, check_resume, package_versions, start_manifest
@@ -140,9 +140,9 @@ def run(jobs: list[Job], workers: int, address: str | None = None, fresh: bool =
     guarantees of a single-process run; returns the folders. `address` joins a running Ray cluster; without
     it a local Ray instance is started (and stopped at the end). A process already connected to Ray keeps
     its connection. Ray and the cluster's address are checked before any folder is touched."""
-    _import_ray()
+    import_ray()
     if address:
-        _check_reachable(address, source)
+        check_reachable(address, source)
     with contextlib.ExitStack() as stack:
         states = []
         for job in jobs:
@@ -153,7 +153,7 @@ def run(jobs: list[Job], workers: int, address: str | None = None, fresh: bool =
         items = [_Item(i, example, runs) for i, state in enumerate(states)
                  for example, runs in remaining(state.job, state.done)]
         if items:
-            ray = stack.enter_context(_connected(address, verbose, source))
+            ray = stack.enter_context(ray_connection(address, verbose, source))
             try:
                 _Pool(ray, states, workers, progress).drive(items)
             finally:

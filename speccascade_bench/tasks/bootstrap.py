@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metrics import CORPUS_METRICS, _check_metric, _reference_list, _sacrebleu_metric, example_score
+from .metrics import CORPUS_METRICS, check_metric, example_score, reference_list, sacrebleu_metric
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def example_values(metric: str, predictions: Sequence[str], references, scores: 
     if metric in CORPUS_METRICS:
         if scores is not None:
             raise ValueError(f"{metric} is a corpus metric: it is resampled from sentence statistics, not scores")
-        first, scorer = [_reference_list(refs)[0] for refs in references], _sacrebleu_metric(metric)
+        first, scorer = [reference_list(refs)[0] for refs in references], sacrebleu_metric(metric)
         # each sentence's statistics are its own: extracted by blocks, only a block's references are held at a time
         blocks = (scorer._extract_corpus_statistics(list(predictions[i:i + SENTENCES]), [first[i:i + SENTENCES]])
                   for i in range(0, len(first), SENTENCES))
@@ -58,7 +58,7 @@ def systems_values(metric: str, systems: Sequence[Sequence[str]], references) ->
     for predictions in systems:
         if len(predictions) != len(references):
             raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
-    first, scorer = [_reference_list(refs)[0] for refs in references], _sacrebleu_metric(metric)
+    first, scorer = [reference_list(refs)[0] for refs in references], sacrebleu_metric(metric)
     blocks: list[list[list]] = [[] for _ in systems]
     for start in range(0, len(first), SENTENCES):
         cache = scorer._cache_references([first[start:start + SENTENCES]])
@@ -91,7 +91,7 @@ def _index_counts(indices: np.ndarray, n: int) -> np.ndarray:
 def _statistic(metric: str, summed: np.ndarray, size: int) -> np.ndarray:
     """The metric of each resample from its summed values (resamples, k); `size` examples per resample."""
     if metric in CORPUS_METRICS:
-        scorer = _sacrebleu_metric(metric)
+        scorer = sacrebleu_metric(metric)
         return np.array([scorer._compute_score_from_stats(row.tolist()).score for row in summed])
     return summed[:, 0] / size
 
@@ -117,7 +117,7 @@ def resampled_scores(metric: str, predictions: Sequence[str], references, indice
                      normalize: str = "squad") -> np.ndarray:
     """The corpus metric of each resample, (resamples,), from example indices (resamples, m). One row
     holding every index once gives `corpus_score`. `scores` replaces `example_score` for mean metrics."""
-    _check_metric(metric, answer_pattern)
+    check_metric(metric, answer_pattern)
     values = example_values(metric, predictions, references, scores, answer_pattern, normalize)
     indices = np.asarray(indices)
     if indices.ndim != 2 or indices.shape[1] == 0:
@@ -133,7 +133,7 @@ def paired_bootstrap(metric: str, predictions_a: Sequence[str], predictions_b: S
     systems, and [low, high] is the `confidence` percentile interval of the resampled differences.
     Mean metrics resample example scores (`scores_a`/`scores_b`, or computed with `example_score`);
     BLEU and chrF resample per-sentence sufficient statistics and rescore the corpus."""
-    _check_metric(metric, answer_pattern)
+    check_metric(metric, answer_pattern)
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
     if not 0 < confidence < 1:

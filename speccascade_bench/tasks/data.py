@@ -12,7 +12,7 @@ from ..files import UnreadableFile, open_for_reading, row_bytes
 from ..settings import ConfigError
 from . import datafiles, kinds
 from .prompts import PromptParts, get_field
-from .settings import _BUILDERS, TaskConfig
+from .settings import BUILDERS, TaskConfig
 
 
 class DataError(RuntimeError):
@@ -88,15 +88,15 @@ def check_local_fields(path: Path, task: TaskConfig) -> None:
     first row lacks the configured source or target field."""
     if path.is_dir():
         raise DataError(f"{path} is a folder; give a data file", "dataset")
-    if path.suffix.lower() not in _BUILDERS:
-        raise DataError(f"unsupported file type {path.suffix!r}; use {', '.join(_BUILDERS)}", "dataset")
+    if path.suffix.lower() not in BUILDERS:
+        raise DataError(f"unsupported file type {path.suffix!r}; use {', '.join(BUILDERS)}", "dataset")
     try:
         check_data_file(path, task)
         row = _first_local_row(path)
     except DataError:
         raise
     except (ValueError, OSError, IndexError) as exc:
-        raise DataError(f"cannot read {path}: {_one_line(exc)}", "dataset") from None
+        raise DataError(f"cannot read {path}: {one_line(exc)}", "dataset") from None
     if not isinstance(row, dict) or not row:
         raise DataError(f"{path} has no rows", "dataset")
     if task.process:
@@ -126,7 +126,7 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def _one_line(exc: BaseException, limit: int = 200) -> str:
+def one_line(exc: BaseException, limit: int = 200) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -180,7 +180,7 @@ class _Processed:
                 row = self.process(dict(self.rows[index]))
             except Exception as exc:  # the row function's own error, in one line
                 raise DataError(f"{self.where}: row {index} (0-based): the row function failed: "
-                                f"{type(exc).__name__}: {_one_line(exc)}", "process") from None
+                                f"{type(exc).__name__}: {one_line(exc)}", "process") from None
             if not isinstance(row, dict):
                 raise DataError(f"{self.where}: row {index} (0-based): the row function returned "
                                 f"{type(row).__name__}, not a row", "process")
@@ -194,7 +194,7 @@ def load_rows(task: TaskConfig):
 
     if task.is_local:
         path = Path(task.dataset).expanduser()
-        builder = _BUILDERS.get(path.suffix.lower())
+        builder = BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise DataError(f"unsupported data file type {path.suffix!r}: {path}")
         # A local file is one split; `task.split` names it only for the results. Arrow's readers take bytes
@@ -208,7 +208,7 @@ def load_rows(task: TaskConfig):
             kwargs = {"features": _text_columns(path)} if builder == "csv" else {}
             return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
         except Exception as exc:  # datasets wraps a parser's error in its own types
-            where = _located_problem(path, task) or f"{path}: {_one_line(_root_cause(exc))}"
+            where = _located_problem(path, task) or f"{path}: {one_line(_root_cause(exc))}"
             raise DataError(f"cannot read {where}", "dataset") from None
         finally:
             datasets.logging.set_verbosity(verbosity)
@@ -245,13 +245,13 @@ def select_indices(n_rows: int, limit: int | None, seed: int) -> list[int]:
 def text_field(row: dict, task: TaskConfig, key: str, index: int, dataset: str | None = None) -> str:
     """The text of a row's `task.source` or `task.target` field (`key`); a DataError naming the dataset, the
     row and the field when it is missing, null or not text."""
-    where, value = _present_field(row, getattr(task, key), key, index, dataset or task.dataset)
+    where, value = present_field(row, getattr(task, key), key, index, dataset or task.dataset)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise DataError(f"{where} must be text, got {type(value).__name__}", key)
     return str(value)
 
 
-def _present_field(row: dict, dotted: str, key: str, index: int, dataset: str) -> tuple[str, object]:
+def present_field(row: dict, dotted: str, key: str, index: int, dataset: str) -> tuple[str, object]:
     """Where a row's field is (for messages) and its value; a DataError naming the dataset, the row, the field
     and its config key (`task.<key>`) when it is missing or null."""
     where = f"{dataset}: row {index} (0-based): field {dotted!r} (task.{key})"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from .data import DataError, Example, _present_field, select_indices, task_rows, text_field
+from .data import DataError, Example, present_field, select_indices, task_rows, text_field
 from .metrics import ANSWER_METRICS, CODE_METRICS
 from .patterns import PatternTimeout, extract_answer
 from .prompts import PromptParts, as_text, get_field, render
@@ -78,7 +78,7 @@ def target_texts(row: dict, task: TaskConfig, index: int, field_name: str | None
                  dataset: str | None = None, key: str = "target") -> tuple[str, ...]:
     """A row's accepted answers: its target field's text, or each item of a list of them (empty for an
     unanswerable question). `key` is the config key that names the field (target, fewshot.target)."""
-    where, value = _present_field(row, field_name or task.target, key, index, dataset or task.dataset)
+    where, value = present_field(row, field_name or task.target, key, index, dataset or task.dataset)
     items = value if isinstance(value, list | tuple) else [value]
     for item in items:
         if item is None or isinstance(item, bool) or not isinstance(item, str | int | float):

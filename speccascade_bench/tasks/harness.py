@@ -22,9 +22,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..settings import suggest
-from .data import DataError, Example, _one_line, check_data_file
+from .data import DataError, Example, check_data_file, one_line
 from .prompts import PromptParts
-from .settings import _BUILDERS, TaskConfig
+from .settings import BUILDERS, TaskConfig
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def _python_dataset(spec: Registered) -> tuple[str | None, str | None, str | Non
         cls = (load_yaml(entry.yaml_path, resolve_func=True) if entry.yaml_path else {}).get("class")
     except Exception as exc:  # the class's module needs a package that is not installed
         raise HarnessError("lm_eval", f"lm-eval's {spec.name!r} cannot be loaded: {type(exc).__name__}: "
-                           f"{_one_line(exc)}") from None
+                           f"{one_line(exc)}") from None
     if not isinstance(cls, type):
         return None, None, None
     try:  # the classes answer these without their data
@@ -193,9 +193,9 @@ def _check_files(task: TaskConfig, spec: Registered) -> str:
         file = Path(path).expanduser()
         if not file.is_file():
             raise HarnessError("data_files", f"the file of split {split!r} is not a file: {path}")
-        builder = _BUILDERS.get(file.suffix.lower())
+        builder = BUILDERS.get(file.suffix.lower())
         if builder is None:
-            raise HarnessError("data_files", f"{path}: unsupported file type; use {', '.join(_BUILDERS)}")
+            raise HarnessError("data_files", f"{path}: unsupported file type; use {', '.join(BUILDERS)}")
         try:
             check_data_file(file, task)  # before lm-eval and `datasets` read it
         except DataError as exc:
@@ -254,7 +254,7 @@ class HarnessTask:
 
             key = "chat" if isinstance(exc, TemplateError) else "lm_eval"
             raise DataError(f"lm-eval could not build the requests of {task.lm_eval!r}: "
-                            f"{type(exc).__name__}: {_one_line(exc)}", key) from None
+                            f"{type(exc).__name__}: {one_line(exc)}", key) from None
         by_doc: dict[int, list] = {}
         for instance in self.lm.instances:
             by_doc.setdefault(instance.doc_id, []).append(instance)
@@ -327,7 +327,7 @@ def chat_renderer(tokenizer):
                 raise
             if not render.warned:
                 log.warning("the chat template refused a system turn (%s); as lm-eval does, the prompts leave it out",
-                            _one_line(exc))
+                            one_line(exc))
                 render.warned = True
             return tokenizer.apply_chat_template([turn for turn in history if turn["role"] != "system"], **settings)
 
@@ -344,7 +344,7 @@ def _local_config(task: TaskConfig) -> dict:
 
     entry = _manager().task_index[task.lm_eval]
     config = load_yaml(entry.yaml_path, resolve_func=True)
-    builder = _BUILDERS[Path(next(iter(task.data_files.values()))).suffix.lower()]
+    builder = BUILDERS[Path(next(iter(task.data_files.values()))).suffix.lower()]
     files = {split: str(Path(path).expanduser().resolve()) for split, path in task.data_files.items()}
     absent = {key: None for key in SPLIT_KEYS if config.get(key) and config[key] not in files}
     return {**config, **absent, "task": task.lm_eval, "dataset_path": builder, "dataset_name": None,
@@ -373,7 +373,7 @@ def _plain(value):
 
 def _load_message(task: TaskConfig, exc: Exception) -> str:
     where = "its local data_files" if task.data_files else f"the hub ({task.dataset})"
-    return (f"lm-eval could not load the task {task.lm_eval!r} from {where}: {type(exc).__name__}: {_one_line(exc)}"
+    return (f"lm-eval could not load the task {task.lm_eval!r} from {where}: {type(exc).__name__}: {one_line(exc)}"
             + ("" if task.data_files else "; without network access, give task.data_files in the task's schema"))
 
 

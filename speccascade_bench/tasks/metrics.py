@@ -190,14 +190,14 @@ def _answers(prediction: str, references: Sequence[str], pattern: str | None, no
             _gold_answers(references, gold_pattern, normalizer, drop_empty=normalize == "squad"))
 
 
-def _check_metric(metric: str, answer_pattern: str | None = None) -> None:
+def check_metric(metric: str, answer_pattern: str | None = None) -> None:
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}{suggest(metric, METRICS)}; choose from {', '.join(METRICS)}")
     if answer_pattern is not None and metric not in ANSWER_METRICS:
         raise ValueError(f"an answer pattern applies to {' and '.join(ANSWER_METRICS)}, not to {metric!r}")
 
 
-def _reference_list(references: str | Sequence[str]) -> Sequence[str]:
+def reference_list(references: str | Sequence[str]) -> Sequence[str]:
     """One example's references; a bare string is one reference."""
     return [references] if isinstance(references, str) else references
 
@@ -219,11 +219,11 @@ def example_score(metric: str, prediction: str, references: str | Sequence[str],
     empty reference list means the question is unanswerable and only an empty answer is right. For GSM8K
     use normalize="none": the SQuAD normaliser deletes "-" and ".", so "-3" would equal "3".
     """
-    _check_metric(metric, answer_pattern)
+    check_metric(metric, answer_pattern)
     spec = REGISTRY[metric]
     if spec.score is None:
         raise ValueError(f"{metric} needs the generated code run in the sandbox; it is not computed in metrics")
-    references = _reference_list(references)
+    references = reference_list(references)
     if not spec.answer and not references:
         raise ValueError(f"{metric} needs a reference")
     pattern = None if answer_pattern is None else AnswerPattern(answer_pattern, answer_select)
@@ -272,7 +272,7 @@ register_metric("pass_at_1", sandbox=True)(None)  # scored by running the code a
 register_metric("lm_eval")(None)  # scored by lm-evaluation-harness's own filters and metric (tasks.harness)
 
 
-def _sacrebleu_metric(metric: str):
+def sacrebleu_metric(metric: str):
     """sacrebleu's metric object with the settings of `sacrebleu.corpus_bleu` / `corpus_chrf`."""
     from sacrebleu.metrics import BLEU, CHRF
 
@@ -284,14 +284,14 @@ def corpus_score(metric: str, predictions: Sequence[str], references: Sequence[s
     """The corpus score on a 0-100 scale; NaN for no examples. Each reference is a string or, for the
     answer metrics, a list of accepted answers. BLEU and chrF are sacrebleu's corpus scores (against the
     first reference), not means of sentence scores; every other metric is the mean of `example_score`."""
-    _check_metric(metric, answer_pattern)
+    check_metric(metric, answer_pattern)
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if not predictions:
         return float("nan")
     if metric in CORPUS_METRICS:
-        first = [_reference_list(refs)[0] for refs in references]
-        return float(_sacrebleu_metric(metric).corpus_score(list(predictions), [first]).score)
+        first = [reference_list(refs)[0] for refs in references]
+        return float(sacrebleu_metric(metric).corpus_score(list(predictions), [first]).score)
     total = sum(example_score(metric, pred, refs, answer_pattern, normalize, answer_select)
                 for pred, refs in zip(predictions, references, strict=True))
     return total / len(predictions)

@@ -18,8 +18,8 @@ NORMALIZERS = tuple(metrics.NORMALIZERS)  # answer normalisation of exact_match 
 
 PATTERN_METRICS = metrics.PATTERN_METRICS  # an answer_pattern's metrics (the code of pass_at_1)
 
-_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}  # as datasets reads them
-LOCAL_DATA_SUFFIXES = tuple(_BUILDERS)
+BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}  # as datasets reads them
+LOCAL_DATA_SUFFIXES = tuple(BUILDERS)
 
 
 def looks_like_path(name: str) -> bool:

@@ -273,12 +273,12 @@ def _verdict(outcome: Outcome, token: str, seconds: float, confined: bool) -> Ve
     if outcome.out_of_memory:
         return Verdict(False, "memory", seconds, confined, output)
     if results:
-        return Verdict(False, _one_line(results[0]), seconds, confined, output)
+        return Verdict(False, one_line(results[0]), seconds, confined, output)
     if "ready" not in said:
         why = next((line.removeprefix("unavailable ") for line in outcome.report if line.startswith("unavailable ")),
                    None)
         last = output.strip().splitlines()[-1:] or [f"exit status {outcome.returncode}"]
-        raise SandboxUnavailable(_one_line(why or f"the sandboxed interpreter did not start: {last[0]}"))
+        raise SandboxUnavailable(one_line(why or f"the sandboxed interpreter did not start: {last[0]}"))
     rc = outcome.returncode
     if rc < 0:
         name = signal.Signals(-rc).name
@@ -288,6 +288,6 @@ def _verdict(outcome: Outcome, token: str, seconds: float, confined: bool) -> Ve
     return Verdict(False, reason, seconds, confined, output)
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 3] + "..."

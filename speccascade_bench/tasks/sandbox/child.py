@@ -20,14 +20,14 @@ import types
 
 from . import REASON_CHARS
 from .confine import (
-    _PR_SET_DUMPABLE,
-    _PR_SET_NO_NEW_PRIVS,
-    _PR_SET_PDEATHSIG,
-    _check,
-    _confine,
-    _drop_privileges,
-    _libc,
-    _ulong,
+    PR_SET_DUMPABLE,
+    PR_SET_NO_NEW_PRIVS,
+    PR_SET_PDEATHSIG,
+    check_errno,
+    confine_process,
+    drop_privileges,
+    load_libc,
+    ulong,
 )
 from .limits import FILE_SIZE_MB, MAX_PROCESSES, OPEN_FILES
 from .syscalls import binding, load_filter, unavailable
@@ -42,19 +42,19 @@ def _child_main(argv: list[str]) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     confined = mode == "confined"
     try:
-        libc = _libc()
+        libc = load_libc()
         _die_with_parent(libc, parent)  # the caller killed (SIGKILL, the OOM killer): so is everything below it
         seccomp = binding()  # loaded while the host's libraries are in view
         if confined:
-            _check(libc.unshare(flags), "unshare")
+            check_errno(libc.unshare(flags), "unshare")
             _say(report_fd, "unshared")
         payload = json.loads(sys.stdin.readline())
         if confined:
             _start_init(libc, payload)  # returns in the code's process, a child of the namespace's init
-            _drop_privileges(libc, payload["drop_uid"])
+            drop_privileges(libc, payload["drop_uid"])
         else:
             os.chdir(payload["workdir"])
-            _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, _ulong(1), _ulong(0), _ulong(0), _ulong(0)), "prctl")
+            check_errno(libc.prctl(PR_SET_NO_NEW_PRIVS, ulong(1), ulong(0), ulong(0), ulong(0)), "prctl")
         _set_limits(payload, confined)
         if payload["seccomp"]:
             if seccomp is None:
@@ -72,7 +72,7 @@ def _child_main(argv: list[str]) -> None:
 def _die_with_parent(libc, parent: int | None) -> None:
     """SIGKILL this process when its parent dies; with `parent`, exit at once if that one is already gone (this
     process was then handed to another)."""
-    _check(libc.prctl(_PR_SET_PDEATHSIG, _ulong(signal.SIGKILL), _ulong(0), _ulong(0), _ulong(0)), "prctl")
+    check_errno(libc.prctl(PR_SET_PDEATHSIG, ulong(signal.SIGKILL), ulong(0), ulong(0), ulong(0)), "prctl")
     if parent is not None and os.getppid() != parent:
         os._exit(3)
 
@@ -93,8 +93,8 @@ def _start_init(libc, payload: dict) -> None:
     os.close(alive_w)
     os.close(status_r)
     _die_with_parent(libc, None)
-    _check(libc.prctl(_PR_SET_DUMPABLE, _ulong(0), _ulong(0), _ulong(0), _ulong(0)), "prctl")
-    _confine(libc, payload)
+    check_errno(libc.prctl(PR_SET_DUMPABLE, ulong(0), ulong(0), ulong(0), ulong(0)), "prctl")
+    confine_process(libc, payload)
     code_pid = os.fork()
     if code_pid == 0:
         os.close(alive_r)

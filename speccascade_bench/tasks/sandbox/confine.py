@@ -1,6 +1,6 @@
 """The sandboxed child's confinement, run by the namespace's init before any model-written code: the
-private file system (`_confine`: a tmpfs root showing only the system's and the interpreter's folders,
-read-only) and the privileges dropped for good (`_drop_privileges`). Standard library only.
+private file system (`confine_process`: a tmpfs root showing only the system's and the interpreter's folders,
+read-only) and the privileges dropped for good (`drop_privileges`). Standard library only.
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ _MOUNT_ATTR_RDONLY, _MOUNT_ATTR_NOSUID, _MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
 _DEVICES = ("null", "zero", "full", "random", "urandom")  # the whole of the code's /dev, with fd links
 
 # prctl(2), capabilities(7)
-_PR_SET_PDEATHSIG = 1
+PR_SET_PDEATHSIG = 1
 
-_PR_SET_DUMPABLE = 4
+PR_SET_DUMPABLE = 4
 
 _PR_CAPBSET_DROP = 24
 
 _PR_SET_SECUREBITS = 28
 
-_PR_SET_NO_NEW_PRIVS = 38
+PR_SET_NO_NEW_PRIVS = 38
 
 _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 
@@ -53,19 +53,19 @@ _SECBITS_LOCKED_DOWN = (_SECBIT_NOROOT | _SECBIT_NOROOT_LOCKED | _SECBIT_NO_SETU
 _CAPABILITY_VERSION_3 = 0x20080522
 
 
-def _libc():
+def load_libc():
     import ctypes
 
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _ulong(value: int):
+def ulong(value: int):
     import ctypes
 
     return ctypes.c_ulong(value)
 
 
-def _check(result: int, what: str) -> None:
+def check_errno(result: int, what: str) -> None:
     if result == -1:
         import ctypes
 
@@ -77,10 +77,11 @@ def _mount(libc, source: str | None, target: str, fstype: str | None, flags: int
     def encode(text: str | None) -> bytes | None:
         return None if text is None else text.encode()
 
-    _check(libc.mount(encode(source), encode(target), encode(fstype), _ulong(flags), encode(data)), f"mount {target}")
+    check_errno(libc.mount(encode(source), encode(target), encode(fstype), ulong(flags), encode(data)),
+                f"mount {target}")
 
 
-def _confine(libc, payload: dict) -> None:
+def confine_process(libc, payload: dict) -> None:
     """Init of the new namespaces, still privileged inside them: build the code's whole file system on an empty
     tmpfs (the interpreter's folders and the system's libraries, bound read-only, nosuid and device-less; a
     minimal /dev; a fresh /tmp and working directory), make it the root and detach the host's, then cover
@@ -104,8 +105,8 @@ def _confine(libc, payload: dict) -> None:
     else:
         _close_shared_memory(f"{root}/proc/sys")
     os.chdir(root)
-    _check(libc.syscall(_long(_pivot_root_number()), b".", b"."), "pivot_root")
-    _check(libc.umount2(b".", 2), "umount2")  # MNT_DETACH: the host's tree is gone from this namespace
+    check_errno(libc.syscall(_long(_pivot_root_number()), b".", b"."), "pivot_root")
+    check_errno(libc.umount2(b".", 2), "umount2")  # MNT_DETACH: the host's tree is gone from this namespace
     os.chdir("/")
     _set_mount_attributes(libc, "/", _MOUNT_ATTR_RDONLY | _MOUNT_ATTR_NOSUID | _MOUNT_ATTR_NODEV, 0, _AT_RECURSIVE)
     for name in os.listdir("/dev"):
@@ -223,18 +224,18 @@ def _set_mount_attributes(libc, path: str, attr_set: int, attr_clr: int, flags: 
                     ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
     attr = MountAttr(attr_set, attr_clr, 0, 0)
-    _check(libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(_AT_FDCWD), path.encode(),
+    check_errno(libc.syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(_AT_FDCWD), path.encode(),
                         ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
            f"mount_setattr {path}")
 
 
-def _drop_privileges(libc, drop_uid: bool) -> None:
+def drop_privileges(libc, drop_uid: bool) -> None:
     """Give up every capability for good. With `drop_uid` (root caller) the real, effective, saved and file-system
     ids become 1 (nobody outside), so that root-only files are unreadable too."""
     import ctypes
 
     def prctl(option: int, arg: int = 0) -> None:
-        _check(libc.prctl(option, _ulong(arg), _ulong(0), _ulong(0), _ulong(0)), f"prctl {option}")
+        check_errno(libc.prctl(option, ulong(arg), ulong(0), ulong(0), ulong(0)), f"prctl {option}")
 
     if drop_uid:
         prctl(_PR_SET_SECUREBITS, _SECBIT_NO_SETUID_FIXUP)  # keep CAP_SETPCAP to drop the bounding set below
@@ -244,13 +245,13 @@ def _drop_privileges(libc, drop_uid: bool) -> None:
         if libc.setfsuid(0xFFFFFFFF) != 1 or libc.setfsgid(0xFFFFFFFF) != 1:  # an invalid id: returns the current one
             raise OSError("setfsuid: the file-system ids are not the unprivileged ones")
     for capability in range(64):
-        if libc.prctl(_PR_CAPBSET_DROP, _ulong(capability), _ulong(0), _ulong(0), _ulong(0)) == -1:
+        if libc.prctl(_PR_CAPBSET_DROP, ulong(capability), ulong(0), ulong(0), ulong(0)) == -1:
             if ctypes.get_errno() == 22:  # EINVAL: past the last capability of this kernel
                 break
-            _check(-1, "prctl PR_CAPBSET_DROP")
+            check_errno(-1, "prctl PR_CAPBSET_DROP")
     prctl(_PR_SET_SECUREBITS, _SECBITS_LOCKED_DOWN)
     prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
-    prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
 
     class Header(ctypes.Structure):
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
@@ -258,8 +259,8 @@ def _drop_privileges(libc, drop_uid: bool) -> None:
     class Data(ctypes.Structure):
         _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
-    _check(libc.capset(ctypes.byref(Header(_CAPABILITY_VERSION_3, 0)), ctypes.byref((Data * 2)())), "capset")
+    check_errno(libc.capset(ctypes.byref(Header(_CAPABILITY_VERSION_3, 0)), ctypes.byref((Data * 2)())), "capset")
     now = (Data * 2)()
-    _check(libc.capget(ctypes.byref(Header(_CAPABILITY_VERSION_3, 0)), ctypes.byref(now)), "capget")
+    check_errno(libc.capget(ctypes.byref(Header(_CAPABILITY_VERSION_3, 0)), ctypes.byref(now)), "capget")
     if any(d.effective or d.permitted or d.inheritable for d in now):
         raise OSError("capget: capabilities remain after capset")
