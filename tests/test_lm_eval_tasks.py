@@ -355,3 +355,19 @@ def test_a_chat_template_that_refuses_the_turns_is_one_line_naming_task_chat(tmp
     assert result.exit_code == 2 and result.output.count("error:") == 1 and "Traceback" not in result.output
     assert "task.chat" in result.output and "this template takes no turns" in result.output
     assert not (tmp_path / "out" / "examples").exists()
+
+
+def test_a_document_lm_eval_cannot_score_is_refused_before_any_model_loads(tmp_path):
+    """TriviaQA with an empty alias list: lm-eval's exact match would fail on it after decoding; the suite names
+    the document in one line before any model loads."""
+    docs = [{"question": "Which planet is red", "answer": {"aliases": ["Mars"], "value": "Mars"}},
+            {"question": "Which planet has no name", "answer": {"aliases": [], "value": ""}}]
+    path = tmp_path / "validation.jsonl"
+    path.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
+    config = _config(tmp_path, {}, task={"lm_eval": "triviaqa", "num_fewshot": 0,
+                                         "data_files": {"validation": str(path)}})
+    result = CliRunner().invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.count("error:") == 1 and "document 1 of 'triviaqa'" in result.output, result.output
+    assert "empty list of answers" in result.output and "task.lm_eval" in result.output
+    assert not (tmp_path / "out").exists()

@@ -2,6 +2,8 @@
 TriviaQA and GSM8K scorers, and the paired bootstrap resamples the same examples for both systems."""
 
 import random
+import re
+import string
 import time
 
 import numpy as np
@@ -365,3 +367,31 @@ def test_several_systems_values_are_each_systems_own(metric, monkeypatch):
     assert bootstrap.systems_values(metric, [[]], []) [0].size == 0
     with pytest.raises(ValueError, match="2 predictions but 20 references"):
         bootstrap.systems_values(metric, [verifier, ["a", "b"]], references)
+
+
+def _nq_open_reference(prediction: str, answers: list[str]) -> float:
+    """NQ-open's exact match as its scorer (and DPR's `exact_match_score`) defines it: lower-case, remove
+    punctuation, remove the articles a/an/the, fix whitespace; 1 if the prediction equals any answer so
+    normalised, every answer kept, an empty one too."""
+    def normalize_answer(s):
+        s = s.lower()
+        s = "".join(ch for ch in s if ch not in set(string.punctuation))
+        s = re.sub(r"\b(a|an|the)\b", " ", s)
+        return " ".join(s.split())
+
+    return 100.0 * max(normalize_answer(prediction) == normalize_answer(answer) for answer in answers)
+
+
+def test_nq_open_normalisation_is_nq_opens_exact_match_where_squad_drops_empty_answers():
+    rng = random.Random(5)
+    pieces = ["the", "a", "an", "!", "?", "...", "Paris", "paris", "1,000", "The Who", "", " ", "an apple", "'"]
+    differs = 0
+    for _ in range(3000):
+        prediction = " ".join(rng.choice(pieces) for _ in range(rng.randint(0, 3)))
+        answers = [" ".join(rng.choice(pieces) for _ in range(rng.randint(1, 2))) for _ in range(rng.randint(1, 3))]
+        expected = _nq_open_reference(prediction, answers)
+        assert example_score("exact_match", prediction, answers, normalize="nq_open") == expected, (prediction, answers)
+        differs += example_score("exact_match", prediction, answers, normalize="squad") != expected
+    assert differs > 50  # where an answer normalises to nothing, SQuAD v2's rule drops it and NQ-open's keeps it
+    assert example_score("exact_match", "the", ["!", "Paris"], normalize="nq_open") == 100.0
+    assert example_score("exact_match", "the", ["!", "Paris"], normalize="squad") == 0.0

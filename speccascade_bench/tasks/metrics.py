@@ -125,6 +125,7 @@ def normalize_gsm8k(text: str) -> str:
 
 NORMALIZERS: dict[str, Callable[[str], str]] = {
     "squad": normalize_squad,
+    "nq_open": normalize_squad,  # NQ-open's (DPR's) normalize_answer is SQuAD's; its golds are kept when empty
     "triviaqa": normalize_triviaqa,
     "none": normalize_none,
     "gsm8k": normalize_gsm8k,
@@ -156,8 +157,8 @@ def _gold_answers(references: Sequence[str], pattern: str | None, normalizer: Ca
                   drop_empty: bool) -> list[str]:
     """The normalised gold answers. A reference the pattern does not match is kept whole (a pattern of None keeps
     every reference whole). With `drop_empty` (the SQuAD v2.0 script's rule, under its normalisation only), golds
-    that normalise to "" are dropped; TriviaQA's script keeps them (an empty prediction then matches). No gold at
-    all means the only answer is ""."""
+    that normalise to "" are dropped; TriviaQA's and NQ-open's scripts keep them (an empty prediction then matches:
+    NQ-open's exact match is the best over every answer). No gold at all means the only answer is ""."""
     golds = []
     for reference in references:
         answer = extract_answer(reference, pattern)
