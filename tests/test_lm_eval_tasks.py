@@ -371,3 +371,16 @@ def test_a_document_lm_eval_cannot_score_is_refused_before_any_model_loads(tmp_p
     assert result.output.count("error:") == 1 and "document 1 of 'triviaqa'" in result.output, result.output
     assert "empty list of answers" in result.output and "task.lm_eval" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_an_lm_eval_task_keeps_the_context_lm_evals_hf_model_keeps(tmp_path, data):
+    """No task.max_source_tokens: lm-eval's hf model keeps its max_length (the toy verifier's 1024 positions)
+    minus the generation budget (256); a value the config gives is kept."""
+    from speccascade_bench.run.plan import prepare
+
+    job = prepare(load_run_config(_config(tmp_path, data)))
+    assert job.config.task.max_source_tokens == 1024 - 256
+    assert job.resolved["task"]["max_source_tokens"] == 768
+    given = _config(tmp_path, data, task={"lm_eval": "gsm8k", "num_fewshot": 3, "data_files": data,
+                                          "max_source_tokens": 300})
+    assert prepare(load_run_config(given)).config.task.max_source_tokens == 300

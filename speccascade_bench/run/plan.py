@@ -138,6 +138,7 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
         _check_budget(config, examples)
     check_routers(config, [*decoded, *derived], examples)
     readable = dict(_readable_configs(config))  # read once: each read of a hub name off-line waits on the hub
+    config = lm_eval_context(config, readable)
     check_positions(config, readable)
     check_chain(config, readable)
     if config.task.chat and not harness_chat:
@@ -268,25 +269,53 @@ def check_chain(config: RunConfig, readable: dict) -> None:
                               "every model of a chain must share one")
 
 
+def positions_of(model_config) -> int | None:
+    """A model's number of positions, as lm-eval's hf model reads it (`n_positions`, `max_position_embeddings`,
+    `n_ctx`); None when unbounded or not given. An encoder-decoder's is its max_position_embeddings alone (T5's
+    positions are relative, whatever its config's n_positions says)."""
+    names = ("max_position_embeddings",) if model_config.is_encoder_decoder else \
+        ("n_positions", "max_position_embeddings", "n_ctx")
+    for attribute in names:
+        value = getattr(model_config, attribute, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def lm_eval_context(config: RunConfig, readable: dict) -> RunConfig:
+    """An lm-eval task whose config sets no task.max_source_tokens keeps the context lm-eval's hf model keeps: its
+    positions minus the generation budget (decoding.max_new_tokens), for the smallest decoder-only model of the run
+    whose positions are known; otherwise the config as it is."""
+    given = isinstance(config.raw.get("task"), dict) and "max_source_tokens" in config.raw["task"]
+    if config.task.lm_eval is None or given:
+        return config
+    rooms = [limit - config.decoding.max_new_tokens for model_config in readable.values()
+             if not model_config.is_encoder_decoder and (limit := positions_of(model_config)) is not None]
+    if not rooms or min(rooms) < 1:
+        return config  # check_positions says what does not fit
+    return replace(config, task=replace(config.task, max_source_tokens=min(rooms)))
+
+
 def check_positions(config: RunConfig, readable: dict) -> None:
-    """Each model with a bounded number of positions (its config's max_position_embeddings; T5's are relative
-    and unbounded) can hold the longest sequence a run may build: a prompt of task.max_source_tokens (prompts
-    are cut to it), then decoding.max_new_tokens and one more position (decoder-only), or either one alone
-    (encoder-decoder). Read from each model's config file, without weights, before any model loads (`readable`:
-    role -> the configs `_readable_configs` read); a model whose config cannot be read here (a hub name off-line)
-    is left to the model loader's own error."""
+    """Each model with a bounded number of positions (`positions_of`; T5's are relative and unbounded) can hold
+    the longest sequence a run may build: a prompt of task.max_source_tokens (prompts are cut to it), then
+    decoding.max_new_tokens (decoder-only: the last output token is never fed back, so a prompt of positions minus
+    max_new_tokens fits exactly, as lm-eval's hf model keeps it), or either one alone (encoder-decoder). Read from
+    each model's config file, without weights, before any model loads (`readable`: role -> the configs
+    `_readable_configs` read); a model whose config cannot be read here (a hub name off-line) is left to the model
+    loader's own error."""
     task, decoding = config.task, config.decoding
     for role, model_config in readable.items():
         name = config.models.name_of(role)
-        limit = getattr(model_config, "max_position_embeddings", None)
-        if not isinstance(limit, int):
+        limit = positions_of(model_config)
+        if limit is None:
             continue
         where = f"the {limit} positions of the {role} {name!r} (its config's max_position_embeddings)"
-        most_new = limit - 1 if model_config.is_encoder_decoder else limit - 2  # a decoder-only prompt needs one
+        most_new = limit - 1  # a decoder-only prompt needs one position; an encoder-decoder's start token one
         if decoding.max_new_tokens > most_new:
             raise ConfigError(config.file, "decoding.max_new_tokens", f"{decoding.max_new_tokens} new tokens do not "
                               f"fit {where}; set it to at most {most_new}")
-        room = limit if model_config.is_encoder_decoder else limit - decoding.max_new_tokens - 1
+        room = limit if model_config.is_encoder_decoder else limit - decoding.max_new_tokens
         if task.max_source_tokens > room:
             raise ConfigError(config.file, "task.max_source_tokens", f"a prompt of up to {task.max_source_tokens} "
                               f"tokens and {decoding.max_new_tokens} new ones do not fit {where}, and positions past "
