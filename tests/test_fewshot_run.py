@@ -237,8 +237,8 @@ def test_bad_few_shot_inputs_are_one_line_errors_before_any_model_loads(workspac
                 "pass_tests": ("task.tests", "no assert, raise or call"),
                 "broken_tests": ("task.tests", "not valid Python", "every program would fail"),
                 "huge_repeat_pattern": ("task.answer_pattern", "MiB to compile"),
-                "prompt_past_positions": ("task.max_source_tokens", "256 positions", "at most 243"),
-                "new_tokens_past_positions": ("decoding.max_new_tokens", "256 positions", "at most 254")}
+                "prompt_past_positions": ("task.max_source_tokens", "256 positions", "at most 244"),
+                "new_tokens_past_positions": ("decoding.max_new_tokens", "256 positions", "at most 255")}
     for words in expected.get(case, ()):
         assert words in line, (case, line)
     assert "few-shot pool" not in line or case == "small_shot_pool", line

@@ -61,3 +61,37 @@ def test_the_prompt_budget_is_the_positions_minus_the_new_tokens(tmp_path):
     assert job.config.task.max_source_tokens == 824
     with pytest.raises(ConfigError, match="task.max_source_tokens.*set task.max_source_tokens to at most 824"):
         prepare(load_run_config(_config(tmp_path, max_source_tokens=825)))
+
+
+def test_cut_prompts_are_counted_in_the_log_the_manifest_and_the_report(tmp_path, caplog):
+    import json
+
+    from typer.testing import CliRunner
+
+    from speccascade_bench.cli import app
+    from speccascade_bench.models.loading import load_tokenizer
+
+    rows = [{"q": "x" * n, "a": "1"} for n in (5, 40, 90, 12)]  # the byte tokenizer: a token per byte
+    data = write_jsonl(tmp_path / "long.jsonl", rows)
+    config = yaml.safe_load(open(_config(tmp_path, max_source_tokens=30)))
+    config["task"]["dataset"], config["task"]["limit"] = str(data), None
+    config["decoding"]["max_new_tokens"], config["timing"] = 2, {"warmup": 0, "trials": 1}
+    path = tmp_path / "cut.yaml"
+    path.write_text(yaml.safe_dump(config))
+    tokenizer = load_tokenizer(f"{PAIR}/verifier")
+    closing = tokenizer("x").input_ids[-1] == tokenizer.eos_token_id  # a prompt continues: its closing EOS goes
+    lengths = [len(tokenizer(row["q"]).input_ids) - closing for row in rows]
+    assert lengths == [5, 40, 90, 12]
+    cut = [n - 30 for n in lengths if n > 30]
+    assert len(cut) == 2  # the 40- and 90-byte questions
+    with caplog.at_level("WARNING"):
+        result = CliRunner().invoke(app, ["run", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"cuts the prompts of 2 of 4 examples, by up to {max(cut)} tokens" in caplog.text
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["config"]["prompts_cut"] == {"examples": 2, "of": 4, "most_tokens": max(cut),
+                                                 "mean_tokens": round(sum(cut) / 2, 1)}
+    rows_written = [json.loads(line) for line in (tmp_path / "out" / "examples" / "verifier.jsonl").open()]
+    assert max(row["input_tokens"] for row in rows_written) == 30
+    report = CliRunner().invoke(app, ["report", str(tmp_path / "out")])
+    assert report.exit_code == 0 and "prompts cut** to task.max_source_tokens (30): 2 of 4 examples" in report.output

@@ -20,7 +20,7 @@ from .test_results_folder import failed, scb
 
 ARC = Path(__file__).parent / "data" / "arc_style.jsonl"
 EVERY_METHOD = [{"method": "verifier"}, {"method": "drafter"}, {"method": "seq_cascade", "alpha": [0.5]},
-                {"method": "token_cascade", "alpha": [0.3]}, {"method": "spec_decode"},
+                {"method": "token_cascade", "alpha": [0.3]}, {"method": "spec_decode"}, {"method": "prompt_lookup"},
                 {"method": "lossy_spec_decode", "alpha": [0.2]},
                 {"method": "spec_cascade", "rule": "opt", "alpha": [0.5]},
                 {"method": "bild", "alpha": [0.5], "beta": [1.0]}, {"method": "staged_spec_decode"},

@@ -224,6 +224,11 @@ def settings_lines(manifest: dict, frame: pd.DataFrame, kinds, shown: Callable[[
     if frame.attrs.get("unshared_rows"):
         header.append(f"- **{frame.attrs['unshared_rows']} example lines left out**: not every method run recorded "
                       "them (an interrupted or limited run); every number below is over the examples all runs share")
+    cut = cfg.get("prompts_cut")
+    if isinstance(cut, dict) and isinstance(cut.get("examples"), int) and cut["examples"] > 0:
+        header.append(f"- **prompts cut** to task.max_source_tokens ({cfg['task'].get('max_source_tokens')}): "
+                      f"{cut['examples']} of {cut.get('of')} examples, by up to {cut.get('most_tokens')} tokens "
+                      f"(mean {cut.get('mean_tokens')})")
     if manifest.get("random_weights"):
         header.append(f"- **random weights** ({', '.join(manifest['random_weights'])}: shape presets): quality is "
                       "meaningless here; latencies and per-call costs are real")

@@ -17,7 +17,7 @@ from ..settings import ConfigError, short, suggest
 from ..tasks.data import DataError, Example, check_local_task
 from ..tasks.examples import load_examples
 from ..tasks.metrics import CODE_METRICS
-from ..tasks.prompts import PromptFormat, prompt_ids
+from ..tasks.prompts import PromptFormat, prompt_ids, prompt_tokens
 from ..tasks.settings import TaskConfig, looks_like_path
 from .folder import check_output
 from .manifest import manifest_config
@@ -143,8 +143,31 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
     check_chain(config, readable)
     if config.task.chat and not harness_chat:
         check_chat_template(config, examples[0], chat_tokenizer(config))
-    return Job(config, out, decoded, derived, examples, manifest_config(config), options.limit,
-               options.allow_code_execution)
+    resolved = manifest_config(config)
+    cut = prompts_cut(config, examples, readable, tokenizer)
+    if cut is not None:
+        resolved["prompts_cut"] = cut
+    return Job(config, out, decoded, derived, examples, resolved, options.limit, options.allow_code_execution)
+
+
+def prompts_cut(config: RunConfig, examples: list[Example], readable: dict, tokenizer=None) -> dict | None:
+    """How many of the examples' prompts task.max_source_tokens cuts, and by how many tokens (the most, the mean
+    over the cut ones), said in the log once, before any model loads; None when the run's tokenizer or the
+    verifier's config cannot be read here (a hub name off-line)."""
+    if tokenizer is None:
+        tokenizer = _run_tokenizer(config.models)[1]
+    verifier = readable.get("verifier")
+    if tokenizer is None or verifier is None:
+        return None
+    layout = prompt_format(config.task)
+    cuts = [prompt_tokens(tokenizer, example.parts, layout, not verifier.is_encoder_decoder)[2] for example in examples]
+    cut = [tokens for tokens in cuts if tokens]
+    record = {"examples": len(cut), "of": len(cuts), "most_tokens": max(cut, default=0),
+              "mean_tokens": round(sum(cut) / len(cut), 1) if cut else 0.0}
+    if cut:
+        log.warning("task.max_source_tokens (%d) cuts the prompts of %d of %d examples, by up to %d tokens (mean %.1f)",
+                    config.task.max_source_tokens, len(cut), len(cuts), record["most_tokens"], record["mean_tokens"])
+    return record
 
 
 LM_EVAL_MAX_GEN_TOKS = 256  # lm-eval's token budget for a generation task that sets none (its HF model's default)

@@ -117,12 +117,20 @@ class PromptFormat:
 def prompt_ids(tokenizer, parts: PromptParts, layout: PromptFormat, decoder_only: bool) -> tuple[list[int], int]:
     """The token ids of a prompt and how many shots it kept: as many of the shots nearest the question as
     fit in `layout.max_tokens`, then truncation (see the module docstring)."""
+    ids, shots, _ = prompt_tokens(tokenizer, parts, layout, decoder_only)
+    return ids, shots
+
+
+def prompt_tokens(tokenizer, parts: PromptParts, layout: PromptFormat,
+                  decoder_only: bool) -> tuple[list[int], int, int]:
+    """`prompt_ids`, and how many tokens truncation cut from the prompt without shots (0 when it fit)."""
     ids: list[int] = []
     for shots in range(len(parts.shots), -1, -1):
         ids = _encode(tokenizer, parts, shots, layout, decoder_only)
         if len(ids) <= layout.max_tokens:
-            return ids, shots
-    return _truncate(tokenizer, ids, layout.max_tokens, decoder_only, parts, layout), 0
+            return ids, shots, 0
+    kept = _truncate(tokenizer, ids, layout.max_tokens, decoder_only, parts, layout)
+    return kept, 0, max(0, len(ids) - len(kept))
 
 
 def _encode(tokenizer, parts: PromptParts, shots: int, layout: PromptFormat, decoder_only: bool) -> list[int]:
