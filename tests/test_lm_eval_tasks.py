@@ -19,6 +19,8 @@ from speccascade_bench.config.run import load_run_config
 from speccascade_bench.settings import ConfigError
 from speccascade_bench.toy import arithmetic
 
+from .helpers import write_jsonl
+
 pytest.importorskip("lm_eval")
 
 PAIR = Path(__file__).resolve().parents[1] / "speccascade_bench" / "toy" / "llm_pair"
@@ -384,3 +386,57 @@ def test_an_lm_eval_task_keeps_the_context_lm_evals_hf_model_keeps(tmp_path, dat
     given = _config(tmp_path, data, task={"lm_eval": "gsm8k", "num_fewshot": 3, "data_files": data,
                                           "max_source_tokens": 300})
     assert prepare(load_run_config(given)).config.task.max_source_tokens == 300
+
+
+LONG_CASES = {
+    # a QA task and a summarisation task, each with documents longer than the toy pair's 1024 positions allow
+    "gsm8k": ({"question": "Tom has {n} apples. " * 1 + "He counts them again: " + "one more, " * 120 + "and then "
+               "how many apples does he have?", "answer": "He has {n} apples.\n#### {n}"}, 256, "test", "train"),
+    "cnn_dailymail_abisee": ({"article": "The council met on Monday to discuss the new bridge. " * 30 + "It opened in "
+                              "{n}.", "highlights": "The new bridge opened in {n}."}, 128, "test", None),
+}
+
+
+@pytest.mark.parametrize("name", list(LONG_CASES))
+def test_contexts_longer_than_the_model_are_cut_as_lm_evals_hf_model_cuts_them(tmp_path, name):
+    """Documents whose prompts exceed the toy model's positions minus the budget: the suite keeps the tokens lm-eval's
+    hf model keeps (no task.max_source_tokens), and the outputs and per-sample metrics equal `simple_evaluate`'s."""
+    import lm_eval
+
+    from speccascade_bench.tasks.harness import _local_config, _manager
+
+    template, budget, split, shots_split = LONG_CASES[name]
+    docs = [{key: value.replace("{n}", str(n)) for key, value in template.items()} for n in (3, 17, 2024)]
+    filler = ("one more, " * 120, "The council met on Monday to discuss the new bridge. " * 30)
+    docs[0] = {key: value.replace(filler[0], "").replace(filler[1], "") for key, value in docs[0].items()}  # short
+    files = {split: str(write_jsonl(tmp_path / f"{split}.jsonl", docs))}
+    if shots_split:
+        files[shots_split] = files[split]
+    task = {"lm_eval": name, "num_fewshot": 0, "data_files": files}
+    config = _config(tmp_path, {}, task=task, decoding={"max_new_tokens": budget, "temperature": 0.0, "seed": 0},
+                     methods=[{"method": "verifier"}])
+    result = CliRunner().invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["config"]["task"]["max_source_tokens"] == 1024 - budget
+    assert manifest["config"]["prompts_cut"]["examples"] == 2  # the two long documents
+    lines = (tmp_path / "out" / "examples" / "verifier.jsonl").open()
+    rows = {row["example_id"]: row for row in map(json.loads, lines)}
+    theirs = lm_eval.simple_evaluate(
+        model="hf", model_args={"pretrained": str(PAIR / "verifier"), "dtype": "float32", "device": "cpu",
+                                "add_bos_token": False},
+        tasks=[_local_config(load_run_config(config).task)], task_manager=_manager(), num_fewshot=0,
+        log_samples=True, batch_size=1, random_seed=0, numpy_random_seed=0, torch_random_seed=0)
+    samples: dict[int, dict[str, dict]] = {}
+    for sample in theirs["samples"][name]:
+        samples.setdefault(sample["doc_id"], {})[sample["filter"]] = sample
+    assert sorted(samples) == sorted(rows) == [0, 1, 2]
+    for doc_id, by_filter in samples.items():
+        row = rows[doc_id]
+        context = next(iter(by_filter.values()))["arguments"][0][0]
+        assert row["input_tokens"] == min(len(context.encode()), 1024 - budget)  # a token per byte, cut on the left
+        for filter_name, sample in by_filter.items():
+            assert sample["resps"][0][0] == row["prediction"], (doc_id, filter_name)
+            for metric, value in row["lm_eval"][filter_name].items():
+                assert value == pytest.approx(sample[metric]), (doc_id, filter_name, metric)
+    assert [rows[i]["input_tokens"] for i in (1, 2)] == [1024 - budget] * 2

@@ -186,7 +186,7 @@ def prompt_format(task: TaskConfig) -> PromptFormat:
     """How a task's prompts are laid out: its token budget, delimiters and chat turns (an lm-eval task's prompts
     come rendered by lm-eval, turns included: they are text here)."""
     return PromptFormat(task.max_source_tokens, task.target_delimiter, task.fewshot.delimiter if task.fewshot else "",
-                        task.chat and task.lm_eval is None, task.system)
+                        task.chat and task.lm_eval is None, task.system, keep_lead=task.lm_eval is None)
 
 
 def chat_tokenizer(config: RunConfig):

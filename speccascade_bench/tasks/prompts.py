@@ -6,7 +6,8 @@ turns of the tokenizer's chat template instead, and the example's prompt is the 
 
 When the prompt is longer than `task.max_source_tokens`, the shots farthest from the question are dropped
 first; a prompt still too long without shots is cut from the left for decoder-only models (which keeps the
-question at its end) and from the right for encoder-decoder models (as their tokenizers truncate).
+question at its end, and the leading BOS; an lm-eval task's context loses its leading tokens too, as lm-eval's hf
+model cuts it) and from the right for encoder-decoder models (as their tokenizers truncate).
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class PromptFormat:
     delimiter: str = "\n\n"
     chat: bool = False
     system: str | None = None
+    keep_lead: bool = True  # a decoder-only prompt cut from the left keeps its leading special tokens (BOS)
 
 
 def prompt_ids(tokenizer, parts: PromptParts, layout: PromptFormat, decoder_only: bool) -> tuple[list[int], int]:
@@ -154,6 +156,8 @@ def _truncate(tokenizer, ids: list[int], max_tokens: int, decoder_only: bool, pa
     if not decoder_only:  # as the tokenizer truncates (T5 keeps its closing EOS)
         return list(tokenizer(parts.text(0, layout.target_delimiter, layout.delimiter), truncation=True,
                               max_length=max_tokens).input_ids)
+    if not layout.keep_lead:  # lm-eval's hf model: the last max_tokens tokens of the context, whatever they are
+        return ids[len(ids) - max_tokens:]
     special = set(tokenizer.all_special_ids)
     lead = 0
     while lead < len(ids) and ids[lead] in special and lead < max_tokens - 1:  # keep BOS and a template's opening
