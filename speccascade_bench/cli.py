@@ -98,11 +98,21 @@ app = typer.Typer(cls=_Verbs, help="Benchmark cascades, speculative decoding and
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"speccascade-bench {version('speccascade-bench')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(ctx: typer.Context,
          verbose: bool = typer.Option(False, "--verbose", "-v", help="log details"),
          debug: bool = typer.Option(False, "--debug", envvar="SCB_DEBUG",
-                                    help="show the traceback of an error instead of one line")) -> None:
+                                    help="show the traceback of an error instead of one line"),
+         _: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                help="print the version and exit")) -> None:
     ctx.obj = {"debug": debug}
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
 

@@ -310,3 +310,23 @@ def test_report_of_an_unwritable_folder_still_prints_with_a_note(results, tmp_pa
     assert "| verifier | 2 |" in result.stdout
     note = result.stderr.strip().splitlines()
     assert len(note) == 1 and note[0].startswith("note: ") and str(archive) in note[0] and blocked in note[0]
+
+
+def test_version_and_python_dash_m():
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    from typer.testing import CliRunner
+
+    from speccascade_bench.cli import app
+
+    expected = f"speccascade-bench {version('speccascade-bench')}"
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == expected
+    done = subprocess.run([sys.executable, "-m", "speccascade_bench", "--version"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == expected, done.stderr
+    helped = subprocess.run([sys.executable, "-m", "speccascade_bench", "run", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert helped.returncode == 0 and "Usage: scb run" in helped.stdout
