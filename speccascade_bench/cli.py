@@ -7,9 +7,9 @@ a results folder that does not fit) end every verb the same way, in `_Verbs.invo
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
+from importlib import metadata
 from pathlib import Path
 
 import click
@@ -100,9 +100,7 @@ app = typer.Typer(cls=_Verbs, help="Benchmark cascades, speculative decoding and
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
-
-        typer.echo(f"speccascade-bench {version('speccascade-bench')}")
+        typer.echo(f"speccascade-bench {metadata.version('speccascade-bench')}")
         raise typer.Exit()
 
 
@@ -249,7 +247,7 @@ def run(ctx: typer.Context,
 
     from .analysis.summary import summary_after_run
     from .config.run import load_variants
-    from .run.local import run_job
+    from .run.local import run_job, signals_as_interrupts
     from .run.plan import prepare
     from .run.settings import RunOptions
 
@@ -276,7 +274,7 @@ def run(ctx: typer.Context,
     signals: list[int] = []
     jobs = []
     try:
-        with _signals_as_interrupts(signals):
+        with signals_as_interrupts(signals):
             jobs = [prepare(cfg, options) for cfg in configs]  # every run checked before any model loads or bar shows
             with Progress(*columns, transient=False) as bar:
                 task = bar.add_task(configs[0].name, total=None)
@@ -304,26 +302,6 @@ def run(ctx: typer.Context,
         raise typer.Exit(128 + (signals[0] if signals else signal.SIGINT)) from None
     for out in outs:
         typer.echo(f"results: {out}")
-
-
-@contextlib.contextmanager
-def _signals_as_interrupts(received: list[int]):
-    """SIGINT and SIGTERM raise KeyboardInterrupt (recorded in `received`), so that either one stops a run
-    through the same path: the progress display restores the terminal, finished examples stay on disk."""
-
-    def interrupt(signum, frame):
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    try:
-        previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: leave the handlers alone
-        previous = {}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 ROW_MB_HELP = "the longest line (or JSON file) read from a results folder, in MB; a longer one is refused"

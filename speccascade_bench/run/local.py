@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 from pathlib import Path
 
 from ..files import ResultsError, row_bytes
@@ -140,3 +141,23 @@ def write_call_costs(out: Path, costs: dict[str, float], inputs: int) -> None:
     """Write measured call costs to CALL_COSTS_FILE (nothing when no draft length could be timed)."""
     if costs:
         write_json_atomic(out / CALL_COSTS_FILE, {"verify_call_cost": costs, "inputs": inputs})
+
+
+@contextlib.contextmanager
+def signals_as_interrupts(received: list[int]):
+    """SIGINT and SIGTERM raise KeyboardInterrupt (recorded in `received`), so that either one stops a run
+    through the same path: the progress display restores the terminal, finished examples stay on disk."""
+
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave the handlers alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -25,6 +25,7 @@ from ..settings import suggest
 from .data import DataError, Example, check_data_file, one_line
 from .prompts import PromptParts
 from .settings import BUILDERS, TaskConfig
+from .targets import references_of, target_problem
 
 log = logging.getLogger(__name__)
 
@@ -269,11 +270,11 @@ class HarnessTask:
             instance = instances[0]
             context, gen_kwargs = instance.args[0], instance.args[1]
             target = self.lm.doc_to_target(instance.doc)
-            problem = _target_problem(target)
+            problem = target_problem(target)
             if problem:  # lm-eval's own scoring would fail on it, after every model has decoded it
                 raise DataError(f"document {doc_id} of {task.lm_eval!r}: its target {problem}; lm-eval cannot score "
                                 "it (fix or drop the document)", "lm_eval")
-            references = _references(target)
+            references = references_of(target)
             examples.append(Example(doc_id, context, references[0] if references else "", references,
                                     PromptParts("", (), context), doc=instance.doc,
                                     stop=_until(gen_kwargs),
@@ -354,29 +355,6 @@ def _local_config(task: TaskConfig) -> dict:
     absent = {key: None for key in SPLIT_KEYS if config.get(key) and config[key] not in files}
     return {**config, **absent, "task": task.lm_eval, "dataset_path": builder, "dataset_name": None,
             "dataset_kwargs": {"data_files": files}}
-
-
-def _target_problem(target) -> str | None:
-    """What makes a document's target one lm-eval's scoring cannot take: an empty list of answers (a TriviaQA document
-    whose aliases are []), a missing target, or one that is neither text, a number nor a list of them."""
-    scalar = (str, int, float)
-    if target is None:
-        return "is null"
-    if isinstance(target, list | tuple):
-        if not target:
-            return "is an empty list of answers"
-        odd = next((item for item in target if not isinstance(item, scalar) or isinstance(item, bool)), None)
-        return None if odd is None and not any(item is None for item in target) else \
-            f"holds {type(odd).__name__} {str(odd)[:40]!r}, not an answer"
-    if not isinstance(target, scalar) or isinstance(target, bool):
-        return f"is {type(target).__name__} {str(target)[:40]!r}, not an answer"
-    return None
-
-
-def _references(target) -> tuple[str, ...]:
-    """A document's accepted answers as text: lm-eval's target, or each item of a list of them."""
-    items = target if isinstance(target, list | tuple) else [target]
-    return tuple(str(item) for item in items)
 
 
 def _plain(value):
