@@ -140,22 +140,21 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
     readable = dict(_readable_configs(config))  # read once: each read of a hub name off-line waits on the hub
     config = lm_eval_context(config, readable)
     check_positions(config, readable)
-    check_chain(config, readable)
+    run_tokenizer = _run_tokenizer(config.models)  # read once, for the chain's check and the prompts' lengths
+    check_chain(config, readable, run_tokenizer)
     if config.task.chat and not harness_chat:
         check_chat_template(config, examples[0], chat_tokenizer(config))
     resolved = manifest_config(config)
-    cut = prompts_cut(config, examples, readable, tokenizer)
+    cut = prompts_cut(config, examples, readable, tokenizer if tokenizer is not None else run_tokenizer[1])
     if cut is not None:
         resolved["prompts_cut"] = cut
     return Job(config, out, decoded, derived, examples, resolved, options.limit, options.allow_code_execution)
 
 
-def prompts_cut(config: RunConfig, examples: list[Example], readable: dict, tokenizer=None) -> dict | None:
+def prompts_cut(config: RunConfig, examples: list[Example], readable: dict, tokenizer) -> dict | None:
     """How many of the examples' prompts task.max_source_tokens cuts, and by how many tokens (the most, the mean
-    over the cut ones), said in the log once, before any model loads; None when the run's tokenizer or the
-    verifier's config cannot be read here (a hub name off-line)."""
-    if tokenizer is None:
-        tokenizer = _run_tokenizer(config.models)[1]
+    over the cut ones), said in the log once, before any model loads; None when the run's tokenizer (`tokenizer`,
+    None when it cannot be read here: a hub name off-line) or the verifier's config is not at hand."""
     verifier = readable.get("verifier")
     if tokenizer is None or verifier is None:
         return None
@@ -256,17 +255,18 @@ def _run_tokenizer(models):
         return None, None
 
 
-def check_chain(config: RunConfig, readable: dict) -> None:
+def check_chain(config: RunConfig, readable: dict, run_tokenizer: tuple) -> None:
     """The models share a vocabulary, special tokens and architecture family (`check_compatible`, on their config
     files; embedding tables of different sizes pass when the run's tokenizer fits the smaller, or when the
     tokenizer is on the hub, which the loader then checks), and in a chain every model folder that holds a
     tokenizer holds the run's tokenizer; checked before any model loads, on what can be read here (`readable`:
-    role -> the configs `_readable_configs` read; a ConfigError on the models' key)."""
+    role -> the configs `_readable_configs` read; `run_tokenizer`: the (name, tokenizer) `_run_tokenizer` read; a
+    ConfigError on the models' key)."""
     from ..models.loading import ModelLoadError, check_compatible, load_tokenizer
 
     models = config.models
     key = "models.chain" if models.middle else "models.drafter"
-    name, tokenizer = _run_tokenizer(models)
+    name, tokenizer = run_tokenizer
     if "verifier" in readable:
         verifier = readable["verifier"]
         for role, model_config in readable.items():
