@@ -142,16 +142,13 @@ def test_the_scripts_import_only_what_the_package_has():
 def test_every_method_names_a_decoder_and_its_hooks():
     """The registry is the one place a method lives: its decoder (and a derived method's derive hook) resolve, and
     a method with a router parameter names the router's level."""
-    import importlib
-
     from speccascade_bench.decoding.dispatch import decoder_of
-    from speccascade_bench.decoding.methods import METHODS
+    from speccascade_bench.decoding.methods import METHODS, resolve_hook
 
     for name, spec in METHODS.items():
         assert callable(decoder_of(name)), name
         if spec.derived_by:
-            module, _, function = spec.derive.partition(":")
-            assert callable(getattr(importlib.import_module(f"speccascade_bench.run.{module}"), function)), name
+            assert callable(resolve_hook(spec.derive, "speccascade_bench.run")), name
         else:
             assert not spec.derive, name
         assert (spec.param("router") is not None) == (spec.router_level is not None), name

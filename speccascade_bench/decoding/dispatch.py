@@ -6,7 +6,6 @@ imported when the method is first decoded. A new method is its spec and its deco
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,7 @@ from torch import Tensor
 
 from ..models.cached import ModelPair
 from ..settings import suggest
-from .methods import METHODS
+from .methods import METHODS, resolve_hook
 from .sampling import DecodeResult
 from .settings import DecodingConfig
 
@@ -25,11 +24,7 @@ Decoder = Callable[[ModelPair, Tensor, DecodingConfig, dict[str, Any], "torch.Ge
 @functools.cache
 def decoder_of(method: str) -> Decoder:
     """The function that decodes `method` (its spec's `decoder`, imported once)."""
-    spec = METHODS[method]
-    module, sep, name = spec.decoder.partition(":")
-    if not (sep and module and name):
-        raise ValueError(f"method {method!r} names no decoder (MethodSpec.decoder 'module:function')")
-    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    return resolve_hook(METHODS[method].decoder, __package__)
 
 
 def decode(method: str, pair: ModelPair, input_ids: Tensor, settings: DecodingConfig,

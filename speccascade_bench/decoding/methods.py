@@ -6,6 +6,7 @@ The decoders that implement each method are registered in `decoding.dispatch`.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -287,6 +288,14 @@ METHODS: dict[str, MethodSpec] = {
         ),
     )
 }
+
+
+def resolve_hook(text: str, package: str):
+    """The function a spec's `module:function` (its `decoder`, its `derive`) names in `package`, imported now."""
+    module, sep, name = text.partition(":")
+    if not (sep and module and name):
+        raise ValueError(f"{text!r} is not module:function")
+    return getattr(importlib.import_module(f"{package}.{module}"), name)
 
 
 def alpha_param(method: str, rule: str | None) -> Param | None:

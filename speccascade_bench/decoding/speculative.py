@@ -34,6 +34,7 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
     limit = end.limit
     drafter = drafter or ModelDrafter(pair.decoder("drafter", input_ids))
     verifier = pair.decoder("verifier", input_ids)
+    lossless = target_fn is rules.lossless_target  # nothing to defer: no deferral to sum and read
     result = DecodeResult()
     while not end.reached(result.tokens):
         base = len(result.tokens)
@@ -48,7 +49,6 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
         accepted, next_token, *drafted = torch.cat([accepted_t, next_t, drafts]).tolist()  # the round's one read
         new_tokens, accepted, k, bonus_kept = judge_round(end, base, drafted, end.first_end(result.tokens, drafted),
                                                           accepted, next_token)
-        lossless = target_fn is rules.lossless_target  # nothing to defer: no deferral to sum and read
         result.count_round(accepted, k, None if lossless else target.deferral, bonus_kept, on_device=True)
         keep_next = next_t if len(new_tokens) > accepted else None
         advance_decoder(verifier, base + accepted, drafted[:accepted], keep_next, next_token)

@@ -4,13 +4,12 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from pathlib import Path
 
 from ..decoding import deferral, router
-from ..decoding.methods import DRAFTER, METHODS, MIDDLE, REFERENCE
+from ..decoding.methods import DRAFTER, METHODS, MIDDLE, REFERENCE, resolve_hook
 from ..files import ResultsError, write_atomic
 from ..models.settings import chain_roles
 from .record import calls_of
@@ -28,8 +27,7 @@ def write_derived(out: Path, derived: list[MethodRun]) -> None:
     """Write each derived run's rows, whole, from the one-model runs in the results folder: the rows its method's
     derive hook (`MethodSpec.derive`, `module:function` in this layer) gives."""
     for run in derived:
-        module, _, name = METHODS[run.method].derive.partition(":")
-        rows = getattr(importlib.import_module(f"{__package__}.{module}"), name)(out, run)
+        rows = resolve_hook(METHODS[run.method].derive, __package__)(out, run)
         path = examples_dir(out) / f"{run.run_id}.jsonl"
         write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
                      tmp=path.with_suffix(".tmp"))
