@@ -49,7 +49,7 @@ def load_plugins(file: str | Path, entries: tuple[str, ...]) -> None:
             _loaded[key] = _import(entry, Path(key))
         except ConfigError:
             raise
-        except Exception as exc:  # the user's code failed: its own error, in one line
+        except (Exception, SystemExit) as exc:  # the user's code failed (or called exit): its own error, in one line
             message = " ".join(str(exc).split())[:200]
             raise ConfigError(file, f"plugins[{i}]", f"cannot import {entry[:100]}: {type(exc).__name__}: "
                               f"{message}") from None

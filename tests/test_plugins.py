@@ -178,6 +178,9 @@ def test_bad_plugins_are_one_line_naming_the_entry(pair_dir, tmp_path, plugin_fi
     broken.write_text("raise RuntimeError('plugin says no')\n")
     failed(scb("run", "-c", config(pair_dir, out, plugins=[str(broken)])), "plugins[0]",
            "RuntimeError: plugin says no")
+    leaving = tmp_path / "leaving.py"
+    leaving.write_text("import sys\nsys.exit(3)\n")
+    failed(scb("run", "-c", config(pair_dir, out, plugins=[str(leaving)])), "plugins[0]", "SystemExit: 3")
     twice = tmp_path / "twice.py"
     twice.write_text(PLUGIN.replace('"never_or_always"', '"margin2"').replace('"starts_alike"', '"sa2"')
                      .replace('"numbered"', '"n2"') + "\n" + PLUGIN.replace('"starts_alike"', '"sa3"')
