@@ -217,6 +217,10 @@ def methods() -> None:
         typer.echo(f"{spec.name}: {spec.description}")
         for param in spec.params:
             extra = " (required)" if param.required else f" (default {param.default})" if param.default else ""
+            if param.needs:
+                choice = f"{param.needs[0]}: {param.needs[1]}"
+                extra = f" (with {choice}" + (f", default {param.default})" if param.default is not None else
+                                               ", required there)")
             typer.echo(f"    {param.name} in {param.range_text()}{extra}: {param.description}")
     typer.echo("spec_cascade alpha ranges by rule: " + ", ".join(
         f"{rule} [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"

@@ -20,10 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PAIR = ROOT / "speccascade_bench" / "toy" / "llm_pair"
 ROUTER = ROOT / "results" / "toy" / "routers" / "toy_llm_token_t1.json"
 RULE_ALPHA = {"chow": 0.3, "diff": 0.1, "opt": 0.0, "token_v1": 0.1, "token_v2": 0.1, "token_v3": 0.3,
-              "learned": 0.5}
+              "learned": 0.5, "round_opt": 0.0, "budget_opt": -0.2}
+RULE_EXTRA = {"learned": {"router": str(ROUTER)}, "budget_opt": {"rho": 0.2}}
 CASES = [("spec_decode", {}), ("lossy_spec_decode", {"alpha": 0.3, "beta": 1.0})] + [
-    ("spec_cascade", {"rule": rule, "alpha": RULE_ALPHA[rule]} | ({"router": str(ROUTER)} if rule == "learned" else {}))
-    for rule in RULES]
+    ("spec_cascade", {"rule": rule, "alpha": RULE_ALPHA[rule]} | RULE_EXTRA.get(rule, {})) for rule in RULES]
 
 
 def test_every_kind_of_host_read_is_counted():

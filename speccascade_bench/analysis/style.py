@@ -32,6 +32,8 @@ COLORS = {
     "spec_cascade token_v2": "#ffbb78",
     "spec_cascade token_v3": "#9edae5",
     "spec_cascade learned": "#7b4173",
+    "spec_cascade round_opt": "#b5cf6b",
+    "spec_cascade budget_opt": "#e7ba52",
     "seq_cascade sequence_score=chow_sum": "#e7969c",
     "seq_cascade sequence_score=chow_quantile": "#bd9e39",
     "seq_cascade sequence_score=learned": "#5254a3",

@@ -115,7 +115,7 @@ def _grid(s: Section, spec: MethodSpec, entry: dict, choices: dict, roles: tuple
                 raise s.error(param.name, f"applies only with {param.needs[0]}: {param.needs[1]}")
             continue
         if param.name not in entry:
-            if param.required or param.needs:
+            if param.required or (param.needs and param.default is None):
                 raise s.error(param.name, f"is required for {spec.name}"
                               + (f" with {param.needs[0]}: {param.needs[1]}" if param.needs else ""))
             if param.default is not None:
@@ -153,6 +153,11 @@ def _entry_runs(file: Path, prefix: str, entry: dict, default_gamma: int,
     if learned:
         raise s.error("rules", f"{learned[0]!r} is fitted on a pair (`scb fit-router`); a chain's levels take "
                       "the rules that need no router")
+    coupled = [rule for rule in choices.get("rules") or [] if DEFERRAL_RULES[rule].coupled]
+    if coupled:
+        raise s.error("rules", f"{coupled[0]!r} couples the positions of a pair's rounds; a chain's levels draft "
+                      "again after a higher level's rejection, so its round positions and running estimates are "
+                      "not a level's own (docs/ALGORITHMS.md, \"Global deferral\"): give a per-position rule")
     paths = {param.name: _path(s, param, entry, choices) for param in spec.params if param.path}
     paths = {name: value for name, value in paths.items() if value is not None}
     if name == MIDDLE and any(level > len(roles) - 2 for level in grid["level"]):

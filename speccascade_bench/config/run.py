@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..decoding.methods import refresh_rule_params
 from ..decoding.settings import MIN_TEMPERATURE, DecodingConfig
 from ..models.settings import ModelsConfig
 from ..plugins import check_entries, load_plugins
@@ -130,6 +131,7 @@ def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str,
     top = Section(file, "", data, keys_of(RunConfig))
     plugins = check_entries(file, top.get("plugins", list, []))
     load_plugins(file, plugins)  # before the sections that name what plugins register
+    refresh_rule_params()  # a plugin's coupled rule brings its parameters to spec_cascade
     name = top.fields(RunConfig, only=("name",))["name"]
     task = read_task(file, top.get("task", dict))
     models = read_models(file, top.get("models", dict))

@@ -8,8 +8,13 @@ distributions; the OPT rule's TV term the scaled ones (docs/ALGORITHMS.md).
 
 Adding a rule is one function with `@deferral_rule(name, alpha=(low, high))`, here or in any module imported
 before a config is read: configs accept its name for `spec_cascade`'s `rule` at once, with its alpha range,
-and the speculative loop uses it. The rules are tensor expressions, so this module does not import torch and
-configs are checked without it (the tensors go unannotated: `draft` and `verifier` are `rules.Dists`).
+and the speculative loop uses it. A *coupled* rule (`coupled=True`: `round_rule`, `budget_rule`) decides with
+state carried across positions and rounds of one decode: the decorated object is then a class, made once per
+decode as `cls(alpha, gamma, **params)` (its `params`: `RuleParam`s, which `spec_cascade` accepts with that
+rule), with `decide(draft, verifier, k)` for a round's rows (its k drafted positions, then the bonus position) and
+`settle(accepted, judged, bonus_kept)` once the round is judged (only the positions it keeps may change the
+state). The rules are tensor expressions, so this module does not import torch and configs are checked without it
+(the tensors go unannotated: `draft` and `verifier` are `rules.Dists`).
 """
 
 from __future__ import annotations
@@ -20,25 +25,46 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class RuleParam:
+    """A parameter of a coupled rule beyond alpha: `spec_cascade` takes it with that rule (a number in
+    [low, high]; None is unbounded), `default` where it may be left out."""
+
+    name: str
+    description: str
+    low: float | None = None
+    high: float | None = None
+    default: float | None = None
+    tag: str = ""  # its prefix in a run id; default: its name
+
+
+@dataclass(frozen=True)
 class DeferralRule:
     name: str
     alpha: tuple[float | None, float | None]  # the valid range of alpha; None is unbounded
     per_token: bool  # r(v) per token ([n, V]) rather than one decision per position ([n])
-    decide: Callable[..., Any]  # (draft: Dists, verifier: Dists, alpha[, router]) -> bool tensor, or [n] weights
+    decide: Callable[..., Any]  # (draft: Dists, verifier: Dists, alpha[, router]) -> bool tensor, or [n] weights;
+    #                             for a coupled rule, the class of its per-decode state (see above)
     uses_router: bool = False  # a learned rule: decide also takes the router, and returns weights in [0, 1]
+    coupled: bool = False  # decisions depend on earlier positions and rounds of the decode (a pair's loop only)
+    params: tuple[RuleParam, ...] = ()
 
 
 RULES: dict[str, DeferralRule] = {}  # the registry, in order of registration
 
 
 def deferral_rule(name: str, alpha: tuple[float | None, float | None] = (None, None), per_token: bool = False,
-                  uses_router: bool = False):
-    """Register the decorated function as the deferral rule `name` with its alpha range."""
+                  uses_router: bool = False, coupled: bool = False, params: tuple[RuleParam, ...] = ()):
+    """Register the decorated function (a class for a coupled rule) as the deferral rule `name` with its alpha
+    range."""
 
     def register(decide: Callable) -> Callable:
         if name in RULES:
             raise ValueError(f"the deferral rule {name!r} is registered twice")
-        RULES[name] = DeferralRule(name, alpha, per_token, decide, uses_router)
+        if params and not coupled:
+            raise ValueError(f"the deferral rule {name!r}: parameters beyond alpha are for coupled rules")
+        if coupled and (per_token or uses_router):
+            raise ValueError(f"the deferral rule {name!r}: a coupled rule decides per position, without a router")
+        RULES[name] = DeferralRule(name, alpha, per_token, decide, uses_router, coupled, tuple(params))
         return decide
 
     return register

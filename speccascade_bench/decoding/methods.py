@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 
 from ..models.settings import middle_role
+from . import budget_rule as _budget_rule  # noqa: F401  (registers budget_opt)
+from . import round_rule as _round_rule  # noqa: F401  (registers round_opt)
 from . import router as _router  # noqa: F401  (registers the learned deferral rule)
 from .deferral import LEARNED, SEQUENCE_SCORES
 from .deferral import RULES as DEFERRAL_RULES
@@ -134,6 +136,14 @@ def ROUTER_PARAM(choice: str) -> Param:  # noqa: N802  (a constant's maker)
                  "another split)", sweepable=False, tag="r", labels_curve=True, path=True, needs=(choice, LEARNED))
 
 
+def rule_params() -> tuple[Param, ...]:
+    """spec_cascade's parameters beyond alpha of the coupled rules registered so far (`deferral.RuleParam`), each
+    taken with its rule only: rho traces a curve, the others name one."""
+    return tuple(Param(p.name, p.description, p.low, p.high, default=p.default, tag=p.tag, needs=("rule", rule.name),
+                       labels_curve=p.name != "rho")
+                 for rule in DEFERRAL_RULES.values() for p in rule.params)
+
+
 PER_LEVEL_GAMMA = Param("draft_lengths", "tokens each model drafts per round for the next, one per level (the "
                         "drafter's first); defaults to decoding.draft_length at every level", 1, 64, tag="g",
                         integer=True, per_level=True)
@@ -214,6 +224,7 @@ METHODS: dict[str, MethodSpec] = {
                       "then no longer follows the target at that position)", default="target", sweepable=False,
                       choices=("target", "verifier"), labels_curve=True),
                 ROUTER_PARAM("rule"),
+                *rule_params(),
             ),
             decoder="speculative:decode_spec_cascade",
             router_level="token",
@@ -288,6 +299,14 @@ METHODS: dict[str, MethodSpec] = {
         ),
     )
 }
+
+
+def refresh_rule_params() -> None:
+    """Give spec_cascade the parameters of the coupled rules registered since this module was imported (a plugin's:
+    `config.run` calls it after the plugins). The summary's parameter columns stay the package's."""
+    spec = METHODS["spec_cascade"]
+    kept = tuple(p for p in spec.params if p.needs is None or p.path)
+    METHODS["spec_cascade"] = replace(spec, params=kept + rule_params())
 
 
 def resolve_hook(text: str, package: str):

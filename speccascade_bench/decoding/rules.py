@@ -142,6 +142,8 @@ def cascade_mixture(rule: str, alpha: float, draft: Dists, verifier: Dists, rout
     spec = RULES[rule]
     if spec.uses_router and router is None:
         raise ValueError(f"the deferral rule {rule!r} needs a router")
+    if spec.coupled:
+        raise ValueError(f"the deferral rule {rule!r} decides with a decode's state (`cascade_rule_target`)")
     decided = spec.decide(draft, verifier, alpha, router) if spec.uses_router else spec.decide(draft, verifier, alpha)
     if not spec.per_token:
         return cascade_target(draft.scaled, verifier.scaled, decided), decided.float()
@@ -149,13 +151,35 @@ def cascade_mixture(rule: str, alpha: float, draft: Dists, verifier: Dists, rout
     return token_cascade_target(draft.scaled, verifier.scaled, decided), eta
 
 
-def cascade_rule_target(rule: str, alpha: float, bonus_from_verifier: bool = False, router=None) -> TargetFn:
+class CoupledTarget:
+    """The target function of a coupled deferral rule (`deferral`) for one decode: the rule's state decides each
+    round's rows, and `settle` tells it which of them the round kept (the speculative loop calls it once a round)."""
+
+    def __init__(self, rule: str, alpha: float, gamma: int, params: dict, bonus_from_verifier: bool):
+        self.state = RULES[rule].decide(alpha, gamma, **params)
+        self.bonus_from_verifier = bonus_from_verifier
+
+    def __call__(self, draft: Dists, verifier: Dists) -> Target:
+        head = verifier.head(len(draft))
+        decided = self.state.decide(draft, head, len(verifier) - 1)
+        return mixture_target(cascade_target(draft.scaled, head.scaled, decided), draft, verifier, decided.float(),
+                              self.bonus_from_verifier)
+
+    def settle(self, accepted: int, judged: int, bonus_kept: bool) -> None:
+        self.state.settle(accepted, judged, bonus_kept)
+
+
+def cascade_rule_target(rule: str, alpha: float, bonus_from_verifier: bool = False, router=None,
+                        gamma: int = 1, params: dict | None = None) -> TargetFn:
     """A speculative cascade's target (paper eqs. 6 and 11) for a named deferral rule. The bonus token
     is drawn from the target at the bonus position when the drafter's distribution there is given,
     else (with `bonus_from_verifier`) from the verifier's: an approximation, under which the bonus
-    token no longer follows the target."""
+    token no longer follows the target. A coupled rule's (with its draft length `gamma` and its `params`) is
+    made for one decode: a `CoupledTarget`."""
     if rule not in RULES:
         raise ValueError(f"unknown deferral rule {rule!r}")
+    if RULES[rule].coupled:
+        return CoupledTarget(rule, alpha, gamma, params or {}, bonus_from_verifier)
 
     def target(draft: Dists, verifier: Dists) -> Target:
         pi, deferral = cascade_mixture(rule, alpha, draft, verifier.head(len(draft)), router)

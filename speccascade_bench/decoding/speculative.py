@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..models.cached import ModelPair
 from . import rules
+from .deferral import RULES
 from .drafters import Drafter, ModelDrafter, PromptLookupDrafter, advance_decoder
 from .methods import MAX_NGRAM
 from .router import read_router
@@ -35,6 +36,7 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
     drafter = drafter or ModelDrafter(pair.decoder("drafter", input_ids))
     verifier = pair.decoder("verifier", input_ids)
     lossless = target_fn is rules.lossless_target  # nothing to defer: no deferral to sum and read
+    settle = getattr(target_fn, "settle", None)  # a coupled rule's state, told which positions each round kept
     result = DecodeResult()
     while not end.reached(result.tokens):
         base = len(result.tokens)
@@ -50,6 +52,8 @@ def speculative_sample(pair: ModelPair, input_ids: Tensor, settings: DecodingCon
         new_tokens, accepted, k, bonus_kept = judge_round(end, base, drafted, end.first_end(result.tokens, drafted),
                                                           accepted, next_token)
         result.count_round(accepted, k, None if lossless else target.deferral, bonus_kept, on_device=True)
+        if settle is not None:
+            settle(accepted, k, bonus_kept)
         keep_next = next_t if len(new_tokens) > accepted else None
         advance_decoder(verifier, base + accepted, drafted[:accepted], keep_next, next_token)
         drafter.advance(base + accepted, drafted[:accepted], keep_next, next_token)
@@ -77,10 +81,11 @@ def decode_lossy_spec(pair, input_ids, settings, params, generator) -> DecodeRes
 def decode_spec_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:
     from_verifier = params.get("bonus", "target") == "verifier"
     router = read_router(params["router"]) if "router" in params else None
+    gamma = draft_length_of(settings, params)
+    rule_params = {p.name: params[p.name] for p in RULES[params["rule"]].params if p.name in params}
     target = rules.cascade_rule_target(params["rule"], params["alpha"], bonus_from_verifier=from_verifier,
-                                       router=router)
-    return speculative_sample(pair, input_ids, settings, draft_length_of(settings, params), target, not from_verifier,
-                              generator)
+                                       router=router, gamma=gamma, params=rule_params)
+    return speculative_sample(pair, input_ids, settings, gamma, target, not from_verifier, generator)
 
 
 def decode_prompt_lookup(pair, input_ids, settings, params, generator) -> DecodeResult:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..decoding.methods import refresh_rule_params
 from ..files import ResultsError
 from ..plugins import load_plugins
 from ..settings import ConfigError
@@ -116,6 +117,7 @@ class ExampleWorker:
         models = config.models
         self._session = self._job = None
         load_plugins(config.file, config.plugins)  # what they register, this process must know too
+        refresh_rule_params()
         if config.task.metric in CODE_METRICS and spec["allow_code_execution"]:
             check_sandbox(config, f"on the worker on {self.label['host']}")  # before its models load
         pair_key = repr(models) if models.cache == "dynamic" else None  # a static cache is sized per run
