@@ -307,7 +307,8 @@ def test_the_shipped_toy_routers_were_fitted_on_another_split_and_the_shipped_we
             # fitted on the models as shipped: a pair trained again needs its routers fitted again
             assert fitted["weights"] == {role: weights_fingerprint(fitted["pair"][role])
                                          for role in ("drafter", "verifier")}
-    for name, data in (("toy_learned_t1", "toy"), ("toy_llm_learned_t1", "toy_llm")):
+    for name, data in (("toy_learned_t1", "toy"), ("toy_llm_learned_t1", "toy_llm"), ("toy_global_t1", "toy"),
+                       ("toy_llm_global_t1", "toy_llm")):
         assert load_run_config(f"configs/{name}.yaml").task.dataset == f"data/{data}/test.jsonl"
 
 

@@ -52,6 +52,8 @@ FINDINGS = {
     "toy_chain_t1": "The toy chain: three models",
     "toy_learned_t1": "Learned deferral on both toy pairs",
     "toy_llm_learned_t1": "Learned deferral on both toy pairs",
+    "toy_global_t1": "Coupled deferral on both toy pairs",
+    "toy_llm_global_t1": "Coupled deferral on both toy pairs",
 }
 
 FIGURE_NOTE = (
