@@ -1,7 +1,7 @@
 """The `scb` command line. Each verb parses its options, loads a config and calls one package function.
 
 Expected failures (a bad config, missing or unreadable files, a model or dataset that cannot be loaded,
-a results folder that does not fit) end every verb the same way, in `_Verbs.invoke`: one line
+a results folder that does not fit) end every verb the same way, in `verbs.Verbs.invoke`: one line
 `error: <message>` on stderr and exit code 2. `--debug` (or SCB_DEBUG=1) shows their traceback instead.
 """
 
@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import logging
 import signal
+import textwrap
 from importlib import metadata
 from pathlib import Path
 
-import click
 import typer
-from typer.core import TyperGroup
 
 from .config.finetune import load_finetune_config
 from .files import MAX_ROW_MB, row_bytes
-from .settings import ConfigError
-
-MAX_MESSAGE = 600
+from .verbs import Verbs
+from .verbs import fail as _fail
+from .verbs import message as _message
 
 
 def _count(option: str, most: int = 10**9, least: int = 1):
@@ -51,50 +50,8 @@ def _folder_option(out: str | Path | None) -> Path | None:
     return path
 
 
-def _fail(message: str) -> None:
-    """Print one short `error:` line (a value of any size is cut in the middle) and exit with code 2."""
-    message = " ".join(message.split())
-    if len(message) > MAX_MESSAGE:
-        message = message[: MAX_MESSAGE - 150] + " ... " + message[-145:]
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
-
-def _expected(exc: Exception) -> bool:
-    """An error of bad input or of the environment, worth one line rather than a traceback."""
-    if isinstance(exc, ConfigError | OSError | UnicodeDecodeError):
-        return True
-    from .files import ResultsError, UnreadableFile
-    from .models.loading import ModelLoadError
-    from .run.cluster import WorkerError  # Ray itself is imported only by `run --workers`
-    from .tasks.data import DataError
-
-    return isinstance(exc, DataError | ModelLoadError | ResultsError | UnreadableFile | WorkerError)
-
-
-def _message(exc: Exception) -> str:
-    """One line for an expected error. The package's errors name their file; an OSError names its own."""
-    if isinstance(exc, OSError) and exc.filename is not None:
-        where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
-        return f"{where}: {exc.strerror or exc}"
-    if isinstance(exc, UnicodeDecodeError):
-        return f"a file is not UTF-8 text ({exc.reason} at byte {exc.start})"
-    return " ".join(str(exc).split())
-
-
-class _Verbs(TyperGroup):
-    """The verbs, each run so that an expected error becomes `error: <message>` and exit code 2."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except Exception as exc:
-            if (ctx.obj or {}).get("debug") or not _expected(exc):
-                raise
-            _fail(_message(exc))
-
-
-app = typer.Typer(cls=_Verbs, help="Benchmark cascades, speculative decoding and speculative cascades.",
+app = typer.Typer(cls=Verbs, help="Benchmark cascades, speculative decoding and speculative cascades.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 
@@ -205,7 +162,9 @@ def validate(config: Path = typer.Option(..., "--config", "-c", help="run config
         check_routers(cfg, [*decoded, *derived], [])  # the overlap with the examples: `scb run`, which reads them
         label = f"{config} [{cfg.variant}]" if cfg.variant else str(config)
         typer.echo(f"{label}: ok, {cfg.name} -> {cfg.output} ({len(decoded)} decoded method runs, "
-                   f"{len(derived)} derived): " + ", ".join(r.run_id for r in decoded + derived))
+                   f"{len(derived)} derived):")
+        typer.echo(textwrap.fill(", ".join(r.run_id for r in decoded + derived), width=100, initial_indent="  ",
+                                 subsequent_indent="  ", break_on_hyphens=False, break_long_words=False))
 
 
 @app.command()
@@ -355,7 +314,7 @@ def fit_router(results: Path = typer.Argument(..., help="results folder of `scb 
                                               "verifier's outputs on a fitting split (not the evaluation split)"),
                out: Path = typer.Option(..., "--out", "-o", help="the router file to write (JSON)"),
                level: str = typer.Option("sequence", help="sequence (seq_cascade's `sequence_score: learned`) or "
-                                         "token (spec_cascade's `rule: learned`; needs `record: [tokens]`)"),
+                                         "token (spec_cascade's `rule: learned`; needs `record: \\[tokens]`)"),
                folds: int = typer.Option(5, parser=_count("--folds", least=2), help="cross-validation folds")) -> None:
     """Fit a learned deferral router on a pair's own outputs (logistic regression, cross-validated) and write it
     as JSON; prints its cross-validated AUC next to the plug-in score's."""

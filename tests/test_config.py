@@ -222,7 +222,10 @@ def test_validate_lists_the_base_and_every_variant(tmp_path, data_file):
     result = CliRunner().invoke(app, ["validate", "--config", str(write(tmp_path, config))])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 2 and "[g3]: ok, t-g3 -> results/t-g3" in lines[1] and "spec_cascade-opt-a0.1-g3" in lines[1]
+    heads = [line for line in lines if not line.startswith(" ")]  # one per config, its run ids indented below
+    assert len(heads) == 2 and "[g3]: ok, t-g3 -> results/t-g3" in heads[1]
+    assert "spec_cascade-opt-a0.1-g3" in result.output.split(heads[1])[1]
+    assert max(len(line) for line in lines if line.startswith(" ")) <= 100  # run ids wrapped, not one long line
 
 
 def test_variant_error_in_a_replaced_method_list_is_located_in_the_variant(tmp_path, data_file):

@@ -330,3 +330,20 @@ def test_version_and_python_dash_m():
     helped = subprocess.run([sys.executable, "-m", "speccascade_bench", "run", "--help"], capture_output=True,
                             text=True, timeout=120)
     assert helped.returncode == 0 and "Usage: scb run" in helped.stdout
+
+
+def test_the_help_lists_run_first_and_shows_flags_and_brackets_as_written():
+    from typer.testing import CliRunner
+
+    from speccascade_bench.cli import app
+    from speccascade_bench.verbs import VERB_ORDER
+
+    top = CliRunner().invoke(app, ["--help"], terminal_width=100).output
+    listed = [verb for verb in VERB_ORDER if f"│ {verb} " in top]
+    assert listed == list(VERB_ORDER)
+    assert sorted(listed, key=top.index) == list(VERB_ORDER)  # run first, toy-data and finetune last
+    for verb in ([], ["run"], ["report"], ["plot"], ["finetune"]):
+        text = CliRunner().invoke(app, [*verb, "--help"], terminal_width=100).output
+        assert "<bool>" not in text and "--help" in text, verb
+    fit = CliRunner().invoke(app, ["fit-router", "--help"], terminal_width=100).output
+    assert "record: [tokens]" in " ".join(fit.replace("│", " ").split())

@@ -1,0 +1,79 @@
+"""The verbs of the `scb` command line as a group: expected failures as one `error:` line and exit code 2, and help
+that reads well (the verbs in the order of a first session, flags without a value type)."""
+
+from __future__ import annotations
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from .settings import ConfigError
+
+MAX_MESSAGE = 600
+
+
+def fail(message: str) -> None:
+    """Print one short `error:` line (a value of any size is cut in the middle) and exit with code 2."""
+    message = " ".join(message.split())
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 150] + " ... " + message[-145:]
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _expected(exc: Exception) -> bool:
+    """An error of bad input or of the environment, worth one line rather than a traceback."""
+    if isinstance(exc, ConfigError | OSError | UnicodeDecodeError):
+        return True
+    from .files import ResultsError, UnreadableFile
+    from .models.loading import ModelLoadError
+    from .run.cluster import WorkerError  # Ray itself is imported only by `run --workers`
+    from .tasks.data import DataError
+
+    return isinstance(exc, DataError | ModelLoadError | ResultsError | UnreadableFile | WorkerError)
+
+
+def message(exc: Exception) -> str:
+    """One line for an expected error. The package's errors name their file; an OSError names its own."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else str(exc.filename)
+        return f"{where}: {exc.strerror or exc}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({exc.reason} at byte {exc.start})"
+    return " ".join(str(exc).split())
+
+
+def _plain_flags(command: click.Command, ctx: click.Context) -> click.Command:
+    """Show an on/off flag in the help without a value type (Typer would print `<bool>` after it)."""
+    for param in [*command.params, command.get_help_option(ctx)]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return command
+
+
+# The verbs in `scb --help`, in the order of a first session: run, look at the results, then the rest.
+VERB_ORDER = ("run", "report", "plot", "validate", "methods", "fit-router", "toy-data", "finetune")
+
+
+class Verbs(TyperGroup):
+    """The verbs, each run so that an expected error becomes `error: <message>` and exit code 2."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda name: VERB_ORDER.index(name) if name in VERB_ORDER else len(VERB_ORDER))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        return None if command is None else _plain_flags(command, ctx)
+
+    def format_help(self, ctx: click.Context, formatter) -> None:
+        _plain_flags(self, ctx)
+        super().format_help(ctx, formatter)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if (ctx.obj or {}).get("debug") or not _expected(exc):
+                raise
+            fail(message(exc))
