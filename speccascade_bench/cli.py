@@ -17,7 +17,7 @@ import typer
 
 from .config.finetune import load_finetune_config
 from .files import MAX_ROW_MB, row_bytes
-from .verbs import Verbs
+from .verbs import Verbs, expected
 from .verbs import fail as _fail
 from .verbs import message as _message
 
@@ -264,7 +264,28 @@ def run(ctx: typer.Context,
         typer.echo(f"interrupted; {', '.join(kept)}; run the same command to resume", err=True)
         raise typer.Exit(128 + (signals[0] if signals else signal.SIGINT)) from None
     for out in outs:
-        typer.echo(f"results: {out}")
+        _show_results(out)
+
+
+def _show_results(out: Path) -> None:
+    """`scb run`'s last words on a folder: its summary as a compact table, its report.md and report.html written
+    (as `scb report --html` writes them), and where they are."""
+    from .analysis.html import write_html
+    from .analysis.report import terminal_table, write_report
+
+    page = None
+    try:
+        _, not_written, frame = write_report(out)
+        typer.echo(terminal_table(frame))
+        if not_written is None:
+            page = write_html([out], None, False, [frame], False)
+    except Exception as exc:
+        if not expected(exc):
+            raise
+        typer.echo(f"note: no report for {out}: {_message(exc)}", err=True)
+    typer.echo(f"results: {out}")
+    if page is not None:
+        typer.echo(f"page: {page}")
 
 
 ROW_MB_HELP = "the longest line (or JSON file) read from a results folder, in MB; a longer one is refused"

@@ -21,7 +21,7 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _expected(exc: Exception) -> bool:
+def expected(exc: Exception) -> bool:
     """An error of bad input or of the environment, worth one line rather than a traceback."""
     if isinstance(exc, ConfigError | OSError | UnicodeDecodeError):
         return True
@@ -74,6 +74,6 @@ class Verbs(TyperGroup):
         try:
             return super().invoke(ctx)
         except Exception as exc:
-            if (ctx.obj or {}).get("debug") or not _expected(exc):
+            if (ctx.obj or {}).get("debug") or not expected(exc):
                 raise
             fail(message(exc))

@@ -81,6 +81,14 @@ def test_run_report_plot_round_trip(workspace):
 
     header = (out / "summary.csv").read_text().splitlines()[0].split(",")
     assert list(SUMMARY_COLUMNS) == header
+    # the run ends with the summary in aligned columns, then the folder and its page (written, as `report --html`)
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2:] == [f"results: {out}", f"page: {out / 'report.html'}"] and (out / "report.html").is_file()
+    table = lines[lines.index(next(line for line in lines if line.startswith("run "))):-2]
+    assert table[0].split() == ["run", "n", "quality", "vs", "verifier", "(95%", "CI)", "rel.", "latency", "median",
+                                "speed-up", "weak", "numbers"]
+    assert len(table) == 2 + len(run_ids) and len({line.index(" 6 ") for line in table[2:]}) == 1  # aligned n
+    assert any(line.startswith("spec_cascade-opt-a0.5-g3 ") and "6 examples" in line for line in table)
 
     report = cli.invoke(app, ["report", str(out)])
     assert report.exit_code == 0, report.output

@@ -67,3 +67,59 @@ def test_chain_speedup_is_leviathans_on_a_pair_and_prices_the_middle_model():
     assert chain_speedup([1.0, 1.0], [4, 4], [0.0, 0.0, 1.0]) == pytest.approx(5.0)
     with pytest.raises(ValueError):
         chain_speedup([0.9, 0.9], [3], [0.1, 1.0])
+
+
+# ---- a report's readings on folders built with known values -----------------------------------------------
+
+def _built(tmp_path, n: int, slow_example: float = 1.0, warmup: int = 2):
+    """A folder of n examples: the verifier (1 s each, all right), a lossless-looking spec_decode (0.6 s each, one
+    wrong answer in ten; example 0 takes `slow_example` times longer) and a cascade at 0.4 s, much worse."""
+    import json
+
+    from .results_builder import build_results
+
+    right = [100.0] * n
+    one_wrong = [0.0 if i % 20 == 19 else 100.0 for i in range(n)]
+    spec = [0.6 * (slow_example if i == 0 else 1.0) for i in range(n)]
+    folder = build_results(tmp_path / f"n{n}-{slow_example}-{warmup}", {
+        "verifier": ("verifier", {}, [1.0] * n, right),
+        "drafter": ("drafter", {}, [0.3] * n, [0.0] * n),
+        "spec_decode-g5": ("spec_decode", {"draft_length": 5}, spec, one_wrong),
+        "spec_cascade-opt-a0.9-g5": ("spec_cascade", {"rule": "opt", "alpha": 0.9, "draft_length": 5}, [0.4] * n,
+                                     [0.0 if i % 2 else 100.0 for i in range(n)]),
+    })
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["config"]["timing"]["warmup"] = warmup
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_run_with_no_detected_difference_matches_the_verifier_at_its_latency(tmp_path):
+    from speccascade_bench.analysis.report import tradeoff_rows
+    from speccascade_bench.analysis.summary import summarize
+
+    frame = summarize(_built(tmp_path, 40))
+    spec = frame[frame["run_id"] == "spec_decode-g5"].iloc[0]
+    assert spec["quality"] < 100 and spec["quality_ci_low"] < 0 <= spec["quality_ci_high"]  # 95 against 100, held 0
+    target, rows = tradeoff_rows(frame)
+    by_curve = {row[0]: row for row in rows}
+    assert by_curve["spec_decode"][2] == "0.600 (no difference detected)" and by_curve["spec_decode"][3] == "1.67x"
+    assert by_curve["spec_cascade opt"][2] == "not reached"  # 50 against 100: a difference is detected
+
+
+def test_weak_numbers_are_named_and_the_median_ratio_ignores_one_slow_example(tmp_path):
+    from speccascade_bench.analysis.report import build_report
+    from speccascade_bench.analysis.summary import summarize
+
+    strong = summarize(_built(tmp_path, 40)).set_index("run_id")
+    assert set(strong["weak"]) == {""}
+    slow = summarize(_built(tmp_path, 40, slow_example=30.0)).set_index("run_id")
+    # example 0 takes 18 s of 41.4 (43%): the mean ratio moves to 1.035, the median stays at 0.6
+    assert slow.loc["spec_decode-g5", "relative_latency"] == pytest.approx(41.4 / 40)
+    assert slow.loc["spec_decode-g5", "relative_latency_median"] == pytest.approx(0.6)
+    assert slow.loc["spec_decode-g5", "weak"] == "one example 43% of the time"
+    assert slow.loc["verifier", "weak"] == ""
+    few = summarize(_built(tmp_path, 5, warmup=0)).set_index("run_id")
+    assert few.loc["spec_decode-g5", "weak"] == "5 examples; no warm-up"  # 20% each: no example dominates
+    report = build_report(_built(tmp_path, 3, warmup=0))
+    assert "3 examples; no warm-up; one example 33% of the time" in report and "weak numbers" in report

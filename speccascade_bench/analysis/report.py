@@ -17,7 +17,7 @@ from ..run.rows import MAX_ROW_BYTES
 from .quality import BOOTSTRAP_RESAMPLES, CONFIDENCE
 from .results import read_results
 from .summary import SUMMARY_FILE, summarize, with_curves, write_summary
-from .tradeoff import best_quality_within, latency_to_match
+from .tradeoff import Reading, best_quality_within, latency_to_match
 
 REPORT_FILE = "report.md"
 
@@ -25,12 +25,13 @@ COLUMNS = [
     ("run_id", "run", "{}"), ("n", "n", "{:d}"), ("quality", "quality", "{:.2f}"),
     ("vs_verifier", f"vs verifier ({100 * CONFIDENCE:.0f}% CI)", "{}"),
     ("latency_mean_s", "latency (ms)", "{:.1f}"), ("relative_latency", "rel. latency", "{:.3f}"),
+    ("relative_latency_median", "rel. latency (median)", "{:.3f}"),
     ("speedup", "speed-up", "{:.2f}x"), ("acceptance_rate", "accept", "{:.3f}"),
     ("acceptance_prob", "accept prob", "{:.3f}"), ("acceptance_by_level", "accept prob by level", "{}"),
     ("tokens_per_round", "tok/round", "{:.2f}"), ("deferral_rate", "deferral", "{:.3f}"),
     ("predicted_speedup", "predicted", "{:.2f}x"), ("of_predicted", "of predicted", "{:.2f}"),
     ("verify_cost", "r", "{:.2f}"), ("of_predicted_at_r", "of pred. at r", "{:.2f}"),
-    ("output_tokens_mean", "out tokens", "{:.1f}"),
+    ("output_tokens_mean", "out tokens", "{:.1f}"), ("weak", "weak numbers", "{}"),
 ]
 
 
@@ -41,7 +42,10 @@ EXPLANATION = (
     f"{100 * CONFIDENCE:.0f}% interval ({BOOTSTRAP_RESAMPLES} resamples of the examples), and '=' where the "
     "interval holds 0 (no difference detected), 'worse' or 'better' where it does not; latency the mean "
     "seconds per example; relative latency is against the "
-    "verifier on the same examples; accept is accepted / drafted tokens, accept prob the per-position "
+    "verifier on the same examples: the ratio of the mean latencies, and its median the median over examples of "
+    "the per-example ratio (one slow example moves the first, not the second); 'weak numbers' names what makes a "
+    "run's numbers weak: fewer than 10 examples (no interval then), no warm-up before timing, or one example "
+    "holding more than a quarter of the run's time; accept is accepted / drafted tokens, accept prob the per-position "
     "acceptance probability (accepted / judged positions), for a chain at each level, smallest first; "
     "predicted is Leviathan et al.'s speed-up from accept prob and c (for a chain, docs/ALGORITHMS.md: "
     "the chain's predicted speed-up), and 'of predicted' the measured speed-up over it; r is what a "
@@ -104,9 +108,16 @@ def tradeoff_rows(frame: pd.DataFrame) -> tuple[float, list[tuple[str, ...]]] | 
             continue
         points = list(zip(runs["relative_latency"], runs["quality"], strict=True))
         match = latency_to_match(points, target)
+        match_text = match.text() if match else "not reached"
+        # a run whose paired interval against the verifier holds 0 matches it too: no difference is detected
+        same = [latency for latency, high in zip(runs["relative_latency"], runs.get("quality_ci_high", []),
+                                                 strict=False) if high >= 0 and not math.isnan(latency)]
+        if same and (match is None or min(same) < match.value):
+            match = Reading(min(same), False)
+            match_text = f"{match.value:.3f} (no difference detected)"
         best = best_quality_within(points, 1.0)
-        rows.append((curve, str(len(points)), match.text() if match else "not reached",
-                     f"{1 / match.value:.2f}x" if match else "-", best.text("{:.2f}") if best else "not reached"))
+        rows.append((curve, str(len(points)), match_text, f"{1 / match.value:.2f}x" if match else "-",
+                     best.text("{:.2f}") if best else "not reached"))
     return target, rows
 
 
@@ -116,7 +127,9 @@ def tradeoff_table(frame: pd.DataFrame) -> str:
     if table is None:
         return ""
     target, rows = table
-    lines = [f"Trade-off against the verifier (quality {target:.2f}, relative latency 1):", "",
+    lines = [f"Trade-off against the verifier (quality {target:.2f}, relative latency 1). A curve matches the verifier "
+             "where it reaches its quality, or at a run whose paired interval against it holds 0 (no difference "
+             "detected):", "",
              "| " + " | ".join(TRADEOFF_HEADERS) + " |", "|" + "|".join(" --- " for _ in TRADEOFF_HEADERS) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -241,3 +254,22 @@ def settings_lines(manifest: dict, frame: pd.DataFrame, kinds, shown: Callable[[
                       f"median {100 * spread.median():.1f}%, largest {100 * spread.max():.1f}% "
                       f"({frame.loc[spread.idxmax(), 'run_id']})")
     return header
+
+
+TERMINAL_COLUMNS = (("run_id", "run"), ("n", "n"), ("quality", "quality"), ("vs_verifier", "vs verifier (95% CI)"),
+                    ("relative_latency", "rel. latency"), ("relative_latency_median", "median"),
+                    ("speedup", "speed-up"), ("weak", "weak numbers"))
+
+
+def terminal_table(frame: pd.DataFrame) -> str:
+    """The summary in at most 8 aligned columns for a terminal (`scb run`'s last words): run, n, quality with its
+    difference from the verifier, relative latency (ratio of means, and the median per-example ratio), speed-up,
+    and what makes a run's numbers weak."""
+    formats = {column: fmt for column, _, fmt in COLUMNS}
+    cells = [[header for _, header in TERMINAL_COLUMNS]]
+    for _, row in frame.assign(vs_verifier=[versus_verifier(r) for _, r in frame.iterrows()]).iterrows():
+        cells.append([_cell(row[column], formats[column], column) for column, _ in TERMINAL_COLUMNS])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(TERMINAL_COLUMNS))]
+    lines = ["  ".join(text.ljust(width) if i in (0, 3, 7) else text.rjust(width)
+                       for i, (text, width) in enumerate(zip(line, widths, strict=True))).rstrip() for line in cells]
+    return "\n".join([lines[0], "  ".join("-" * width for width in widths), *lines[1:]])

@@ -105,6 +105,7 @@ class Folder:
     reference_rows: list[dict]
     step_cost: dict[str, float]
     verify_costs: dict[str, float]
+    warmup: int | None = None  # the examples decoded untimed before timing (the config's `timing.warmup`)
 
     def __post_init__(self) -> None:
         self.verifier = {row["example_id"]: row["latency_s"] for row in self.reference_rows}
@@ -151,6 +152,31 @@ def _paired_latencies(folder: Folder, run: Run) -> tuple[list[float], list[float
 def _relative_latency(folder: Folder, run: Run) -> float:
     ours, theirs = _paired_latencies(folder, run)
     return _ratio(_mean(ours), _mean(theirs)) if ours else math.nan
+
+
+def _median_ratio(folder: Folder, run: Run) -> float:
+    """The median over examples of the run's latency over the verifier's on that example: unlike the ratio of means,
+    no one slow example decides it."""
+    ratios = [_ratio(a, b) for a, b in zip(*_paired_latencies(folder, run), strict=True)]
+    return statistics.median(ratios) if ratios else math.nan
+
+
+WEAK_EXAMPLES = 10  # fewer examples than this: no interval, and a mean that one example can move
+WEAK_SHARE = 0.25  # one example holding more than this share of a run's time decides its mean latency
+
+
+def _weak(folder: Folder, run: Run) -> str:
+    """Why a run's numbers are weak, if they are: too few examples, no warm-up before timing (the first examples pay
+    for one-time costs), or one example holding more than WEAK_SHARE of its time; "" when none holds."""
+    notes = []
+    if len(run.rows) < WEAK_EXAMPLES:
+        notes.append(f"{len(run.rows)} examples")
+    if folder.warmup == 0 and run.rows[0].get("latency_trials_s") is not None:  # a decoded run, timed cold
+        notes.append("no warm-up")
+    latencies = [row["latency_s"] for row in run.rows]
+    if len(latencies) > 1 and sum(latencies) > 0 and max(latencies) / sum(latencies) > WEAK_SHARE:
+        notes.append(f"one example {100 * max(latencies) / sum(latencies):.0f}% of the time")
+    return "; ".join(notes)
 
 
 def _latency_interval(folder: Folder, run: Run) -> tuple[float, float]:
@@ -242,6 +268,7 @@ COLUMNS: tuple[tuple[str, Column], ...] = (
     ("latency_std_s", lambda f, r: statistics.pstdev(row["latency_s"] for row in r.rows)),
     ("trial_cv", lambda f, r: _trial_cv(r.rows)),
     ("relative_latency", _relative_latency),
+    ("relative_latency_median", _median_ratio),
     ("relative_latency_low", lambda f, r: r.latency_interval(f)[0]),
     ("relative_latency_high", lambda f, r: r.latency_interval(f)[1]),
     ("speedup", lambda f, r: _ratio(1.0, _relative_latency(f, r))),
@@ -258,6 +285,7 @@ COLUMNS: tuple[tuple[str, Column], ...] = (
     ("verify_cost", _verify_cost),
     ("predicted_speedup_at_r", lambda f, r: _predicted(f, r, at_r=True)),
     ("relative_cost", _relative_cost),
+    ("weak", _weak),
 )
 SUMMARY_COLUMNS = tuple(name for name, _ in COLUMNS)
 
@@ -278,8 +306,10 @@ def summarize(results: Path, read: Results | None = None, max_bytes: int = MAX_R
         if len(roles) == 1:
             step_cost[roles[0]] = per_call_cost([row["latency_s"] for row in rows],
                                                 [calls(row, roles[0]) for row in rows])
+    timing = manifest["config"].get("timing")
     folder = Folder(results, manifest["config"]["task"]["metric"], manifest["config"]["decoding"]["temperature"],
-                    runs.get(REFERENCE, []), step_cost, read_call_costs(results))
+                    runs.get(REFERENCE, []), step_cost, read_call_costs(results),
+                    timing.get("warmup") if isinstance(timing, dict) else None)
     folder.qualities.share(list(runs.values()))
     records = [{name: column(folder, run) for name, column in COLUMNS}
                for run in (Run(run_id, rows) for run_id, rows in runs.items())]
