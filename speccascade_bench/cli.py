@@ -137,9 +137,14 @@ def _quiet_libraries() -> None:
 VARIANT_HELP = "a variant of the config (its `variants` section), e.g. greedy"
 
 
+SET_HELP = ("KEY=VALUE: set a config key (dotted, e.g. decoding.temperature=0.5 or models.verifier=PATH), the value "
+            "read as YAML and checked as the file's; repeat it for several; recorded in the manifest")
+
+
 @app.command()
 def validate(config: Path = typer.Option(..., "--config", "-c", help="run config (YAML)"),
-             variant: str = typer.Option(None, help=VARIANT_HELP + "; default: the base and every variant")) -> None:
+             variant: str = typer.Option(None, help=VARIANT_HELP + "; default: the base and every variant"),
+             overrides: list[str] = typer.Option(None, "--set", help=SET_HELP)) -> None:
     """Check a config and its variants completely without loading any model or dataset."""
     from .config.finetune import is_finetune_config
     from .config.run import load_run_config, load_run_configs
@@ -154,7 +159,8 @@ def validate(config: Path = typer.Option(..., "--config", "-c", help="run config
         source = cfg.pretrained or f"a new T5 ({', '.join(f'{k}={v}' for k, v in cfg.architecture.items())})"
         typer.echo(f"{config}: ok, fine-tuning config {cfg.name}: {source} for {cfg.max_steps} steps -> {cfg.output}")
         return
-    configs = [load_run_config(config, variant)] if variant else load_run_configs(config)
+    overrides = tuple(overrides or ())
+    configs = [load_run_config(config, variant, overrides)] if variant else load_run_configs(config, overrides)
     for cfg in configs:
         validate_resources(cfg)
     for cfg in configs:
@@ -191,6 +197,7 @@ def run(ctx: typer.Context,
         config: Path = typer.Option(..., "--config", "-c", help="run config (YAML)"),
         variant: list[str] = typer.Option(None, help=VARIANT_HELP + "; repeat it for several, `all` for every "
                                           "variant; each writes its own folder"),
+        overrides: list[str] = typer.Option(None, "--set", help=SET_HELP),
         output: Path = typer.Option(None, help="results folder (default: the config's output)"),
         limit: int = typer.Option(None, parser=_count("--limit"), help="decode only the first N selected examples"),
         device: str = typer.Option(None, help="auto | cpu | cuda (default: the config's)"),
@@ -222,7 +229,7 @@ def run(ctx: typer.Context,
     names = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods is not None else None
     if names == ():
         _fail("--methods names no method; give comma-separated method names, e.g. verifier,spec_decode")
-    configs = load_variants(config, variant)
+    configs = load_variants(config, variant, tuple(overrides or ()))
     if output is not None and len(configs) > 1:
         _fail("--output names one folder; with several variants each writes its own (the config's output)")
     _quiet_libraries()

@@ -297,3 +297,31 @@ def test_methods_lists_every_method_and_rule_range():
     for name in ("drafter", "verifier", "seq_cascade", "token_cascade", "spec_decode", "lossy_spec_decode",
                  "spec_cascade", "token_v3 [0.0, 1.0]", "diff [-1.0, 1.0]"):
         assert name in result.output
+
+
+def test_set_overrides_are_checked_recorded_and_a_resume_with_other_values_is_refused(workspace):
+    out = workspace / "overridden"
+    cli = CliRunner()
+    run = ["run", "-c", str(make_config(workspace, out)), "--methods", "verifier,spec_decode", "--limit", "2"]
+    result = cli.invoke(app, [*run, "--set", "decoding.temperature=0", "--set", "decoding.draft_length=2"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["config"]["decoding"]["temperature"], manifest["config"]["decoding"]["draft_length"]) == (0.0, 2)
+    assert manifest["config"]["overrides"] == ["decoding.temperature=0", "decoding.draft_length=2"]
+    assert (out / "examples" / "spec_decode-g2.jsonl").is_file()  # the run ids follow the overridden values
+    again = cli.invoke(app, [*run, "--set", "decoding.temperature=0", "--set", "decoding.draft_length=2"])
+    assert again.exit_code == 0, again.output  # the same overrides resume (nothing left to decode)
+    manifest = json.loads((out / "manifest.json").read_text())
+    other = cli.invoke(app, [*run, "--set", "decoding.temperature=0.5", "--set", "decoding.draft_length=2"])
+    assert other.exit_code == 2 and "holds results of another decoding configuration" in other.stderr
+    for override, message in (("decoding.temperature=hot", "decoding.temperature: must be float, got str 'hot' "
+                                                          "(given by --set 'decoding.temperature=hot')"),
+                              ("decoding.temprature=0.5", "decoding.temprature: unknown key (did you mean "
+                                                          "'temperature'?)"),
+                              ("decoding.temperature=-1", "decoding.temperature: must be in"),
+                              ("decoding", "--set: 'decoding' is not key.path=value"),
+                              ("name.x=1", "name: is not a mapping")):
+        refused = cli.invoke(app, [*run, "--set", override])
+        assert refused.exit_code == 2 and refused.stderr.count("error:") == 1, (override, refused.output)
+        assert message in refused.stderr and "Traceback" not in refused.output, (override, refused.stderr)
+    assert json.loads((out / "manifest.json").read_text()) == manifest  # nothing refused touched the folder

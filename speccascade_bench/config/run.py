@@ -24,23 +24,32 @@ from ..tasks import kinds, metrics, patterns
 from ..tasks.prompts import TemplateError, template_fields
 from ..tasks.settings import PATTERN_METRICS, TaskConfig, looks_like_path
 from .methods import read_methods
+from .overrides import apply_overrides, from_override
 from .reader import read_yaml
 
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def load_run_config(path: str | Path, variant: str | None = None) -> RunConfig:
-    """Parse and validate a run config, or one of its `variants`. Raises ConfigError naming the file and key.
+def load_run_config(path: str | Path, variant: str | None = None, overrides: tuple[str, ...] = ()) -> RunConfig:
+    """Parse and validate a run config, or one of its `variants`, with `scb run --set` overrides over it (over the
+    variant's values too). Raises ConfigError naming the file and key (and the override that set it).
 
     A variant is a partial config under `variants.<name>` merged over the base (mappings merge key by
     key, anything else replaces). Its name is `<base name>-<variant>` and its output folder the base's
     with `-<variant>` appended, unless the variant sets them."""
-    file = Path(path)
+    try:
+        config = _load(Path(path), variant, tuple(overrides))
+    except ConfigError as exc:
+        raise from_override(exc, tuple(overrides)) from None
+    return replace(config, overrides=tuple(overrides))
+
+
+def _load(file: Path, variant: str | None, overrides: tuple[str, ...]) -> RunConfig:
     data = read_yaml(file)
     variants = _variants(file, data)
     if isinstance(data, dict):
         data = {k: v for k, v in data.items() if k != "variants"}
-    base = _run_config(file, data, None, tuple(variants))
+    base = _run_config(file, apply_overrides(file, data, overrides), None, tuple(variants))
     if variant is None:
         return base
     if variant not in variants:
@@ -53,6 +62,7 @@ def load_run_config(path: str | Path, variant: str | None = None) -> RunConfig:
         merged["name"] = f"{base.name}-{variant}"
     if "output" not in overlay:
         merged["output"] = f"{base.output.rstrip('/')}-{variant}"
+    merged = apply_overrides(file, merged, overrides)
     try:
         return _run_config(file, merged, variant, tuple(variants))
     except ConfigError as exc:
@@ -62,16 +72,16 @@ def load_run_config(path: str | Path, variant: str | None = None) -> RunConfig:
         raise ConfigError(file, key, message) from None
 
 
-def load_run_configs(path: str | Path) -> list[RunConfig]:
+def load_run_configs(path: str | Path, overrides: tuple[str, ...] = ()) -> list[RunConfig]:
     """The base config and every variant, each validated."""
-    base = load_run_config(path)
-    return [base] + [load_run_config(path, name) for name in base.variants]
+    base = load_run_config(path, None, overrides)
+    return [base] + [load_run_config(path, name, overrides) for name in base.variants]
 
 
-def load_variants(path: str | Path, names: list[str] | None) -> list[RunConfig]:
+def load_variants(path: str | Path, names: list[str] | None, overrides: tuple[str, ...] = ()) -> list[RunConfig]:
     """The configs of `scb run --variant` options: none is the base config, `all` every variant of the config
     (unless it has a variant of that name); a name given twice runs once."""
-    base = load_run_config(path)
+    base = load_run_config(path, None, overrides)
     if not names:
         return [base]
     chosen: list[str] = []
@@ -82,7 +92,7 @@ def load_variants(path: str | Path, names: list[str] | None) -> list[RunConfig]:
             chosen += base.variants
         else:
             chosen.append(name)
-    return [load_run_config(path, name) for name in dict.fromkeys(chosen)]
+    return [load_run_config(path, name, overrides) for name in dict.fromkeys(chosen)]
 
 
 def _variants(file: Path, data: Any) -> dict[str, dict]:

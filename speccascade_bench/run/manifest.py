@@ -67,6 +67,8 @@ def manifest_config(config: RunConfig) -> dict:
     }
     if config.plugins:
         resolved["plugins"] = list(config.plugins)
+    if config.overrides:  # recorded as given; a resume compares the values they set, as a config edit's
+        resolved["overrides"] = list(config.overrides)
     if config.task.is_local or config.task.data_files:  # an lm-eval task's dataset is its evaluated split's file
         resolved["data"] = data_fingerprint(Path(config.task.dataset).expanduser())
     if config.task.data_files:  # and its other local files, those of the shots

@@ -71,6 +71,7 @@ class RunConfig:
     variant: str | None = option(None, internal=True)
     variants: tuple[str, ...] = option((), internal=True)
     raw: dict = field(default_factory=dict, compare=False, metadata={"internal": True})
+    overrides: tuple[str, ...] = field(default=(), metadata={"internal": True})  # `scb run --set`, as given
 
     def method_names(self) -> list[str]:
         return list(dict.fromkeys(m.method for m in self.methods))
