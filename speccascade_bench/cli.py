@@ -16,7 +16,7 @@ from pathlib import Path
 import typer
 
 from .config.finetune import load_finetune_config
-from .files import MAX_ROW_MB, row_bytes
+from .files import MAX_ROW_MB, notes_said, row_bytes
 from .verbs import Verbs, expected
 from .verbs import fail as _fail
 from .verbs import message as _message
@@ -282,10 +282,11 @@ def _show_results(out: Path) -> None:
 
     page = None
     try:
-        _, not_written, frame = write_report(out)
-        typer.echo(terminal_table(frame))
-        if not_written is None:
-            page = write_html([out], None, False, [frame], False)
+        with notes_said():  # the run's summary read the folder last and said what there was to say
+            _, not_written, frame = write_report(out)
+            typer.echo(terminal_table(frame))
+            if not_written is None:
+                page = write_html([out], None, False, [frame], False)
     except Exception as exc:
         if not expected(exc):
             raise
