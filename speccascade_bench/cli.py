@@ -310,10 +310,19 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
            absolute_paths: bool = typer.Option(False, "--absolute-paths", help="show the paths of the folders, "
                                                "models and data in report.html as recorded (by default: relative "
                                                "to the results folder, or with the home folder as ~)"),
+           columns: str = typer.Option(None, help="compact: at most 8 aligned columns (the default in a terminal); "
+                                       "all: every column, in Markdown (the default when the output is not a "
+                                       "terminal); report.md always holds every column"),
            max_row_mb: int = typer.Option(MAX_ROW_MB, parser=_count("--max-row-mb", 4096), help=ROW_MB_HELP)) -> None:
-    """Print the summary table in Markdown for each folder (also written to RESULTS/report.md and summary.csv when
-    the folder is writable; otherwise a one-line note on stderr says so); with --html also report.html."""
-    from .analysis.report import write_report
+    """Print the summary table for each folder (also written to RESULTS/report.md and summary.csv when the folder is
+    writable; otherwise a one-line note on stderr says so); with --html also report.html."""
+    import sys
+
+    from .analysis.report import terminal_report, write_report
+
+    if columns not in (None, "compact", "all"):
+        _fail(f"--columns must be compact or all, got {columns[:100]!r}")
+    compact = columns == "compact" or (columns is None and sys.stdout.isatty())
 
     if out is not None and not html:
         _fail("--out is where report.html goes: give it with --html")
@@ -324,6 +333,8 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
     for i, folder in enumerate(results):
         text, not_written, frame = write_report(folder, mix_devices, row_bytes(max_row_mb))
         frames.append(frame)
+        if compact:
+            text = terminal_report(folder, frame, mix_devices)
         typer.echo(("\n" if i else "") + text)
         if not_written is not None:
             typer.echo(f"note: report.md and summary.csv not written into {folder}: {_message(not_written)}",

@@ -123,3 +123,25 @@ def test_weak_numbers_are_named_and_the_median_ratio_ignores_one_slow_example(tm
     assert few.loc["spec_decode-g5", "weak"] == "5 examples; no warm-up"  # 20% each: no example dominates
     report = build_report(_built(tmp_path, 3, warmup=0))
     assert "3 examples; no warm-up; one example 33% of the time" in report and "weak numbers" in report
+
+
+def test_the_terminal_report_shows_eight_aligned_columns_with_their_notes(tmp_path):
+    from typer.testing import CliRunner
+
+    from speccascade_bench.cli import app
+
+    folder = _built(tmp_path, 12, slow_example=8.0)
+    compact = CliRunner().invoke(app, ["report", str(folder), "--columns", "compact"])
+    assert compact.exit_code == 0, compact.output
+    lines = compact.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("run "))
+    assert lines[head].split("  ")[0] == "run" and set(lines[head + 1]) == {"-", " "}
+    assert len(lines[head + 1].split()) == 8  # eight columns, each underlined
+    spec = next(line for line in lines if line.startswith("spec_decode-g5 "))
+    assert "0.950" in spec and "0.600" in spec and "one example 42% of the time" in spec
+    assert "  weak numbers: fewer than 10 examples" in compact.stdout and "| curve |" in compact.stdout
+    every = CliRunner().invoke(app, ["report", str(folder)])  # not a terminal: every column, in Markdown
+    assert "tok/round" not in compact.stdout and "| run | n | quality |" in every.stdout
+    assert (folder / "report.md").read_text().startswith("# built") and "| tok/round |" in every.stdout
+    wrong = CliRunner().invoke(app, ["report", str(folder), "--columns", "wide"])
+    assert wrong.exit_code == 2 and "--columns must be compact or all" in wrong.stderr

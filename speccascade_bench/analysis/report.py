@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -188,6 +189,29 @@ def build_report(results: Path, frame: pd.DataFrame | None = None, mix_devices: 
     header = [f"# {cfg['name']}: {task_title(cfg['task'])}", "",
               *settings_lines(manifest, frame, kinds), "", EXPLANATION, ""]
     return "\n".join(header) + markdown_table(frame) + "\n\n" + tradeoff_table(frame)
+
+
+TERMINAL_NOTES = (
+    "vs verifier: quality minus the verifier's on the same examples, with its paired bootstrap 95% interval; '=' "
+    "where it holds 0 (no difference detected), else worse or better",
+    "rel. latency: the run's mean latency over the verifier's on the same examples; median: the median of the "
+    "per-example ratios (one slow example moves the first, not the second)",
+    "weak numbers: fewer than 10 examples (no interval), no warm-up before timing, or one example holding more than "
+    "a quarter of the run's time",
+    "every column, with acceptance, rounds, deferral and the predictions: report.md, or --columns all",
+)
+
+
+def terminal_report(results: Path, frame: pd.DataFrame, mix_devices: bool = False) -> str:
+    """The report for a terminal: the settings, the runs in at most 8 aligned columns (`terminal_table`) with
+    footnotes on those columns, and the trade-off table."""
+    manifest = read_manifest(results)
+    cfg = manifest["config"]
+    kinds = checked_kinds(results, frame, mix_devices)
+    lines = [f"# {cfg['name']}: {task_title(cfg['task'])}", "", *settings_lines(manifest, frame, kinds), "",
+             terminal_table(frame), "",
+             *(textwrap.fill(note, 100, initial_indent="  ", subsequent_indent="    ") for note in TERMINAL_NOTES), ""]
+    return "\n".join(lines) + "\n" + tradeoff_table(frame)
 
 
 def checked_kinds(results: Path, frame: pd.DataFrame | None, mix_devices: bool) -> Counter:
