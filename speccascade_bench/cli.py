@@ -16,8 +16,8 @@ from pathlib import Path
 import typer
 
 from .config.finetune import load_finetune_config
-from .files import MAX_ROW_MB, notes_said, row_bytes
-from .verbs import Verbs, expected
+from .files import MAX_ROW_MB, row_bytes
+from .verbs import Verbs, show_results
 from .verbs import fail as _fail
 from .verbs import message as _message
 
@@ -144,8 +144,12 @@ SET_HELP = ("KEY=VALUE: set a config key (dotted, e.g. decoding.temperature=0.5 
 @app.command()
 def validate(config: Path = typer.Option(..., "--config", "-c", help="run config (YAML)"),
              variant: str = typer.Option(None, help=VARIANT_HELP + "; default: the base and every variant"),
-             overrides: list[str] = typer.Option(None, "--set", help=SET_HELP)) -> None:
-    """Check a config and its variants completely without loading any model or dataset."""
+             overrides: list[str] = typer.Option(None, "--set", help=SET_HELP),
+             check_env: bool = typer.Option(False, "--check-env", help="also check the machine: CUDA where the config "
+                                            "asks for it, the hub models and datasets reachable (or cached), room "
+                                            "on the disk for the results")) -> None:
+    """Check a config and its variants without loading any model or dataset: every key, value and range, the local
+    files, routers and plugins. Without --check-env it does not check the machine (CUDA, the hub, the disk)."""
     from .config.finetune import is_finetune_config
     from .config.run import load_run_config, load_run_configs
     from .run.plan import plan, validate_resources
@@ -171,6 +175,19 @@ def validate(config: Path = typer.Option(..., "--config", "-c", help="run config
                    f"{len(derived)} derived):")
         typer.echo(textwrap.fill(", ".join(r.run_id for r in decoded + derived), width=100, initial_indent="  ",
                                  subsequent_indent="  ", break_on_hyphens=False, break_long_words=False))
+    if check_env:
+        from .run.environment import check_environment
+
+        problems = 0
+        for cfg in configs:
+            fine, bad = check_environment(cfg)
+            for line in fine:
+                typer.echo(f"  env ok: {line}")
+            for line in bad:
+                typer.echo(f"error: {cfg.file}: {line}", err=True)
+            problems += len(bad)
+        if problems:
+            raise typer.Exit(2)
 
 
 @app.command()
@@ -271,29 +288,8 @@ def run(ctx: typer.Context,
         typer.echo(f"interrupted; {', '.join(kept)}; run the same command to resume", err=True)
         raise typer.Exit(128 + (signals[0] if signals else signal.SIGINT)) from None
     for out in outs:
-        _show_results(out)
+        show_results(out)
 
-
-def _show_results(out: Path) -> None:
-    """`scb run`'s last words on a folder: its summary as a compact table, its report.md and report.html written
-    (as `scb report --html` writes them), and where they are."""
-    from .analysis.html import write_html
-    from .analysis.report import terminal_table, write_report
-
-    page = None
-    try:
-        with notes_said():  # the run's summary read the folder last and said what there was to say
-            _, not_written, frame = write_report(out)
-            typer.echo(terminal_table(frame))
-            if not_written is None:
-                page = write_html([out], None, False, [frame], False)
-    except Exception as exc:
-        if not expected(exc):
-            raise
-        typer.echo(f"note: no report for {out}: {_message(exc)}", err=True)
-    typer.echo(f"results: {out}")
-    if page is not None:
-        typer.echo(f"page: {page}")
 
 
 ROW_MB_HELP = "the longest line (or JSON file) read from a results folder, in MB; a longer one is refused"

@@ -3,10 +3,13 @@ that reads well (the verbs in the order of a first session, flags without a valu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import typer
 from typer.core import TyperGroup
 
+from .files import notes_said
 from .settings import ConfigError
 
 MAX_MESSAGE = 600
@@ -77,3 +80,25 @@ class Verbs(TyperGroup):
             if (ctx.obj or {}).get("debug") or not expected(exc):
                 raise
             fail(message(exc))
+
+
+def show_results(out: Path) -> None:
+    """`scb run`'s last words on a folder: its summary as a compact table, its report.md and report.html written
+    (as `scb report --html` writes them), and where they are."""
+    from .analysis.html import write_html
+    from .analysis.report import terminal_table, write_report
+
+    page = None
+    try:
+        with notes_said():  # the run's summary read the folder last and said what there was to say
+            _, not_written, frame = write_report(out)
+            typer.echo(terminal_table(frame))
+            if not_written is None:
+                page = write_html([out], None, False, [frame], False)
+    except Exception as exc:
+        if not expected(exc):
+            raise
+        typer.echo(f"note: no report for {out}: {message(exc)}", err=True)
+    typer.echo(f"results: {out}")
+    if page is not None:
+        typer.echo(f"page: {page}")

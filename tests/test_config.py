@@ -322,3 +322,35 @@ def test_a_non_utf8_row_deep_in_a_file_is_named_before_any_model_loads(tmp_path,
     result = CliRunner().invoke(app, ["run", "--config", str(write(tmp_path, config))])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert str(data) in result.output and "line 5001: not UTF-8 text" in result.output
+
+
+def test_check_env_names_each_problem_of_the_machine_in_one_line(tmp_path, data_file, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    import torch
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub is never asked here
+    config = base_config(data_file)
+    config["models"]["device"] = "cpu"
+    config["output"] = str(tmp_path / "out")
+    plain = CliRunner().invoke(app, ["validate", "--config", str(write(tmp_path, config))])
+    assert plain.exit_code == 0 and "env ok" not in plain.output  # no machine checks without the flag
+    checked = CliRunner().invoke(app, ["validate", "--config", str(write(tmp_path, config)), "--check-env"])
+    assert checked.exit_code == 2
+    errors = checked.stderr.strip().splitlines()
+    assert len(errors) == 2 and all(line.startswith(f"error: {tmp_path / 'config.yaml'}: models.") for line in errors)
+    assert "'google/t5-v1_1-small' cannot be checked: HF_HUB_OFFLINE is set" in errors[0]
+    assert "models.verifier: 'google/t5-v1_1-large'" in errors[1]
+    assert "env ok: models.device: cpu" in checked.stdout and "GiB free on the disk" in checked.stdout
+    (tmp_path / "small").mkdir()
+    (tmp_path / "large").mkdir()
+    config["models"] = {"drafter": str(tmp_path / "small"), "verifier": str(tmp_path / "large"), "device": "cuda"}
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))  # 1 MB free
+    local = CliRunner().invoke(app, ["validate", "--config", str(write(tmp_path, config)), "--check-env"])
+    errors = local.stderr.strip().splitlines()
+    assert local.exit_code == 2 and any("output: 0.0 GiB free" in line and "free some room" in line for line in errors)
+    cuda = [line for line in errors if "models.device: cuda" in line]
+    assert len(cuda) == (0 if torch.cuda.is_available() else 1) and len(errors) == 1 + len(cuda)
+    assert "does not check the machine" in CliRunner().invoke(app, ["validate", "--help"]).output
