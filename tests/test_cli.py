@@ -219,12 +219,17 @@ def test_variant_runs_into_its_own_folder_with_its_settings(workspace):
 
 
 def test_static_and_compiled_runs_reproduce_the_dynamic_cache_run(workspace):
+    """Through the CLI, on one draft length: every step shape of a longer one is compiled and checked by
+    tests/test_static_cache.py, and each shape costs seconds of compilation on a CPU."""
     outputs = {}
     for cache, compile_mode in (("dynamic", "none"), ("static", "none"), ("static", "default")):
         out = workspace / f"cache_{cache}_{compile_mode}"
         models = {"drafter": str(workspace / "drafter"), "verifier": str(workspace / "verifier"), "device": "cpu",
                   "cache": cache, "compile": compile_mode}
         path = make_config(workspace, out, temperature=0.0, models=models)
+        raw = yaml.safe_load(path.read_text())
+        raw["decoding"]["draft_length"] = 1
+        path.write_text(yaml.safe_dump(raw))
         result = CliRunner().invoke(app, ["run", "-c", str(path), "--methods", "verifier,spec_decode,spec_cascade"])
         assert result.exit_code == 0, result.output
         manifest = json.loads((out / "manifest.json").read_text())
