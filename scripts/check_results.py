@@ -39,6 +39,9 @@ def check(results: Path) -> list[str]:
         problems.append(f"summary.csv columns {list(summary.columns)}")
     if set(summary["run_id"]) != found:
         problems.append("summary.csv rows do not match the example files")
+    document = json.loads((results / "summary.json").read_text()) if (results / "summary.json").is_file() else {}
+    if [run.get("run_id") for run in document.get("runs", [])] != list(summary["run_id"]):
+        problems.append("summary.json missing, or its runs are not summary.csv's")
     page = results / "report.html"
     text = page.read_text() if page.is_file() else ""
     if text.count("<svg") != 2 or text.count("<script") != 1 or text.count('data-curve="') < 2:

@@ -145,3 +145,36 @@ def test_the_terminal_report_shows_eight_aligned_columns_with_their_notes(tmp_pa
     assert (folder / "report.md").read_text().startswith("# built") and "| tok/round |" in every.stdout
     wrong = CliRunner().invoke(app, ["report", str(folder), "--columns", "wide"])
     assert wrong.exit_code == 2 and "--columns must be compact or all" in wrong.stderr
+
+
+def test_summary_json_holds_the_settings_units_runs_and_tradeoff_and_is_checked(tmp_path):
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from speccascade_bench.analysis.summary_json import SCHEMA, SCHEMA_VERSION
+    from speccascade_bench.cli import app
+
+    folder = _built(tmp_path, 40)
+    assert CliRunner().invoke(app, ["report", str(folder)]).exit_code == 0
+    document = json.loads((folder / "summary.json").read_text())
+    assert (document["schema"], document["schema_version"]) == (SCHEMA, SCHEMA_VERSION)
+    assert document["settings"]["decoding"]["temperature"] == 1.0 and document["settings"]["models"]["verifier"]
+    assert document["columns"]["latency_mean_s"] == "s" and document["columns"]["quality_ci_low"] == "metric points"
+    table = pd.read_csv(folder / "summary.csv")
+    assert [run["run_id"] for run in document["runs"]] == list(table["run_id"])
+    for run, (_, row) in zip(document["runs"], table.iterrows(), strict=True):
+        for column in ("quality", "quality_ci_low", "quality_ci_high", "relative_latency", "speedup", "n"):
+            if pd.isna(row[column]):
+                assert run[column] is None, (run["run_id"], column)
+            else:
+                assert run[column] == pytest.approx(row[column], rel=1e-5), (run["run_id"], column)
+    rows = {row[0]: row for row in document["tradeoff"]["rows"]}
+    assert rows["spec_decode"][2] == "0.600 (no difference detected)" and document["tradeoff"]["verifier_quality"] == 100
+    for damage, words in (("{", "not a summary this suite wrote"), ('{"schema": "other"}', "no schema"),
+                          (json.dumps({"schema": SCHEMA, "schema_version": 99, "runs": []}), "schema version 99")):
+        (folder / "summary.json").write_text(damage)
+        result = CliRunner().invoke(app, ["report", str(folder)])
+        assert result.exit_code == 2 and result.stderr.count("error:") == 1 and words in result.stderr, result.stderr
+        assert (folder / "summary.json").read_text() == damage  # left as it was

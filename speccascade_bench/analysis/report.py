@@ -18,6 +18,7 @@ from ..run.rows import MAX_ROW_BYTES
 from .quality import BOOTSTRAP_RESAMPLES, CONFIDENCE
 from .results import read_results
 from .summary import SUMMARY_FILE, summarize, with_curves, write_summary
+from .summary_json import SUMMARY_JSON_FILE, check_summary_json, write_summary_json
 from .tradeoff import Reading, best_quality_within, latency_to_match
 
 REPORT_FILE = "report.md"
@@ -156,7 +157,8 @@ def summary_cells(frame: pd.DataFrame) -> list[list[tuple[str, object]]]:
 
 def write_report(results: Path, mix_devices: bool = False,
                  max_bytes: int = MAX_ROW_BYTES) -> tuple[str, OSError | None, pd.DataFrame]:
-    """The report as Markdown, also written with summary.csv into the results folder. A folder that cannot be
+    """The report as Markdown, also written with summary.csv and summary.json into the results folder (a summary.json
+    there already must be this suite's, of a known schema: `check_summary_json`). A folder that cannot be
     written (a read-only archive) still gets its report: returns the text, the error that stopped the writing (or
     None) and the folder's summary (for `scb report --html`, which draws from it). The folder is read once
     (`read_results`, each line at most `max_bytes`). Examples that ran on several kinds of device are refused
@@ -164,13 +166,15 @@ def write_report(results: Path, mix_devices: bool = False,
     anything is written)."""
     read = read_results(results, max_bytes)
     kinds = check_devices(results, mix_devices, read.runs)
+    check_summary_json(results)
     frame = summarize(results, read)
     frame.attrs["device_kinds"] = kinds  # checked: the report and the page need not read the rows again for it
     text = build_report(results, frame, mix_devices, read.manifest)
-    for name in (SUMMARY_FILE, REPORT_FILE):
+    for name in (SUMMARY_FILE, REPORT_FILE, SUMMARY_JSON_FILE):
         refuse_link(results / name)
     try:
         write_summary(results, frame)
+        write_summary_json(results, frame, read.manifest, tradeoff_rows(frame))
         write_file(results / REPORT_FILE, text)
     except OSError as exc:
         return text, exc, frame

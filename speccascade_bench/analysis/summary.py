@@ -25,6 +25,7 @@ from ..tasks.bootstrap import BootstrapInterval
 from .curves import ratio_interval
 from .quality import BOOTSTRAP_RESAMPLES, CONFIDENCE, MIN_BOOTSTRAP_EXAMPLES, Qualities
 from .results import Results, first_samples, read_results
+from .summary_json import SUMMARY_JSON_FILE
 from .tradeoff import acceptance_probability, chain_speedup, drafter_calls_per_round, leviathan_speedup, per_call_cost
 
 log = logging.getLogger(__name__)
@@ -345,6 +346,7 @@ def summary_after_run(results: Path) -> None:
         log.warning("%s: examples ran on %d kinds of device (%s); no summary.csv: `scb report --mix-devices` "
                     "reports them together", results, len(kinds), ", ".join(kinds))
         (results / SUMMARY_FILE).unlink(missing_ok=True)
+        (results / SUMMARY_JSON_FILE).unlink(missing_ok=True)
         return
     write_summary(results, summarize(results, read))
 

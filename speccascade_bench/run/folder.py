@@ -6,7 +6,9 @@
                             `worker` says where it ran
     call_costs.json         what a verifier call over gamma + 1 positions costs in one-token steps (r), per gamma
     summary.csv             one row per method run (written by `scb run` and `scb report`)
-    report.md, quality_*.png/pdf   written by `scb report` and `scb plot`
+    summary.json            the same with the settings, units and trade-off table, for programs
+    report.md, report.html  written by `scb report` (and by `scb run` at its end)
+    quality_*.png/pdf       written by `scb plot`
     .scb.lock               held by the run writing into the folder
 
 Guarantees: a folder is adopted only if it is empty or holds a readable manifest; one run at a time
@@ -44,7 +46,7 @@ LOCK_FILE = ".scb.lock"
 FORMAT = "speccascade-bench results"
 
 # Every file the suite writes into a results folder (besides examples/*.jsonl): what --fresh may delete.
-WRITTEN_FILES = (MANIFEST_FILE, CALL_COSTS_FILE, "summary.csv", "report.md", "quality_latency.png",
+WRITTEN_FILES = (MANIFEST_FILE, CALL_COSTS_FILE, "summary.csv", "summary.json", "report.md", "quality_latency.png",
                  "quality_latency.pdf", "quality_cost.png", "quality_cost.pdf")
 
 
