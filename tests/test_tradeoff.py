@@ -171,7 +171,8 @@ def test_summary_json_holds_the_settings_units_runs_and_tradeoff_and_is_checked(
             else:
                 assert run[column] == pytest.approx(row[column], rel=1e-5), (run["run_id"], column)
     rows = {row[0]: row for row in document["tradeoff"]["rows"]}
-    assert rows["spec_decode"][2] == "0.600 (no difference detected)" and document["tradeoff"]["verifier_quality"] == 100
+    assert rows["spec_decode"][2] == "0.600 (no difference detected)"
+    assert document["tradeoff"]["verifier_quality"] == 100
     for damage, words in (("{", "not a summary this suite wrote"), ('{"schema": "other"}', "no schema"),
                           (json.dumps({"schema": SCHEMA, "schema_version": 99, "runs": []}), "schema version 99")):
         (folder / "summary.json").write_text(damage)
