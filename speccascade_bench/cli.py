@@ -232,7 +232,7 @@ def run(ctx: typer.Context,
     """Decode every selected example with every configured method run, recording quality and latency."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .analysis.summary import summary_after_run
+    from .analysis.finish import finish_run
     from .config.run import load_variants
     from .run.local import run_job, signals_as_interrupts
     from .run.plan import prepare
@@ -276,9 +276,9 @@ def run(ctx: typer.Context,
 
                     outs = run_distributed(jobs, workers, ray_address, fresh, progress_of(""),
                                            verbose=logging.getLogger().isEnabledFor(logging.INFO),
-                                           source="--ray-address" if given else "RAY_ADDRESS", last=summary_after_run)
+                                           source="--ray-address" if given else "RAY_ADDRESS", last=finish_run)
                 else:
-                    outs = [run_job(job, fresh, progress_of(job.config.name), summary_after_run) for job in jobs]
+                    outs = [run_job(job, fresh, progress_of(job.config.name), finish_run) for job in jobs]
     except KeyboardInterrupt:
         from .run.rows import count_examples
 

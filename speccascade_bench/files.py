@@ -9,7 +9,6 @@ lines that tell a reader something without stopping anything.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -197,21 +196,6 @@ def read_json(path: Path, max_bytes: int, bound: str = "the bound of one row (ma
     return json_value(data, str(path))
 
 
-_said: list[bool] = [False]  # set while a folder is read again for what was just said (`notes_said`)
-
-
 def note(message: str) -> None:
     """One `note:` line on stderr: something the reader of a result should know, which stops nothing."""
-    if not _said[0]:
-        print(f"note: {' '.join(message.split())}", file=sys.stderr)
-
-
-@contextlib.contextmanager
-def notes_said():
-    """Within it, `note` prints nothing: a command reading a folder again (`scb run`'s closing report, after the
-    run's own summary) does not repeat what the first reading said."""
-    _said[0] = True
-    try:
-        yield
-    finally:
-        _said[0] = False
+    print(f"note: {' '.join(message.split())}", file=sys.stderr)

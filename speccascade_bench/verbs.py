@@ -9,7 +9,6 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from .files import notes_said
 from .settings import ConfigError
 
 MAX_MESSAGE = 600
@@ -83,22 +82,13 @@ class Verbs(TyperGroup):
 
 
 def show_results(out: Path) -> None:
-    """`scb run`'s last words on a folder: its summary as a compact table, its report.md and report.html written
-    (as `scb report --html` writes them), and where they are."""
-    from .analysis.html import write_html
-    from .analysis.report import terminal_table, write_report
+    """`scb run`'s last words on a folder: the summary that `finish_run` wrote as a compact table, then where the
+    folder and its report.html are."""
+    from .analysis.finish import finished_table
 
-    page = None
-    try:
-        with notes_said():  # the run's summary read the folder last and said what there was to say
-            _, not_written, frame = write_report(out)
-            typer.echo(terminal_table(frame))
-            if not_written is None:
-                page = write_html([out], None, False, [frame], False)
-    except Exception as exc:
-        if not expected(exc):
-            raise
-        typer.echo(f"note: no report for {out}: {message(exc)}", err=True)
+    table, page = finished_table(out)
+    if table is not None:
+        typer.echo(table)
     typer.echo(f"results: {out}")
     if page is not None:
         typer.echo(f"page: {page}")

@@ -353,7 +353,7 @@ def build_html(folders: list[Path], page: Path, mix_devices: bool = False, frame
     ]) + "\n"
 
 
-def _ours(path: Path) -> bool:
+def written_here(path: Path) -> bool:
     """Whether an existing file is a page this command wrote (GENERATOR near its top)."""
     try:
         with path.open("rb") as f:
@@ -371,7 +371,7 @@ def write_html(folders: list[Path], out: Path | None = None, mix_devices: bool =
         raise ResultsError(f"--out {out} is not a folder (a file, or a link to nothing); give a folder")
     target = (out or (folders[0] if len(folders) == 1 else folders[0].parent)) / HTML_FILE
     refuse_link(target)
-    if target.exists() and not _ours(target):
+    if target.exists() and not written_here(target):
         raise ResultsError(f"{target} exists and was not written by `scb report --html`; move it aside or give "
                            "another --out")
     text = build_html(folders, target, mix_devices, frames, absolute_paths, max_bytes)

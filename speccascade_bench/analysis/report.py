@@ -157,28 +157,34 @@ def summary_cells(frame: pd.DataFrame) -> list[list[tuple[str, object]]]:
 
 def write_report(results: Path, mix_devices: bool = False,
                  max_bytes: int = MAX_ROW_BYTES) -> tuple[str, OSError | None, pd.DataFrame]:
-    """The report as Markdown, also written with summary.csv and summary.json into the results folder (a summary.json
-    there already must be this suite's, of a known schema: `check_summary_json`). A folder that cannot be
-    written (a read-only archive) still gets its report: returns the text, the error that stopped the writing (or
-    None) and the folder's summary (for `scb report --html`, which draws from it). The folder is read once
-    (`read_results`, each line at most `max_bytes`). Examples that ran on several kinds of device are refused
-    unless `mix_devices`, and so is a report.md or summary.csv that is a link (a ResultsError naming it, before
-    anything is written)."""
+    """The report as Markdown, also written with summary.csv and summary.json into the results folder
+    (`save_report`). A folder that cannot be written (a read-only archive) still gets its report: returns the
+    text, the error that stopped the writing (or None) and the folder's summary (for `scb report --html`, which
+    draws from it). The folder is read once (`read_results`, each line at most `max_bytes`). Examples that ran on
+    several kinds of device are refused unless `mix_devices`."""
     read = read_results(results, max_bytes)
     kinds = check_devices(results, mix_devices, read.runs)
     check_summary_json(results)
     frame = summarize(results, read)
     frame.attrs["device_kinds"] = kinds  # checked: the report and the page need not read the rows again for it
     text = build_report(results, frame, mix_devices, read.manifest)
+    return text, save_report(results, frame, read.manifest, text), frame
+
+
+def save_report(results: Path, frame: pd.DataFrame, manifest: dict, text: str) -> OSError | None:
+    """Write a folder's summary.csv, summary.json and report.md (`text`); returns the error that stopped the
+    writing, or None. A summary.json there already must be this suite's, of a known schema (`check_summary_json`),
+    and none of the three may be a link (a ResultsError naming it, before anything is written)."""
+    check_summary_json(results)
     for name in (SUMMARY_FILE, REPORT_FILE, SUMMARY_JSON_FILE):
         refuse_link(results / name)
     try:
         write_summary(results, frame)
-        write_summary_json(results, frame, read.manifest, tradeoff_rows(frame))
+        write_summary_json(results, frame, manifest, tradeoff_rows(frame))
         write_file(results / REPORT_FILE, text)
     except OSError as exc:
-        return text, exc, frame
-    return text, None, frame
+        return exc
+    return None
 
 
 def build_report(results: Path, frame: pd.DataFrame | None = None, mix_devices: bool = False,

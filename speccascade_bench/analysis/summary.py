@@ -18,14 +18,12 @@ from ..decoding.methods import DRAFTER, METHODS, MIDDLE, PARAMETERS, REFERENCE
 from ..files import write_file
 from ..models.settings import chain_roles
 from ..run.folder import read_call_costs
-from ..run.manifest import device_kinds
 from ..run.record import calls_of as calls
 from ..run.rows import MAX_ROW_BYTES
 from ..tasks.bootstrap import BootstrapInterval
 from .curves import ratio_interval
 from .quality import BOOTSTRAP_RESAMPLES, CONFIDENCE, MIN_BOOTSTRAP_EXAMPLES, Qualities
 from .results import Results, first_samples, read_results
-from .summary_json import SUMMARY_JSON_FILE
 from .tradeoff import acceptance_probability, chain_speedup, drafter_calls_per_round, leviathan_speedup, per_call_cost
 
 log = logging.getLogger(__name__)
@@ -334,21 +332,6 @@ def write_summary(results: Path, frame: pd.DataFrame | None = None) -> pd.DataFr
     frame = summarize(results) if frame is None else frame
     write_file(results / SUMMARY_FILE, frame.to_csv(index=False, float_format="%.6g"))
     return frame
-
-
-def summary_after_run(results: Path) -> None:
-    """What `scb run` writes last into a folder: the summary, unless its examples ran on more than one kind of
-    device (`scb report --mix-devices` then reports them together), in which case an older summary.csv is
-    deleted as stale."""
-    read = read_results(results)
-    kinds = device_kinds(results, read.runs)
-    if len(kinds) > 1:
-        log.warning("%s: examples ran on %d kinds of device (%s); no summary.csv: `scb report --mix-devices` "
-                    "reports them together", results, len(kinds), ", ".join(kinds))
-        (results / SUMMARY_FILE).unlink(missing_ok=True)
-        (results / SUMMARY_JSON_FILE).unlink(missing_ok=True)
-        return
-    write_summary(results, summarize(results, read))
 
 
 def with_curves(frame: pd.DataFrame) -> pd.DataFrame:
