@@ -17,7 +17,7 @@ import typer
 
 from .config.finetune import load_finetune_config
 from .files import MAX_ROW_MB, row_bytes
-from .verbs import Verbs, show_results
+from .verbs import LOG_HELP, Verbs, show_results
 from .verbs import fail as _fail
 from .verbs import message as _message
 
@@ -193,20 +193,9 @@ def validate(config: Path = typer.Option(..., "--config", "-c", help="run config
 @app.command()
 def methods() -> None:
     """List the methods, their parameters and valid ranges."""
-    from .decoding.methods import METHODS, RULE_ALPHA_RANGE
+    from .decoding.methods import methods_text
 
-    for spec in METHODS.values():
-        typer.echo(f"{spec.name}: {spec.description}")
-        for param in spec.params:
-            extra = " (required)" if param.required else f" (default {param.default})" if param.default else ""
-            if param.needs:
-                choice = f"{param.needs[0]}: {param.needs[1]}"
-                extra = f" (with {choice}" + (f", default {param.default})" if param.default is not None else
-                                               ", required there)")
-            typer.echo(f"    {param.name} in {param.range_text()}{extra}: {param.description}")
-    typer.echo("spec_cascade alpha ranges by rule: " + ", ".join(
-        f"{rule} [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-        for rule, (lo, hi) in RULE_ALPHA_RANGE.items()))
+    typer.echo(methods_text())
 
 
 @app.command()
@@ -228,13 +217,16 @@ def run(ctx: typer.Context,
         allow_code_execution: bool = typer.Option(False, "--allow-code-execution",
                                                   help="let a pass_at_1 task run model-written code, each example in "
                                                   "its own sandboxed process (see the README's 'Code execution')"),
+        log_to: list[str] = typer.Option(None, "--log", help=LOG_HELP),
         ) -> None:
     """Decode every selected example with every configured method run, recording quality and latency."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .analysis.finish import finish_run
+    from .analysis.trackers import Trackers, record_sent
+    from .analysis.tracking import parse_targets
     from .config.run import load_variants
-    from .run.local import run_job, signals_as_interrupts
+    from .run.local import interrupted_note, run_job, signals_as_interrupts
     from .run.plan import prepare
     from .run.settings import RunOptions
 
@@ -246,6 +238,7 @@ def run(ctx: typer.Context,
     names = tuple(m.strip() for m in methods.split(",") if m.strip()) if methods is not None else None
     if names == ():
         _fail("--methods names no method; give comma-separated method names, e.g. verifier,spec_decode")
+    trackers = Trackers(parse_targets(log_to))
     configs = load_variants(config, variant, tuple(overrides or ()))
     if output is not None and len(configs) > 1:
         _fail("--output names one folder; with several variants each writes its own (the config's output)")
@@ -260,36 +253,44 @@ def run(ctx: typer.Context,
                TimeRemainingColumn())
     signals: list[int] = []
     jobs = []
+
+    def last(out: Path) -> None:  # under the folder's lock, once its examples are decoded
+        finish_run(out)
+        record_sent(out, trackers.send(out))
+
     try:
         with signals_as_interrupts(signals):
             jobs = [prepare(cfg, options) for cfg in configs]  # every run checked before any model loads or bar shows
+            for job in jobs:
+                trackers.expect(job.out, job.tracking_key, job.config.name)
             with Progress(*columns, transient=False) as bar:
                 task = bar.add_task(configs[0].name, total=None)
 
-                def progress_of(name: str):
+                def progress_of(name: str, outs: list[Path]):
                     def progress(label: str, done: int, total: int) -> None:
                         bar.update(task, completed=done, total=total or None, description=f"{name} {label}".strip())
+                        for out in outs:
+                            trackers.progress(out, done, total)
                     return progress
 
                 if workers:
                     from .run.workers import run as run_distributed
 
-                    outs = run_distributed(jobs, workers, ray_address, fresh, progress_of(""),
-                                           verbose=logging.getLogger().isEnabledFor(logging.INFO),
-                                           source="--ray-address" if given else "RAY_ADDRESS", last=finish_run)
+                    outs = run_distributed(jobs, workers, ray_address, fresh, progress_of("", folders), verbose=logging
+                                           .getLogger().isEnabledFor(logging.INFO),
+                                           source="--ray-address" if given else "RAY_ADDRESS", last=last)
                 else:
-                    outs = [run_job(job, fresh, progress_of(job.config.name), finish_run) for job in jobs]
+                    outs = [run_job(job, fresh, progress_of(job.config.name, [job.out]), last) for job in jobs]
     except KeyboardInterrupt:
-        from .run.rows import count_examples
-
-        run_ids = {job.out: [run.run_id for run in job.decoded] for job in jobs}  # once every run is prepared
-        kept = [f"{count_examples(folder, run_ids.get(folder)) if folder.is_dir() else 0} examples kept in {folder}"
-                for folder in folders]
-        typer.echo(f"interrupted; {', '.join(kept)}; run the same command to resume", err=True)
+        trackers.close(failed=True)
+        typer.echo(interrupted_note(jobs, folders), err=True)
         raise typer.Exit(128 + (signals[0] if signals else signal.SIGINT)) from None
+    except BaseException:
+        trackers.close(failed=True)
+        raise
+    trackers.close()
     for out in outs:
         show_results(out)
-
 
 
 ROW_MB_HELP = "the longest line (or JSON file) read from a results folder, in MB; a longer one is refused"
@@ -309,9 +310,11 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
            columns: str = typer.Option(None, help="compact: at most 8 aligned columns (the default in a terminal); "
                                        "all: every column, in Markdown (the default when the output is not a "
                                        "terminal); report.md always holds every column"),
-           max_row_mb: int = typer.Option(MAX_ROW_MB, parser=_count("--max-row-mb", 4096), help=ROW_MB_HELP)) -> None:
+           max_row_mb: int = typer.Option(MAX_ROW_MB, parser=_count("--max-row-mb", 4096), help=ROW_MB_HELP),
+           log_to: list[str] = typer.Option(None, "--log", help=LOG_HELP)) -> None:
     """Print the summary table for each folder (also written to RESULTS/report.md and summary.csv when the folder is
-    writable; otherwise a one-line note on stderr says so); with --html also report.html."""
+    writable; otherwise a one-line note on stderr says so); with --html also report.html; with --log each folder
+    goes to the trackers named."""
     import sys
 
     from .analysis.report import terminal_report, write_report
@@ -325,6 +328,10 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
     out = _folder_option(out)
     if out is not None and (out.exists() or out.is_symlink()) and not out.is_dir():
         _fail(f"--out {out} is not a folder (a file, or a link to nothing); give a folder")
+    from .analysis.trackers import Trackers
+    from .analysis.tracking import parse_targets
+
+    trackers = Trackers(parse_targets(log_to))
     frames = []  # each folder summarised once, for its report.md and for the page
     for i, folder in enumerate(results):
         text, not_written, frame = write_report(folder, mix_devices, row_bytes(max_row_mb))
@@ -343,6 +350,10 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
         except OSError as exc:
             _fail(f"report.html not written: {_message(exc)}; give --out with a folder you can write")
         typer.echo(f"wrote {page}", err=True)
+    for folder, frame in zip(results, frames, strict=True):
+        for kind, where in trackers.send(folder, frame).items():
+            typer.echo(f"logged {folder} to {kind}: run {where['run_id']}", err=True)
+    trackers.close()
 
 
 @app.command("fit-router")

@@ -53,6 +53,10 @@ def _plain_flags(command: click.Command, ctx: click.Context) -> click.Command:
     return command
 
 
+LOG_HELP = ("send the results to an experiment tracker: mlflow[=TRACKING_URI] (default: MLFLOW_TRACKING_URI, else "
+            "MLflow's local sqlite:///mlflow.db) or wandb[=PROJECT] (offline unless logged in); repeatable. A tracker "
+            "that fails gives one warning and leaves the results folder complete")
+
 # The verbs in `scb --help`, in the order of a first session: run, look at the results, then the rest.
 VERB_ORDER = ("run", "report", "plot", "validate", "methods", "fit-router", "toy-data", "finetune")
 

@@ -325,12 +325,13 @@ def summarize(results: Path, read: Results | None = None, max_bytes: int = MAX_R
 
 
 SUMMARY_FILE = "summary.csv"
+SUMMARY_FLOAT = "%.6g"  # the digits summary.csv keeps of a number
 
 
 def write_summary(results: Path, frame: pd.DataFrame | None = None) -> pd.DataFrame:
     """Write the summary (`summarize`, unless given) to SUMMARY_FILE, never through a link; returns it."""
     frame = summarize(results) if frame is None else frame
-    write_file(results / SUMMARY_FILE, frame.to_csv(index=False, float_format="%.6g"))
+    write_file(results / SUMMARY_FILE, frame.to_csv(index=False, float_format=SUMMARY_FLOAT))
     return frame
 
 

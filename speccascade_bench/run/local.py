@@ -16,7 +16,7 @@ from .derived import write_derived
 from .folder import CALL_COSTS_FILE, LOCK_FILE, RunLock, check_output, clean, write_json_atomic
 from .manifest import check_resume, start_manifest
 from .plan import PROBE_EXAMPLES, Job, prepare
-from .rows import ExampleWriter, examples_dir, read_run
+from .rows import ExampleWriter, count_examples, examples_dir, read_run
 from .session import Session, device_info, worker_label
 from .settings import Finisher, MethodRun, Progress, RunConfig, RunOptions
 
@@ -161,3 +161,12 @@ def signals_as_interrupts(received: list[int]):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def interrupted_note(jobs: list[Job], folders: list[Path]) -> str:
+    """What an interrupted `scb run` says it kept: the examples finished in each folder (every run of the folder's
+    job prepared, or none)."""
+    run_ids = {job.out: [run.run_id for run in job.decoded] for job in jobs}
+    kept = [f"{count_examples(folder, run_ids.get(folder)) if folder.is_dir() else 0} examples kept in {folder}"
+            for folder in folders]
+    return f"interrupted; {', '.join(kept)}; run the same command to resume"

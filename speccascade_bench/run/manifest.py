@@ -10,6 +10,7 @@ import os
 import platform
 import re
 import subprocess
+import uuid
 from collections import Counter
 from importlib import metadata
 from pathlib import Path
@@ -179,6 +180,8 @@ def start_manifest(out: Path, resolved: dict, hardware: dict | None, **fields) -
         return
     previous = check_resume(out, resolved, hardware)
     previous.setdefault("resumed_at", []).append(_now())
+    if fields.get("tracking_key"):
+        previous.setdefault("tracking_key", fields["tracking_key"])
     named = {run["run_id"] for run in resolved["methods"]}  # a run no longer configured stays named while it has rows
     previous["config"]["methods"] = resolved["methods"] + [
         run for run in previous["config"].get("methods") or [] if run["run_id"] not in named
@@ -191,6 +194,34 @@ def start_manifest(out: Path, resolved: dict, hardware: dict | None, **fields) -
         if merged:
             config[record] = merged
     write_json_atomic(path, previous)
+
+
+def tracking_key(manifest: dict) -> str:
+    """The key that ties a results folder to its experiment-tracker run (`scb run --log`, `scb report --log`): the
+    manifest's `tracking_key`, or, in a folder recorded before there was one, a key made from its first start."""
+    key = manifest.get("tracking_key")
+    if isinstance(key, str) and re.fullmatch(r"[0-9a-f]{32}", key):
+        return key
+    first = f"{manifest.get('started_at')} {(manifest.get('config') or {}).get('name')}"
+    return hashlib.sha256(first.encode()).hexdigest()[:32]
+
+
+def folder_tracking_key(out: Path, fresh: bool) -> str:
+    """The tracking key a run into `out` records: the folder's own when it resumes one, else a new one."""
+    if not fresh and (out / MANIFEST_FILE).is_file():
+        try:
+            return tracking_key(read_manifest(out))
+        except ResultsError:
+            pass  # the resume refuses the folder with its own error
+    return uuid.uuid4().hex
+
+
+def record_trackers(out: Path, sent: dict[str, dict]) -> None:
+    """Record in the manifest where the folder went in each experiment tracker (`trackers`: by tracker, its run
+    id and store), beside the tracking key that finds that run again."""
+    manifest = read_manifest(out)
+    manifest["trackers"] = {**(manifest.get("trackers") or {}), **sent}
+    write_json_atomic(out / MANIFEST_FILE, manifest)
 
 
 def _comparable(section: str, values: dict) -> dict:

@@ -20,7 +20,7 @@ from ..tasks.metrics import CODE_METRICS
 from ..tasks.prompts import PromptFormat, prompt_ids, prompt_tokens
 from ..tasks.settings import TaskConfig, looks_like_path
 from .folder import check_output
-from .manifest import manifest_config
+from .manifest import folder_tracking_key, manifest_config
 from .routers import check_routers
 from .settings import MethodRun, RunConfig, RunOptions
 
@@ -99,11 +99,13 @@ class Job:
     # This `scb run`'s start (UTC), recorded in every row it times (`worker.session`): a resume's rows are told
     # apart from the rows they are compared with
     session: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat())
+    tracking_key: str | None = None  # ties the folder to its experiment-tracker run (`run.manifest.tracking_key`)
 
     def manifest_fields(self) -> dict:
         """The manifest's entries besides the config, hardware and versions."""
         models = self.config.models
-        return {"limit": self.limit, "dtype": models.dtype,
+        key = {"tracking_key": self.tracking_key} if self.tracking_key else {}
+        return {"limit": self.limit, "dtype": models.dtype, **key,
                 "random_weights": [role for role, name in zip(models.roles, models.chain, strict=True)
                                    if is_preset(name)]}
 
@@ -148,7 +150,8 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
     cut = prompts_cut(config, examples, readable, tokenizer if tokenizer is not None else run_tokenizer[1])
     if cut is not None:
         resolved["prompts_cut"] = cut
-    return Job(config, out, decoded, derived, examples, resolved, options.limit, options.allow_code_execution)
+    return Job(config, out, decoded, derived, examples, resolved, options.limit, options.allow_code_execution,
+               tracking_key=folder_tracking_key(out, options.fresh))
 
 
 def prompts_cut(config: RunConfig, examples: list[Example], readable: dict, tokenizer) -> dict | None:
