@@ -17,7 +17,7 @@ import typer
 
 from .config.finetune import load_finetune_config
 from .files import MAX_ROW_MB, row_bytes
-from .verbs import LOG_HELP, Verbs, show_results
+from .verbs import LOG_HELP, Verbs, decode_jobs, show_results
 from .verbs import fail as _fail
 from .verbs import message as _message
 
@@ -220,13 +220,10 @@ def run(ctx: typer.Context,
         log_to: list[str] = typer.Option(None, "--log", help=LOG_HELP),
         ) -> None:
     """Decode every selected example with every configured method run, recording quality and latency."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from .analysis.finish import finish_run
-    from .analysis.trackers import Trackers, record_sent
+    from .analysis.trackers import Trackers
     from .analysis.tracking import parse_targets
     from .config.run import load_variants
-    from .run.local import interrupted_note, run_job, signals_as_interrupts
+    from .run.local import interrupted_note, signals_as_interrupts
     from .run.plan import prepare
     from .run.settings import RunOptions
 
@@ -249,38 +246,12 @@ def run(ctx: typer.Context,
     repeated = [str(path) for path in folders if folders.count(path) > 1]
     if repeated:
         _fail(f"two variants write into {repeated[0]}; run them in separate commands")
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),
-               TimeRemainingColumn())
     signals: list[int] = []
     jobs = []
-
-    def last(out: Path) -> None:  # under the folder's lock, once its examples are decoded
-        finish_run(out)
-        record_sent(out, trackers.send(out))
-
     try:
         with signals_as_interrupts(signals):
             jobs = [prepare(cfg, options) for cfg in configs]  # every run checked before any model loads or bar shows
-            for job in jobs:
-                trackers.expect(job.out, job.tracking_key, job.config.name)
-            with Progress(*columns, transient=False) as bar:
-                task = bar.add_task(configs[0].name, total=None)
-
-                def progress_of(name: str, outs: list[Path]):
-                    def progress(label: str, done: int, total: int) -> None:
-                        bar.update(task, completed=done, total=total or None, description=f"{name} {label}".strip())
-                        for out in outs:
-                            trackers.progress(out, done, total)
-                    return progress
-
-                if workers:
-                    from .run.workers import run as run_distributed
-
-                    outs = run_distributed(jobs, workers, ray_address, fresh, progress_of("", folders), verbose=logging
-                                           .getLogger().isEnabledFor(logging.INFO),
-                                           source="--ray-address" if given else "RAY_ADDRESS", last=last)
-                else:
-                    outs = [run_job(job, fresh, progress_of(job.config.name, [job.out]), last) for job in jobs]
+            outs = decode_jobs(jobs, fresh, workers, ray_address, given, trackers)
     except KeyboardInterrupt:
         trackers.close(failed=True)
         typer.echo(interrupted_note(jobs, folders), err=True)

@@ -3,6 +3,7 @@ that reads well (the verbs in the order of a first session, flags without a valu
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -96,3 +97,41 @@ def show_results(out: Path) -> None:
     typer.echo(f"results: {out}")
     if page is not None:
         typer.echo(f"page: {page}")
+
+
+def decode_jobs(jobs: list, fresh: bool, workers: int | None, ray_address: str | None, given: bool,
+                trackers) -> list[Path]:
+    """`scb run`'s decoding: prepared jobs under a progress bar, here or on Ray workers (`given`: the Ray address
+    came from the command line, not RAY_ADDRESS); each folder's summary, report and page are
+    written (`finish_run`) and sent to the trackers as it finishes, under its lock. Returns the folders."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .analysis.finish import finish_run
+    from .analysis.trackers import record_sent
+    from .run.local import run_job
+
+    def last(out: Path) -> None:
+        finish_run(out)
+        record_sent(out, trackers.send(out))
+
+    for job in jobs:
+        trackers.expect(job.out, job.tracking_key, job.config.name)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("eta"),
+               TimeRemainingColumn())
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(jobs[0].config.name, total=None)
+
+        def progress_of(name: str, outs: list[Path]):
+            def progress(label: str, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total or None, description=f"{name} {label}".strip())
+                for out in outs:
+                    trackers.progress(out, done, total)
+            return progress
+
+        if workers:
+            from .run.workers import run as run_distributed
+
+            return run_distributed(jobs, workers, ray_address, fresh, progress_of("", [job.out for job in jobs]),
+                                   verbose=logging.getLogger().isEnabledFor(logging.INFO),
+                                   source="--ray-address" if given else "RAY_ADDRESS", last=last)
+        return [run_job(job, fresh, progress_of(job.config.name, [job.out]), last) for job in jobs]

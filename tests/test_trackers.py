@@ -230,3 +230,24 @@ def test_a_missing_tracker_library_names_its_extra(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "pip install 'speccascade-bench[wandb]'" in result.stderr, result.stderr
     twice = CliRunner().invoke(app, ["run", "-c", "no-such.yaml", "--log", "mlflow", "--log", "mlflow=x"])
     assert twice.exit_code == 2 and "named twice" in twice.stderr
+
+
+def test_the_mlflow_ui_shows_the_folder_and_its_method_runs_in_a_real_browser(tmp_path, monkeypatch):
+    """scripts/mlflow_ui.py, which takes the docs' picture: a local `mlflow server` on loopback over a store holding a
+    built folder, opened in Chromium, shows the folder's run and every method run under it."""
+    import importlib.util
+    import shutil
+
+    if (shutil.which("chromium") or shutil.which("chromium-browser")) is None:
+        pytest.skip("no Chromium: `apt-get install chromium` (Debian) runs the browser tests")
+    pytest.importorskip("playwright")
+    monkeypatch.chdir(tmp_path)
+    path = __import__("pathlib").Path(__file__).parents[1] / "scripts" / "mlflow_ui.py"
+    spec = importlib.util.spec_from_file_location("mlflow_ui", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    folder = _built(tmp_path)
+    assert CliRunner().invoke(app, ["report", str(folder)]).exit_code == 0
+    shown = script.main(folder, tmp_path / "ui.png")
+    assert sorted(shown) == ["built", "drafter", "spec_cascade-opt-a0.5-g5", "verifier"]
+    assert (tmp_path / "ui.png").stat().st_size > 10_000
