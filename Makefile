@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TOY_DATA := data/toy/test.jsonl
 TOY_LLM_DATA := data/toy_llm/test.jsonl
 
-.PHONY: install browser demo toy-routers test test-fast test-mid test-compat lint toy-data toy-pair toy-chain toy-llm-data toy-llm-pair ci-run bench bench-quick bench-gpu clean-results
+.PHONY: install browser docs demo toy-routers test test-fast test-mid test-compat lint toy-data toy-pair toy-chain toy-llm-data toy-llm-pair ci-run bench bench-quick bench-gpu clean-results
 
 install: $(VENV)/.installed
 
@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev,ray,mlflow,wandb]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,ray,mlflow,wandb,docs]"
 	touch $@
 
 $(TOY_DATA): | $(VENV)/.installed
@@ -112,6 +112,11 @@ test-compat: $(TOY_DATA)
 		assert torch.__version__.split('+')[0] == '$(COMPAT_TORCH)', torch.__version__; \
 		assert transformers.__version__ == '$(COMPAT_TRANSFORMERS)', transformers.__version__"
 	$(COMPAT_VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 $(COMPAT_TESTS)
+
+# The documentation site (docs/, mkdocs.yml) into build/site; --strict: a broken link or a missing page fails. Its
+# generated pages (configuration, methods, the CLI, the row's fields) are rendered from the code by docs/hooks.py.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lint: install
 	$(BIN)/ruff check speccascade_bench tests scripts

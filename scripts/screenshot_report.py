@@ -1,4 +1,4 @@
-"""The README's picture of the HTML report: open a report.html in headless Chromium (Debian's, driven by
+"""The docs' picture of the HTML report: open a report.html in headless Chromium (Debian's, driven by
 Playwright, offline) and save the top of the page as a PNG.
 
     python scripts/screenshot_report.py [results/toy_t1/report.html] [docs/report.png]

@@ -193,7 +193,7 @@ def validate(config: Path = typer.Option(..., "--config", "-c", help="run config
 @app.command()
 def methods() -> None:
     """List the methods, their parameters and valid ranges."""
-    from .decoding.methods import methods_text
+    from .decoding.catalog import methods_text
 
     typer.echo(methods_text())
 
@@ -216,7 +216,7 @@ def run(ctx: typer.Context,
                                         "Ray instance)"),
         allow_code_execution: bool = typer.Option(False, "--allow-code-execution",
                                                   help="let a pass_at_1 task run model-written code, each example in "
-                                                  "its own sandboxed process (see the README's 'Code execution')"),
+                                                  "its own sandboxed process (see docs/tasks.md, 'Code execution')"),
         log_to: list[str] = typer.Option(None, "--log", help=LOG_HELP),
         ) -> None:
     """Decode every selected example with every configured method run, recording quality and latency."""

@@ -48,12 +48,13 @@ class ConfigError(ValueError):
 
 def option(default: Any = MISSING, *, low: float | None = None, high: float | None = None, low_open: bool = False,
            high_open: bool = False, choices: tuple[str, ...] = (), pattern: re.Pattern | None = None,
-           section: str = "", internal: bool = False) -> Any:
+           section: str = "", internal: bool = False, doc: str = "") -> Any:
     """A config field: its default (none: required), its valid range or choices, the name pattern a string
     must match, the section it is read from (for flat dataclasses such as FinetuneConfig), or `internal`
-    for a field that is not a key of the file."""
+    for a field that is not a key of the file; `doc`, what it means, for the generated configuration reference
+    (every key of a file has one: `config.reference`)."""
     metadata = {"low": low, "high": high, "low_open": low_open, "high_open": high_open, "choices": choices,
-                "pattern": pattern, "section": section, "internal": internal}
+                "pattern": pattern, "section": section, "internal": internal, "doc": doc}
     return field(default=default, metadata=metadata)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
@@ -78,3 +79,14 @@ def write_jsonl(path, rows):
 # The deferral rules of Narasimhan et al. (eqs. 2, 5, 10, 13, 14, 15): what the paper's configs must sweep,
 # whatever else the registry holds.
 PAPER_RULES = ("chow", "diff", "opt", "token_v1", "token_v2", "token_v3")
+
+
+def docs_hooks():
+    """docs/hooks.py, the docs site's generated parts, as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "hooks.py"
+    spec = importlib.util.spec_from_file_location("scb_docs_hooks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

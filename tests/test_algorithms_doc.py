@@ -1,4 +1,4 @@
-"""docs/ALGORITHMS.md, the account of every method that decoding/rules.py and the README cite, covers the registry:
+"""docs/ALGORITHMS.md, the account of every method that decoding/rules.py and the docs cite, covers the registry:
 every method, rule and parameter, with the ranges `scb methods` enforces."""
 
 from pathlib import Path

@@ -242,7 +242,7 @@ def _free_port() -> int:
 
 
 def test_a_cluster_started_with_ray_start_is_joined_with_ray_address(workspace, tmp_path):
-    """The README's cluster steps on one machine: `ray start --head`, then `scb run --ray-address`."""
+    """The cluster steps of docs/scaling.md on one machine: `ray start --head`, then `scb run --ray-address`."""
     port = _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
     ray_cli = Path(sys.executable).with_name("ray")

@@ -1,5 +1,6 @@
-"""The example row and the summary's columns are each defined once, and the README follows: its table of the
-row is the record's, its list of summary columns the summary's. The record's checks are the reader's."""
+"""The example row and the summary's columns are each defined once, and the docs follow: the results page's table of
+the row is the record's (generated), its list of summary columns the summary's. The record's checks are the
+reader's."""
 
 import math
 import re
@@ -10,7 +11,7 @@ import pytest
 from speccascade_bench.analysis.summary import SUMMARY_COLUMNS
 from speccascade_bench.run.record import FIELDS, SUMMED, WRITTEN, ExampleRow, markdown_table, problem
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+RESULTS_PAGE = (Path(__file__).resolve().parent.parent / "docs" / "results.md").read_text()
 
 
 def good_row() -> dict:
@@ -22,14 +23,17 @@ def good_row() -> dict:
                       worker={"host": "h", "device": "cpu", "kind": "cpu"}).to_json()
 
 
-def test_the_readme_table_is_the_records():
-    start = README.index("| field | kind | meaning |")
-    end = README.index("\n\n", start)
-    assert README[start:end + 1] == markdown_table()
+def test_the_results_page_table_is_the_records():
+    from .helpers import docs_hooks
+
+    assert "<!-- scb:row-fields -->" in RESULTS_PAGE
+    page = docs_hooks().render(RESULTS_PAGE)
+    start = page.index("| field | kind | meaning |")
+    assert page[start:].startswith(markdown_table())
 
 
-def test_the_readme_lists_the_summary_columns_in_order():
-    bullet = README[README.index("- `summary.csv`: one row per method run:"):]
+def test_the_results_page_lists_the_summary_columns_in_order():
+    bullet = RESULTS_PAGE[RESULTS_PAGE.index("- `summary.csv`: one row per method run:"):]
     bullet = bullet[: bullet.index("Quality is the corpus score")]
     named = [name.strip() for chunk in re.findall(r"`([^`]*)`", bullet) for name in chunk.split(",")]
     listed = [name for name in named if name in SUMMARY_COLUMNS]

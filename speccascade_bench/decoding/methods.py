@@ -331,21 +331,3 @@ def alpha_param(method: str, rule: str | None) -> Param | None:
 # Every parameter name of the registry, in order of first appearance: the summary's parameter columns.
 PARAMETERS = tuple(dict.fromkeys(param.name for spec in METHODS.values() for param in spec.params))
 
-
-def methods_text() -> str:
-    """`scb methods`: each method with its parameters, their ranges and defaults, and spec_cascade's alpha range
-    by rule."""
-    lines = []
-    for spec in METHODS.values():
-        lines.append(f"{spec.name}: {spec.description}")
-        for param in spec.params:
-            extra = " (required)" if param.required else f" (default {param.default})" if param.default else ""
-            if param.needs:
-                choice = f"{param.needs[0]}: {param.needs[1]}"
-                extra = f" (with {choice}" + (f", default {param.default})" if param.default is not None else
-                                               ", required there)")
-            lines.append(f"    {param.name} in {param.range_text()}{extra}: {param.description}")
-    lines.append("spec_cascade alpha ranges by rule: " + ", ".join(
-        f"{rule} [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-        for rule, (lo, hi) in RULE_ALPHA_RANGE.items()))
-    return "\n".join(lines)

@@ -34,14 +34,25 @@ class ModelsConfig:
     """The models and how they run. A chain of three or more models names the models between the drafter and
     the verifier in `middle`, smallest first (a config may instead list the whole chain under `chain`)."""
 
-    drafter: str = option()
-    verifier: str = option()
-    middle: tuple[str, ...] = option(())
-    tokenizer: str | None = option(None)
-    dtype: str = option("float32", choices=DTYPES)
-    device: str = option("auto", choices=DEVICES)
-    cache: str = option("dynamic", choices=CACHES)
-    compile: str = option("none", choices=COMPILE_MODES)
+    drafter: str = option(
+                          doc=('the small model: a local folder or a hub name (AutoModelForSeq2SeqLM or '
+                               'AutoModelForCausalLM); or give `chain`'))
+    verifier: str = option(
+                           doc=("the large model; it must share the drafter's vocabulary and special tokens, and be "
+                                'another model'))
+    middle: tuple[str, ...] = option((),
+                                     doc=('a chain: the models between drafter and verifier, smallest first (at most '
+                                          '8 models in all)'))
+    tokenizer: str | None = option(None,
+                                   doc=("default: the verifier's; `byt5` for a file-less byte tokenizer; it must fit "
+                                        "the models' vocabulary"))
+    dtype: str = option("float32", choices=DTYPES, doc="the models' weights and activations")
+    device: str = option("auto", choices=DEVICES, doc='auto: CUDA where there is one, else the CPU')
+    cache: str = option("dynamic", choices=CACHES,
+                        doc="dynamic: transformers' KV cache; static: preallocated at fixed shapes (the fast path)")
+    compile: str = option("none", choices=COMPILE_MODES,
+                          doc=('torch.compile the decode steps (needs cache: static; reduce-overhead adds CUDA '
+                               'graphs on a GPU)'))
 
     @property
     def chain(self) -> tuple[str, ...]:

@@ -119,7 +119,7 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
     validate_resources(config)
     if config.task.metric in CODE_METRICS and not options.allow_code_execution:
         raise ConfigError(config.file, "task.metric", f"{config.task.metric} runs model-written code; it runs only "
-                          "with --allow-code-execution, in a sandboxed process per example (read the README's "
+                          "with --allow-code-execution, in a sandboxed process per example (read docs/tasks.md, "
                           "'Code execution' section first)")
     if config.task.metric in CODE_METRICS:
         check_sandbox(config)

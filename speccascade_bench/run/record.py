@@ -2,7 +2,7 @@
 
 `ExampleRow` is what a run writes (`Session` builds it; the derived runs copy and change it); its fields'
 metadata say what a reader demands of each field (`problem`: the checks of `run.rows.read_run`), which
-numbers the summary sums (SUMMED), and what each field means: the README's table of the row is
+numbers the summary sums (SUMMED), and what each field means: the results page's table of the row is
 `markdown_table()`, and a test compares the two.
 """
 
@@ -88,7 +88,7 @@ def _levels(name: str, value: Any) -> str | None:
     return None
 
 
-# kind -> (what the README calls it, why a present value is wrong or None)
+# kind -> (what the docs call it, why a present value is wrong or None)
 KINDS = {
     "id": ("integer >= 0", _id),
     "counts": ("integers >= 0", _counts),
@@ -106,7 +106,7 @@ KINDS = {
 
 
 def column(kind: str, doc: str, *, required: bool = False, summed: bool = False, nullable: bool = False) -> Any:
-    """A field of the row: its kind (KINDS), its meaning (the README's words), whether a reader demands it
+    """A field of the row: its kind (KINDS), its meaning (the docs' words), whether a reader demands it
     (rows written before it existed lack it otherwise), whether the summary sums it (then it is demanded,
     finite and >= 0), and whether it may be null."""
     return field(default=None, metadata={"kind": kind, "doc": doc, "required": required or summed,
@@ -209,7 +209,7 @@ def calls_of(row: dict, role: str) -> int:
 
 
 def markdown_table() -> str:
-    """The README's table of the row: one line per field, in order."""
+    """The results page's table of the row (docs/results.md, generated): one line per field, in order."""
     lines = ["| field | kind | meaning |", "|---|---|---|"]
     for f in fields(ExampleRow):
         kind = KINDS[f.metadata["kind"]][0] + (" or null" if f.metadata["nullable"] else "")

@@ -19,8 +19,8 @@ from ..tasks.settings import TaskConfig
 
 @dataclass(frozen=True)
 class TimingConfig:
-    warmup: int = option(2, low=0, high=1000)
-    trials: int = option(1, low=1, high=100)
+    warmup: int = option(2, low=0, high=1000, doc='examples decoded first with every method and not recorded')
+    trials: int = option(1, low=1, high=100, doc='timed repetitions per example; its latency is their mean')
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,22 @@ def _number_text(value: float) -> str:
 
 @dataclass(frozen=True)
 class RunConfig:
-    name: str = option(pattern=NAME)
-    task: TaskConfig = option()
-    models: ModelsConfig = option()
-    methods: tuple[MethodRun, ...] = option()
-    decoding: DecodingConfig = option(DecodingConfig())
-    timing: TimingConfig = option(TimingConfig())
-    output: str = option("")  # default results/<name>
-    record: tuple[str, ...] = option(())  # extra records: `tokens` (`token_stats` in the drafter's rows)
-    plugins: tuple[str, ...] = option(())  # the user's files or modules imported first (`plugins`)
+    name: str = option(pattern=NAME, doc="letters, digits, '_', '.', '+', '-'; it names the output folder")
+    task: TaskConfig = option(doc='what is decoded and how it is scored: the `task` keys')
+    models: ModelsConfig = option(doc='the pair or chain: the `models` keys')
+    methods: tuple[MethodRun, ...] = option(
+                                            doc=('each entry a method and its parameters; lists are swept (their '
+                                                 'cartesian product): see Methods'))
+    decoding: DecodingConfig = option(DecodingConfig(), doc='the `decoding` keys')
+    timing: TimingConfig = option(TimingConfig(), doc='the `timing` keys')
+    output: str = option("", doc='the results folder (default: results/<name>)')
+    record: tuple[str, ...] = option((),
+                                     doc=('extra per-example records: `tokens` (per-position records of both models '
+                                          "on each reference, in the drafter's rows, for `scb fit-router --level "
+                                          'token`)'))
+    plugins: tuple[str, ...] = option((),
+                                      doc=('your .py files or module names, imported before the rest is read: the '
+                                           'rules, metrics and task kinds they register the config may name'))
     file: str = option("", internal=True)
     variant: str | None = option(None, internal=True)
     variants: tuple[str, ...] = option((), internal=True)
@@ -84,28 +91,38 @@ MODEL_KINDS = ("seq2seq", "causal")  # what `scb finetune` trains: a T5-style or
 class FinetuneConfig:
     """A fine-tuning config: the top-level keys, then the `model` and `training` sections' fields."""
 
-    name: str = option(pattern=NAME)
-    task: TaskConfig = option()
-    output: str = option()
-    kind: str = option("seq2seq", choices=MODEL_KINDS, section="model")
-    pretrained: str | None = option(None, section="model")
-    architecture: dict[str, Any] | None = option(None, section="model")  # T5Config or LlamaConfig fields (kind)
-    tokenizer: str | None = option(None, section="model")
-    max_steps: int = option(1000, low=1, high=10_000_000, section="training")
-    batch_size: int = option(32, low=1, high=65_536, section="training")
-    gradient_accumulation_steps: int = option(1, low=1, high=65_536, section="training")
-    gradient_checkpointing: bool = option(False, section="training")
-    learning_rate: float = option(1e-3, low=0.0, high=1.0, low_open=True, section="training")
-    warmup_steps: int = option(0, low=0, high=10_000_000, section="training")
-    weight_decay: float = option(0.0, low=0.0, high=1.0, section="training")
-    max_target_tokens: int = option(128, low=1, high=131_072, section="training")
-    eval_split: str | None = option(None, section="training")
-    eval_examples: int = option(200, low=1, high=10_000_000, section="training")
-    eval_steps: int = option(500, low=1, high=10_000_000, section="training")
-    save_steps: int = option(500, low=1, high=10_000_000, section="training")
-    seed: int = option(0, low=0, high=2**32 - 1, section="training")
-    save_dtype: str = option("float32", choices=DTYPES, section="training")
-    bf16: str = option("auto", choices=("auto", "true", "false"), section="training")
+    name: str = option(pattern=NAME, doc="the fine-tuning run's name")
+    task: TaskConfig = option(doc="the training data and its fields, as a run's `task` (split default: train)")
+    output: str = option(doc='the folder of the trained model and its checkpoints')
+    kind: str = option("seq2seq", choices=MODEL_KINDS, section="model", doc='the model family trained')
+    pretrained: str | None = option(None, section="model",
+                                    doc='a local folder or hub name to start from (else `architecture` from scratch)')
+    architecture: dict[str, Any] | None = option(None, section="model",
+                                                 doc=('T5Config or LlamaConfig fields (by `kind`) of a model trained '
+                                                      'from scratch'))
+    tokenizer: str | None = option(None, section="model",
+                                   doc="default: the pretrained model's; `byt5` for a file-less byte tokenizer")
+    max_steps: int = option(1000, low=1, high=10_000_000, section="training", doc='optimizer steps in all')
+    batch_size: int = option(32, low=1, high=65_536, section="training", doc='examples per device batch')
+    gradient_accumulation_steps: int = option(1, low=1, high=65_536, section="training",
+                                              doc='batches per optimizer step')
+    gradient_checkpointing: bool = option(False, section="training",
+                                          doc='recompute activations in the backward pass (less memory, more time)')
+    learning_rate: float = option(1e-3, low=0.0, high=1.0, low_open=True, section="training",
+                                  doc='the peak learning rate')
+    warmup_steps: int = option(0, low=0, high=10_000_000, section="training", doc='linear warm-up steps')
+    weight_decay: float = option(0.0, low=0.0, high=1.0, section="training", doc="AdamW's weight decay")
+    max_target_tokens: int = option(128, low=1, high=131_072, section="training",
+                                    doc='the longest target trained on, in tokens')
+    eval_split: str | None = option(None, section="training", doc='a split evaluated every eval_steps (null: none)')
+    eval_examples: int = option(200, low=1, high=10_000_000, section="training",
+                                doc='examples of the evaluation split used')
+    eval_steps: int = option(500, low=1, high=10_000_000, section="training", doc='steps between two evaluations')
+    save_steps: int = option(500, low=1, high=10_000_000, section="training", doc='steps between two checkpoints')
+    seed: int = option(0, low=0, high=2**32 - 1, section="training", doc='the training seed')
+    save_dtype: str = option("float32", choices=DTYPES, section="training", doc='the dtype of the saved weights')
+    bf16: str = option("auto", choices=("auto", "true", "false"), section="training",
+                       doc='train in bfloat16: auto (where the device supports it), true or false')
     file: str = option("", internal=True)
 
 

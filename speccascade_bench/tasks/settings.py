@@ -40,14 +40,18 @@ class FewshotConfig:
     task's target field; a list gives its first item). Shots are joined, and followed by the evaluated
     prompt, with `delimiter`."""
 
-    n: int = option(low=0, high=1000)
-    split: str | None = option(None)
-    dataset: str | None = option(None)
-    seed: int = option(1234, low=0, high=2**32 - 1)
-    order: str = option("per_example", choices=("per_example", "random", "first"))
-    offset: int = option(0, low=0, high=10_000_000)  # with order: first, the rows skipped before the first shot
-    target: str | None = option(None)
-    delimiter: str = option("\n\n")
+    n: int = option(low=0, high=1000, doc='the number of shots (0 to 1000)')
+    split: str | None = option(None,
+                               doc="the split of the task's dataset the shots are drawn from (never the evaluated row)")
+    dataset: str | None = option(None, doc='a local file to draw the shots from instead of a split')
+    seed: int = option(1234, low=0, high=2**32 - 1, doc="the seed of the shots' draw")
+    order: str = option("per_example", choices=("per_example", "random", "first"),
+                        doc=("per_example: drawn anew for each example (lm-eval's sampler); random: one seeded set "
+                             'for every example; first: the first `n` after `offset` rows'))
+    offset: int = option(0, low=0, high=10_000_000, doc='with order: first, the rows skipped before the first shot')
+    target: str | None = option(None,
+                                doc="the shots' answer field (default: the task's target; a list gives its first item)")
+    delimiter: str = option("\n\n", doc='between two shots, and between the last shot and the evaluated prompt')
 
     @property
     def is_local(self) -> bool:
@@ -61,42 +65,77 @@ class TaskConfig:
     `{translation[en]}`); `target` is the reference field, a string or a list of accepted answers. Or, with
     `lm_eval`, a generation task of lm-evaluation-harness, its prompts, shots and scores as lm-eval's."""
 
-    dataset: str | None = option(None)  # required, but for lm_eval tasks
-    target: str | None = option(None)  # required, but for lm_eval tasks
-    source: str | None = option(None)
-    prompt: str | None = option(None)
-    process: str | None = option(None)  # a task kind or file.py:function over each row (tasks.kinds)
-    subset: str | None = option(None)
-    split: str = option("test")  # a fine-tuning config's default is "train"
-    revision: str | None = option(None)
-    prefix: str = option("")
-    fewshot: FewshotConfig | None = option(None)
-    target_delimiter: str = option(" ")
-    chat: bool = option(False)
-    system: str | None = option(None)
-    stop: tuple[str, ...] = option(())
-    metric: str = option("bleu", choices=METRICS)
-    answer_pattern: str | None = option(None)
-    normalize: str = option("squad", choices=NORMALIZERS)
-    answer_select: str = option("first", choices=patterns.ANSWER_SELECT)  # which match of answer_pattern: first or last
-    tests: str | None = option(None)
-    test_setup: str | None = option(None)
-    code_timeout_s: float = option(10.0, low=0.1, high=600.0)
-    code_memory_mb: int = option(1024, low=64, high=65_536)
-    limit: int | None = option(None, low=1, high=10_000_000)
-    max_source_tokens: int = option(512, low=1, high=131_072)
-    max_row_mb: int = option(MAX_ROW_MB, low=1, high=4096)  # the longest line or row of a local data file read, in MB
+    dataset: str | None = option(None,
+                                 doc=('a local .jsonl/.json/.csv/.parquet file, or a hub dataset (wmt/wmt14, '
+                                      'abisee/cnn_dailymail); required, but for lm_eval tasks'))
+    target: str | None = option(None,
+                                doc=('the reference field (dotted paths such as translation.de); a list field is a '
+                                     'list of accepted answers; required, but for lm_eval tasks'))
+    source: str | None = option(None, doc='the input field (dotted paths such as translation.en); or give `prompt`')
+    prompt: str | None = option(None,
+                                doc=('a template over the row\'s fields instead of `source`: "Question: '
+                                     '{question}\\nAnswer:", {translation[en]}'))
+    process: str | None = option(None,
+                                 doc=('a row function applied first: a task kind (multiple_choice), file.py:function '
+                                      'beside the config, or module:function'))
+    subset: str | None = option(None, doc="the hub dataset's subset, e.g. de-en, 3.0.0")
+    split: str = option("test",
+                        doc="the hub split (a local file is one split; a fine-tuning config's default is train)")
+    revision: str | None = option(None,
+                                  doc=("the hub branch, tag or commit; refs/convert/parquet reads the hub's parquet "
+                                       'conversion of a dataset that ships only a loading script'))
+    prefix: str = option("", doc='prepended to every input, before the shots, e.g. "translate English to German: "')
+    fewshot: FewshotConfig | None = option(None, doc='few-shot examples: a mapping of the `task.fewshot` keys')
+    target_delimiter: str = option(" ", doc="between a shot's prompt and its answer")
+    chat: bool = option(False, doc="the shots and the question as turns of the tokenizer's chat template")
+    system: str | None = option(None, doc='a system turn (with chat)')
+    stop: tuple[str, ...] = option((),
+                                   doc='stop strings: decoding ends at the first, and the prediction is cut before it')
+    metric: str = option("bleu", choices=METRICS, doc='the quality metric of each example (a plugin may register more)')
+    answer_pattern: str | None = option(None,
+                                        doc=('a regex whose first group is what is compared (prediction and '
+                                             "references), e.g. '#### (-?[0-9.,]+)'"))
+    normalize: str = option("squad", choices=NORMALIZERS,
+                            doc="exact_match and f1: the official scorers' and lm-eval's normalisation")
+    answer_select: str = option("first", choices=patterns.ANSWER_SELECT,
+                                doc="which match of answer_pattern answers (lm-eval's group_select -1 is last)")
+    tests: str | None = option(None,
+                               doc="pass_at_1: the field holding each example's test code (a list is one line each)")
+    test_setup: str | None = option(None, doc='pass_at_1: a field of code run before the program')
+    code_timeout_s: float = option(10.0, low=0.1, high=600.0,
+                                   doc='pass_at_1: the wall-clock limit per example, in seconds')
+    code_memory_mb: int = option(1024, low=64, high=65_536, doc='pass_at_1: the address-space limit per process, in MB')
+    limit: int | None = option(None, low=1, high=10_000_000,
+                               doc=('examples drawn at random with decoding.seed (null: all, in order); on an '
+                                    'lm_eval task, its first documents'))
+    max_source_tokens: int = option(512, low=1, high=131_072,
+                                    doc=("the prompt's token budget: a longer prompt is cut (its shots first, then "
+                                         "the source's start)"))
+    max_row_mb: int = option(MAX_ROW_MB, low=1, high=4096,
+                             doc='the longest line or row of a local data file read, in MB')
     # A task of lm-evaluation-harness's registry (tasks.harness): everything above but limit, max_source_tokens,
     # max_row_mb, chat and system (lm-eval's --apply_chat_template and --system_instruction) comes from it.
-    lm_eval: str | None = option(None)
-    num_fewshot: int | None = option(None, low=0, high=1000)  # default: the lm-eval task's own
-    fewshot_seed: int = option(1234, low=0, high=2**32 - 1)  # lm-eval's sampler seed (its default, 1234)
-    filter: str | None = option(None)  # which of its filters gives the row's score (default: its first)
-    score: str | None = option(None)  # which of its metrics is the row's score (default: its first)
-    data_files: dict | None = option(None)  # {split: local file in the task's schema}, in place of the hub
+    lm_eval: str | None = option(None,
+                                 doc=("a generation task of lm-evaluation-harness's registry (e.g. gsm8k) instead of "
+                                      'the keys above; with it only limit, max_source_tokens, max_row_mb, chat, '
+                                      'system and the keys below'))
+    num_fewshot: int | None = option(None, low=0, high=1000,
+                                     doc="lm_eval: the shots (default: the task's own), drawn by lm-eval's sampler")
+    fewshot_seed: int = option(1234, low=0, high=2**32 - 1, doc="lm_eval: the sampler's seed (lm-eval's default)")
+    filter: str | None = option(None,
+                                doc=("lm_eval: the filter whose output is scored (default: the task's first), e.g. "
+                                     'flexible-extract'))
+    score: str | None = option(None,
+                               doc=("lm_eval: the metric that is the row's score (default: the task's first), e.g. "
+                                    'rouge2'))
+    data_files: dict | None = option(None,
+                                     doc=("lm_eval: {split: local file in the task's schema} in place of the hub "
+                                          'dataset'))
     # With chat: each shot a user and an assistant turn (lm-eval's --fewshot_as_multiturn, its default with a chat
     # template); false: the shots and the question in one user turn
-    fewshot_as_multiturn: bool = option(True)
+    fewshot_as_multiturn: bool = option(True,
+                                        doc=('lm_eval with chat: the shots as user and assistant turns (false: one '
+                                             "user turn), as lm-eval's"))
 
     @property
     def is_local(self) -> bool:
