@@ -23,7 +23,7 @@ def check(results: Path) -> list[str]:
     found = {path.stem for path in (results / "examples").glob("*.jsonl")}
     if expected - found:
         problems.append(f"missing example files: {sorted(expected - found)}")
-    n = config.task.limit
+    n = config.task.selected
     for run_id in sorted(found):
         rows = read_lines(results / "examples" / f"{run_id}.jsonl")
         ids = [row["example_id"] for row in rows]

@@ -12,7 +12,7 @@ CONFIG = {
     "file": "configs/built.yaml",
     "variant": None,
     "task": {"dataset": "data/built.jsonl", "source": "question", "target": "answer", "metric": "exact_match",
-             "limit": None},
+             "sample": None},
     "models": {"drafter": "models/small", "verifier": "models/large"},
     "decoding": {"max_new_tokens": 8, "temperature": 1.0, "draft_length": 5, "seed": 0},
     "timing": {"warmup": 0, "trials": 1},

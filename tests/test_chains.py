@@ -185,7 +185,7 @@ def byte_chain(tmp_path_factory):
 
 def _config(root, models, methods, name="chain", **extra):
     config = {"name": name, "task": {"dataset": str(root / "task.jsonl"), "source": "src", "target": "tgt",
-                                     "metric": "bleu", "limit": 4},
+                                     "metric": "bleu", "sample": 4},
               "models": {**models, "device": "cpu"},
               "decoding": {"max_new_tokens": 6, "temperature": 0.0, "draft_length": 2},
               "methods": methods, "timing": {"warmup": 0, "trials": 1}, "output": str(root / "out" / name), **extra}

@@ -34,7 +34,7 @@ def make_config(root, output, temperature=1.0, **overrides):
     config = {
         "name": "tiny",
         "task": {"dataset": str(root / "task.jsonl"), "source": "translation.en", "target": "translation.de",
-                 "prefix": "translate: ", "metric": "bleu", "limit": N_EXAMPLES},
+                 "prefix": "translate: ", "metric": "bleu", "sample": N_EXAMPLES},
         "models": {"drafter": str(root / "drafter"), "verifier": str(root / "verifier"), "device": "cpu"},
         "decoding": {"max_new_tokens": 6, "temperature": temperature, "draft_length": 3, "seed": 0},
         "methods": [

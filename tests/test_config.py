@@ -354,3 +354,40 @@ def test_check_env_names_each_problem_of_the_machine_in_one_line(tmp_path, data_
     cuda = [line for line in errors if "models.device: cuda" in line]
     assert len(cuda) == (0 if torch.cuda.is_available() else 1) and len(errors) == 1 + len(cuda)
     assert "does not check the machine" in CliRunner().invoke(app, ["validate", "--help"]).output
+
+
+def test_sample_draws_at_random_first_takes_the_first_and_limit_is_refused_with_a_pointer(tmp_path, data_file):
+    from speccascade_bench.tasks.examples import load_examples
+
+    def ids(task_keys, seed=0, limit=None):
+        config = base_config(data_file)
+        config["task"].update(task_keys)
+        return [e.example_id for e in load_examples(load_run_config(write(tmp_path, config)).task, seed, limit)]
+
+    assert ids({"first": 3}) == [0, 1, 2]
+    drawn = {tuple(ids({"sample": 3}, seed)) for seed in range(8)}
+    assert len(drawn) > 1 and all(len(d) == 3 and list(d) == sorted(d) for d in drawn)  # random, in the data's order
+    assert ids({"sample": 3}, 5) == ids({"sample": 3}, 5)  # the same seed, the same examples
+    assert ids({"sample": 3}, 5, limit=2) == ids({"sample": 3}, 5)[:2]  # --limit: the first of those selected
+    assert ids({}) == [0, 1, 2, 3, 4]
+    for keys, where, words in (({"limit": 3}, "task.limit", "task.sample: N for N examples drawn at random"),
+                               ({"sample": 2, "first": 2}, "task.sample", "not both")):
+        config = base_config(data_file)
+        config["task"].update(keys)
+        result = CliRunner().invoke(app, ["validate", "--config", str(write(tmp_path, config))])
+        assert result.exit_code == 2 and f"{where}:" in result.stderr and words in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1
+    harness = base_config(data_file)
+    harness["task"] = {"lm_eval": "gsm8k", "sample": 5}
+    with pytest.raises(ConfigError, match="task.sample: an lm-eval task's documents are taken in order"):
+        load_run_config(write(tmp_path, harness))
+
+
+def test_a_folder_recorded_with_task_limit_reads_it_with_its_meaning_then(tmp_path, data_file):
+    from speccascade_bench.run.folder import recorded_section
+
+    own = {"dataset": str(data_file), "source": "src", "target": "tgt", "limit": 4}
+    assert recorded_section("m.json", "task", own)["sample"] == 4
+    harness = {"lm_eval": "gsm8k", "limit": 7}
+    task = recorded_section("m.json", "task", harness)
+    assert task["first"] == 7 and task["sample"] is None and "limit" not in task

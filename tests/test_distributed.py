@@ -68,7 +68,7 @@ def ray_address():
 def make_config(root: Path, output: Path, name: str = "tiny", **overrides) -> str:
     config = {
         "name": name,
-        "task": {"dataset": str(root / "task.jsonl"), "source": "src", "target": "tgt", "limit": N},
+        "task": {"dataset": str(root / "task.jsonl"), "source": "src", "target": "tgt", "sample": N},
         "models": {"drafter": str(root / "drafter"), "verifier": str(root / "verifier"), "device": "cpu"},
         "decoding": {"max_new_tokens": 8, "temperature": 1.0, "draft_length": 3, "seed": 0},
         "methods": METHODS,
@@ -163,7 +163,7 @@ def test_killed_workers_are_replaced_and_the_run_completes(workspace, ray_addres
 
 def test_a_killed_driver_resumes_with_no_duplicates_and_any_number_of_workers(workspace, ray_address):
     out = workspace / "killed_driver"
-    config = make_config(workspace, out, task={"limit": N_LONG}, decoding={"max_new_tokens": 16},
+    config = make_config(workspace, out, task={"sample": N_LONG}, decoding={"max_new_tokens": 16},
                          methods=[{"method": "verifier"}, {"method": "spec_decode"}])
     driver = scb_subprocess("run", "-c", config, "--workers", "2", "--ray-address", ray_address,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -201,7 +201,7 @@ def test_a_killed_driver_resumes_with_no_duplicates_and_any_number_of_workers(wo
 def test_several_variants_in_one_command_each_get_their_folder(workspace, ray_address):
     base = workspace / "variants"
     variants = {"greedy": {"decoding": {"temperature": 0.0}}, "g2": {"decoding": {"draft_length": 2}}}
-    config = make_config(workspace, base, task={"limit": 4}, variants=variants,
+    config = make_config(workspace, base, task={"sample": 4}, variants=variants,
                          methods=[{"method": "verifier"}, {"method": "spec_decode"}])
     result = CliRunner().invoke(app, ["run", "-c", config, "--variant", "all", "--workers", "2"])
     assert result.exit_code == 0, result.output

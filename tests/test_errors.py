@@ -62,7 +62,7 @@ def workspace(tmp_path_factory):
 def run_config(root: Path, output: Path, name: str = "tiny", **models) -> Path:
     config = {
         "name": name,
-        "task": {"dataset": str(root / "task.jsonl"), "source": "src", "target": "tgt", "limit": 2},
+        "task": {"dataset": str(root / "task.jsonl"), "source": "src", "target": "tgt", "sample": 2},
         "models": {"drafter": str(root / "drafter"), "verifier": str(root / "verifier"), "device": "cpu", **models},
         "decoding": {"max_new_tokens": 4, "draft_length": 2},
         "methods": [{"method": "verifier"}, {"method": "drafter"}, {"method": "spec_decode"}],

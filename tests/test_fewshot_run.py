@@ -42,7 +42,7 @@ def make_config(root, output, **task):
         "name": "fewshot",
         "task": {"dataset": str(root / "test.jsonl"), "prompt": "Q: {question}\nA:", "target": "answer",
                  "fewshot": {"n": 3, "dataset": str(root / "shots.jsonl"), "order": "first"}, "stop": STOPS,
-                 "metric": "exact_match", "answer_pattern": "#### (-?[0-9.,]+)", "limit": N_EXAMPLES,
+                 "metric": "exact_match", "answer_pattern": "#### (-?[0-9.,]+)", "sample": N_EXAMPLES,
                  "max_source_tokens": 100, **task},
         "models": {"drafter": str(root / "drafter"), "verifier": str(root / "verifier"), "device": "cpu"},
         "decoding": {"max_new_tokens": 12, "temperature": 0.0, "draft_length": 3},
@@ -142,7 +142,7 @@ def test_pass_at_1_run_records_the_sandbox_verdicts(workspace, one_thread):
     out = workspace / "code-run"
     rows = [{"question": f"add {i} and {i}?", "answer": "", "tests": f"assert add({i}, {i}) == {2 * i}"}
             for i in range(3)]
-    path = make_config(workspace, out, metric="pass_at_1", tests="tests", answer_pattern=None, limit=2,
+    path = make_config(workspace, out, metric="pass_at_1", tests="tests", answer_pattern=None, sample=2,
                        code_timeout_s=5.0, dataset=_rows_file(workspace, "code-rows", rows))
     result = CliRunner().invoke(app, ["run", "--config", str(path), "--methods", "verifier",
                                       "--allow-code-execution"])
@@ -168,7 +168,7 @@ def _rows_file(root, name, rows):
 def test_bad_few_shot_inputs_are_one_line_errors_before_any_model_loads(workspace, case):
     root = workspace
     rows = [{"question": "a?", "answer": "1"}, {"question": "b?", "answer": "2"}]
-    task = {"limit": None, "fewshot": None}
+    task = {"sample": None, "fewshot": None}
     if case == "null_field":
         task["dataset"] = _rows_file(root, case, rows + [{"question": None, "answer": "3"}])
     elif case == "empty_prompt":

@@ -44,7 +44,7 @@ def test_finetune_saves_resumes_and_runs(tmp_path):
     assert state["global_step"] == 6
 
     run_config = {
-        "name": "ft", "task": {"dataset": str(paths["validation"]), "source": "src", "target": "tgt", "limit": 2},
+        "name": "ft", "task": {"dataset": str(paths["validation"]), "source": "src", "target": "tgt", "sample": 2},
         # an earlier checkpoint drafts for the final model (one model in both roles is refused)
         "models": {"drafter": str(model / "checkpoints" / "checkpoint-4"), "verifier": str(model),
                    "tokenizer": str(model), "device": "cpu"},

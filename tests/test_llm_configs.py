@@ -148,7 +148,7 @@ def test_task_names_the_hub_dataset_its_fields_and_metric(name):
     else:
         assert task.fewshot is None or task.fewshot.n == 0
     assert task.stop, "every task needs stop strings"
-    assert task.limit == 500 and task.system is None  # Gemma's chat template has no system turn
+    assert task.sample == 500 and task.system is None  # Gemma's chat template has no system turn
 
 
 def test_every_benchmark_runs_the_same_methods():

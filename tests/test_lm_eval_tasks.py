@@ -296,7 +296,7 @@ def test_chat_prompts_outputs_and_scores_are_lm_evals_with_apply_chat_template(t
 
     verifier = _chat_verifier(tmp_path / "chat_verifier", template)
     limit = 3
-    task = {"lm_eval": "gsm8k", "num_fewshot": 2, "data_files": data, "limit": limit, "chat": True, **extra}
+    task = {"lm_eval": "gsm8k", "num_fewshot": 2, "data_files": data, "first": limit, "chat": True, **extra}
     config = _config(tmp_path, data, task, methods=[{"method": "verifier"}, {"method": "spec_decode",
                                                                              "draft_length": 4}])
     raw = yaml.safe_load(config.read_text())

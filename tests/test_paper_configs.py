@@ -44,7 +44,7 @@ def test_paper_config_names_the_documented_task(name):
     task = cfg.task
     assert (task.dataset, task.subset, task.revision, task.source, task.target, task.metric, task.prefix) == \
         (dataset, subset, revision, source, target, metric, prefix)
-    assert task.limit == 500 and cfg.timing.trials == 3
+    assert task.sample == 500 and cfg.timing.trials == 3
     assert cfg.decoding.temperature == 1.0 and cfg.decoding.draft_length == 5
     assert cfg.models.drafter.endswith(f"t5-v1_1-small-{name}")
     assert cfg.models.verifier.endswith(f"t5-v1_1-large-{name}")

@@ -74,7 +74,7 @@ def test_cut_prompts_are_counted_in_the_log_the_manifest_and_the_report(tmp_path
     rows = [{"q": "x" * n, "a": "1"} for n in (5, 40, 90, 12)]  # the byte tokenizer: a token per byte
     data = write_jsonl(tmp_path / "long.jsonl", rows)
     config = yaml.safe_load(open(_config(tmp_path, max_source_tokens=30)))
-    config["task"]["dataset"], config["task"]["limit"] = str(data), None
+    config["task"]["dataset"], config["task"]["sample"] = str(data), None
     config["decoding"]["max_new_tokens"], config["timing"] = 2, {"warmup": 0, "trials": 1}
     path = tmp_path / "cut.yaml"
     path.write_text(yaml.safe_dump(config))

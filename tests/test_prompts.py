@@ -111,7 +111,7 @@ def test_shots_are_drawn_per_example_unless_one_set_is_asked_for(tmp_path):
     assert all(ex.parts.query not in {prompt for prompt, _ in ex.parts.shots} for ex in examples)
     assert [frozenset(ex.parts.shots) for ex in load_examples(config.task, seed=0)] == sets  # deterministic
     # one example decoded alone (a resume, a Ray worker, --limit) gets the same shots as in the whole run
-    alone = load_examples(replace(config.task, limit=1), seed=0)[0]
+    alone = load_examples(replace(config.task, sample=1), seed=0)[0]
     whole = next(ex for ex in examples if ex.example_id == alone.example_id)
     assert alone.parts.shots == whole.parts.shots
     fixed = load_examples(_config(tmp_path, pool + ", seed: 3, order: random}", rows=rows).task, seed=0)

@@ -217,13 +217,23 @@ def _row_function(section: Section, file: Path, spec: str) -> str:
 
 HARNESS_KEYS = ("lm_eval", "num_fewshot", "fewshot_seed", "filter", "score", "data_files", "fewshot_as_multiturn")
 # the keys an lm_eval task takes besides its own
-HARNESS_SHARED = ("limit", "max_source_tokens", "max_row_mb", "chat", "system")
+HARNESS_SHARED = ("first", "max_source_tokens", "max_row_mb", "chat", "system")
+
+# `task.limit` meant a random draw on a task defined here and the first documents on an lm-eval task: it is refused
+# with a pointer to the two keys that replaced it, never read with one of its meanings
+LIMIT_GONE = ("is gone: it drew N examples at random on a task defined here but took the first N documents of an "
+              "lm-eval task; write task.sample: N for N examples drawn at random with decoding.seed, or "
+              "task.first: N for the first N (an lm-eval task takes first only)")
 
 
 def read_task(file: Path, data: Any, harness: bool = True, **defaults: Any) -> TaskConfig:
     """The `task` section, with the checks that span its keys; an lm-eval task (`lm_eval`, where `harness`
     allows one) is checked against lm-eval's registry."""
+    if isinstance(data, dict) and "limit" in data:
+        raise ConfigError(file, "task.limit", LIMIT_GONE)
     section = Section(file, "task", data, keys_of(TaskConfig))
+    if section.data.get("sample") is not None and section.data.get("first") is not None:
+        raise section.error("sample", "give sample (N drawn at random) or first (the first N), not both")
     if "lm_eval" in section.data:
         if not harness:
             raise section.error("lm_eval", "fine-tuning reads a task defined here (dataset, prompt, target), not an "
@@ -295,10 +305,13 @@ def _check_own_task_keys(section: Section, defaults: dict) -> None:
 
 def _read_harness_task(section: Section) -> TaskConfig:
     """An lm-eval task: its name, shot count and seed, the filter and metric of the score, local data files,
-    the suite's limit and prompt budget, and a chat template's turns (`chat`, `system`, `fewshot_as_multiturn`, as
-    lm-eval's options); every other task key is lm-eval's to give."""
+    the first documents (`first`) and prompt budget, and a chat template's turns (`chat`, `system`,
+    `fewshot_as_multiturn`, as lm-eval's options); every other task key is lm-eval's to give."""
     from ..tasks import harness
 
+    if "sample" in section.data:
+        raise section.error("sample", "an lm-eval task's documents are taken in order, as lm-eval's --limit takes "
+                            "them: give task.first: N")
     for key in section.data:
         if key not in HARNESS_KEYS + HARNESS_SHARED:
             raise section.error(key, f"comes from lm-eval's task {short(section.data['lm_eval'])}; remove it (or drop "

@@ -79,7 +79,7 @@ def _room(config: RunConfig):
     out = Path(config.output).expanduser()
     existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
     free = shutil.disk_usage(existing).free
-    examples = config.task.limit or 1000  # unknown until the data is read: a thousand examples assumed
+    examples = config.task.selected or 1000  # unknown until the data is read: a thousand examples assumed
     needed = examples * len(config.methods) * BYTES_PER_ROW * (8 if "tokens" in config.record else 1) + ROOM_MARGIN
     text = f"{free / 2**30:.1f} GiB free on the disk of {existing}, about {needed / 2**20:.0f} MiB needed"
     if free < needed:

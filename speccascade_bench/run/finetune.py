@@ -21,7 +21,7 @@ from ..files import write_file
 from ..models.loading import ModelLoadError, check_tokenizer, damaged_weights, load_tokenizer, model_load_error
 from ..settings import ConfigError
 from ..tasks import prompts
-from ..tasks.data import DataError, check_local_task, select_indices, task_rows, text_field
+from ..tasks.data import DataError, check_local_task, select_indices, task_indices, task_rows, text_field
 from ..tasks.examples import render_prompt
 from ..tasks.metrics import ANSWER_METRICS, corpus_score
 from ..tasks.prompts import cut_at_stop, get_field
@@ -167,7 +167,7 @@ def eval_task(task: TaskConfig, eval_split: str) -> TaskConfig:
     return replace(task, dataset=eval_split) if task.is_local else replace(task, split=eval_split)
 
 
-def _tokenized(task: TaskConfig, tokenizer, limit: int | None, seed: int, max_target: int, causal: bool = False):
+def _tokenized(task: TaskConfig, tokenizer, seed: int, max_target: int, causal: bool = False):
     rows = task_rows(task)
     if len(rows) == 0:
         raise DataError(f"dataset {task.dataset!r} has no rows")
@@ -177,7 +177,7 @@ def _tokenized(task: TaskConfig, tokenizer, limit: int | None, seed: int, max_ta
         except KeyError:
             raise DataError(f"dataset {task.dataset!r} has no field {key!r}; its fields: "
                             f"{', '.join(rows.column_names)}") from None
-    rows = rows.select(select_indices(len(rows), limit, seed))
+    rows = rows.select(task_indices(task, len(rows), seed))
 
     def encode(row, index):
         source = task.prefix + render_prompt(task, row, index)
@@ -272,7 +272,7 @@ def finetune(config: FinetuneConfig, fresh: bool = False) -> dict:
     causal = config.kind == "causal"
     if causal and tokenizer.pad_token is None:  # Llama-style tokenizers: padding is masked out of the loss
         tokenizer.pad_token = tokenizer.eos_token
-    train = _tokenized(config.task, tokenizer, config.task.limit, config.seed, config.max_target_tokens, causal)
+    train = _tokenized(config.task, tokenizer, config.seed, config.max_target_tokens, causal)
     if config.eval_split:  # read before training, so that a bad evaluation row costs no training
         task = eval_task(config.task, config.eval_split)
         rows = task_rows(task)

@@ -251,5 +251,11 @@ def recorded_section(file: str | Path, key: str, values: Any) -> dict:
     """A section of a config as a results manifest records it (`config.<key>`), checked like a config file's
     (ConfigError) and completed with the defaults of keys added since it was written."""
     cls = RECORDED_SECTIONS[key]
+    if key == "task" and isinstance(values, dict) and "limit" in values:
+        # recorded before `sample` and `first` replaced `limit`: its meaning then, a random draw on a task defined
+        # here, the first documents of an lm-eval task
+        limit = values["limit"]
+        values = {name: value for name, value in values.items() if name != "limit"}
+        values["first" if values.get("lm_eval") else "sample"] = limit
     section = Section(Path(file), f"config.{key}", values, keys_of(cls))
     return plain(cls(**section.fields(cls)))

@@ -235,6 +235,14 @@ def _text_columns(path: Path):
     return datasets.Features({name: datasets.Value("string") for name in header})
 
 
+def task_indices(task: TaskConfig, n_rows: int, seed: int) -> list[int]:
+    """The row indices a task selects, in the data's order: `task.sample` of them drawn at random with `seed`, the
+    `task.first` ones, or every row."""
+    if task.first is not None:
+        return list(range(min(task.first, n_rows)))
+    return select_indices(n_rows, task.sample, seed)
+
+
 def select_indices(n_rows: int, limit: int | None, seed: int) -> list[int]:
     """`limit` row indices drawn at random with `seed` (all rows, in order, when limit is None)."""
     if limit is None or limit >= n_rows:

@@ -105,19 +105,22 @@ class TaskConfig:
     code_timeout_s: float = option(10.0, low=0.1, high=600.0,
                                    doc='pass_at_1: the wall-clock limit per example, in seconds')
     code_memory_mb: int = option(1024, low=64, high=65_536, doc='pass_at_1: the address-space limit per process, in MB')
-    limit: int | None = option(None, low=1, high=10_000_000,
-                               doc=('examples drawn at random with decoding.seed (null: all, in order); on an '
-                                    'lm_eval task, its first documents'))
+    sample: int | None = option(None, low=1, high=10_000_000,
+                                doc=('N examples drawn at random with decoding.seed, decoded in the data\'s order '
+                                     '(null: every example); not with lm_eval (its documents are taken in order)'))
+    first: int | None = option(None, low=1, high=10_000_000,
+                               doc=("the first N examples in the data's order (null: every example); on an lm_eval "
+                                    "task its first N documents, as lm-eval's --limit"))
     max_source_tokens: int = option(512, low=1, high=131_072,
                                     doc=("the prompt's token budget: a longer prompt is cut (its shots first, then "
                                          "the source's start)"))
     max_row_mb: int = option(MAX_ROW_MB, low=1, high=4096,
                              doc='the longest line or row of a local data file read, in MB')
-    # A task of lm-evaluation-harness's registry (tasks.harness): everything above but limit, max_source_tokens,
+    # A task of lm-evaluation-harness's registry (tasks.harness): everything above but first, max_source_tokens,
     # max_row_mb, chat and system (lm-eval's --apply_chat_template and --system_instruction) comes from it.
     lm_eval: str | None = option(None,
                                  doc=("a generation task of lm-evaluation-harness's registry (e.g. gsm8k) instead of "
-                                      'the keys above; with it only limit, max_source_tokens, max_row_mb, chat, '
+                                      'the keys above; with it only first, max_source_tokens, max_row_mb, chat, '
                                       'system and the keys below'))
     num_fewshot: int | None = option(None, low=0, high=1000,
                                      doc="lm_eval: the shots (default: the task's own), drawn by lm-eval's sampler")
@@ -141,6 +144,11 @@ class TaskConfig:
     def is_local(self) -> bool:
         """A local data file of the suite's own task definition (lm-eval tasks check their data_files)."""
         return self.lm_eval is None and self.dataset is not None and looks_like_path(self.dataset)
+
+    @property
+    def selected(self) -> int | None:
+        """How many examples the task selects (`sample` or `first`), or None for every one."""
+        return self.sample if self.sample is not None else self.first
 
     def fields_used(self) -> tuple[str, ...]:
         """The dataset fields the task reads from an evaluated row (dotted for nested ones)."""
