@@ -46,6 +46,59 @@ class ConfigError(ValueError):
         return type(self), (self.file, self.key, self.message)
 
 
+MAX_ERRORS = 20  # the config errors reported at once; more are counted
+
+
+class ConfigErrors(ConfigError):
+    """Several config problems found in one pass (`Collect`), each a ConfigError; the first stands for all where one
+    is read (its file, key and message), `errors` holds every one."""
+
+    def __init__(self, errors: list[ConfigError]):
+        flat = [e for error in errors for e in (error.errors if isinstance(error, ConfigErrors) else [error])]
+        self.errors = flat
+        super().__init__(flat[0].file, flat[0].key, flat[0].message)
+
+    def lines(self) -> list[str]:
+        shown = [str(error) for error in self.errors[:MAX_ERRORS]]
+        more = len(self.errors) - MAX_ERRORS
+        return shown + ([f"{self.file}: {more} more error(s) after these; mend them and run again"] if more > 0 else [])
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def __reduce__(self):
+        return type(self), (self.errors,)
+
+
+def each_error(error: ConfigError, change) -> ConfigError:
+    """`error` with `change` (a ConfigError -> ConfigError) applied to it, or to each of several."""
+    if isinstance(error, ConfigErrors):
+        return ConfigErrors([change(e) for e in error.errors])
+    return change(error)
+
+
+class Collect:
+    """Read parts of a config independently, so that one pass finds every problem: `collect(read, ...)` returns what
+    `read` returns, or None after keeping its ConfigError; `done()` raises what was kept (one error, or several as
+    ConfigErrors)."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def __call__(self, read, *args, **kwargs):
+        try:
+            return read(*args, **kwargs)
+        except ConfigError as exc:
+            self.errors.append(exc)
+            return None
+
+    def done(self) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise ConfigErrors(self.errors)
+
+
 def option(default: Any = MISSING, *, low: float | None = None, high: float | None = None, low_open: bool = False,
            high_open: bool = False, choices: tuple[str, ...] = (), pattern: re.Pattern | None = None,
            section: str = "", internal: bool = False, doc: str = "") -> Any:
@@ -86,10 +139,11 @@ class Section:
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(file, prefix or "(top level)", f"must be a mapping, got {type(data).__name__}")
-        for key in data:
-            if key not in allowed:
-                raise ConfigError(file, self.key(short(key) if not isinstance(key, str) else key),
-                                  f"unknown key{suggest(str(key)[:100], allowed)}; allowed: {', '.join(allowed)}")
+        unknown = [ConfigError(file, self.key(short(key) if not isinstance(key, str) else key),
+                               f"unknown key{suggest(str(key)[:100], allowed)}; allowed: {', '.join(allowed)}")
+                   for key in data if key not in allowed]
+        if unknown:
+            raise unknown[0] if len(unknown) == 1 else ConfigErrors(unknown)
         self.data = data
 
     def key(self, name: str) -> str:
@@ -151,34 +205,38 @@ class Section:
     def fields(self, cls, section: str = "", only: tuple[str, ...] | None = None, **defaults: Any) -> dict[str, Any]:
         """The fields of `cls` (those of `section` for a flat one, or just `only`), each read with its type,
         range and default; `defaults` overrides a field's default for this kind of file."""
-        values = {}
+        values, collect = {}, Collect()
         for f in fields(cls):
             meta = f.metadata
             if meta.get("internal") or meta.get("section", "") != section or only is not None and f.name not in only:
                 continue
-            kind, nullable = _kind(f, cls)
             default = defaults.get(f.name, ... if f.default is MISSING else f.default)
-            if meta.get("choices"):
-                values[f.name] = self.choice(f.name, meta["choices"], default)
-            elif kind is tuple:
-                values[f.name] = self.strings(f.name, default)
-            elif is_dataclass(kind):
-                value = self.get(f.name, dict, default, nullable=nullable)
-                if isinstance(value, dict):
-                    value = kind(**Section(self.file, self.key(f.name), value, keys_of(kind)).fields(kind))
-                values[f.name] = value
-            elif kind in (int, float):
-                values[f.name] = self.number(f.name, kind, default, low=meta.get("low"), high=meta.get("high"),
-                                             low_open=meta.get("low_open"), high_open=meta.get("high_open"),
-                                             nullable=nullable)
-            else:
-                value = values[f.name] = self.get(f.name, kind, default, nullable=nullable)
-                if kind is str and value is not None and default is ... and not value.strip():
-                    raise self.error(f.name, "must not be empty")
-                if kind is str and value is not None and meta.get("pattern") and not meta["pattern"].match(value):
-                    raise self.error(f.name, f"{short(value)} must be letters, digits, '_', '.', '+' or '-', "
-                                     "starting with a letter or digit")
+            values[f.name] = collect(self._field, f, cls, default)
+        collect.done()  # every field's problem at once
         return values
+
+    def _field(self, f, cls, default: Any) -> Any:
+        meta = f.metadata
+        kind, nullable = _kind(f, cls)
+        if meta.get("choices"):
+            return self.choice(f.name, meta["choices"], default)
+        if kind is tuple:
+            return self.strings(f.name, default)
+        if is_dataclass(kind):
+            value = self.get(f.name, dict, default, nullable=nullable)
+            if isinstance(value, dict):
+                value = kind(**Section(self.file, self.key(f.name), value, keys_of(kind)).fields(kind))
+            return value
+        if kind in (int, float):
+            return self.number(f.name, kind, default, low=meta.get("low"), high=meta.get("high"),
+                               low_open=meta.get("low_open"), high_open=meta.get("high_open"), nullable=nullable)
+        value = self.get(f.name, kind, default, nullable=nullable)
+        if kind is str and value is not None and default is ... and not value.strip():
+            raise self.error(f.name, "must not be empty")
+        if kind is str and value is not None and meta.get("pattern") and not meta["pattern"].match(value):
+            raise self.error(f.name, f"{short(value)} must be letters, digits, '_', '.', '+' or '-', "
+                             "starting with a letter or digit")
+        return value
 
 
 def plain(section: Any) -> dict:

@@ -10,17 +10,19 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from .settings import ConfigError
+from .settings import ConfigError, ConfigErrors
 
 MAX_MESSAGE = 600
 
 
-def fail(message: str) -> None:
-    """Print one short `error:` line (a value of any size is cut in the middle) and exit with code 2."""
-    message = " ".join(message.split())
-    if len(message) > MAX_MESSAGE:
-        message = message[: MAX_MESSAGE - 150] + " ... " + message[-145:]
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+def fail(*messages: str) -> None:
+    """Print each message as one short `error:` line (a value of any size is cut in the middle) and exit with
+    code 2."""
+    for message in messages:
+        message = " ".join(message.split())
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 150] + " ... " + message[-145:]
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
 
@@ -83,6 +85,8 @@ class Verbs(TyperGroup):
         except Exception as exc:
             if (ctx.obj or {}).get("debug") or not expected(exc):
                 raise
+            if isinstance(exc, ConfigErrors):  # every problem of a config found in one pass, a line each
+                fail(*exc.lines())
             fail(message(exc))
 
 

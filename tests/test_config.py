@@ -391,3 +391,25 @@ def test_a_folder_recorded_with_task_limit_reads_it_with_its_meaning_then(tmp_pa
     harness = {"lm_eval": "gsm8k", "limit": 7}
     task = recorded_section("m.json", "task", harness)
     assert task["first"] == 7 and task["sample"] is None and "limit" not in task
+
+
+def test_every_config_error_is_reported_in_one_pass_a_line_each(tmp_path, data_file):
+    config = base_config(data_file)
+    config["task"]["metric"] = "blue"
+    config["models"]["dtype"] = "float8"
+    config["decoding"]["temperature"] = 300
+    config["timing"] = {"trials": 0}
+    config["methods"][1]["beta"] = 2
+    result = CliRunner().invoke(app, ["validate", "--config", str(write(tmp_path, config))])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 5, result.stderr
+    for key in ("task.metric", "models.dtype", "decoding.temperature", "timing.trials", "methods[1].beta"):
+        assert sum(f": {key}: " in line for line in lines) == 1, key
+    assert all(line.startswith("error: ") for line in lines)
+    run = CliRunner().invoke(app, ["run", "--config", str(write(tmp_path, config))])  # the same before anything runs
+    assert run.exit_code == 2 and run.stderr == result.stderr
+    many = base_config(data_file)
+    many.update({f"unknown_{i:02d}": i for i in range(25)})
+    result = CliRunner().invoke(app, ["validate", "--config", str(write(tmp_path, many))])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 21 and "5 more error(s)" in lines[-1], result.stderr

@@ -19,7 +19,7 @@ from ..models.settings import ModelsConfig
 from ..plugins import check_entries, load_plugins
 from ..run.routers import same_model
 from ..run.settings import RunConfig, TimingConfig
-from ..settings import ConfigError, Section, keys_of, short, suggest
+from ..settings import Collect, ConfigError, Section, each_error, keys_of, short, suggest
 from ..tasks import kinds, metrics, patterns
 from ..tasks.prompts import TemplateError, template_fields
 from ..tasks.settings import PATTERN_METRICS, TaskConfig, looks_like_path
@@ -40,7 +40,7 @@ def load_run_config(path: str | Path, variant: str | None = None, overrides: tup
     try:
         config = _load(Path(path), variant, tuple(overrides))
     except ConfigError as exc:
-        raise from_override(exc, tuple(overrides)) from None
+        raise each_error(exc, lambda error: from_override(error, tuple(overrides))) from None
     return replace(config, overrides=tuple(overrides))
 
 
@@ -66,10 +66,14 @@ def _load(file: Path, variant: str | None, overrides: tuple[str, ...]) -> RunCon
     try:
         return _run_config(file, merged, variant, tuple(variants))
     except ConfigError as exc:
-        located = _has_key(overlay, exc.key)
-        key = f"variants.{variant}.{exc.key}" if located else exc.key
-        message = exc.message if located else f"{exc.message} (in variant {variant!r})"
-        raise ConfigError(file, key, message) from None
+        raise each_error(exc, lambda error: _in_variant(error, overlay, variant)) from None
+
+
+def _in_variant(error: ConfigError, overlay: dict, variant: str) -> ConfigError:
+    """A variant's error, located in the variant where the variant sets that key."""
+    located = _has_key(overlay, error.key)
+    key = f"variants.{variant}.{error.key}" if located else error.key
+    return ConfigError(error.file, key, error.message if located else f"{error.message} (in variant {variant!r})")
 
 
 def load_run_configs(path: str | Path, overrides: tuple[str, ...] = ()) -> list[RunConfig]:
@@ -138,32 +142,55 @@ RECORDS = ("tokens",)  # `record`: what a run may record beyond its rows' usual 
 
 
 def _run_config(file: Path, data: Any, variant: str | None, variants: tuple[str, ...]) -> RunConfig:
-    top = Section(file, "", data, keys_of(RunConfig))
+    """A run config from its data, every section read on its own so that one pass reports each section's problems
+    (`Collect`): the top level, the task, the models, the decoding, the timing and the methods."""
+    collect = Collect()
+    top = collect(Section, file, "", data, keys_of(RunConfig))
+    if top is None and isinstance(data, dict):  # unknown top-level keys, kept; the known ones are read on
+        top = Section(file, "", {k: v for k, v in data.items() if k in keys_of(RunConfig)}, keys_of(RunConfig))
+    elif top is None:
+        collect.done()
     plugins = check_entries(file, top.get("plugins", list, []))
     load_plugins(file, plugins)  # before the sections that name what plugins register
     refresh_rule_params()  # a plugin's coupled rule brings its parameters to spec_cascade
-    name = top.fields(RunConfig, only=("name",))["name"]
-    task = read_task(file, top.get("task", dict))
-    models = read_models(file, top.get("models", dict))
-    if models.compile != "none" and models.cache != "static":
-        raise ConfigError(file, "models.compile", "needs cache: static (compiled steps need fixed cache shapes)")
+    name = collect(lambda: top.fields(RunConfig, only=("name",))["name"])
+    task = collect(lambda: read_task(file, top.get("task", dict)))
+    models = collect(lambda: read_models(file, top.get("models", dict)))
+    decoding = collect(_read_decoding, file, top)
+    timing = collect(lambda: TimingConfig(**Section(file, "timing", top.get("timing", dict, {}),
+                                                    keys_of(TimingConfig)).fields(TimingConfig)))
+    roles = models.roles if models is not None else ("drafter", "verifier")  # a pair's, where models are wrong
+    methods = collect(lambda: read_methods(file, top.get("methods", list), (decoding or DecodingConfig()).draft_length,
+                                           roles))
+    output = collect(_read_output, top, name)
+    record = collect(_read_record, top)
+    collect.done()
+    return RunConfig(name, task, models, methods, decoding, timing, output, record, plugins, str(file), variant,
+                     variants, data)
+
+
+def _read_decoding(file: Path, top: Section) -> DecodingConfig:
     d = Section(file, "decoding", top.get("decoding", dict, {}), keys_of(DecodingConfig))
     decoding = DecodingConfig(**d.fields(DecodingConfig))
     if 0 < decoding.temperature < MIN_TEMPERATURE:
         raise d.error("temperature", f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got "
                       f"{decoding.temperature:g}")
-    t = Section(file, "timing", top.get("timing", dict, {}), keys_of(TimingConfig))
-    timing = TimingConfig(**t.fields(TimingConfig))
-    methods = read_methods(file, top.get("methods", list), decoding.draft_length, models.roles)
+    return decoding
+
+
+def _read_output(top: Section, name: str | None) -> str:
     output = top.get("output", str, f"results/{name}")
     if not output.strip():
         raise top.error("output", "must not be empty")
+    return output
+
+
+def _read_record(top: Section) -> tuple[str, ...]:
     record = top.get("record", list, [])
     unknown = [item for item in record if item not in RECORDS]
     if unknown:
         raise top.error("record", f"unknown record {short(unknown[0])}; known: {', '.join(RECORDS)}")
-    return RunConfig(name, task, models, methods, decoding, timing, output, tuple(dict.fromkeys(record)), plugins,
-                     str(file), variant, variants, data)
+    return tuple(dict.fromkeys(record))
 
 
 MAX_CHAIN = 8
@@ -172,6 +199,13 @@ MAX_CHAIN = 8
 def read_models(file: Path, data: Any) -> ModelsConfig:
     """The `models` section: a drafter and a verifier (with `middle`, a chain), or the whole chain as `chain`."""
     m = Section(file, "models", data, (*keys_of(ModelsConfig), "chain"))
+    models = _read_models(m)
+    if models.compile != "none" and models.cache != "static":
+        raise m.error("compile", "needs cache: static (compiled steps need fixed cache shapes)")
+    return models
+
+
+def _read_models(m: Section) -> ModelsConfig:
     if "chain" not in m.data:
         models = ModelsConfig(**m.fields(ModelsConfig))
         if len(models.chain) > MAX_CHAIN:
