@@ -119,12 +119,12 @@ def test_causal_training_rows_are_whole_texts_closed_by_one_eos(tmp_path):
     config = load_finetune_config(_write(tmp_path, _causal_config(tmp_path)))
     tokenizer = ByT5Tokenizer()
     rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
-    encoded = _tokenized(config.task, tokenizer, None, 0, 600, causal=True)
+    encoded = _tokenized(config.task, tokenizer, 0, 600, causal=True)
     for row, item in zip(rows, encoded, strict=True):
         assert item["labels"] == item["input_ids"]  # the loss is on every token, the prompt's too
         assert item["input_ids"].count(tokenizer.eos_token_id) == 1 and item["input_ids"][-1] == tokenizer.eos_token_id
         assert tokenizer.decode(item["input_ids"], skip_special_tokens=True) == row["prompt"] + row["completion"]
-    short = _tokenized(replace(config.task, max_source_tokens=100), tokenizer, None, 0, 10, causal=True)
+    short = _tokenized(replace(config.task, max_source_tokens=100), tokenizer, 0, 10, causal=True)
     assert max(len(item["input_ids"]) for item in short) == 110 and all(item["input_ids"][-1] == 1 for item in short)
     assert prompt_ids(tokenizer, "ab", 8) == [ord("a") + 3, ord("b") + 3]  # a prompt continues: no EOS
     assert lm_ids(tokenizer, "abc", 3) == [ord("a") + 3, ord("b") + 3, tokenizer.eos_token_id]
@@ -220,7 +220,7 @@ def test_causal_training_renders_the_prompt_template_and_refuses_run_only_keys(t
     task["prompt"] = "Q> {prompt}|"
     config = load_finetune_config(_write(tmp_path, config))
     rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
-    encoded = _tokenized(config.task, ByT5Tokenizer(), None, 0, 600, causal=True)
+    encoded = _tokenized(config.task, ByT5Tokenizer(), 0, 600, causal=True)
     for row, item in zip(rows, encoded, strict=True):
         assert ByT5Tokenizer().decode(item["input_ids"], skip_special_tokens=True) == \
             f"Q> {row['prompt']}|{row['completion']}"

@@ -93,7 +93,9 @@ def test_mlflow_gets_every_summary_number_params_tags_and_artifacts(tmp_path, mo
     assert parent.data.tags["device"] == manifest["hardware"]["device"]
     assert parent.info.status == "FINISHED"
     artifacts = {item.path for item in client.list_artifacts(parent.info.run_id)}
-    assert {"summary.csv", "summary.json", "report.md", "report.html", "manifest.json", "latencies.json"} <= artifacts
+    assert {"summary.csv", "summary.json", "report.md", "report.html", "manifest.json", "latencies.json",
+            "quality_latency.png", "quality_cost.png"} <= artifacts  # the figures drawn for it, not into the folder
+    assert not list(folder.glob("*.png"))
     latencies = json.loads(open(client.download_artifacts(parent.info.run_id, "latencies.json",
                                                           str(tmp_path))).read())
     assert len(latencies["data"]) == int(table["n"].sum())  # one row per (run, example)

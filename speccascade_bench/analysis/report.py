@@ -192,13 +192,19 @@ def build_report(results: Path, frame: pd.DataFrame | None = None, mix_devices: 
     """The report as Markdown, from the results files and their summary (computed if not given); writes
     nothing. Examples that ran on several kinds of device are refused (results.check_devices) unless
     `mix_devices`; the report then names them."""
+    if frame is None:
+        checked_kinds(results, None, mix_devices)  # examples on several kinds of device refused before summarizing
+        frame = summarize(results)
+    header = [*heading(results, frame, mix_devices, manifest), "", EXPLANATION, ""]
+    return "\n".join(header) + markdown_table(frame) + "\n\n" + tradeoff_table(frame)
+
+
+def heading(results: Path, frame: pd.DataFrame, mix_devices: bool = False, manifest: dict | None = None) -> list[str]:
+    """A report's title (the config's name and its task) and the list of its settings and machine."""
     kinds = checked_kinds(results, frame, mix_devices)
     manifest = manifest or read_manifest(results)
-    frame = summarize(results) if frame is None else frame
     cfg = manifest["config"]
-    header = [f"# {cfg['name']}: {task_title(cfg['task'])}", "",
-              *settings_lines(manifest, frame, kinds), "", EXPLANATION, ""]
-    return "\n".join(header) + markdown_table(frame) + "\n\n" + tradeoff_table(frame)
+    return [f"# {cfg['name']}: {task_title(cfg['task'])}", "", *settings_lines(manifest, frame, kinds)]
 
 
 TERMINAL_NOTES = (
@@ -215,11 +221,7 @@ TERMINAL_NOTES = (
 def terminal_report(results: Path, frame: pd.DataFrame, mix_devices: bool = False) -> str:
     """The report for a terminal: the settings, the runs in at most 8 aligned columns (`terminal_table`) with
     footnotes on those columns, and the trade-off table."""
-    manifest = read_manifest(results)
-    cfg = manifest["config"]
-    kinds = checked_kinds(results, frame, mix_devices)
-    lines = [f"# {cfg['name']}: {task_title(cfg['task'])}", "", *settings_lines(manifest, frame, kinds), "",
-             terminal_table(frame), "",
+    lines = [*heading(results, frame, mix_devices), "", terminal_table(frame), "",
              *(textwrap.fill(note, 100, initial_indent="  ", subsequent_indent="    ") for note in TERMINAL_NOTES), ""]
     return "\n".join(lines) + "\n" + tradeoff_table(frame)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -86,17 +87,19 @@ class Trackers:
         it went (the tracker's run id and store), for the manifest."""
         if not self.targets:
             return {}
-        record = self._guard(self.targets[0].kind, folder, "read", lambda: folder_record(folder, frame))
-        if record is None:
-            return {}
-        self._open(folder, record.key, record.name)
-        sent = {}
-        for kind, backend in self.backends.items():
-            handle = self.handles.get((kind, folder))
-            if handle is not None:
-                where = self._guard(kind, folder, "send", lambda b=backend, h=handle: b.send(h, record))
-                if where is not None:
-                    sent[kind] = where
+        with tempfile.TemporaryDirectory(prefix="scb-figures-") as drawn:  # the figures, where the folder has none
+            record = self._guard(self.targets[0].kind, folder, "read",
+                                 lambda: folder_record(folder, frame, Path(drawn)))
+            if record is None:
+                return {}
+            self._open(folder, record.key, record.name)
+            sent = {}
+            for kind, backend in self.backends.items():
+                handle = self.handles.get((kind, folder))
+                if handle is not None:
+                    where = self._guard(kind, folder, "send", lambda b=backend, h=handle: b.send(h, record))
+                    if where is not None:
+                        sent[kind] = where
         return sent
 
     def close(self, failed: bool = False) -> None:

@@ -171,8 +171,24 @@ def latency_table(folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", "example_id", "latency_s", "output_tokens"])
 
 
-def folder_record(folder: Path, frame: pd.DataFrame | None = None) -> FolderRecord:
-    """What a tracker gets of a folder: its summary (`frame`, or its summary.csv), manifest, rows and files."""
+def figures(folder: Path, drawn: Path | None) -> list[Path]:
+    """The folder's figures (`scb plot`'s, where it drew them into the folder), or, where it has none, its figures
+    drawn now into `drawn` (PNG), or none where they cannot be drawn (examples on several kinds of device)."""
+    found = sorted(path for pattern in FIGURES for path in folder.glob(pattern) if path.is_file())
+    if found or drawn is None:
+        return found
+    from .plot import plot_folders
+
+    try:
+        return [path for path in plot_folders([folder], drawn) if path.suffix == ".png"]
+    except (ResultsError, ValueError) as exc:
+        log.info("%s: no figures for the trackers: %s", folder, exc)
+        return []
+
+
+def folder_record(folder: Path, frame: pd.DataFrame | None = None, drawn: Path | None = None) -> FolderRecord:
+    """What a tracker gets of a folder: its summary (`frame`, or its summary.csv), manifest, rows and files (its
+    figures drawn into `drawn` where it has none: `figures`)."""
     manifest = read_manifest(folder)
     if frame is None:
         if not (folder / SUMMARY_FILE).is_file():
@@ -180,7 +196,7 @@ def folder_record(folder: Path, frame: pd.DataFrame | None = None) -> FolderReco
         frame = pd.read_csv(folder / SUMMARY_FILE)
     named = (SUMMARY_FILE, SUMMARY_JSON_FILE, REPORT_FILE, HTML_FILE, MANIFEST_FILE, CALL_COSTS_FILE)
     artifacts = [folder / name for name in named if (folder / name).is_file()]
-    artifacts += sorted(path for pattern in FIGURES for path in folder.glob(pattern) if path.is_file())
+    artifacts += figures(folder, drawn)
     return FolderRecord(folder, str(manifest["config"].get("name") or folder.name), tracking_key(manifest),
                         folder_params(manifest), folder_tags(folder, manifest), method_records(frame), artifacts,
                         latency_table(folder))

@@ -14,7 +14,7 @@ earlier positions only, a function of the prefix, so the sampler stays exact to 
 
 from __future__ import annotations
 
-from .deferral import RuleParam, deferral_rule, tv_distance
+from .deferral import RuleParam, deferral_rule, opt_threshold
 
 
 @deferral_rule("budget_opt", coupled=True, params=(
@@ -34,7 +34,7 @@ class BudgetOpt:
         """Defer at the round's rows, one after the other, each against the dual left by the rows before it."""
         import torch
 
-        threshold = verifier.probs.amax(-1) - self.alpha * tv_distance(verifier.scaled, draft.scaled)
+        threshold = opt_threshold(draft, verifier, self.alpha)
         q_max = draft.probs.amax(-1)
         mu, trajectory, decisions = self.mu, [self.mu], []
         for row in range(q_max.shape[0]):

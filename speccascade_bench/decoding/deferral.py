@@ -124,8 +124,14 @@ def defer_diff(draft, verifier, alpha: float):
 @deferral_rule("opt")
 def defer_opt(draft, verifier, alpha: float):
     """Eq. 10: defer iff max q < max p - alpha * D_TV(p^tau, q^tau)."""
-    tv = tv_distance(verifier.scaled, draft.scaled)
-    return draft.probs.amax(-1) < verifier.probs.amax(-1) - alpha * tv
+    return draft.probs.amax(-1) < opt_threshold(draft, verifier, alpha)
+
+
+def opt_threshold(draft, verifier, alpha: float, weights=None):
+    """OPT's threshold on max q (Eq. 10): max p - alpha * D_TV(p^tau, q^tau), the price of a deferral at each
+    position times `weights` where given (`round_opt`); the one spelling of it for `opt` and the coupled rules."""
+    price = alpha * tv_distance(verifier.scaled, draft.scaled)
+    return verifier.probs.amax(-1) - (price if weights is None else price * weights)
 
 
 @deferral_rule("token_v1", alpha=(-1.0, 1.0), per_token=True)

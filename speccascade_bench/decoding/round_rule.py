@@ -18,7 +18,7 @@ round drafts, so the target at every position is a function of the history and t
 
 from __future__ import annotations
 
-from .deferral import RuleParam, deferral_rule, tv_distance
+from .deferral import RuleParam, deferral_rule, opt_threshold
 
 
 def tokens_lost(acceptance: float, k: int) -> list[float]:
@@ -61,8 +61,7 @@ class RoundOpt:
 
         n = draft.probs.shape[0]
         weights = torch.tensor(self.weights(k)[:n], dtype=draft.probs.dtype, device=draft.probs.device)
-        tv = tv_distance(verifier.scaled, draft.scaled)
-        return draft.probs.amax(-1) < verifier.probs.amax(-1) - self.alpha * tv * weights
+        return draft.probs.amax(-1) < opt_threshold(draft, verifier, self.alpha, weights)
 
     def settle(self, accepted: int, judged: int, bonus_kept: bool) -> None:
         """Count the round's tested drafts: the accepted ones and the rejected one, if any."""
