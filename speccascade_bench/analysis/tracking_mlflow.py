@@ -64,7 +64,7 @@ class MlflowBackend:
 
     def progress(self, handle: dict, done: int, total: int) -> None:
         now = int(time.time() * 1000)
-        metrics = [Metric("examples_done", done, now, done)]
+        metrics = [Metric("decodes_done", done, now, done)]
         if total:
             metrics.append(Metric("progress", done / total, now, done))
         self.client.log_batch(handle["run"], metrics=metrics)

@@ -42,7 +42,7 @@ class WandbBackend:
                           settings=wandb.Settings(silent=True, console="off", init_timeout=60))
 
     def progress(self, run, done: int, total: int) -> None:
-        run.log({"examples_done": done, **({"progress": done / total} if total else {})})
+        run.log({"decodes_done": done, **({"progress": done / total} if total else {})})
 
     def send(self, run, record: FolderRecord) -> dict:
         run.config.update({**record.params, "provenance": record.tags}, allow_val_change=True)
