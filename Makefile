@@ -29,7 +29,7 @@ toy-pair: $(TOY_DATA)
 	$(BIN)/scb finetune --config configs/toy/verifier.yaml --fresh
 	$(BIN)/scb finetune --config configs/toy/verifier.yaml --max-steps 4000
 
-# The demo chain's middle model (speccascade_bench/toy/pair/middle; about 5 minutes on 2 CPU cores).
+# The demo chain's middle model (speccascade_bench/toy/pair/middle; about 3 minutes on 2 CPU cores).
 toy-chain: $(TOY_DATA)
 	$(BIN)/scb finetune --config configs/toy/middle.yaml --fresh
 

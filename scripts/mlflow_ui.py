@@ -89,11 +89,11 @@ def screenshot(url: str, experiment_id: str, folder_name: str, out: Path, width:
         browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS)
         page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=1)
         page.goto(f"{url}/#/experiments/{experiment_id}/runs")
-        page.get_by_text(folder_name, exact=True).first.wait_for(timeout=60000)
+        page.locator(f'text="{folder_name}" >> visible=true').first.wait_for(timeout=60000)
         with contextlib.suppress(Exception):  # the assistant's panel and the sidebar, where this version has them
             page.get_by_role("button", name="Close").first.click(timeout=3000)
             page.get_by_role("button", name="Toggle sidebar").first.click(timeout=3000)
-        row = page.locator("[role=row]", has=page.get_by_text(folder_name, exact=True)).first
+        row = page.locator("[role=row]", has=page.locator(f'text="{folder_name}" >> visible=true')).first
         row.locator("button").first.click(timeout=10000)  # the folder's run expanded: its method runs below it
         page.get_by_test_id("column-selection-dropdown").first.click(timeout=10000)
         for name in SHOWN_METRICS:

@@ -280,8 +280,8 @@ def report(results: list[Path] = typer.Argument(..., help="results folders of `s
                                                "models and data in report.html as recorded (by default: relative "
                                                "to the results folder, or with the home folder as ~)"),
            columns: str = typer.Option(None, help="compact: at most 8 aligned columns (the default in a terminal); "
-                                       "all: every column, in Markdown (the default when the output is not a "
-                                       "terminal); report.md always holds every column"),
+                                       "all: report.md's every column, in Markdown (the default when the output is "
+                                       "not a terminal); report.md always holds every column"),
            max_row_mb: int = typer.Option(MAX_ROW_MB, parser=_count("--max-row-mb", 4096), help=ROW_MB_HELP),
            log_to: list[str] = typer.Option(None, "--log", help=LOG_HELP)) -> None:
     """Print the summary table for each folder (also written to RESULTS/report.md and summary.csv when the folder is

@@ -180,6 +180,7 @@ def demo_page(tmp_path_factory):
     config["task"]["dataset"] = str(root / "data" / "test.jsonl")
     config["output"] = str(root / "toy_t1")
     config["timing"]["warmup"] = 0  # the page shows no warm-up; the config's 2 would decode 80 examples more
+    config["decoding"]["max_new_tokens"] = 12  # what the page draws and sorts needs no whole outputs (about 30)
     (root / "toy_t1.yaml").write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(app, ["run", "-c", str(root / "toy_t1.yaml"), "--limit", str(DEMO_LIMIT)])
     assert result.exit_code == 0, result.output

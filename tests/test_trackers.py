@@ -118,7 +118,8 @@ def test_scb_run_logs_progress_resumes_into_the_same_mlflow_run_and_records_it(w
     client, parent, children = _mlflow_runs(uri, key)
     assert manifest["trackers"]["mlflow"] == {"tracking_uri": uri, "experiment_id": parent.info.experiment_id,
                                               "run_id": parent.info.run_id}
-    assert {m.value for m in client.get_metric_history(parent.info.run_id, "decodes_done")} >= {6}  # 2 examples x 3 method runs
+    progress = client.get_metric_history(parent.info.run_id, "decodes_done")
+    assert {m.value for m in progress} >= {6}  # 2 examples x 3 method runs
     assert all(child.data.metrics["n"] == 2 for child in children.values())
     resumed = CliRunner().invoke(app, ["run", "-c", config, "--limit", "4", "--log", f"mlflow={uri}"])
     assert resumed.exit_code == 0, resumed.output

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # The trackers `--log` names: the module each needs, and what `--log NAME=VALUE` gives it
 TRACKERS = {"mlflow": ("mlflow", "TRACKING_URI"), "wandb": ("wandb", "PROJECT")}
 
-# A method run's metrics: the summary's columns, in its units (see docs/RESULTS.md); a column that is empty for a
+# A method run's metrics: the summary's columns, in its units (see docs/results.md); a column that is empty for a
 # run (no interval below 10 examples, no acceptance for a model alone) is left out of that run
 METRICS = ("n", "quality", "quality_vs_verifier", "quality_ci_low", "quality_ci_high", "latency_mean_s",
            "latency_p50_s", "relative_latency", "relative_latency_median", "relative_latency_low",
