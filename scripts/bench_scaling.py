@@ -85,10 +85,16 @@ def main() -> None:
     print(f"# bench_scaling: cache {args.cache}, compile {args.compile_mode}, device {args.device}")
     hardware = ", ".join(f"{k} {v}" for k, v in device_info(torch.device(args.device)).items())
     print(f"machine: {hardware}; torch {torch.__version__}, transformers {transformers.__version__}")
+    per_token(model, length, args.cache, args.device, compile_mode)
+    memory(examples, args.cache, args.device, compile_mode)
 
-    pair = load_pair(model, model, device=args.device)
+
+def per_token(model: str, length: int, cache: str, device: str, compile_mode: str | None) -> None:
+    """The per-token latency of one model over `length` greedy steps, in blocks (and, with dynamic caches, one
+    step with no cache for reference)."""
+    pair = load_pair(model, model, device=device)
     source = pair.encode("translate English to German: the small house is by the river.", 64)
-    if args.cache == "static":
+    if cache == "static":
         pair.use_static_caches(shapes_for(length, 64, (), compile_mode), source)
     step_times(pair, source, 8)  # warm-up
     seconds = step_times(pair, source, length)
@@ -101,15 +107,18 @@ def main() -> None:
     for start in range(0, length, block):
         median = statistics.median(seconds[start:start + block])
         print(f"| {start}-{min(start + block, length) - 1} | {1000 * median:.2f} | {median / first:.2f} |")
-    if args.cache == "dynamic":
+    if cache == "dynamic":
         early, late = block // 2, length - block // 2
         print(f"\nFor reference, one step with no cache (a forward over the whole prefix): "
               f"{1000 * recompute_seconds(pair, source, early):.1f} ms at position {early}, "
               f"{1000 * recompute_seconds(pair, source, late):.1f} ms at position {late}.")
 
-    pair = load_pair(str(PAIR / "drafter"), str(PAIR / "verifier"), device=args.device)
+
+def memory(examples: int, cache: str, device: str, compile_mode: str | None) -> None:
+    """The resident (and CUDA) memory over `examples` spec_decode examples of the toy pair: it must not grow."""
+    pair = load_pair(str(PAIR / "drafter"), str(PAIR / "verifier"), device=device)
     sources = [row["src"] for row in make_splits(0, {"train": 20000, "validation": 200, "test": 500})["test"]]
-    if args.cache == "static":
+    if cache == "static":
         pair.use_static_caches(shapes_for(64, 512, [5], compile_mode), pair.encode(sources[0], 512))
     settings = DecodingConfig(64, 1.0, 1.0, 5)
     rss, device_mb = [], []

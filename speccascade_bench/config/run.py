@@ -287,6 +287,27 @@ def read_task(file: Path, data: Any, harness: bool = True, **defaults: Any) -> T
     if task.target in named:
         raise section.error("prompt", f"names the target field {task.target!r}: the answer would be in the prompt "
                             "(shots show their answers after the prompt by themselves)")
+    _check_scoring(section, task)
+    if task.system is not None and not task.chat:
+        raise section.error("system", "is a chat turn: it needs chat: true")
+    fewshot = task.fewshot
+    if fewshot is not None and fewshot.n > 0 and (fewshot.split is None) == (fewshot.dataset is None):
+        raise section.error("fewshot", "give either split (of the task's dataset) or dataset (a local file) to "
+                            "draw the shots from, not " + ("both" if fewshot.split else "neither"))
+    if fewshot is not None and fewshot.split is not None and task.is_local:
+        raise section.error("fewshot.split", "a local data file is one split: draw the shots from a file with "
+                            "fewshot.dataset (it may be the task's own file; the evaluated row is never its own shot)")
+    if fewshot is not None and fewshot.offset and fewshot.order != "first":
+        raise section.error("fewshot.offset", "skips rows before the first shot of order: first; random shots "
+                            "are drawn from every row")
+    if fewshot is not None and fewshot.is_local and not looks_like_path(fewshot.dataset):
+        raise section.error("fewshot.dataset", f"{short(fewshot.dataset)} is not a local file; shots from the hub "
+                            "come from a split of the task's dataset (fewshot.split)")
+    return task
+
+
+def _check_scoring(section: Section, task: TaskConfig) -> None:
+    """How a task defined here is scored: its answer pattern, metric, tests and normalisation fit together."""
     if task.answer_pattern is not None:
         if task.metric not in PATTERN_METRICS:
             raise section.error("answer_pattern", f"applies to {', '.join(PATTERN_METRICS)}, not to {task.metric}")
@@ -307,22 +328,6 @@ def read_task(file: Path, data: Any, harness: bool = True, **defaults: Any) -> T
     if task.answer_select != "first" and (task.answer_pattern is None or task.metric not in metrics.ANSWER_METRICS):
         raise section.error("answer_select", "selects a match of answer_pattern for "
                             f"{', '.join(metrics.ANSWER_METRICS)}: give the pattern and such a metric")
-    if task.system is not None and not task.chat:
-        raise section.error("system", "is a chat turn: it needs chat: true")
-    fewshot = task.fewshot
-    if fewshot is not None and fewshot.n > 0 and (fewshot.split is None) == (fewshot.dataset is None):
-        raise section.error("fewshot", "give either split (of the task's dataset) or dataset (a local file) to "
-                            "draw the shots from, not " + ("both" if fewshot.split else "neither"))
-    if fewshot is not None and fewshot.split is not None and task.is_local:
-        raise section.error("fewshot.split", "a local data file is one split: draw the shots from a file with "
-                            "fewshot.dataset (it may be the task's own file; the evaluated row is never its own shot)")
-    if fewshot is not None and fewshot.offset and fewshot.order != "first":
-        raise section.error("fewshot.offset", "skips rows before the first shot of order: first; random shots "
-                            "are drawn from every row")
-    if fewshot is not None and fewshot.is_local and not looks_like_path(fewshot.dataset):
-        raise section.error("fewshot.dataset", f"{short(fewshot.dataset)} is not a local file; shots from the hub "
-                            "come from a split of the task's dataset (fewshot.split)")
-    return task
 
 
 def _check_own_task_keys(section: Section, defaults: dict) -> None:

@@ -109,44 +109,8 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
     drafter, verifier = pair.decoder("drafter", input_ids), pair.decoder("verifier", input_ids)
     result = DecodeResult()
     tokens = result.tokens
-
-    def emit(logits: Tensor) -> None:  # one verifier token from [V] logits
-        token = sample(settings, logits, generator)
-        tokens.append(token)
-        verifier.extend([token])
-        result.deferred += 1
-
     while True:
-        # The verifier's turn: score the drafter's tokens since its own last one, then emit one or two tokens.
-        start = len(verifier.generated)
-        drafted = tokens[start:]
-        verifier.extend(drafted)
-        logits = verifier.logits(keep=len(drafted) + 1)  # [len(drafted) + 1, V]
-        drafted_ids = torch.tensor(drafted, dtype=torch.long, device=logits.device)
-        index = rules.bild_rollback_index(logits[:-1], drafted_ids, beta)
-        replacement = None
-        if index is not None:
-            replacement = sample(settings, logits[index], generator)
-            if replacement == drafted[index]:  # the reference keeps the whole draft then
-                index = None
-        kept = len(drafted) if index is None else index
-        result.rounds += 1
-        result.drafted += len(drafted)
-        result.accepted += kept
-        result.accepted_per_round.append(kept)
-        result.rejections += index is not None
-        if index is None:
-            if not end.reached(tokens):  # after a checked stop string, nothing more
-                emit(logits[-1])
-        else:
-            del tokens[start + index:]
-            for decoder in (drafter, verifier):
-                decoder.truncate(decoder.prompt_length + start + index)
-            tokens.append(replacement)
-            verifier.extend([replacement])
-            result.deferred += 1
-            if not end.reached(tokens):
-                emit(verifier.logits()[-1])
+        _bild_verifier_turn(drafter, verifier, result, settings, beta, end, generator)
         _bild_drafter_turn(drafter, tokens, settings, alpha, max_run, end, generator)
         # EOS or the limit end decoding at once, from either model (as in the reference); a stop string only once
         # the verifier has checked the drafter's tokens up to it.
@@ -154,6 +118,49 @@ def decode_bild(pair, input_ids, settings, params, generator) -> DecodeResult:
             break
     result.drafter_calls, result.verifier_calls = drafter.calls, verifier.calls
     return result
+
+
+def _bild_verifier_turn(drafter, verifier, result: DecodeResult, settings, beta: float, end: Ending,
+                        generator) -> None:
+    """The verifier's turn of BiLD's reference loop: score the drafter's tokens since its own last one, then emit one
+    token, or, after a rollback, the replacement and the token after it (`decode_bild`)."""
+    tokens = result.tokens
+
+    def emit(logits: Tensor) -> None:  # one verifier token from [V] logits
+        token = sample(settings, logits, generator)
+        tokens.append(token)
+        verifier.extend([token])
+        result.deferred += 1
+
+    start = len(verifier.generated)
+    drafted = tokens[start:]
+    verifier.extend(drafted)
+    logits = verifier.logits(keep=len(drafted) + 1)  # [len(drafted) + 1, V]
+    drafted_ids = torch.tensor(drafted, dtype=torch.long, device=logits.device)
+    index = rules.bild_rollback_index(logits[:-1], drafted_ids, beta)
+    replacement = None
+    if index is not None:
+        replacement = sample(settings, logits[index], generator)
+        if replacement == drafted[index]:  # the reference keeps the whole draft then
+            index = None
+    kept = len(drafted) if index is None else index
+    result.rounds += 1
+    result.drafted += len(drafted)
+    result.accepted += kept
+    result.accepted_per_round.append(kept)
+    result.rejections += index is not None
+    if index is None:
+        if not end.reached(tokens):  # after a checked stop string, nothing more
+            emit(logits[-1])
+        return
+    del tokens[start + index:]
+    for decoder in (drafter, verifier):
+        decoder.truncate(decoder.prompt_length + start + index)
+    tokens.append(replacement)
+    verifier.extend([replacement])
+    result.deferred += 1
+    if not end.reached(tokens):
+        emit(verifier.logits()[-1])
 
 
 def _bild_drafter_turn(drafter, tokens: list[int], settings, alpha: float, max_run: int, end: Ending,
