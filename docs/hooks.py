@@ -9,8 +9,9 @@ def generated() -> dict[str, callable]:
     import typer
 
     from speccascade_bench.cli import app
-    from speccascade_bench.config.reference import config_reference, finetune_reference
+    from speccascade_bench.config.reference import config_reference
     from speccascade_bench.decoding.catalog import methods_markdown
+    from speccascade_bench.finetune.config import finetune_reference
     from speccascade_bench.run.record import markdown_table
     from speccascade_bench.verbs import cli_reference
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import typer
 
-from .config.finetune import load_finetune_config
 from .files import MAX_ROW_MB, row_bytes
+from .finetune.config import load_finetune_config
 from .verbs import LOG_HELP, Verbs, decode_jobs, show_results
 from .verbs import fail as _fail
 from .verbs import message as _message
@@ -115,7 +115,7 @@ def finetune(config: Path = typer.Option(..., "--config", "-c", help="fine-tunin
     An existing checkpoint in the output folder is resumed unless --fresh is given."""
     from dataclasses import replace
 
-    from .run.finetune import finetune as run_finetune
+    from .finetune.train import finetune as run_finetune
 
     cfg = load_finetune_config(config)
     if max_steps is not None:
@@ -150,13 +150,13 @@ def validate(config: Path = typer.Option(..., "--config", "-c", help="run config
                                             "on the disk for the results")) -> None:
     """Check a config and its variants without loading any model or dataset: every key, value and range, the local
     files, routers and plugins. Without --check-env it does not check the machine (CUDA, the hub, the disk)."""
-    from .config.finetune import is_finetune_config
     from .config.run import load_run_config, load_run_configs
+    from .finetune.config import is_finetune_config
     from .run.plan import plan, validate_resources
     from .run.routers import check_routers
 
     if is_finetune_config(config):
-        from .run.finetune import check_resources
+        from .finetune.train import check_resources
 
         cfg = load_finetune_config(config)
         check_resources(cfg)

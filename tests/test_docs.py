@@ -41,7 +41,13 @@ def test_the_readme_is_short_and_its_quick_start_config_validates(tmp_path, monk
 
 
 def test_every_config_key_is_in_the_generated_reference_with_a_description():
-    assert undocumented() == []
+    from speccascade_bench.finetune.config import SECTIONS, finetune_reference
+
+    assert undocumented() == [] and undocumented(SECTIONS) == []
+    tuning = finetune_reference()
+    for prefix, cls, flat in SECTIONS:
+        for f in section_keys(cls, flat):
+            assert f"| `{prefix + '.' if prefix else ''}{f.name}` |" in tuning, (prefix, f.name)
     text = config_reference()
     for prefix, cls in RUN_SECTIONS:
         for f in section_keys(cls):

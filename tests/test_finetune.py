@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from speccascade_bench.cli import app
-from speccascade_bench.config.finetune import load_finetune_config
+from speccascade_bench.finetune.config import load_finetune_config
 from speccascade_bench.settings import ConfigError
 from speccascade_bench.toy.language import write_splits
 
@@ -114,7 +114,7 @@ def test_causal_finetune_saves_a_decoder_only_pair(tmp_path):
 def test_causal_training_rows_are_whole_texts_closed_by_one_eos(tmp_path):
     from transformers import ByT5Tokenizer
 
-    from speccascade_bench.run.finetune import _tokenized, lm_ids, prompt_ids
+    from speccascade_bench.finetune.train import _tokenized, lm_ids, prompt_ids
 
     config = load_finetune_config(_write(tmp_path, _causal_config(tmp_path)))
     tokenizer = ByT5Tokenizer()
@@ -134,7 +134,7 @@ def test_causal_rows_with_a_tokenizer_that_adds_bos_but_no_eos():
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    from speccascade_bench.run.finetune import lm_ids, prompt_ids
+    from speccascade_bench.finetune.train import lm_ids, prompt_ids
 
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "a": 3, "b": 4, "c": 5}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
@@ -197,7 +197,7 @@ class _Continues(torch.nn.Module):
 def test_causal_evaluation_scores_the_continuation_up_to_a_stop_string():
     from transformers import ByT5Tokenizer
 
-    from speccascade_bench.run.finetune import evaluate_causal
+    from speccascade_bench.finetune.train import evaluate_causal
     from speccascade_bench.tasks.settings import TaskConfig
 
     tokenizer = ByT5Tokenizer()
@@ -212,7 +212,7 @@ def test_causal_evaluation_scores_the_continuation_up_to_a_stop_string():
 def test_causal_training_renders_the_prompt_template_and_refuses_run_only_keys(tmp_path):
     from transformers import ByT5Tokenizer
 
-    from speccascade_bench.run.finetune import _tokenized
+    from speccascade_bench.finetune.train import _tokenized
 
     config = _causal_config(tmp_path)
     task = config["task"]

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from speccascade_bench.analysis.summary import summarize
-from speccascade_bench.config.finetune import load_finetune_config
 from speccascade_bench.config.run import load_run_config
+from speccascade_bench.finetune.config import load_finetune_config
 from speccascade_bench.run.folder import MANIFEST_FILE
 from speccascade_bench.run.rows import read_lines
 from speccascade_bench.settings import ConfigError

@@ -118,7 +118,7 @@ def test_a_zero_shot_task_given_only_its_evaluated_split_builds_its_prompts(tmp_
 
 
 def test_a_fine_tuning_config_takes_no_lm_eval_task(tmp_path):
-    from speccascade_bench.config.finetune import load_finetune_config
+    from speccascade_bench.finetune.config import load_finetune_config
 
     path = tmp_path / "ft.yaml"
     path.write_text(yaml.safe_dump({"name": "ft", "task": {"lm_eval": "gsm8k"}, "model": "x", "output": "o"}))

@@ -10,8 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from speccascade_bench.cli import app
-from speccascade_bench.config.finetune import load_finetune_config
 from speccascade_bench.config.run import load_run_config, load_run_configs
+from speccascade_bench.finetune.config import load_finetune_config
 from speccascade_bench.run.plan import validate_resources
 from speccascade_bench.settings import ConfigError
 from speccascade_bench.tasks.data import DataError, load_rows

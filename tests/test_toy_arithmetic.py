@@ -83,8 +83,8 @@ def test_llm_pair_loads_follows_the_shots_and_the_verifier_beats_the_drafter():
 
     from speccascade_bench.decoding.dispatch import decode
     from speccascade_bench.decoding.settings import DecodingConfig
+    from speccascade_bench.finetune.train import prompt_ids
     from speccascade_bench.models.loading import load_pair
-    from speccascade_bench.run.finetune import prompt_ids
 
     pair = load_pair(str(LLM_PAIR / "drafter"), str(LLM_PAIR / "verifier"), device="cpu")
     assert not pair.is_encoder_decoder and pair.verifier.dtype == torch.float32

@@ -1,6 +1,6 @@
 """The configuration reference, generated from the settings dataclasses (each field's default, valid values and
 `doc`), so that it cannot drift from what the readers accept: the docs site's configuration page renders it, and a
-test fails on a key without a description."""
+test fails on a key without a description (a fine-tuning config's: `finetune.config.finetune_reference`)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ from dataclasses import MISSING, fields
 
 from ..decoding.settings import DecodingConfig
 from ..models.settings import ModelsConfig
-from ..run.settings import FinetuneConfig, RunConfig, TimingConfig
+from ..run.settings import RunConfig, TimingConfig
 from ..tasks.settings import FewshotConfig, TaskConfig
 
 # The sections of a run config, in a file's order: (the key's prefix, its dataclass)
 RUN_SECTIONS = (("", RunConfig), ("task", TaskConfig), ("task.fewshot", FewshotConfig), ("models", ModelsConfig),
                 ("decoding", DecodingConfig), ("timing", TimingConfig))
-FINETUNE_SECTIONS = (("", FinetuneConfig, ""), ("model", FinetuneConfig, "model"),
-                     ("training", FinetuneConfig, "training"))
 
 # Keys a reader accepts besides its dataclass's fields (config/run.py), with what they mean
 EXTRA_KEYS = {
@@ -68,13 +66,11 @@ def section_keys(cls, section: str | None = None) -> list[dataclasses.Field]:
             and (section is None or f.metadata.get("section", "") == section)]
 
 
-def undocumented() -> list[str]:
-    """Every key of a run or fine-tuning config that has no description (`option(doc=...)`)."""
-    missing = [f"{prefix + '.' if prefix else ''}{f.name}" for prefix, cls in RUN_SECTIONS
-               for f in section_keys(cls) if not f.metadata.get("doc")]
-    missing += [f"finetune {prefix + '.' if prefix else ''}{f.name}" for prefix, cls, section in FINETUNE_SECTIONS
-                for f in section_keys(cls, section) if not f.metadata.get("doc")]
-    return missing
+def undocumented(sections=None) -> list[str]:
+    """Every key of a config's sections (a run config's by default: (prefix, dataclass[, flat section])) that has no
+    description (`option(doc=...)`)."""
+    return [f"{prefix + '.' if prefix else ''}{f.name}" for prefix, cls, *flat in (sections or RUN_SECTIONS)
+            for f in section_keys(cls, *flat) if not f.metadata.get("doc")]
 
 
 def _cell(text: str) -> str:
@@ -82,7 +78,8 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _table(prefix: str, keys: list[dataclasses.Field], extras: tuple = ()) -> list[str]:
+def table(prefix: str, keys: list[dataclasses.Field], extras: tuple = ()) -> list[str]:
+    """A section's keys as a Markdown table: key, default, values, meaning."""
     lines = ["| key | default | values | meaning |", "| --- | --- | --- | --- |"]
     for f in keys:
         name = f"{prefix}.{f.name}" if prefix else f.name
@@ -99,14 +96,5 @@ def config_reference() -> str:
               "decoding": "`decoding`", "timing": "`timing`"}
     lines = []
     for prefix, cls in RUN_SECTIONS:
-        lines += [f"### {titles[prefix]}", "", *_table(prefix, section_keys(cls), EXTRA_KEYS.get(prefix, ())), ""]
-    return "\n".join(lines)
-
-
-def finetune_reference() -> str:
-    """The fine-tuning config's keys (`scb finetune`), a Markdown table per section."""
-    lines = []
-    for prefix, cls, section in FINETUNE_SECTIONS:
-        lines += [f"### {'Top level' if not prefix else f'`{prefix}`'}", "",
-                  *_table(prefix, section_keys(cls, section)), ""]
+        lines += [f"### {titles[prefix]}", "", *table(prefix, section_keys(cls), EXTRA_KEYS.get(prefix, ())), ""]
     return "\n".join(lines)

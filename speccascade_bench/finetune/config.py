@@ -6,17 +6,18 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..run.settings import (
+from ..config.reader import read_yaml
+from ..config.reference import section_keys, table
+from ..config.run import read_task
+from ..settings import ConfigError, Section, keys_of, short, suggest
+from ..tasks.metrics import CODE_METRICS
+from .settings import (
     ARCHITECTURE_CLASSES,
     ARCHITECTURE_RANGES,
     FROM_TOKENIZER,
     FinetuneConfig,
     architecture_fields,
 )
-from ..settings import ConfigError, Section, keys_of, short, suggest
-from ..tasks.metrics import CODE_METRICS
-from .reader import read_yaml
-from .run import read_task
 
 RUN_ONLY_TASK_KEYS = ("fewshot", "chat", "system", "tests", "test_setup", "code_timeout_s", "code_memory_mb")
 
@@ -69,3 +70,16 @@ def load_finetune_config(path: str | Path) -> FinetuneConfig:
         raise top.error("output", "must not be empty")
     return FinetuneConfig(name=name, task=task, output=output, **model,
                           **t.fields(FinetuneConfig, "training"), file=str(file))
+
+
+# The fine-tuning config's sections: (the key's prefix, its dataclass, its flat section)
+SECTIONS = (("", FinetuneConfig, ""), ("model", FinetuneConfig, "model"), ("training", FinetuneConfig, "training"))
+
+
+def finetune_reference() -> str:
+    """The fine-tuning config's keys (`scb finetune`), a Markdown table per section (`config.reference.table`)."""
+    lines = []
+    for prefix, cls, section in SECTIONS:
+        lines += [f"### {'Top level' if not prefix else f'`{prefix}`'}", "", *table(prefix, section_keys(cls, section)),
+                  ""]
+    return "\n".join(lines)
