@@ -16,8 +16,12 @@ from speccascade_bench.cli import app
 from .helpers import save_byte_pair, write_jsonl
 from .results_builder import build_results
 
-mlflow = pytest.importorskip("mlflow")
-wandb = pytest.importorskip("wandb")
+
+@pytest.fixture(autouse=True)
+def trackers_installed():
+    """The trackers' libraries (optional extras), imported by the tests that use them, not when tests are collected."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("wandb")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +56,9 @@ def _built(tmp_path, n: int = 12):
 
 def _mlflow_runs(uri: str, key: str):
     """The folder's MLflow run (found by its tracking key) and its child runs by run id."""
-    client = mlflow.MlflowClient(uri)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     parents = client.search_runs(experiments, f"tags.`scb.key` = '{key}' and tags.`scb.role` = 'folder'")
     assert len(parents) == 1
