@@ -4,6 +4,7 @@ be reached leaves the folder complete with one warning; `--log` errors in one li
 
 import json
 import struct
+import time
 
 import pandas as pd
 import pytest
@@ -217,6 +218,14 @@ def test_wandb_offline_run_holds_the_summary_config_tables_and_artifacts(tmp_pat
               for path in (run_dir / "files" / "media" / "table").glob("*.table.json")}
     assert len(tables["latencies"]["data"]) == int(table["n"].sum())
     assert [row[0] for row in tables["runs"]["data"]] == list(table["run_id"])
+    # Sent again: the same W&B run (its id is the folder's key), resumed rather than a new one
+    time.sleep(1.1)  # W&B names an offline run's folder by the second it started
+    assert CliRunner().invoke(app, ["report", str(folder), "--log", "wandb=scb-test"]).exit_code == 0
+    again = [path for path in (tmp_path / "wandb").glob("offline-run-*") if path.is_dir()]
+    assert len(again) == 2 and all(path.name.endswith(f"-{key}") for path in again)
+    resumed = [r for r in _wandb_records(next(p for p in again if p != run_dir) / f"run-{key}.wandb")
+               if r.WhichOneof("record_type") == "run"]
+    assert resumed and all(r.run.run_id == key for r in resumed)
 
 
 @pytest.mark.parametrize(("value", "words"), [
