@@ -32,15 +32,12 @@ class Trackers:
         for target in targets:
             try:
                 self.backends[target.kind] = _backend(target)
-            except Exception as exc:  # a URI the library cannot read: bad input, before anything runs
+            except Exception as exc:  # a library that cannot start here: one line, before anything runs
                 raise TrackingError(f"{target}: {' '.join(str(exc).split())[:300]}") from None
         self.handles: dict[tuple[str, Path], object] = {}
         self.failed: set[tuple[str, Path]] = set()
         self.folders: dict[Path, tuple[str, str]] = {}  # folder -> (tracking key, config name), for `progress`
         self.last_progress: dict[Path, float] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self.targets)
 
     def _guard(self, kind: str, folder: Path, doing: str, call):
         if (kind, folder) in self.failed:

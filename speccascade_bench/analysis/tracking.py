@@ -10,7 +10,6 @@ relative cost as metrics). How a command talks to them: `trackers.Trackers`.
 from __future__ import annotations
 
 import importlib.util
-import io
 import logging
 import math
 from dataclasses import dataclass, field
@@ -107,11 +106,6 @@ class FolderRecord:
     runs: list[MethodRecord]
     artifacts: list[Path]
     latencies: pd.DataFrame = field(repr=False)
-
-    def latencies_csv(self) -> str:
-        buffer = io.StringIO()
-        self.latencies.to_csv(buffer, index=False, float_format="%.6g")
-        return buffer.getvalue()
 
 
 def _number(value) -> float | None:
