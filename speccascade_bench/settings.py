@@ -32,6 +32,19 @@ def short(value: Any) -> str:
     return _repr.repr(value)
 
 
+def interval_text(low: float | None, high: float | None, low_open: bool = False, high_open: bool = False) -> str:
+    """A valid range as it is written in messages and the docs, e.g. `[0, 1)`; None is unbounded (-inf, inf)."""
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    return f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
+
+
+def markdown_cell(text: Any) -> str:
+    """Text in a cell of a generated Markdown table: on one line, its bars escaped, angle brackets as text, not
+    HTML."""
+    return " ".join(str(text).split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
 class ConfigError(ValueError):
     """A config problem, located by file and dotted key."""
 
@@ -196,10 +209,7 @@ class Section:
         bad_low = low is not None and (value <= low if low_open else value < low)
         bad_high = high is not None and (value >= high if high_open else value > high)
         if bad_low or bad_high:
-            lo = "-inf" if low is None else f"{low:g}"
-            hi = "inf" if high is None else f"{high:g}"
-            interval = f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
-            raise self.error(name, f"must be in {interval}, got {value:g}")
+            raise self.error(name, f"must be in {interval_text(low, high, low_open, high_open)}, got {value:g}")
         return value
 
     def fields(self, cls, section: str = "", only: tuple[str, ...] | None = None, **defaults: Any) -> dict[str, Any]:

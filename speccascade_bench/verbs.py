@@ -10,7 +10,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from .settings import ConfigError, ConfigErrors
+from .settings import ConfigError, ConfigErrors, markdown_cell
 
 MAX_MESSAGE = 600
 
@@ -153,30 +153,28 @@ def cli_reference(group: click.Group) -> str:
     each verb in `scb --help`'s order with its help, its usage, and a table of its arguments and options."""
     ctx = type(group).context_class(group, info_name="scb")
 
-    def cell(text) -> str:
-        return " ".join(str(text).split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-
     lines = ["| command | what it does |", "| --- | --- |"]
     commands = [(name, group.get_command(ctx, name)) for name in group.list_commands(ctx)]
-    lines += [f"| [`scb {name}`](#scb-{name}) | {cell((command.help or '').split(chr(10) * 2)[0])} |"
+    lines += [f"| [`scb {name}`](#scb-{name}) | {markdown_cell((command.help or '').split(chr(10) * 2)[0])} |"
               for name, command in commands]
     for name, command in commands:
         sub = type(command).context_class(command, info_name=f"scb {name}", parent=ctx)
         arguments = [f"{(p.metavar or p.name).upper()}{'...' if p.nargs == -1 else ''}" for p in command.params
                      if p.param_type_name == "argument"]
         lines += ["", f"## scb {name}", "", "```", " ".join([f"scb {name} [OPTIONS]", *arguments]), "```", "",
-                  cell(command.help or ""), "", "| argument or option | default | meaning |", "| --- | --- | --- |"]
+                  markdown_cell(command.help or ""), "", "| argument or option | default | meaning |",
+                  "| --- | --- | --- |"]
         for param in command.get_params(sub):
             if param.param_type_name == "argument":
                 names = f"`{(param.metavar or param.name).upper()}`" + (" ..." if param.nargs == -1 else "")
             else:
                 names = ", ".join(f"`{opt}`" for opt in (*param.opts, *param.secondary_opts))
                 if not getattr(param, "is_flag", False) and param.metavar != "":
-                    names += f" {cell(param.metavar or _value_name(param))}"
+                    names += f" {markdown_cell(param.metavar or _value_name(param))}"
                 if getattr(param, "multiple", False):
                     names += " (repeatable)"
             default = ("required" if param.required else "" if param.default in (None, False, (), [])
                        or getattr(param, "is_flag", False) and param.name == "help" else f"`{param.default}`")
             envvar = f" (or ${param.envvar})" if isinstance(getattr(param, "envvar", None), str) else ""
-            lines.append(f"| {names} | {default} | {cell(getattr(param, 'help', '') or '')}{envvar} |")
+            lines.append(f"| {names} | {default} | {markdown_cell(getattr(param, 'help', '') or '')}{envvar} |")
     return "\n".join(lines)

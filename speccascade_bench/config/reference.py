@@ -10,6 +10,7 @@ from dataclasses import MISSING, fields
 from ..decoding.settings import DecodingConfig
 from ..models.settings import ModelsConfig
 from ..run.settings import RunConfig, TimingConfig
+from ..settings import interval_text, markdown_cell
 from ..tasks.settings import FewshotConfig, TaskConfig
 
 # The sections of a run config, in a file's order: (the key's prefix, its dataclass)
@@ -48,10 +49,7 @@ def _values(f: dataclasses.Field) -> str:
     if meta.get("choices"):
         return " \\| ".join(f"`{choice}`" for choice in meta["choices"])
     if meta.get("low") is not None or meta.get("high") is not None:
-        low = "" if meta.get("low") is None else f"{meta['low']:g}"
-        high = "" if meta.get("high") is None else f"{meta['high']:g}"
-        return (f"{'(' if meta.get('low_open') else '['}{low}, {high}{')' if meta.get('high_open') else ']'}"
-                .replace("4.29497e+09", "2^32 - 1"))
+        return interval_text(meta.get("low"), meta.get("high"), meta.get("low_open"), meta.get("high_open"))
     if meta.get("pattern") is not None:
         return "a name (letters, digits, `_ . + -`)"
     text = str(f.type).replace(" | None", "").strip()
@@ -73,17 +71,12 @@ def undocumented(sections=None) -> list[str]:
             for f in section_keys(cls, *flat) if not f.metadata.get("doc")]
 
 
-def _cell(text: str) -> str:
-    """Text in a Markdown table cell: its bars escaped, and angle brackets as text, not HTML."""
-    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def table(prefix: str, keys: list[dataclasses.Field], extras: tuple = ()) -> list[str]:
     """A section's keys as a Markdown table: key, default, values, meaning."""
     lines = ["| key | default | values | meaning |", "| --- | --- | --- | --- |"]
     for f in keys:
         name = f"{prefix}.{f.name}" if prefix else f.name
-        lines.append(f"| `{name}` | {_default(f)} | {_values(f)} | {_cell(f.metadata.get('doc', ''))} |")
+        lines.append(f"| `{name}` | {_default(f)} | {_values(f)} | {markdown_cell(f.metadata.get('doc', ''))} |")
     for key, default, values, doc in extras:
         lines.append(f"| `{prefix + '.' if prefix else ''}{key}` | `{default}` | {values} | {doc} |")
     return lines

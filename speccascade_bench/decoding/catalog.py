@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from ..settings import markdown_cell
 from .deferral import RULES
 from .methods import METHODS, RULE_ALPHA_RANGE
 
@@ -23,22 +24,24 @@ def methods_text() -> str:
                                                ", required there)")
             lines.append(f"    {param.name} in {param.range_text()}{extra}: {param.description}")
     lines.append("spec_cascade alpha ranges by rule: " + ", ".join(
-        f"{rule} [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-        for rule, (lo, hi) in RULE_ALPHA_RANGE.items()))
+        f"{rule} {_alpha_range(rule)}" for rule in RULE_ALPHA_RANGE))
     return "\n".join(lines)
+
+
+def _alpha_range(rule: str) -> str:
+    """A rule's alpha range as `scb methods` has always written it (its bounds as given, e.g. [0.0, 1.0])."""
+    low, high = RULE_ALPHA_RANGE[rule]
+    return f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
 
 
 def methods_markdown() -> str:
     """The methods and deferral rules as the docs site's methods page shows them, from the registries: each method
     with its parameters (valid values, defaults, meaning), then each rule with its alpha range and kind."""
 
-    def cell(text) -> str:
-        return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-
     lines = ["| method | what it runs |", "| --- | --- |"]
-    lines += [f"| [`{spec.name}`](#{spec.name}) | {cell(spec.description)} |" for spec in METHODS.values()]
+    lines += [f"| [`{spec.name}`](#{spec.name}) | {markdown_cell(spec.description)} |" for spec in METHODS.values()]
     for spec in METHODS.values():
-        lines += ["", f"### {spec.name}", "", cell(spec.description), ""]
+        lines += ["", f"### {spec.name}", "", markdown_cell(spec.description), ""]
         if not spec.params:
             lines.append("No parameters.")
             continue
@@ -47,15 +50,14 @@ def methods_markdown() -> str:
             default = "required" if param.required else "-" if param.default is None else f"`{param.default}`"
             if param.needs:
                 default += f" (with {param.needs[0]}: {param.needs[1]})"
-            lines.append(f"| `{param.name}` | {cell(param.range_text())} | {default} | {cell(param.description)} |")
+            lines.append(f"| `{param.name}` | {markdown_cell(param.range_text())} | {default} | "
+                         f"{markdown_cell(param.description)} |")
     lines += ["", "### Deferral rules", "", "`spec_cascade`'s `rule` (and `chain_spec_cascade`'s `rules`):", "",
               "| rule | alpha | decides | parameters | what it is |", "| --- | --- | --- | --- | --- |"]
     for rule in RULES.values():
-        low, high = RULE_ALPHA_RANGE[rule.name]
         kind = ("per token" if rule.per_token else "per position") + (", learned (a router)" if rule.uses_router
                                                                        else "") + (", coupled" if rule.coupled else "")
         params = ", ".join(f"`{p.name}`" for p in rule.params) or "-"
         what = re.split(r"(?<!Eq)\. ", " ".join((rule.decide.__doc__ or "").split()))[0].rstrip(".")
-        lines.append(f"| `{rule.name}` | [{'-inf' if low is None else low}, {'inf' if high is None else high}] | "
-                     f"{kind} | {params} | {cell(what)} |")
+        lines.append(f"| `{rule.name}` | {_alpha_range(rule.name)} | {kind} | {params} | {markdown_cell(what)} |")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 
 from ..models.settings import middle_role
+from ..settings import interval_text
 from . import budget_rule as _budget_rule  # noqa: F401  (registers budget_opt)
 from . import round_rule as _round_rule  # noqa: F401  (registers round_opt)
 from . import router as _router  # noqa: F401  (registers the learned deferral rule)
@@ -62,9 +63,7 @@ class Param:
             return "a file's path"
         if self.choices:
             return " | ".join(self.choices)
-        low = "-inf" if self.low is None else f"{self.low:g}"
-        high = "inf" if self.high is None else f"{self.high:g}"
-        return f"[{low}, {high}{')' if self.high_open else ']'}"
+        return interval_text(self.low, self.high, high_open=self.high_open)
 
     def label(self, value, number: str, sep: str) -> str | None:
         """The parameter at `value` in a name (a run id, a curve's name): `number`, the caller's text of a
