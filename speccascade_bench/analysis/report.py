@@ -112,8 +112,8 @@ def tradeoff_rows(frame: pd.DataFrame) -> tuple[float, list[tuple[str, ...]]] | 
         match = latency_to_match(points, target)
         match_text = match.text() if match else "not reached"
         # a run whose paired interval against the verifier holds 0 matches it too: no difference is detected
-        same = [latency for latency, high in zip(runs["relative_latency"], runs.get("quality_ci_high", []),
-                                                 strict=False) if high >= 0 and not math.isnan(latency)]
+        same = [latency for latency, high in zip(runs["relative_latency"], runs["quality_ci_high"], strict=True)
+                if high >= 0 and not math.isnan(latency)]
         if same and (match is None or min(same) < match.value):
             match = Reading(min(same), False)
             match_text = f"{match.value:.3f} (no difference detected)"
@@ -164,7 +164,6 @@ def write_report(results: Path, mix_devices: bool = False,
     several kinds of device are refused unless `mix_devices`."""
     read = read_results(results, max_bytes)
     kinds = check_devices(results, mix_devices, read.runs)
-    check_summary_json(results)
     frame = summarize(results, read)
     frame.attrs["device_kinds"] = kinds  # checked: the report and the page need not read the rows again for it
     text = build_report(results, frame, mix_devices, read.manifest)
