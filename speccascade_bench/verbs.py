@@ -115,8 +115,8 @@ def decode_jobs(jobs: list, fresh: bool, workers: int | None, ray_address: str |
     from .run.local import run_job
 
     def last(out: Path) -> None:
-        finish_run(out)
-        record_sent(out, trackers.send(out))
+        finished = finish_run(out)  # the summary and rows, which the trackers need not read again
+        record_sent(out, trackers.send(out, *(finished or ())))
 
     for job in jobs:
         trackers.expect(job.out, job.tracking_key, job.config.name)

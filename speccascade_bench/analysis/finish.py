@@ -19,11 +19,11 @@ from .summary_json import SUMMARY_JSON_FILE
 log = logging.getLogger(__name__)
 
 
-def finish_run(results: Path) -> None:
-    """Write a decoded folder's summary.csv, summary.json, report.md and report.html, from one read of its rows.
-    Examples that ran on more than one kind of device get none of them (`scb report --mix-devices` reports them
-    together), and an older summary is deleted as stale. A report.html there that this suite did not write is
-    left alone, with a warning."""
+def finish_run(results: Path) -> tuple[pd.DataFrame, dict[str, list[dict]]] | None:
+    """Write a decoded folder's summary.csv, summary.json, report.md and report.html, from one read of its rows;
+    returns the summary and the rows (for the trackers). Examples that ran on more than one kind of device get none
+    of them (`scb report --mix-devices` reports them together; returns None), and an older summary is deleted as
+    stale. A report.html there that this suite did not write is left alone, with a warning."""
     read = read_results(results)
     kinds = device_kinds(results, read.runs)
     if len(kinds) > 1:
@@ -31,7 +31,7 @@ def finish_run(results: Path) -> None:
                     "reports them together", results, len(kinds), ", ".join(kinds))
         (results / SUMMARY_FILE).unlink(missing_ok=True)
         (results / SUMMARY_JSON_FILE).unlink(missing_ok=True)
-        return
+        return None
     frame = summarize(results, read)
     frame.attrs["device_kinds"] = kinds
     error = save_report(results, frame, read.manifest, build_report(results, frame, False, read.manifest))
@@ -41,6 +41,7 @@ def finish_run(results: Path) -> None:
         write_html([results], None, False, [frame], False)
     except ResultsError as exc:
         log.warning("%s", exc)
+    return frame, read.runs
 
 
 def finished_table(results: Path) -> tuple[str | None, Path | None]:

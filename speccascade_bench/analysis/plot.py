@@ -266,6 +266,12 @@ def _draw_figure(plt, runs: list[tuple[dict, object]], column: str, label: str, 
     return fig
 
 
+def plot_summary(cfg: dict, frame, out: Path) -> list[Path]:
+    """A folder's figures from its summary already made (its config and `summarize`'s frame) into `out`; returns
+    the PNG and PDF paths."""
+    return _plot_one(cfg, with_curves(frame), out)
+
+
 def _plot_one(cfg: dict, frame, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -79,14 +79,16 @@ class Trackers:
             if handle is not None:
                 self._guard(kind, folder, "log the progress of", lambda b=backend, h=handle: b.progress(h, done, total))
 
-    def send(self, folder: Path, frame: pd.DataFrame | None = None) -> dict[str, dict]:
-        """Send a finished folder to each tracker (opening its run if `open` did not); returns, by tracker, where
-        it went (the tracker's run id and store), for the manifest."""
+    def send(self, folder: Path, frame: pd.DataFrame | None = None,
+             runs: dict[str, list[dict]] | None = None) -> dict[str, dict]:
+        """Send a finished folder to each tracker (opening its run if `open` did not), with its summary and rows
+        where the caller has them already (`folder_record`); returns, by tracker, where it went (the tracker's run
+        id and store), for the manifest."""
         if not self.targets:
             return {}
         with tempfile.TemporaryDirectory(prefix="scb-figures-") as drawn:  # the figures, where the folder has none
             record = self._guard(self.targets[0].kind, folder, "read",
-                                 lambda: folder_record(folder, frame, Path(drawn)))
+                                 lambda: folder_record(folder, frame, Path(drawn), runs))
             if record is None:
                 return {}
             self._open(folder, record.key, record.name)

@@ -157,32 +157,34 @@ def folder_tags(folder: Path, manifest: dict) -> dict[str, str]:
     return {key: str(value)[:5000] for key, value in tags.items() if value is not None}
 
 
-def latency_table(folder: Path) -> pd.DataFrame:
-    """Every example's latency, a row per (run, example): run_id, example_id, latency_s, output_tokens."""
+def latency_table(folder: Path, runs: dict[str, list[dict]] | None = None) -> pd.DataFrame:
+    """Every example's latency, a row per (run, example): run_id, example_id, latency_s, output_tokens; from the
+    folder's rows as read already (`runs`), or as read now."""
+    runs = read_results(folder).runs if runs is None else runs
     rows = [{"run_id": run_id, "example_id": row["example_id"], "latency_s": row.get("latency_s"),
-             "output_tokens": row.get("output_tokens")}
-            for run_id, run_rows in read_results(folder).runs.items() for row in run_rows]
+             "output_tokens": row.get("output_tokens")} for run_id, run_rows in runs.items() for row in run_rows]
     return pd.DataFrame(rows, columns=["run_id", "example_id", "latency_s", "output_tokens"])
 
 
-def figures(folder: Path, drawn: Path | None) -> list[Path]:
+def figures(folder: Path, drawn: Path | None, cfg: dict, frame: pd.DataFrame) -> list[Path]:
     """The folder's figures (`scb plot`'s, where it drew them into the folder), or, where it has none, its figures
-    drawn now into `drawn` (PNG), or none where they cannot be drawn (examples on several kinds of device)."""
+    drawn now from its summary (`frame`) into `drawn` (PNG), or none where they cannot be drawn."""
     found = sorted(path for pattern in FIGURES for path in folder.glob(pattern) if path.is_file())
     if found or drawn is None:
         return found
-    from .plot import plot_folders
+    from .plot import plot_summary
 
     try:
-        return [path for path in plot_folders([folder], drawn) if path.suffix == ".png"]
-    except (ResultsError, ValueError) as exc:
+        return [path for path in plot_summary(cfg, frame, drawn) if path.suffix == ".png"]
+    except ValueError as exc:  # a summary with nothing to draw: the rest still goes
         log.info("%s: no figures for the trackers: %s", folder, exc)
         return []
 
 
-def folder_record(folder: Path, frame: pd.DataFrame | None = None, drawn: Path | None = None) -> FolderRecord:
-    """What a tracker gets of a folder: its summary (`frame`, or its summary.csv), manifest, rows and files (its
-    figures drawn into `drawn` where it has none: `figures`)."""
+def folder_record(folder: Path, frame: pd.DataFrame | None = None, drawn: Path | None = None,
+                  runs: dict[str, list[dict]] | None = None) -> FolderRecord:
+    """What a tracker gets of a folder: its summary (`frame`, or its summary.csv), manifest, rows (`runs`, where
+    they were read already) and files (its figures drawn into `drawn` where it has none: `figures`)."""
     manifest = read_manifest(folder)
     if frame is None:
         if not (folder / SUMMARY_FILE).is_file():
@@ -190,7 +192,7 @@ def folder_record(folder: Path, frame: pd.DataFrame | None = None, drawn: Path |
         frame = pd.read_csv(folder / SUMMARY_FILE)
     named = (SUMMARY_FILE, SUMMARY_JSON_FILE, REPORT_FILE, HTML_FILE, MANIFEST_FILE, CALL_COSTS_FILE)
     artifacts = [folder / name for name in named if (folder / name).is_file()]
-    artifacts += figures(folder, drawn)
+    artifacts += figures(folder, drawn, manifest["config"], frame)
     return FolderRecord(folder, str(manifest["config"].get("name") or folder.name), tracking_key(manifest),
                         folder_params(manifest), folder_tags(folder, manifest), method_records(frame), artifacts,
-                        latency_table(folder))
+                        latency_table(folder, runs))
