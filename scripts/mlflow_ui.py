@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,8 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-quic"]
+from headless import FLAGS, chromium_path
 
 
 def free_port() -> int:
@@ -82,7 +80,7 @@ def screenshot(url: str, experiment_id: str, folder_name: str, out: Path, width:
     the page's text."""
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromium = chromium_path()
     if chromium is None:
         raise RuntimeError("no Chromium (Debian: `make browser`)")
     with sync_playwright() as playwright:

@@ -9,14 +9,13 @@ Writes site_home.png and site_configuration.png; prints the pages' headings.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-quic"]
+from headless import FLAGS, chromium_path
+
 PAGES = {"home": "index.html", "configuration": "configuration/index.html"}
 
 
@@ -50,7 +49,7 @@ def shoot(sync_playwright, chromium: str, site: Path, out: Path, width: int = 14
 def main(out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromium = chromium_path()
     if chromium is None:
         sys.exit("error: no Chromium (Debian: `make browser`)")
     root = Path(__file__).resolve().parents[1]

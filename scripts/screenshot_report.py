@@ -8,18 +8,16 @@ Playwright, offline) and save the top of the page as a PNG.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-quic"]
+from headless import FLAGS, chromium_path
 
 
 def main(page: Path, out: Path, width: int = 1400, height: int = 1250) -> None:
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromium = chromium_path()
     if chromium is None:
         sys.exit("error: no Chromium (Debian: `make browser`)")
     if not page.is_file():

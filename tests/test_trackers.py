@@ -260,8 +260,9 @@ def test_the_mlflow_ui_shows_the_folder_and_its_method_runs_in_a_real_browser(tm
         pytest.skip("no Chromium: `apt-get install chromium` (Debian) runs the browser tests")
     pytest.importorskip("playwright")
     monkeypatch.chdir(tmp_path)
-    path = __import__("pathlib").Path(__file__).parents[1] / "scripts" / "mlflow_ui.py"
-    spec = importlib.util.spec_from_file_location("mlflow_ui", path)
+    scripts = __import__("pathlib").Path(__file__).parents[1] / "scripts"
+    monkeypatch.syspath_prepend(str(scripts))  # as when the script runs: its helpers beside it
+    spec = importlib.util.spec_from_file_location("mlflow_ui", scripts / "mlflow_ui.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     folder = _built(tmp_path)
