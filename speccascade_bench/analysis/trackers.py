@@ -65,7 +65,7 @@ class Trackers:
                     self.handles[(kind, folder)] = handle
 
     def progress(self, folder: Path, done: int, total: int) -> None:
-        """Log a folder's progress (examples done of the total), at most every PROGRESS_EVERY seconds and at its
+        """Log a folder's progress (decodes done of the total), at most every PROGRESS_EVERY seconds and at its
         end; opens the folder's tracker runs (`expect`) at the first call."""
         if not self.targets or folder not in self.folders:
             return
