@@ -40,13 +40,20 @@ class _Ops(TorchDispatchMode):
         self.reads = reads
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func)
-        if not self.reads.inside:
-            if name in _READ_OPS:
-                self.reads.counts[name.split(".")[1]] += 1
-            elif name in _INDEX_OPS and _masks(args[1]):  # x[mask]: the kept positions are found on the host
+        kind = _KINDS.get(func)
+        if kind is None:  # an op seen for the first time: its kind, by name, kept for the next calls
+            name = str(func)
+            kind = _KINDS[func] = (name.split(".")[1] if name in _READ_OPS
+                                   else "index" if name in _INDEX_OPS else "")
+        if kind and not self.reads.inside:
+            if kind != "index":
+                self.reads.counts[kind] += 1
+            elif _masks(args[1]):  # x[mask]: the kept positions are found on the host
                 self.reads.counts["mask_index"] += 1
         return func(*args, **(kwargs or {}))
+
+
+_KINDS: dict = {}  # op -> what it reads on the host ("" nothing, "index" when its indices are masks)
 
 
 def _masks(indices) -> bool:
