@@ -150,7 +150,7 @@ def test_the_learned_rules_extremes_are_the_two_models():
 
 # ---- refusals and the round trip -----------------------------------------------------------------------
 
-N = 100  # examples per split
+N = 40  # examples per split
 
 
 @pytest.fixture(scope="module")
