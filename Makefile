@@ -73,10 +73,12 @@ demo: $(TOY_DATA)
 # The whole suite in two groups: all but the `serial` tests on two workers (pytest-xdist; each test file on one
 # worker, so that its module fixtures are built once), then the `serial` ones alone (a time bound, Ray). Each
 # prints its 15 slowest tests.
+# The serial group collects only the files that mark tests `serial` (collecting the whole suite takes seconds).
 TEST_WORKERS ?= 2
+SERIAL_FILES = $(shell grep -l "mark.serial" tests/test_*.py)
 test: install
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial" --durations=15
-	$(BIN)/python -m pytest -q -m serial --durations=15
+	$(BIN)/python -m pytest -q -m serial --durations=15 $(SERIAL_FILES)
 
 # The edit loop's subset (under 2 minutes on 2 cores): the layout, configs, the maths and the metrics, no model runs.
 FAST_TESTS := tests/test_house.py tests/test_record.py tests/test_config.py tests/test_rules.py tests/test_metrics.py tests/test_prompts.py \
