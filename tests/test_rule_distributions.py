@@ -137,11 +137,12 @@ def _emitted_counts(target: rules.Target, draft_scaled: torch.Tensor, seed: int,
     """Counts [k + 1, V] of the tokens each position emits over rounds of k drafts from draft_scaled [k, V]."""
     generator = torch.Generator().manual_seed(seed)
     counts = np.zeros((draft_scaled.shape[0] + 1, draft_scaled.shape[1]))
-    for _ in range(rounds):
-        drafts = torch.multinomial(draft_scaled, 1, generator=generator)[:, 0]
+    # every round's drafts drawn at once [rounds, k]: independent of the rounds' own draws, as in a decode
+    all_drafts = torch.multinomial(draft_scaled, rounds, replacement=True, generator=generator).T.contiguous()
+    for drafts, tokens in zip(all_drafts, all_drafts.tolist(), strict=True):
         outcome = rules.verify_round(drafts, draft_scaled, target, generator)
         for position in range(outcome.accepted):
-            counts[position, int(drafts[position])] += 1
+            counts[position, tokens[position]] += 1
         counts[outcome.accepted, outcome.next_token] += 1
     return counts
 

@@ -130,9 +130,10 @@ def _run_rounds(target_fn, needs_draft_at_bonus, seed=1234):
     verifier = Dists(torch.stack([VERIFY, VERIFY_BONUS]), torch.stack([VERIFY, VERIFY_BONUS]))
     target = target_fn(draft, verifier)
     first, bonus = torch.zeros(5), torch.zeros(5)
-    for _ in range(N_DRAWS):
-        token = rules.sample(DRAFT, generator)
-        outcome = rules.verify_round(torch.tensor([token]), draft.scaled[:1], target, generator)
+    # every round's draft drawn at once: independent of the rounds' own draws, as in a decode
+    drafts = torch.multinomial(DRAFT, N_DRAWS, replacement=True, generator=generator)
+    for draft_token, token in zip(drafts[:, None], drafts.tolist(), strict=True):
+        outcome = rules.verify_round(draft_token, draft.scaled[:1], target, generator)
         if outcome.accepted == 1:
             first[token] += 1
             bonus[outcome.next_token] += 1
