@@ -12,7 +12,7 @@ def generated() -> dict[str, callable]:
     from speccascade_bench.config.reference import config_reference
     from speccascade_bench.decoding.catalog import methods_markdown
     from speccascade_bench.finetune.config import finetune_reference
-    from speccascade_bench.run.record import markdown_table
+    from speccascade_bench.results.record import markdown_table
     from speccascade_bench.verbs import cli_reference
 
     return {"config-reference": config_reference, "finetune-reference": finetune_reference,

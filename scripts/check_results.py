@@ -8,8 +8,8 @@ import pandas as pd
 
 from speccascade_bench.analysis.summary import SUMMARY_COLUMNS
 from speccascade_bench.config.run import load_run_config
-from speccascade_bench.run.record import WRITTEN
-from speccascade_bench.run.rows import read_lines
+from speccascade_bench.results.record import WRITTEN
+from speccascade_bench.results.rows import read_lines
 
 
 def check(results: Path) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from speccascade_bench.analysis.quality import quality_difference
 from speccascade_bench.analysis.results import read_results
 from speccascade_bench.analysis.summary import summarize
-from speccascade_bench.run.folder import read_manifest
+from speccascade_bench.results.folder import read_manifest
 
 
 def main(results: Path, pairs: list[tuple[str, str]]) -> None:

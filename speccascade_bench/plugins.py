@@ -5,7 +5,7 @@ read, so that what they register is known to it: deferral rules (`decoding.defer
 An entry ending in `.py` is a file (relative to the working folder, as every path of a config); any other entry is
 an importable module name. Each file runs once per process, however many configs name it; a Ray worker imports
 its run's plugins before it decodes. A results folder records each plugin's file by size and SHA-256, and a
-resume refuses a plugin edited since (`run.manifest.task_files`).
+resume refuses a plugin edited since (`results.manifest.task_files`).
 """
 
 from __future__ import annotations

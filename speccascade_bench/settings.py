@@ -1,7 +1,7 @@
 """Typed settings, shared by every layer.
 
 Each layer owns the dataclasses of its settings (`models.settings`, `decoding.settings`, `tasks.settings`,
-`run.settings`); a field is declared once with `option()`: its type, default, valid range or choices. The
+`results.settings`); a field is declared once with `option()`: its type, default, valid range or choices. The
 strict reader `Section` derives the allowed keys, the type checks and the defaults from those fields, and a
 `ConfigError` names the file and the dotted key. Nothing here imports the rest of the package.
 """

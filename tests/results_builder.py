@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from speccascade_bench.run.record import ExampleRow
+from speccascade_bench.results.record import ExampleRow
 
 CONFIG = {
     "file": "configs/built.yaml",

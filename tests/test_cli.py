@@ -12,9 +12,9 @@ from speccascade_bench.analysis.summary import SUMMARY_COLUMNS
 from speccascade_bench.analysis.tradeoff import leviathan_speedup
 from speccascade_bench.cli import app
 from speccascade_bench.config.run import load_run_config
+from speccascade_bench.results.record import WRITTEN
+from speccascade_bench.results.rows import read_lines
 from speccascade_bench.run import local, settings
-from speccascade_bench.run.record import WRITTEN
-from speccascade_bench.run.rows import read_lines
 
 from .helpers import save_byte_pair, write_jsonl
 

@@ -384,7 +384,7 @@ def test_sample_draws_at_random_first_takes_the_first_and_limit_is_refused_with_
 
 
 def test_a_folder_recorded_with_task_limit_reads_it_with_its_meaning_then(tmp_path, data_file):
-    from speccascade_bench.run.folder import recorded_section
+    from speccascade_bench.results.folder import recorded_section
 
     own = {"dataset": str(data_file), "source": "src", "target": "tgt", "limit": 4}
     assert recorded_section("m.json", "task", own)["sample"] == 4

@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 
 from speccascade_bench.cli import app
 from speccascade_bench.config.run import load_run_config
+from speccascade_bench.results.record import WRITTEN
+from speccascade_bench.results.rows import read_lines
 from speccascade_bench.run import cluster, workers
 from speccascade_bench.run.plan import prepare
-from speccascade_bench.run.record import WRITTEN
-from speccascade_bench.run.rows import read_lines
 from speccascade_bench.run.settings import RunOptions
 
 from .helpers import save_byte_pair, write_jsonl

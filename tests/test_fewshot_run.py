@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from speccascade_bench.cli import app
 from speccascade_bench.config.run import load_run_config
-from speccascade_bench.run.rows import read_lines
+from speccascade_bench.results.rows import read_lines
 from speccascade_bench.tasks.data import Example
 from speccascade_bench.tasks.prompts import PromptParts
 from speccascade_bench.tasks.scoring import CodeExecutionRefused, Scorer

@@ -12,8 +12,8 @@ import yaml
 from speccascade_bench.analysis.summary import summarize
 from speccascade_bench.config.run import load_run_config
 from speccascade_bench.finetune.config import load_finetune_config
-from speccascade_bench.run.folder import MANIFEST_FILE
-from speccascade_bench.run.rows import read_lines
+from speccascade_bench.results.folder import MANIFEST_FILE
+from speccascade_bench.results.rows import read_lines
 from speccascade_bench.settings import ConfigError
 
 from .test_results_folder import config, failed, pair_dir, scb  # noqa: F401 - pair_dir is a fixture

@@ -25,7 +25,7 @@ from speccascade_bench.decoding.router import (
     tilted_deferral,
 )
 from speccascade_bench.models.fingerprint import weights_fingerprint
-from speccascade_bench.run.derived import sequence_confidence
+from speccascade_bench.results.derived import sequence_confidence
 from speccascade_bench.run.plan import prepare
 from speccascade_bench.settings import ConfigError
 

@@ -106,7 +106,7 @@ def test_data_files_must_hold_the_evaluated_split_and_the_shots(tmp_path, data):
 def test_a_zero_shot_task_given_only_its_evaluated_split_builds_its_prompts(tmp_path, data):
     """lm-eval reads a task's training split for its sampler even at zero shots: a split without a file is no split
     of the task, so the examples build; the manifest records the task's lm-eval files, which a resume compares."""
-    from speccascade_bench.run.manifest import manifest_config
+    from speccascade_bench.results.manifest import manifest_config
     from speccascade_bench.tasks.harness import HarnessTask
 
     config = load_run_config(_config(tmp_path, data, {"lm_eval": "gsm8k", "num_fewshot": 0,

@@ -10,7 +10,7 @@ from speccascade_bench.decoding import rules
 from speccascade_bench.decoding.dispatch import decode
 from speccascade_bench.decoding.rules import Dists
 from speccascade_bench.decoding.settings import DecodingConfig
-from speccascade_bench.run.derived import seq_cascade_rows
+from speccascade_bench.results.derived import seq_cascade_rows
 
 from .helpers import prompt, tiny_pair
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from speccascade_bench.analysis.summary import SUMMARY_COLUMNS
-from speccascade_bench.run.record import FIELDS, SUMMED, WRITTEN, ExampleRow, markdown_table, problem
+from speccascade_bench.results.record import FIELDS, SUMMED, WRITTEN, ExampleRow, markdown_table, problem
 
 RESULTS_PAGE = (Path(__file__).resolve().parent.parent / "docs" / "results.md").read_text()
 

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from speccascade_bench.cli import app
 from speccascade_bench.files import ResultsError
-from speccascade_bench.run.folder import MANIFEST_FILE, RunLock, check_output, write_json_atomic
-from speccascade_bench.run.rows import read_lines
+from speccascade_bench.results.folder import MANIFEST_FILE, RunLock, check_output, write_json_atomic
+from speccascade_bench.results.rows import read_lines
 
 from .helpers import save_byte_pair, write_jsonl
 
@@ -185,7 +185,7 @@ def test_a_second_run_into_a_held_folder_is_refused_with_the_holders_pid(pair_di
     out = tmp_path / "res"
     assert scb("run", "-c", config(pair_dir, out), "--methods", "verifier").exit_code == 0
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from speccascade_bench.run.folder import RunLock\n"
+        "import sys, time; from pathlib import Path; from speccascade_bench.results.folder import RunLock\n"
         f"lock = RunLock(Path({str(out)!r})); lock.acquire(); print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     try:

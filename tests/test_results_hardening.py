@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from speccascade_bench.analysis.summary import summarize
 from speccascade_bench.cli import app
 from speccascade_bench.files import ResultsError, write_atomic, write_file
-from speccascade_bench.run.folder import MANIFEST_FILE, read_manifest
-from speccascade_bench.run.rows import ExampleWriter, count_examples, read_run, repair
+from speccascade_bench.results.folder import MANIFEST_FILE, read_manifest
+from speccascade_bench.results.rows import ExampleWriter, count_examples, read_run, repair
 
 from .test_results_folder import config, failed, pair_dir, scb  # noqa: F401 - pair_dir is a fixture
 

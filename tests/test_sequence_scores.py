@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from speccascade_bench.decoding.deferral import sequence_score
-from speccascade_bench.run.rows import read_lines
+from speccascade_bench.results.rows import read_lines
 
 from .test_results_folder import config, failed, pair_dir, scb  # noqa: F401 - pair_dir is a fixture
 

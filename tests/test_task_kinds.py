@@ -12,7 +12,7 @@ import yaml
 from transformers import ByT5Tokenizer
 
 from speccascade_bench.decoding.methods import METHODS
-from speccascade_bench.run.rows import read_lines
+from speccascade_bench.results.rows import read_lines
 from speccascade_bench.tasks.kinds import multiple_choice
 
 from .helpers import perturbed, tiny_llama, write_jsonl

@@ -88,7 +88,7 @@ def test_mlflow_gets_every_summary_number_params_tags_and_artifacts(tmp_path, mo
     result = CliRunner().invoke(app, ["report", str(folder), "--html", "--log", f"mlflow={uri}"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((folder / "manifest.json").read_text())
-    from speccascade_bench.run.manifest import tracking_key
+    from speccascade_bench.results.manifest import tracking_key
 
     client, parent, children = _mlflow_runs(uri, tracking_key(manifest))
     table = _equal_to_summary(children, folder)
@@ -190,7 +190,7 @@ def test_wandb_offline_run_holds_the_summary_config_tables_and_artifacts(tmp_pat
     folder = _built(tmp_path)
     result = CliRunner().invoke(app, ["report", str(folder), "--log", "wandb=scb-test"])
     assert result.exit_code == 0, result.output
-    from speccascade_bench.run.manifest import tracking_key
+    from speccascade_bench.results.manifest import tracking_key
 
     key = tracking_key(json.loads((folder / "manifest.json").read_text()))
     (run_dir,) = (tmp_path / "wandb").glob(f"offline-run-*-{key}")

@@ -20,7 +20,7 @@ import yaml
 
 from speccascade_bench.analysis import curves
 from speccascade_bench.files import UnreadableFile
-from speccascade_bench.run.folder import MANIFEST_FILE
+from speccascade_bench.results.folder import MANIFEST_FILE
 from speccascade_bench.tasks import bootstrap
 from speccascade_bench.tasks.data import DataError, check_data_file, load_rows
 from speccascade_bench.tasks.settings import TaskConfig

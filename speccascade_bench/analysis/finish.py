@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..files import ResultsError
-from ..run.manifest import device_kinds
+from ..results.manifest import device_kinds
 from .html import HTML_FILE, write_html, written_here
 from .report import build_report, save_report, terminal_table
 from .results import read_results

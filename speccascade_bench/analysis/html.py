@@ -21,8 +21,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..files import ResultsError, refuse_link, write_file
-from ..run.folder import read_manifest
-from ..run.rows import MAX_ROW_BYTES, example_files
+from ..results.folder import read_manifest
+from ..results.rows import MAX_ROW_BYTES, example_files
 from .plot import FIGURES, Ids, draw_figure, folder_labels, svg
 from .report import (
     COLUMNS,

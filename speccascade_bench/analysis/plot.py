@@ -12,9 +12,9 @@ from pathlib import Path
 
 from ..decoding.methods import REFERENCE
 from ..files import ResultsError, open_for_reading, refuse_link, write_file
-from ..run.folder import read_manifest
-from ..run.manifest import check_devices
-from ..run.rows import MAX_ROW_BYTES
+from ..results.folder import read_manifest
+from ..results.manifest import check_devices
+from ..results.rows import MAX_ROW_BYTES
 from .curves import pareto_front, sweep_key, zoom_window
 from .results import read_results
 from .style import Style, curve_style

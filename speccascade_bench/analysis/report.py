@@ -12,9 +12,9 @@ import pandas as pd
 
 from ..decoding.methods import REFERENCE
 from ..files import refuse_link, write_file
-from ..run.folder import read_manifest
-from ..run.manifest import check_devices
-from ..run.rows import MAX_ROW_BYTES
+from ..results.folder import read_manifest
+from ..results.manifest import check_devices
+from ..results.rows import MAX_ROW_BYTES
 from .quality import BOOTSTRAP_RESAMPLES, CONFIDENCE
 from .results import read_results
 from .summary import SUMMARY_FILE, summarize, with_curves, write_summary

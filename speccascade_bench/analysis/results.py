@@ -11,9 +11,9 @@ from typing import Any
 
 from ..decoding.methods import DRAFTER, MIDDLE, REFERENCE
 from ..files import ResultsError
-from ..run.folder import read_manifest
-from ..run.rows import MAX_ROW_BYTES, load_examples
-from ..run.settings import MethodRun
+from ..results.folder import read_manifest
+from ..results.rows import MAX_ROW_BYTES, load_examples
+from ..results.settings import MethodRun
 
 # The fields of a row that a summary reads (the rest, token statistics and lm-eval's records, is left unread)
 SUMMARY_FIELDS = ("example_id", "run_id", "method", "params", "prediction", "reference", "output_tokens",

@@ -29,9 +29,9 @@ import numpy as np
 from ..decoding.methods import DRAFTER, REFERENCE
 from ..decoding.router import FEATURES, FORMAT, Router, sequence_features
 from ..files import ResultsError, refuse_link, write_file
-from ..run.folder import read_manifest
-from ..run.routers import tokenizer_of
-from ..run.rows import examples_dir, read_run
+from ..results.folder import read_manifest
+from ..results.manifest import tokenizer_of
+from ..results.rows import examples_dir, read_run
 
 FOLDS = 5
 MODEL = ("logistic regression (scikit-learn LogisticRegressionCV: L2, standardised features, C chosen among 10 "

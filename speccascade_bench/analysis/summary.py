@@ -17,9 +17,9 @@ import pandas as pd
 from ..decoding.methods import DRAFTER, METHODS, MIDDLE, PARAMETERS, REFERENCE
 from ..files import write_file
 from ..models.settings import chain_roles
-from ..run.folder import read_call_costs
-from ..run.record import calls_of as calls
-from ..run.rows import MAX_ROW_BYTES
+from ..results.folder import read_call_costs
+from ..results.record import calls_of as calls
+from ..results.rows import MAX_ROW_BYTES
 from ..tasks.bootstrap import BootstrapInterval
 from .curves import ratio_interval
 from .quality import BOOTSTRAP_RESAMPLES, CONFIDENCE, MIN_BOOTSTRAP_EXAMPLES, Qualities

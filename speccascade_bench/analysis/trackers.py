@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..run.manifest import record_trackers
+from ..results.manifest import record_trackers
 from .tracking import Target, TrackingError, folder_record
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ import pandas as pd
 
 from ..decoding.methods import PARAMETERS
 from ..files import ResultsError
-from ..run.folder import CALL_COSTS_FILE, MANIFEST_FILE, read_manifest
-from ..run.manifest import tracking_key
+from ..results.folder import CALL_COSTS_FILE, MANIFEST_FILE, read_manifest
+from ..results.manifest import tracking_key
 from ..settings import ConfigError
 from .html import HTML_FILE
 from .report import REPORT_FILE

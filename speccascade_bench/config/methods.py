@@ -16,7 +16,7 @@ from typing import Any
 
 from ..decoding.deferral import RULES as DEFERRAL_RULES
 from ..decoding.methods import METHODS, MIDDLE, MethodSpec, Param, alpha_param
-from ..run.settings import MethodRun
+from ..results.settings import MethodRun
 from ..settings import ConfigError, Section, short, suggest
 from .reader import as_list
 

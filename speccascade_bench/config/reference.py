@@ -9,7 +9,7 @@ from dataclasses import MISSING, fields
 
 from ..decoding.settings import DecodingConfig
 from ..models.settings import ModelsConfig
-from ..run.settings import RunConfig, TimingConfig
+from ..results.settings import RunConfig, TimingConfig
 from ..settings import interval_text, markdown_cell
 from ..tasks.settings import FewshotConfig, TaskConfig
 

@@ -17,8 +17,8 @@ from ..decoding.methods import refresh_rule_params
 from ..decoding.settings import MIN_TEMPERATURE, DecodingConfig
 from ..models.settings import ModelsConfig
 from ..plugins import check_entries, load_plugins
+from ..results.settings import RunConfig, TimingConfig
 from ..run.routers import same_model
-from ..run.settings import RunConfig, TimingConfig
 from ..settings import Collect, ConfigError, Section, each_error, keys_of, short, suggest
 from ..tasks import kinds, metrics, patterns
 from ..tasks.prompts import TemplateError, template_fields

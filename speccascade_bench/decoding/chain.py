@@ -233,7 +233,8 @@ def decode_middle(pair, input_ids, settings, params, generator) -> DecodeResult:
 def decode_chain_seq_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:
     """Each model in turn decodes from scratch, and keeps its output when its sequence confidence
     (`deferral.sequence_score`) is at least its level's threshold; the verifier's output is always kept.
-    (Deferral rates are evaluated over a whole run from the one-model outputs: `run.derived.chain_seq_cascade_rows`.)"""
+    (Deferral rates are evaluated over a whole run from the one-model outputs:
+    `results.derived.chain_seq_cascade_rows`.)"""
     if "thresholds" not in params:
         raise ValueError("chain_seq_cascade decodes one example only with absolute thresholds; deferral rates "
                          "(alphas) are evaluated over a whole run from each model's outputs")

@@ -31,7 +31,7 @@ def decode_seq_cascade(pair, input_ids, settings, params, generator) -> DecodeRe
     """Chow on a sequence confidence (`sequence_score`, default the mean log q; `deferral.sequence_score`): keep
     the drafter's output unless its confidence is below the threshold, else decode again from scratch with the
     verifier. (A deferral-rate sweep is evaluated
-    from the drafter's and verifier's outputs instead; see `run.derived.seq_cascade_rows`.)"""
+    from the drafter's and verifier's outputs instead; see `results.derived.seq_cascade_rows`.)"""
     if "threshold" not in params:
         raise ValueError("seq_cascade decodes one example only with an absolute threshold; deferral rates "
                          "(alpha) are evaluated over a whole run from the drafter and verifier outputs")

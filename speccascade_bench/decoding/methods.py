@@ -101,7 +101,7 @@ class MethodSpec:
     chain: bool = False              # calls every model of the chain; its per-level parameters have one value per level
     baseline: bool = False           # one model alone: its rows give that model's cost per forward call
     decoder: str = ""                # its decoder, `module:function` in decoding/ (imported when first used)
-    derive: str = ""                 # with `derived_by` set: `module:function` in run/ giving its rows from others'
+    derive: str = ""                 # with `derived_by` set: `module:function` in results/ giving its rows from others'
     router_level: str | None = None  # the level of router its `router` parameter names (`scb fit-router --level`)
 
     def roles_for(self, chain_roles: tuple[str, ...], params: dict | None = None) -> tuple[str, ...]:

@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 from ..models.presets import is_preset
+from ..results.settings import RunConfig
 from ..tasks.settings import looks_like_path
-from .settings import RunConfig
 
 BYTES_PER_ROW = 4096  # a results line with its counters and output; `record: [tokens]` rows are larger
 ROOM_MARGIN = 100 * 2**20  # besides the rows: the manifest, the summary, the report, the figures

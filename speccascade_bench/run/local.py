@@ -10,22 +10,23 @@ from pathlib import Path
 
 from ..files import ResultsError, row_bytes
 from ..models.loading import load_pair, resolve_device
+from ..results.derived import write_derived
+from ..results.folder import CALL_COSTS_FILE, LOCK_FILE, RunLock, check_output, clean, write_json_atomic
+from ..results.manifest import check_resume, start_manifest
+from ..results.rows import ExampleWriter, count_examples, examples_dir, read_run
+from ..results.settings import MethodRun, RunConfig
 from ..tasks.data import Example
 from ..tasks.scoring import Scorer
-from .derived import write_derived
-from .folder import CALL_COSTS_FILE, LOCK_FILE, RunLock, check_output, clean, write_json_atomic
-from .manifest import check_resume, start_manifest
 from .plan import PROBE_EXAMPLES, Job, prepare
-from .rows import ExampleWriter, count_examples, examples_dir, read_run
 from .session import Session, device_info, worker_label
-from .settings import Finisher, MethodRun, Progress, RunConfig, RunOptions
+from .settings import Finisher, Progress, RunOptions
 
 log = logging.getLogger(__name__)
 
 
 def done_examples(job: Job) -> dict[str, set[int]]:
     """The examples each decoded method run already has in the (locked) results folder: what a resume skips.
-    Read as `scb report` reads them (`run.rows.read_run`): rows of another run or conflicting rows are refused."""
+    Read as `scb report` reads them (`results.rows.read_run`): rows of another run or conflicting rows are refused."""
     bound = row_bytes(job.config.task.max_row_mb)
     return {run.run_id: {row["example_id"] for row in read_run(examples_dir(job.out) / f"{run.run_id}.jsonl",
                                                                 bound, keep=("example_id",))[0]}

@@ -13,16 +13,17 @@ from ..decoding.methods import DRAFTER, METHODS, MIDDLE, REFERENCE
 from ..files import ResultsError
 from ..models.cached import StaticShapes
 from ..models.presets import PREFIX, T5_V1_1_SHAPES, is_preset, preset_shape
+from ..results.folder import check_output
+from ..results.manifest import folder_tracking_key, manifest_config
+from ..results.settings import MethodRun, RunConfig
 from ..settings import ConfigError, short, suggest
 from ..tasks.data import DataError, Example, check_local_task
 from ..tasks.examples import load_examples
 from ..tasks.metrics import CODE_METRICS
 from ..tasks.prompts import PromptFormat, prompt_ids, prompt_tokens
 from ..tasks.settings import TaskConfig, looks_like_path
-from .folder import check_output
-from .manifest import folder_tracking_key, manifest_config
 from .routers import check_routers
-from .settings import MethodRun, RunConfig, RunOptions
+from .settings import RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Job:
     # This `scb run`'s start (UTC), recorded in every row it times (`worker.session`): a resume's rows are told
     # apart from the rows they are compared with
     session: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat())
-    tracking_key: str | None = None  # ties the folder to its experiment-tracker run (`run.manifest.tracking_key`)
+    tracking_key: str | None = None  # ties the folder to its experiment-tracker run (`results.manifest.tracking_key`)
 
     def manifest_fields(self) -> dict:
         """The manifest's entries besides the config, hardware and versions."""

@@ -11,14 +11,10 @@ from pathlib import Path
 from ..decoding.methods import METHODS
 from ..decoding.router import Router, RouterError, read_router
 from ..models.fingerprint import weights_fingerprint
+from ..results.manifest import tokenizer_of
+from ..results.settings import MethodRun, RunConfig
 from ..settings import ConfigError
 from ..tasks.data import Example
-from .settings import MethodRun, RunConfig
-
-
-def tokenizer_of(tokenizer: str | None, verifier: str) -> str:
-    """The name a router records for a run's tokenizer: the configured one, else the verifier's."""
-    return tokenizer or verifier
 
 
 def same_model(a: str | None, b: str | None) -> bool:

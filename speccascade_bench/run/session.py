@@ -14,13 +14,14 @@ import torch
 from ..decoding.dispatch import decode
 from ..decoding.methods import DRAFTER
 from ..decoding.router import token_features
+from ..results.manifest import device_kind
+from ..results.record import ExampleRow
+from ..results.settings import MethodRun, RunConfig
 from ..tasks.data import Example
 from ..tasks.prompts import cut_at_stop, prompt_ids
 from ..tasks.scoring import Scorer
-from .manifest import device_kind
 from .plan import PROBE_EXAMPLES, PROBE_POSITIONS, draft_lengths, prompt_format, static_shapes
-from .record import ExampleRow
-from .settings import MethodRun, Progress, RunConfig
+from .settings import Progress
 from .timing import timed, wide_call_cost
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def _record(example: Example, run: MethodRun, result, prediction: str, latencies
 
 def worker_label(hardware: dict, device: str | None = None, session: str | None = None) -> dict:
     """Where and when an example ran, as its rows record it (`worker`): the host, the device, the device kind
-    (`run.manifest.device_kind`), which tells `scb report` whether latencies may be compared, and the `scb run`
+    (`results.manifest.device_kind`), which tells `scb report` whether latencies may be compared, and the `scb run`
     that timed it (`session`, its start), which tells it whether they were timed together."""
     label = {"host": platform.node(), "device": device or hardware["device"], "kind": device_kind(hardware)}
     return label if session is None else {**label, "session": session}

@@ -27,16 +27,16 @@ from typing import Any
 from ..decoding.methods import refresh_rule_params
 from ..files import ResultsError
 from ..plugins import load_plugins
+from ..results.folder import MANIFEST_FILE
+from ..results.manifest import add_worker, check_resume, package_versions, start_manifest
+from ..results.rows import ExampleWriter, examples_dir
 from ..settings import ConfigError
 from ..tasks.data import DataError, Example
 from ..tasks.metrics import CODE_METRICS
 from ..tasks.scoring import Scorer
 from .cluster import WorkerError, check_reachable, import_ray, ray_connection
-from .folder import MANIFEST_FILE
 from .local import done_examples, finish, remaining, results_folder, write_call_costs, write_results
-from .manifest import add_worker, check_resume, package_versions, start_manifest
 from .plan import PROBE_EXAMPLES, Job, check_sandbox
-from .rows import ExampleWriter, examples_dir
 from .session import Session, device_info, worker_label
 from .settings import Finisher, Progress
 

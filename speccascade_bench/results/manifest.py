@@ -23,7 +23,6 @@ from ..settings import plain
 from ..tasks.kinds import source_file
 from ..tasks.settings import TaskConfig
 from .folder import FORMAT, MANIFEST_FILE, read_manifest, write_json_atomic
-from .routers import tokenizer_of
 from .rows import example_files, examples_dir, read_run
 from .settings import RunConfig
 
@@ -31,6 +30,11 @@ from .settings import RunConfig
 RESUME_SECTIONS = ("task", "models", "decoding", "timing")
 
 RESUME_HARDWARE = ("device", "cpu", "gpu", "torch_threads")
+
+
+def tokenizer_of(tokenizer: str | None, verifier: str) -> str:
+    """The name a router records for a run's tokenizer: the configured one, else the verifier's."""
+    return tokenizer or verifier
 
 
 def package_versions() -> dict[str, str]:

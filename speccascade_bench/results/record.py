@@ -1,7 +1,7 @@
 """The example row, defined once: one line of `examples/<run_id>.jsonl`, one example decoded by one method run.
 
 `ExampleRow` is what a run writes (`Session` builds it; the derived runs copy and change it); its fields'
-metadata say what a reader demands of each field (`problem`: the checks of `run.rows.read_run`), which
+metadata say what a reader demands of each field (`problem`: the checks of `results.rows.read_run`), which
 numbers the summary sums (SUMMED), and what each field means: the results page's table of the row is
 `markdown_table()`, and a test compares the two.
 """
