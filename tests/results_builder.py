@@ -39,7 +39,7 @@ def build_results(out: Path, runs: dict[str, tuple[str, dict, list[float], list[
                 example_id=i, run_id=run_id, method=method, params=params,
                 prediction=(predictions or {}).get(run_id, answer if score else "wrong"), reference=answer,
                 references=[answer], output_tokens=10, input_tokens=5, latency_s=latency, latency_trials_s=[latency],
-                drafter_calls=calls["drafter"], verifier_calls=calls["verifier"], calls=calls, drafted=0 if one else 8,
+                calls=calls, drafted=0 if one else 8,
                 accepted=0 if one else 6, rounds=0 if one else 2, accepted_per_round=[], rejections=0 if one else 1,
                 deferred=0.0, shots=0, score=float(score))
             lines.append(json.dumps(row.to_json()) + "\n")

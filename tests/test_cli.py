@@ -75,9 +75,9 @@ def test_run_report_plot_round_trip(workspace):
             assert 1 <= row["output_tokens"] <= 6 and row["latency_s"] > 0
     spec = read_lines(out / "examples" / "spec_decode-g3.jsonl")
     assert all(len(r["latency_trials_s"]) == 2 for r in spec)
-    assert all(r["verifier_calls"] == r["rounds"] and r["accepted"] <= r["drafted"] for r in spec)
+    assert all(r["calls"]["verifier"] == r["rounds"] and r["accepted"] <= r["drafted"] for r in spec)
     seq = read_lines(out / "examples" / "seq_cascade-a0.5.jsonl")
-    assert sum(r["verifier_calls"] > 0 for r in seq) == N_EXAMPLES // 2
+    assert sum(r["calls"]["verifier"] > 0 for r in seq) == N_EXAMPLES // 2
 
     header = (out / "summary.csv").read_text().splitlines()[0].split(",")
     assert list(SUMMARY_COLUMNS) == header

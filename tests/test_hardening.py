@@ -112,7 +112,7 @@ def test_damaged_call_costs_are_one_line(finished, damage):
     failed(scb("plot", finished), "call_costs.json is damaged")
 
 
-@pytest.mark.parametrize("field,value,problem", [("verifier_calls", None, "has no integer verifier_calls"),
+@pytest.mark.parametrize("field,value,problem", [("calls", None, "has no calls"),
                                                  ("prediction", None, "has no text prediction"),
                                                  ("output_tokens", "7", "has no integer output_tokens")])
 def test_records_with_bad_fields_are_one_line(finished, field, value, problem):

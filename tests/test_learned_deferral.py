@@ -225,7 +225,7 @@ def test_fit_and_evaluate_round_trip(workspace, routers):
     assert all(row["deferred"] == 0 and row["accepted"] == row["drafted"] for row in never.values())
     assert all(row["deferred"] > 0 for row in always.values())
     half = rows("seq_cascade-a0.5-sequence_score_learned-rsequence")
-    deferred = [e for e, row in half.items() if row["verifier_calls"] > 0]
+    deferred = [e for e, row in half.items() if row["calls"]["verifier"] > 0]
     assert len(deferred) == 6
     params = {"sequence_score": "learned", "router": str(routers["sequence"])}
     kept = [e for e in half if e not in deferred]

@@ -81,7 +81,7 @@ def test_opt_at_alpha_0_is_diff_at_alpha_0_when_sampling(pairs, temperature):
 
 def _row(example_id, confidence, prediction, latency, tokens, drafter_calls, verifier_calls):
     return {"example_id": example_id, "confidence": confidence, "prediction": prediction, "latency_s": latency,
-            "output_tokens": tokens, "drafter_calls": drafter_calls, "verifier_calls": verifier_calls}
+            "output_tokens": tokens, "calls": {"drafter": drafter_calls, "verifier": verifier_calls}}
 
 
 def test_seq_cascade_deferral_rate_extremes_and_order():
@@ -94,11 +94,11 @@ def test_seq_cascade_deferral_rate_extremes_and_order():
 
     kept = chosen(0.0)
     assert [kept[i]["prediction"] for i in range(4)] == ["d0", "d1", "d2", "d3"]
-    assert all(row["deferred"] == 0 and row["verifier_calls"] == 0 and row["latency_s"] == 1.0
+    assert all(row["deferred"] == 0 and row["calls"]["verifier"] == 0 and row["latency_s"] == 1.0
                for row in kept.values())
     deferred = chosen(1.0)
     assert [deferred[i]["prediction"] for i in range(4)] == ["v0", "v1", "v2", "v3"]
-    assert all(row["deferred"] == 6 and row["verifier_calls"] == 7 and row["drafter_calls"] == 4
+    assert all(row["deferred"] == 6 and row["calls"] == {"drafter": 4, "verifier": 7}
                and row["latency_s"] == 6.0 for row in deferred.values())
     half = chosen(0.5)  # the two least confident drafter outputs: examples 1 and 3
     assert [half[i]["prediction"] for i in range(4)] == ["d0", "v1", "d2", "v3"]

@@ -2,6 +2,7 @@
 the row is the record's (generated), its list of summary columns the summary's. The record's checks are the
 reader's."""
 
+import json
 import math
 import re
 from pathlib import Path
@@ -17,7 +18,7 @@ RESULTS_PAGE = (Path(__file__).resolve().parent.parent / "docs" / "results.md").
 def good_row() -> dict:
     return ExampleRow(example_id=3, run_id="spec_decode-g2", method="spec_decode", params={"draft_length": 2},
                       prediction="p", reference="r", references=["r"], output_tokens=4, input_tokens=5, latency_s=0.5,
-                      latency_trials_s=[0.5], drafter_calls=4, verifier_calls=2, calls={"drafter": 4, "verifier": 2},
+                      latency_trials_s=[0.5], calls={"drafter": 4, "verifier": 2},
                       drafted=4, accepted=3, rounds=2,
                       accepted_per_round=[2, 1], rejections=1, deferred=0.0, confidence=None, shots=0, score=50.0,
                       worker={"host": "h", "device": "cpu", "kind": "cpu"}).to_json()
@@ -71,11 +72,29 @@ def test_the_summed_numbers_are_demanded():
         assert problem(row) in (f"has no finite {name}", f"has no integer {name}")  # a count of mass or of tokens
 
 
-def test_calls_are_read_by_role_with_the_old_fields_as_fallback():
+def test_rows_written_before_calls_existed_are_read_as_calls(tmp_path):
+    """A new row has `calls` and neither old field; an old row's `drafter_calls` and `verifier_calls` are read as
+    `calls` (dropped where it has both), by the reader and by `ExampleRow.from_json`, and are still checked."""
     from speccascade_bench.analysis.summary import calls
+    from speccascade_bench.results.record import upgraded
+    from speccascade_bench.results.rows import read_lines
 
     row = good_row()
+    assert "drafter_calls" not in row and "verifier_calls" not in row
     assert row["calls"] == {"drafter": 4, "verifier": 2} == {role: calls(row, role) for role in ("drafter", "verifier")}
-    old = {name: value for name, value in row.items() if name != "calls"}
-    assert calls(old, "drafter") == 4 and calls(old, "verifier") == 2 and calls(old, "third") == 0
-    assert calls({**row, "calls": {"third": 7}}, "third") == 7
+    assert calls({**row, "calls": {"third": 7}}, "third") == 7 and calls(row, "third") == 0
+    before_calls = {**{k: v for k, v in row.items() if k != "calls"}, "drafter_calls": 5, "verifier_calls": 3}
+    with_both = {**row, "drafter_calls": 4, "verifier_calls": 2}
+    assert problem(before_calls) is None and problem(with_both) is None
+    assert upgraded(dict(before_calls)) == {**row, "calls": {"drafter": 5, "verifier": 3}}
+    assert upgraded(dict(with_both)) == row
+    assert ExampleRow.from_json(dict(before_calls)).to_json() == {**row, "calls": {"drafter": 5, "verifier": 3}}
+    assert ExampleRow.from_json({**row, "unknown": 1}).to_json() == row
+    path = tmp_path / "spec_decode-g2.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in (before_calls, with_both, row)))
+    assert [r["calls"] for r in read_lines(path)] == [{"drafter": 5, "verifier": 3}, *[row["calls"]] * 2]
+    assert all("drafter_calls" not in r for r in read_lines(path))
+    # an old row's counts are checked as before; a row with neither is refused
+    assert problem({**before_calls, "drafter_calls": -1}) == "has a negative drafter_calls (-1)"
+    assert problem({k: v for k, v in before_calls.items() if k != "verifier_calls"}) == "has no calls"
+    assert problem({k: v for k, v in row.items() if k != "calls"}) == "has no calls"

@@ -69,7 +69,7 @@ def test_a_run_defers_what_the_chosen_score_ranks_lowest(pair_dir, tmp_path):  #
                                                   row["example_id"]))
         lowest = {row["example_id"] for row in ranked[: round(0.5 * len(ranked))]}
         rows = read_lines(out / "examples" / f"{run_id}.jsonl")
-        assert {row["example_id"] for row in rows if row["deferred"] > 0 or row["verifier_calls"] > 0} == lowest
+        assert {row["example_id"] for row in rows if row["deferred"] > 0 or row["calls"]["verifier"] > 0} == lowest
     # Drafter rows recorded before token_logprobs existed: the quantile cannot be derived, the sum still can.
     path_drafter = out / "examples" / "drafter.jsonl"
     path_drafter.write_text("".join(json.dumps({k: v for k, v in row.items() if k != "token_logprobs"}) + "\n"

@@ -17,7 +17,7 @@ from ..results.settings import MethodRun
 
 # The fields of a row that a summary reads (the rest, token statistics and lm-eval's records, is left unread)
 SUMMARY_FIELDS = ("example_id", "run_id", "method", "params", "prediction", "reference", "output_tokens",
-                  "latency_s", "latency_trials_s", "drafter_calls", "verifier_calls", "calls", "levels", "drafted",
+                  "latency_s", "latency_trials_s", "calls", "levels", "drafted",
                   "accepted", "rounds", "rejections", "deferred", "score", "worker")
 
 SAMPLES = 3  # the examples whose outputs by every run a summary keeps (`frame.attrs["samples"]`, for the page)

@@ -12,7 +12,7 @@ from ..decoding import deferral, router
 from ..decoding.methods import DRAFTER, METHODS, MIDDLE, REFERENCE, resolve_hook
 from ..files import ResultsError, write_atomic
 from ..models.settings import chain_roles
-from .record import calls_of
+from .record import ExampleRow, calls_of
 from .rows import examples_dir, read_run
 from .settings import MethodRun
 
@@ -67,13 +67,12 @@ def chain_seq_cascade_rows(models: list[list[dict]], rates: list[float], run_id:
         ran = [by_model[i][example] for i in range(stop + 1)]
         calls = {role: calls_of(ran[i], role) if i <= stop else 0 for i, role in enumerate(roles)}
         first = ran[0]
-        out.append({
+        out.append(ExampleRow.from_json({
             **ran[-1], "run_id": run_id, "method": "chain_seq_cascade", "params": params,
-            "latency_s": sum(row["latency_s"] for row in ran), "latency_trials_s": None,
-            "drafter_calls": calls[DRAFTER], "verifier_calls": calls[REFERENCE], "calls": calls, "levels": None,
+            "latency_s": sum(row["latency_s"] for row in ran), "latency_trials_s": None, "calls": calls, "levels": None,
             "deferred": float(ran[-1]["output_tokens"]) if stop == len(models) - 1 else 0.0,
             "confidence": first["confidence"], "token_logprobs": first.get("token_logprobs"),
-        })
+        }).to_json())
     return out
 
 
@@ -91,17 +90,15 @@ def seq_cascade_rows(drafter: list[dict], verifier: list[dict], rate: float, run
         deferred = draft["example_id"] in deferred_ids
         chosen = by_id[draft["example_id"]] if deferred else draft
         other = by_id[draft["example_id"]]
-        rows.append({
+        rows.append(ExampleRow.from_json({
             **chosen,
             "run_id": run_id, "method": "seq_cascade", "params": params,
             "latency_s": draft["latency_s"] + (other["latency_s"] if deferred else 0.0),
             "latency_trials_s": None,
-            "drafter_calls": draft["drafter_calls"],
-            "verifier_calls": other["verifier_calls"] if deferred else 0,
-            "calls": {"drafter": draft["drafter_calls"], "verifier": other["verifier_calls"] if deferred else 0},
+            "calls": {DRAFTER: calls_of(draft, DRAFTER), REFERENCE: calls_of(other, REFERENCE) if deferred else 0},
             "deferred": float(chosen["output_tokens"]) if deferred else 0.0,
             "confidence": draft["confidence"], "token_logprobs": draft.get("token_logprobs"),
-        })
+        }).to_json())
     return rows
 
 

@@ -126,10 +126,9 @@ class ExampleRow:
     input_tokens: int = column("id", "tokens of the prompt")
     latency_s: float = column("seconds", "seconds to decode it, the mean over the timed trials", summed=True)
     latency_trials_s: list = column("trials", "the seconds of each timed trial (null for derived runs)", nullable=True)
-    drafter_calls: int = column("id", "drafter forward calls", summed=True)
-    verifier_calls: int = column("id", "verifier forward calls", summed=True)
-    calls: dict = column("counts", "forward calls per model role, `{role: n}` (the two fields above, by role; a "
-                         "chain's middle models as `middle1`, `middle2`, ...)")
+    calls: dict = column("counts", "forward calls per model role, `{role: n}`: `drafter`, `verifier`, a chain's "
+                         "middle models as `middle1`, `middle2`, ... (rows written before it existed have "
+                         "`drafter_calls` and `verifier_calls`, which a reader reads as `calls`)")
     levels: list = column("levels", "a chain method's counters per level (drafter->middle1, ..., ->verifier), each "
                           "`{drafted, accepted, rounds, rejections, deferred}` as the fields below count them for the "
                           "last level (null for other methods)", nullable=True)
@@ -167,6 +166,26 @@ class ExampleRow:
                 del row[name]
         return row
 
+    @classmethod
+    def from_json(cls, row: dict) -> ExampleRow:
+        """A line's object (checked by `problem`) as a row of this version (`upgraded`); other keys are dropped."""
+        row = upgraded(row)
+        return cls(**{name: row[name] for name in FIELDS if name in row})
+
+
+# The calls of rows written before `calls` existed, by role: read as `calls` (`upgraded`), never written now
+LEGACY_CALLS = {"drafter_calls": "drafter", "verifier_calls": "verifier"}
+
+
+def upgraded(row: dict) -> dict:
+    """A checked line's object as this version writes it, changed in place: `drafter_calls` and `verifier_calls`
+    become `calls` where it is missing (the values of the one where both are there: both were written from the
+    same counts), and are dropped."""
+    legacy = {role: row.pop(name) for name, role in LEGACY_CALLS.items() if name in row}
+    if row.get("calls") is None and legacy:
+        row["calls"] = legacy
+    return row
+
 
 FIELDS = tuple(f.name for f in fields(ExampleRow))
 WRITTEN = tuple(name for name in FIELDS if name not in ("verdict", "lm_eval"))  # in every row a run writes now
@@ -196,6 +215,11 @@ def problem(row: dict) -> str | None:
         why = check(name, value)
         if why:
             return why
+    if row.get("calls") is None:  # a row before `calls` existed has both counts it replaced
+        for name in LEGACY_CALLS:
+            why = _id(name, row.get(name))
+            if why:
+                return why if name in row else "has no calls"
     drafted, accepted = row.get("drafted"), row.get("accepted")
     if drafted is not None and accepted is not None and accepted > drafted:
         return f"has more accepted draft tokens ({accepted}) than drafted ({drafted})"
@@ -203,9 +227,8 @@ def problem(row: dict) -> str | None:
 
 
 def calls_of(row: dict, role: str) -> int:
-    """A row's calls of one role (rows written before `calls` existed have `drafter_calls`, `verifier_calls`)."""
-    by_role = row.get("calls")
-    return by_role.get(role, 0) if isinstance(by_role, dict) else row.get(f"{role}_calls", 0)
+    """A read row's calls of one role (`upgraded`: every row read has `calls`)."""
+    return row["calls"].get(role, 0)
 
 
 def markdown_table() -> str:

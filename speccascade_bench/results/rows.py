@@ -24,7 +24,7 @@ from ..files import (
     open_for_writing,
     row_bytes,
 )
-from .record import problem
+from .record import problem, upgraded
 
 MAX_ROW_BYTES = row_bytes(MAX_ROW_MB)
 
@@ -43,8 +43,9 @@ def example_files(results: Path) -> list[Path]:
 
 
 def read_lines(path: Path, max_bytes: int = MAX_ROW_BYTES) -> list[dict]:
-    """The complete lines of a results file; a torn last line (an interrupted write) is ignored. A complete
-    line that is not an example record is a ResultsError naming the file and the line."""
+    """The complete lines of a results file, as this version writes them (`record.upgraded`); a torn last line (an
+    interrupted write) is ignored. A complete line that is not an example record is a ResultsError naming the file
+    and the line."""
     return [row for _, _, _, row in _numbered_records(path, max_bytes)]
 
 
@@ -74,7 +75,7 @@ def _record(path: Path, number: int, line: bytes) -> dict:
     why = "is not a JSON object" if not isinstance(row, dict) else problem(row)
     if why:
         raise UnreadableFile(f"{path}: line {number} {why}")
-    return row
+    return upgraded(row)
 
 
 def read_run(path: Path, max_bytes: int = MAX_ROW_BYTES, named: dict | None = None,
@@ -134,7 +135,7 @@ def _line_at(path: Path, offset: int, max_bytes: int) -> dict:
     """The record of the line at `offset` of a results file (read again to compare a repeated example)."""
     with open_for_reading(path) as f:
         f.seek(offset)
-        return json.loads(f.readline(max_bytes + 1))
+        return upgraded(json.loads(f.readline(max_bytes + 1)))
 
 
 def _shown(value) -> str:

@@ -53,8 +53,7 @@ def _record(example: Example, run: MethodRun, result, prediction: str, latencies
         example_id=example.example_id, run_id=run.run_id, method=run.method, params=run.params,
         prediction=prediction, reference=example.reference, references=list(example.references),
         output_tokens=result.output_length, input_tokens=input_tokens, latency_s=sum(latencies) / len(latencies),
-        latency_trials_s=latencies, drafter_calls=result.drafter_calls, verifier_calls=result.verifier_calls,
-        calls=result.calls_by_role(), levels=result.levels,
+        latency_trials_s=latencies, calls=result.calls_by_role(), levels=result.levels,
         drafted=result.drafted, accepted=result.accepted, rounds=result.rounds,
         accepted_per_round=result.accepted_per_round, rejections=result.rejections, deferred=result.deferred,
         confidence=result.confidence, token_logprobs=result.drafter_token_logprobs)
