@@ -192,3 +192,111 @@ def test_bad_plugins_are_one_line_naming_the_entry(pair_dir, tmp_path, plugin_fi
     from speccascade_bench.tasks import kinds
 
     kinds.KINDS.pop("n2", None)
+
+
+METHOD_PLUGIN = '''
+import torch
+
+from speccascade_bench.decoding import rules
+from speccascade_bench.decoding.methods import DRAFT_LENGTH, MethodSpec, register_method
+from speccascade_bench.decoding.rules import Dists
+from speccascade_bench.decoding.speculative import draft_length_of, speculative_sample
+
+
+class RepeatDrafter:
+    """Drafts the last token again: a drafter with no model, whose q is one-hot at its drafts."""
+
+    calls = 0
+
+    def __init__(self, pair, input_ids):
+        self.width = pair.verifier.get_output_embeddings().out_features
+        self.last = pair.start_token_id if pair.is_encoder_decoder else int(input_ids[0, -1])
+        self.device = input_ids.device
+
+    def propose(self, settings, wanted, with_next, generator):
+        drafts = torch.full((wanted,), self.last, dtype=torch.long, device=self.device)
+        one_hot = torch.zeros(wanted, self.width, device=self.device).scatter_(1, drafts[:, None], 1.0)
+        return drafts, Dists(one_hot, one_hot)
+
+    def advance(self, kept, accepted, next_t, next_token):
+        self.last = next_token if next_t is not None else (accepted[-1] if accepted else self.last)
+
+
+def decode_repeat(pair, input_ids, settings, params, generator):
+    return speculative_sample(pair, input_ids, settings, draft_length_of(settings, params), rules.lossless_target,
+                              False, generator, RepeatDrafter(pair, input_ids))
+
+
+def top1_target(draft, verifier):
+    """The verifier's most likely token at every position, whatever the temperature."""
+    top = torch.zeros_like(verifier.scaled).scatter_(-1, verifier.probs.argmax(-1, keepdim=True), 1.0)
+    return rules.lossless_target(draft, Dists(top, top))
+
+
+def decode_top1(pair, input_ids, settings, params, generator):
+    return speculative_sample(pair, input_ids, settings, draft_length_of(settings, params), top1_target, False,
+                              generator)
+
+
+register_method(MethodSpec("repeat_spec", "lossless speculative decoding, drafting the last token again",
+                           (DRAFT_LENGTH,), roles=("verifier",), decoder=decode_repeat))
+register_method(MethodSpec("top1_spec", "speculative decoding towards the verifier's most likely token",
+                           (DRAFT_LENGTH,), decoder=decode_top1))
+'''
+
+
+@pytest.fixture
+def method_plugin(tmp_path):
+    """A plugin file outside the package registering a drafter's method and a speculative variant."""
+    from speccascade_bench import plugins
+    from speccascade_bench.decoding.methods import METHODS
+
+    path = tmp_path / "my_methods.py"
+    path.write_text(METHOD_PLUGIN)
+    yield path
+    for name in ("repeat_spec", "top1_spec"):
+        METHODS.pop(name, None)
+    plugins._loaded.clear()
+
+
+def test_a_plugin_file_registers_a_drafter_and_a_speculative_variant_for_run_and_report(pair_dir, tmp_path,  # noqa: F811
+                                                                                        method_plugin):
+    from speccascade_bench.decoding.methods import METHODS
+
+    out = tmp_path / "methods"
+    methods = [{"method": "verifier"}, {"method": "drafter"}, {"method": "repeat_spec", "draft_length": [1, 3]},
+               {"method": "top1_spec", "draft_length": 2}]
+    path = config(pair_dir, out, methods=methods, plugins=[str(method_plugin)], decoding={"temperature": 1.0})
+    result = scb("run", "-c", path)
+    assert result.exit_code == 0, result.output
+    greedy = config(pair_dir, tmp_path / "greedy", file="greedy", methods=[{"method": "verifier"}],
+                    decoding={"temperature": 0.0})
+    assert scb("run", "-c", greedy).exit_code == 0
+    verifier = {row["example_id"]: row["prediction"] for row in read_lines(tmp_path / "greedy" / "examples" /
+                                                                           "verifier.jsonl")}
+    top1 = read_lines(out / "examples" / "top1_spec-g2.jsonl")
+    assert len(top1) == 3 and all(row["prediction"] == verifier[row["example_id"]] for row in top1)  # T = 1
+    for run_id in ("repeat_spec-g1", "repeat_spec-g3"):
+        rows = read_lines(out / "examples" / f"{run_id}.jsonl")
+        assert len(rows) == 3 and all(row["calls"]["drafter"] == 0 and row["rounds"] > 0 for row in rows)
+    METHODS.pop("repeat_spec")  # a report in a fresh process: the methods are read from the rows
+    METHODS.pop("top1_spec")
+    report = scb("report", out)
+    assert report.exit_code == 0, report.output
+    summary = pd.read_csv(out / "summary.csv").set_index("run_id")
+    assert {"repeat_spec-g1", "repeat_spec-g3", "top1_spec-g2"} <= set(summary.index)
+    assert summary.loc["repeat_spec-g3", "drafter_calls_mean"] == 0 < summary.loc["top1_spec-g2", "drafter_calls_mean"]
+    assert summary.loc["repeat_spec-g1", "tokens_per_round"] >= 1
+    assert "top1_spec-g2" in report.output and "repeat_spec-g3" in report.output
+
+
+def test_a_method_is_registered_once_and_decoded_by_a_function(method_plugin):
+    from speccascade_bench.decoding.methods import DRAFT_LENGTH, METHODS, MethodSpec, register_method
+
+    with pytest.raises(ValueError, match="'spec_decode' is registered twice"):
+        register_method(METHODS["spec_decode"])
+    with pytest.raises(ValueError, match="decoder is a function"):
+        register_method(MethodSpec("by_name", "a decoder named, not given", (DRAFT_LENGTH,), decoder="loops:x"))
+    with pytest.raises(ValueError, match="not derived, a baseline"):
+        register_method(MethodSpec("alone", "a baseline", baseline=True, decoder=print))
+    assert "by_name" not in METHODS and "alone" not in METHODS

@@ -21,10 +21,14 @@ from .settings import DecodingConfig
 Decoder = Callable[[ModelPair, Tensor, DecodingConfig, dict[str, Any], "torch.Generator | None"], DecodeResult]
 
 
-@functools.cache
 def decoder_of(method: str) -> Decoder:
     """The function that decodes `method` (its spec's `decoder`, imported once)."""
-    return resolve_hook(METHODS[method].decoder, __package__)
+    return _imported(METHODS[method].decoder)
+
+
+@functools.cache
+def _imported(hook) -> Decoder:
+    return resolve_hook(hook, __package__)
 
 
 def decode(method: str, pair: ModelPair, input_ids: Tensor, settings: DecodingConfig,

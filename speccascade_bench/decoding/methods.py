@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 
@@ -100,7 +100,7 @@ class MethodSpec:
     marker: str | None = None        # drawn as a single point with this marker (no parameter to sweep)
     chain: bool = False              # calls every model of the chain; its per-level parameters have one value per level
     baseline: bool = False           # one model alone: its rows give that model's cost per forward call
-    decoder: str = ""                # its decoder, `module:function` in decoding/ (imported when first used)
+    decoder: str | Callable = ""     # `module:function` in decoding/ (imported when first used); a plugin's: a function
     derive: str = ""                 # with `derived_by` set: `module:function` in results/ giving its rows from others'
     router_level: str | None = None  # the level of router its `router` parameter names (`scb fit-router --level`)
 
@@ -308,8 +308,26 @@ def refresh_rule_params() -> None:
     METHODS["spec_cascade"] = replace(spec, params=kept + rule_params())
 
 
-def resolve_hook(text: str, package: str):
-    """The function a spec's `module:function` (its `decoder`, its `derive`) names in `package`, imported now."""
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Add a decoded method to the registry (a plugin's: a speculative variant, a method with its own drafter), its
+    `decoder` a function with `dispatch.decode`'s signature. Its parameters are the registry's `Param`s; those not
+    among the package's methods' get no column of summary.csv (they still name its run ids)."""
+    if spec.name in METHODS:
+        raise ValueError(f"the method {spec.name!r} is registered twice")
+    if not callable(spec.decoder):
+        raise ValueError(f"the method {spec.name!r}: a registered method's decoder is a function")
+    if spec.derived_by or spec.baseline or spec.chain:
+        raise ValueError(f"the method {spec.name!r}: a registered method is decoded with the pair, not derived, a "
+                         "baseline or a chain's")
+    METHODS[spec.name] = spec
+    return spec
+
+
+def resolve_hook(text: str | Callable, package: str):
+    """The function a spec's `module:function` (its `decoder`, its `derive`) names in `package`, imported now (a
+    registered method's function as it is)."""
+    if callable(text):
+        return text
     module, sep, name = text.partition(":")
     if not (sep and module and name):
         raise ValueError(f"{text!r} is not module:function")
