@@ -62,12 +62,7 @@ def cascade_level(rule: str, alpha: float, draft: Dists, verifier: Dists) -> tup
     """A deferral rule's target at n positions (paper eqs. 6 and 11) as Dists, and each position's deferral
     probability [n]. The scaled part is the target; the unscaled part is the same mixture of the unscaled
     distributions, with the same decisions: what the level above reads as this level's confidence."""
-    spec = RULES[rule]
-    decided = spec.decide(draft, verifier, alpha)
-    if spec.per_token:
-        mix, deferred = rules.token_cascade_target, (decided.float() * draft.scaled).sum(-1)
-    else:
-        mix, deferred = rules.cascade_target, decided.float()
+    mix, decided, deferred = rules.cascade_decision(rule, alpha, draft, verifier)
     return Dists(mix(draft.probs, verifier.probs, decided), mix(draft.scaled, verifier.scaled, decided)), deferred
 
 

@@ -137,6 +137,15 @@ def cascade_mixture(rule: str, alpha: float, draft: Dists, verifier: Dists, rout
     """The target pi [n, V] of a registered deferral rule (`deferral.RULES`) and each position's deferral
     probability [n]: r in {0, 1} for a per-position rule, its weight in [0, 1] for a learned one (with its
     `router`), the deferred drafter mass eta for a per-token one."""
+    mix, decided, deferral = cascade_decision(rule, alpha, draft, verifier, router)
+    return mix(draft.scaled, verifier.scaled, decided), deferral
+
+
+def cascade_decision(rule: str, alpha: float, draft: Dists, verifier: Dists,
+                     router=None) -> tuple[Callable[[Tensor, Tensor, Tensor], Tensor], Tensor, Tensor]:
+    """The one reading of the rule registry, for a pair's cascade (`cascade_mixture`) and a chain's levels
+    (`chain.cascade_level`): how the rule mixes two distributions (`cascade_target` or `token_cascade_target`), its
+    decisions at n positions (per position, or per token [n, V]) and each position's deferral probability [n]."""
     if rule not in RULES:
         raise ValueError(f"unknown deferral rule {rule!r}")
     spec = RULES[rule]
@@ -146,9 +155,8 @@ def cascade_mixture(rule: str, alpha: float, draft: Dists, verifier: Dists, rout
         raise ValueError(f"the deferral rule {rule!r} decides with a decode's state (`cascade_rule_target`)")
     decided = spec.decide(draft, verifier, alpha, router) if spec.uses_router else spec.decide(draft, verifier, alpha)
     if not spec.per_token:
-        return cascade_target(draft.scaled, verifier.scaled, decided), decided.float()
-    eta = (decided.float() * draft.scaled).sum(-1)
-    return token_cascade_target(draft.scaled, verifier.scaled, decided), eta
+        return cascade_target, decided, decided.float()
+    return token_cascade_target, decided, (decided.float() * draft.scaled).sum(-1)
 
 
 class CoupledTarget:
