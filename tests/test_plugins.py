@@ -288,6 +288,7 @@ def test_a_plugin_file_registers_a_drafter_and_a_speculative_variant_for_run_and
     assert summary.loc["repeat_spec-g3", "drafter_calls_mean"] == 0 < summary.loc["top1_spec-g2", "drafter_calls_mean"]
     assert summary.loc["repeat_spec-g1", "tokens_per_round"] >= 1
     assert "top1_spec-g2" in report.output and "repeat_spec-g3" in report.output
+    assert list(summary.index[:2]) == ["drafter", "verifier"]  # the package's methods first, as `scb run` lists them
 
 
 def test_a_method_is_registered_once_and_decoded_by_a_function(method_plugin):
@@ -299,4 +300,7 @@ def test_a_method_is_registered_once_and_decoded_by_a_function(method_plugin):
         register_method(MethodSpec("by_name", "a decoder named, not given", (DRAFT_LENGTH,), decoder="loops:x"))
     with pytest.raises(ValueError, match="not derived, a baseline"):
         register_method(MethodSpec("alone", "a baseline", baseline=True, decoder=print))
-    assert "by_name" not in METHODS and "alone" not in METHODS
+    for name in ("my-spec", "a b", "../x", "Upper", ""):
+        with pytest.raises(ValueError, match="lower-case letters"):
+            register_method(MethodSpec(name, "a name no run id can hold", (DRAFT_LENGTH,), decoder=print))
+    assert "by_name" not in METHODS and "alone" not in METHODS and "my-spec" not in METHODS

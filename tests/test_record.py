@@ -98,3 +98,5 @@ def test_rows_written_before_calls_existed_are_read_as_calls(tmp_path):
     assert problem({**before_calls, "drafter_calls": -1}) == "has a negative drafter_calls (-1)"
     assert problem({k: v for k, v in before_calls.items() if k != "verifier_calls"}) == "has no calls"
     assert problem({k: v for k, v in row.items() if k != "calls"}) == "has no calls"
+    assert problem({**row, "calls": [4, 2]}) == "has a calls that is not a mapping of roles to counts"
+    assert problem({**row, "calls": {"drafter": -1}}).startswith("has a calls entry that is not a whole number")

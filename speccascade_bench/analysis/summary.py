@@ -313,7 +313,8 @@ def summarize(results: Path, read: Results | None = None, max_bytes: int = MAX_R
     records = [{name: column(folder, run) for name, column in COLUMNS}
                for run in (Run(run_id, rows) for run_id, rows in runs.items())]
     frame = pd.DataFrame.from_records(records, columns=list(SUMMARY_COLUMNS))
-    frame["_order"] = frame["method"].map({name: i for i, name in enumerate(METHODS)})  # the registry's order
+    # the registry's order; a method it does not hold (a plugin's, reported without it) after its own
+    frame["_order"] = frame["method"].map({name: i for i, name in enumerate(METHODS)}).fillna(len(METHODS))
     frame["_curve"] = [group_key(row) for _, row in frame.iterrows()]
     frame = frame.sort_values(["_order", "_curve", "draft_length", *PARAMETERS], na_position="first", kind="stable")
     frame = frame.drop(columns=["_order", "_curve"]).reset_index(drop=True)

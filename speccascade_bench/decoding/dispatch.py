@@ -1,6 +1,7 @@
 """Every decoding method behind one signature, `decode(method, pair, input_ids, settings, params, generator)`:
 each method's decoder is the function its `MethodSpec.decoder` names (`module:function` in this package),
-imported when the method is first decoded. A new method is its spec and its decoder's module, nothing else.
+imported when the method is first decoded, or a registered method's own function (`methods.register_method`). A
+new method is its spec and its decoder, nothing else.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ Decoder = Callable[[ModelPair, Tensor, DecodingConfig, dict[str, Any], "torch.Ge
 
 
 def decoder_of(method: str) -> Decoder:
-    """The function that decodes `method` (its spec's `decoder`, imported once)."""
-    return _imported(METHODS[method].decoder)
+    """The function that decodes `method`: its spec's `decoder`, a registered method's function, or the
+    `module:function` it names, imported once."""
+    hook = METHODS[method].decoder
+    return hook if callable(hook) else _imported(hook)
 
 
 @functools.cache

@@ -42,10 +42,20 @@ def _bounded(name: str, value: int | float) -> str | None:
 
 
 def _counts(name: str, value: Any) -> str | None:
-    """A list of whole counts (`_id`), or a mapping of role names to them (`calls`)."""
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
-    if items is None:
-        return f"has a {name} that is not a list or mapping of counts"
+    """A list of whole counts (`_id`)."""
+    if not isinstance(value, list):
+        return f"has a {name} that is not a list of counts"
+    return _each_count(name, value)
+
+
+def _role_counts(name: str, value: Any) -> str | None:
+    """A mapping of role names to whole counts (`calls`)."""
+    if not isinstance(value, dict):
+        return f"has a {name} that is not a mapping of roles to counts"
+    return _each_count(name, value.values())
+
+
+def _each_count(name: str, items) -> str | None:
     for item in items:
         if _id(name, item):
             return f"has a {name} entry that is not a whole number from 0 to 10^12"
@@ -92,6 +102,7 @@ def _levels(name: str, value: Any) -> str | None:
 KINDS = {
     "id": ("integer >= 0", _id),
     "counts": ("integers >= 0", _counts),
+    "role_counts": ("mapping of roles to integers >= 0", _role_counts),
     "count": ("number >= 0", _count),
     "seconds": (f"seconds, > 0 and <= {MAX_SECONDS:g}", _seconds),
     "trials": (f"list of seconds, each > 0 and <= {MAX_SECONDS:g}", _trials),
@@ -126,7 +137,7 @@ class ExampleRow:
     input_tokens: int = column("id", "tokens of the prompt")
     latency_s: float = column("seconds", "seconds to decode it, the mean over the timed trials", summed=True)
     latency_trials_s: list = column("trials", "the seconds of each timed trial (null for derived runs)", nullable=True)
-    calls: dict = column("counts", "forward calls per model role, `{role: n}`: `drafter`, `verifier`, a chain's "
+    calls: dict = column("role_counts", "forward calls per model role, `{role: n}`: `drafter`, `verifier`, a chain's "
                          "middle models as `middle1`, `middle2`, ... (rows written before it existed have "
                          "`drafter_calls` and `verifier_calls`, which a reader reads as `calls`)")
     levels: list = column("levels", "a chain method's counters per level (drafter->middle1, ..., ->verifier), each "

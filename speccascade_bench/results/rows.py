@@ -126,7 +126,7 @@ def _kept(row: dict, keep: tuple[str, ...], named: dict | None, shared: dict) ->
         key = tuple(value.items()) if isinstance(value, dict) else value
         try:
             kept[name] = shared.setdefault((name, key), value)
-        except TypeError:  # a value that is not hashable (a list in calls) stays the row's own
+        except TypeError:  # a value that is not hashable (a list among a worker's values) stays the row's own
             pass
     return kept
 
