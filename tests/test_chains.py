@@ -123,6 +123,7 @@ def test_chain_cascade_samples_its_composed_target(rules, one_thread):
 
 PAIR_RUNS = [
     ("spec_decode", {"draft_length": 3}, "staged_spec_decode", {"draft_lengths": [3]}),
+    ("prompt_lookup", {"draft_length": 3}, "staged_spec_decode", {"draft_lengths": [3], "drafter": "prompt_lookup"}),
     *((f"spec_cascade-{rule}-{bonus}", {"rule": rule, "alpha": alpha, "draft_length": 3, "bonus": bonus},
        "chain_spec_cascade", {"rules": [rule], "alphas": [alpha], "draft_lengths": [3], "bonus": bonus})
       for rule, alpha in (("chow", 0.4), ("diff", 0.1), ("opt", 0.3), ("token_v1", 0.1), ("token_v2", 0.1),
@@ -144,6 +145,31 @@ def test_a_two_model_chain_equals_the_pair_methods(family, temperature, top_p, o
             for counter in ("drafter_calls", "verifier_calls", "drafted", "accepted", "rounds", "rejections",
                             "deferred"):
                 assert getattr(ours, counter) == getattr(theirs, counter), (name, counter)
+
+
+@pytest.mark.parametrize("family", ["t5", "llama"])
+def test_prompt_lookup_drafts_at_the_bottom_of_a_chain_exactly(family, one_thread):
+    """`drafter: prompt_lookup` puts prompt lookup in the drafter model's place: greedy, the verifier's output;
+    the drafter model never called; above 0, the verifier's distribution."""
+    models = chain(family, seed=2)
+    greedy = DecodingConfig(max_new_tokens=20, temperature=0.0)
+    for seed in range(3):
+        verifier = decode("verifier", models, prompt(seed), greedy).tokens
+        for gammas, max_ngram in (([1, 1], 1), ([2, 3], 2), ([4, 2], 3)):
+            params = {"draft_lengths": gammas, "drafter": "prompt_lookup", "max_ngram": max_ngram}
+            result = decode("staged_spec_decode", models, prompt(seed), greedy, params)
+            assert result.tokens == verifier, (seed, gammas)
+            assert result.calls["drafter"] == 0 and result.calls["middle1"] > 0 and result.levels[0]["drafted"] > 0
+    if family == "llama":
+        return
+    models = chain(family, seed=3, noise=(0.8, 0.5))
+    ids = torch.cat([prompt(5), prompt(5)], 1)  # a prompt that repeats itself: lookup finds drafts
+    settings = DecodingConfig(max_new_tokens=2, temperature=1.0)
+    generator = torch.Generator().manual_seed(13)
+    params = {"draft_lengths": [2, 2], "drafter": "prompt_lookup"}
+    samples = [tuple(decode("staged_spec_decode", models, ids, settings, params, generator).tokens)
+               for _ in range(800)]
+    assert _chi_square(samples, _verifier_two_tokens(models, ids, settings)) > 1e-3
 
 
 def test_counted_calls_match_a_hand_count():
@@ -229,6 +255,12 @@ def test_a_chain_plans_every_model_alone_and_names_per_level_runs(byte_chain):
     (None, [{"method": "middle", "level": 2}], "methods[0].level", "the models have 1 middle model (levels 1 to 1)"),
     (None, [{"method": "chain_seq_cascade", "alphas": [0.2, 0.2], "thresholds": [-1, -1]}], "methods[0].thresholds",
      "not both"),
+    (None, [{"method": "staged_spec_decode", "max_ngram": 3}], "methods[0].max_ngram",
+     "applies only with drafter: prompt_lookup"),
+    (None, [{"method": "staged_spec_decode", "drafter": "lookup"}], "methods[0].drafter",
+     "did you mean 'prompt_lookup'"),
+    (None, [{"method": "chain_spec_cascade", "rules": "opt", "alphas": 0.1, "drafter": "prompt_lookup"}],
+     "methods[0].drafter", "unknown key"),
 ])
 def test_bad_chain_configs_name_the_key(byte_chain, models, methods, key, message):
     models = models or _chain(byte_chain, "drafter", "middle", "verifier")
@@ -252,6 +284,7 @@ def test_a_chain_of_other_vocabularies_is_refused_before_any_model_loads(byte_ch
 def test_a_chain_run_records_calls_and_levels_and_reports_them(byte_chain):
     path = _config(byte_chain, _chain(byte_chain, "drafter", "middle", "verifier"), [
         {"method": "staged_spec_decode", "draft_lengths": [1, 2]},
+        {"method": "staged_spec_decode", "draft_lengths": [1, 2], "drafter": "prompt_lookup", "max_ngram": 3},
         {"method": "chain_spec_cascade", "rules": "opt", "alphas": [[0.0, 0.0], [0.5, 0.5]]},
         {"method": "chain_seq_cascade", "alphas": [0.5, 0.5]},
         {"method": "spec_decode"},
@@ -265,6 +298,10 @@ def test_a_chain_run_records_calls_and_levels_and_reports_them(byte_chain):
     verifier = [json.loads(line) for line in (out / "examples" / "verifier.jsonl").open()]
     assert [row["prediction"] for row in staged] == [row["prediction"] for row in verifier]
     assert set(staged[0]["calls"]) == {"drafter", "middle1", "verifier"} and len(staged[0]["levels"]) == 2
+    looked = [json.loads(line) for line in (out / "examples" /
+                                            "staged_spec_decode-g1+2-drafter_prompt_lookup-n3.jsonl").open()]
+    assert [row["prediction"] for row in looked] == [row["prediction"] for row in verifier]
+    assert all(row["calls"]["drafter"] == 0 and row["calls"]["middle1"] > 0 for row in looked)
     derived = [json.loads(line) for line in (out / "examples" / "chain_seq_cascade-a0.5+0.5.jsonl").open()]
     assert {row["latency_trials_s"] for row in derived} == {None} and len(derived) == 4
     report = CliRunner().invoke(app, ["report", str(out)])
@@ -277,6 +314,7 @@ def test_a_chain_run_records_calls_and_levels_and_reports_them(byte_chain):
     verifier_row = summary[summary["run_id"] == "verifier"].iloc[0]
     assert row["predicted_speedup"] > 0 and row["quality"] == verifier_row["quality"]
     assert "middle-l1" in set(summary["run_id"])
+    assert "staged_spec_decode drafter=prompt_lookup" in report.output
 
 
 PAPER = ["configs/wmt.yaml", "configs/cnn_dm.yaml", "configs/xsum.yaml"]

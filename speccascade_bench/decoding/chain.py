@@ -26,7 +26,8 @@ from ..models.cached import CachedDecoder
 from ..models.settings import middle_role
 from . import deferral, rules
 from .deferral import RULES
-from .drafters import draft_on_device
+from .drafters import PromptLookupDrafter, draft_on_device
+from .methods import MAX_NGRAM
 from .rules import Dists, Target
 from .sampling import DecodeResult, Ending, autoregressive, ending, judge_round
 
@@ -67,11 +68,16 @@ def cascade_level(rule: str, alpha: float, draft: Dists, verifier: Dists) -> tup
 
 
 class ChainSampler:
-    """One example decoded through a chain; `settle(len(models) - 1, [], limit)` is the whole output."""
+    """One example decoded through a chain; `settle(len(models) - 1, [], limit)` is the whole output. With a
+    `lookup` drafter (`drafters.PromptLookupDrafter`), prompt lookup drafts at the bottom in the drafter model's
+    place, which is then never called."""
 
-    def __init__(self, pair, input_ids: Tensor, settings, levels: list[Level], generator):
+    def __init__(self, pair, input_ids: Tensor, settings, levels: list[Level], generator,
+                 lookup: PromptLookupDrafter | None = None):
         self.roles = pair.roles
-        self.decoders = [pair.decoder(role, input_ids) for role in self.roles]
+        self.lookup = lookup
+        self.decoders = [None if i == 0 and lookup else pair.decoder(role, input_ids)
+                         for i, role in enumerate(self.roles)]
         if len(levels) != len(self.decoders) - 1:
             raise ValueError(f"a chain of {len(self.decoders)} models has {len(self.decoders) - 1} levels, "
                              f"got settings for {len(levels)}")
@@ -82,7 +88,13 @@ class ChainSampler:
     def draft(self, prefix: list[int], wanted: int, with_next: bool) -> tuple[list[int], Dists, int | None]:
         """M_0 alone, as the pair's drafter drafts (`drafters.draft_on_device`): `wanted` tokens after `prefix`,
         their rows (and the next position's with `with_next`), and how many of them it takes to end decoding
-        (None: they do not end it). The tokens after an end are drafted too; the round discards them."""
+        (None: they do not end it). The tokens after an end are drafted too; the round discards them. Prompt lookup
+        drafts at most `wanted`, one-hot rows."""
+        if self.lookup is not None:
+            self.lookup.follow(prefix)
+            tokens = self.lookup.lookup(wanted)
+            rows = self.lookup.rows(torch.tensor(tokens, dtype=torch.long, device=self.lookup.device), with_next)
+            return tokens, rows, self.end.first_end(prefix, tokens)
         decoder = self.decoders[0]
         _sync(decoder, prefix)
         decoder.uncache(1)  # the prefix may be all cached (the drafter's own tokens, settled above)
@@ -148,8 +160,8 @@ class ChainSampler:
         decoder.uncache(n + 1)
         verifier = Dists.from_logits(decoder.logits(keep=n + 1), settings.temperature, settings.top_p)
         target, settled = self._target(level, draft, verifier)
-        outcome = rules.verify_on_device(torch.tensor(drafts, device=verifier.probs.device), draft.scaled[:n], target,
-                                         self.generator)
+        drafted = torch.tensor(drafts, dtype=torch.long, device=verifier.probs.device)  # long also when empty
+        outcome = rules.verify_on_device(drafted, draft.scaled[:n], target, self.generator)
         accepted, next_token = torch.cat(outcome).tolist()
         new, accepted, k, bonus_kept = judge_round(self.end, len(base), drafts, stop, accepted, next_token)
         counts.count_round(accepted, k, target.deferral, bonus_kept)
@@ -169,7 +181,7 @@ class ChainSampler:
 
     def result(self, tokens: list[int]) -> DecodeResult:
         top = self.counts[-1]
-        calls = {role: decoder.calls for role, decoder in zip(self.roles, self.decoders, strict=True)}
+        calls = {role: decoder.calls if decoder else 0 for role, decoder in zip(self.roles, self.decoders, strict=True)}
         return DecodeResult(tokens, drafter_calls=calls["drafter"], verifier_calls=calls["verifier"],
                             drafted=top.drafted, accepted=top.accepted, rounds=top.rounds,
                             accepted_per_round=top.accepted_per_round, rejections=top.rejections,
@@ -202,14 +214,20 @@ def chain_levels(pair, settings, params: dict, cascade: bool) -> list[Level]:
     return [Level(int(g), rule, float(a), from_target) for g, rule, a in zip(gammas, chosen, alphas, strict=True)]
 
 
-def _decode_chain(pair, input_ids, settings, levels: list[Level], generator) -> DecodeResult:
-    sampler = ChainSampler(pair, input_ids, settings, levels, generator)
+def _decode_chain(pair, input_ids, settings, levels: list[Level], generator,
+                  lookup: PromptLookupDrafter | None = None) -> DecodeResult:
+    sampler = ChainSampler(pair, input_ids, settings, levels, generator, lookup)
     tokens, _, _ = sampler.settle(len(levels), [], settings.max_new_tokens)
     return sampler.result(tokens)
 
 
 def decode_staged_spec(pair, input_ids, settings, params, generator) -> DecodeResult:
-    return _decode_chain(pair, input_ids, settings, chain_levels(pair, settings, params, False), generator)
+    """Staged speculative decoding; with `drafter: prompt_lookup`, prompt lookup drafts for the first model above
+    the drafter (on a pair: the verifier, as `prompt_lookup` does)."""
+    lookup = None
+    if params.get("drafter", "model") == "prompt_lookup":
+        lookup = PromptLookupDrafter(pair, input_ids, int(params.get("max_ngram", MAX_NGRAM)))
+    return _decode_chain(pair, input_ids, settings, chain_levels(pair, settings, params, False), generator, lookup)
 
 
 def decode_chain_spec_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:

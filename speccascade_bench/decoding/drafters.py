@@ -107,6 +107,7 @@ class PromptLookupDrafter:
         self.sequence: list[int] = []
         self.first: dict[tuple[int, ...], int] = {}
         self._add([pair.start_token_id] if pair.is_encoder_decoder else input_ids[0].tolist())  # one read
+        self.start = len(self.sequence)  # where the output begins
 
     def _add(self, tokens: list[int]) -> None:
         for token in tokens:
@@ -126,14 +127,29 @@ class PromptLookupDrafter:
                 return drafts[:cut]
         return []
 
+    def follow(self, output: list[int]) -> None:
+        """Point the lookup at the output `output` (a chain's bottom level drafts after any prefix): what it shares
+        with the output so far is kept, and the index is built again only when the output is not an extension."""
+        have = self.sequence[self.start:]
+        if output[:len(have)] != have:
+            prompt = self.sequence[:self.start]
+            self.sequence, self.first = [], {}
+            self._add(prompt)
+            have = []
+        self._add(output[len(have):])
+
     def propose(self, settings: DecodingConfig, wanted: int, with_next: bool,
                 generator: torch.Generator | None) -> tuple[Tensor, Dists]:
+        drafts = torch.tensor(self.lookup(wanted), dtype=torch.long, device=self.device)
+        return drafts, self.rows(drafts, with_next)
+
+    def rows(self, drafts: Tensor, with_next: bool = False) -> Dists:
+        """The draft distributions of `drafts` [k]: one-hot at each."""
         if with_next:
             raise ValueError("prompt lookup has no draft distribution after its drafts (a cascade's bonus target)")
-        drafts = torch.tensor(self.lookup(wanted), dtype=torch.long, device=self.device)
         # scattered, not `one_hot`, which reads the ids' range on the host
         one_hot = torch.zeros(drafts.shape[0], self.width, device=self.device).scatter_(1, drafts[:, None], 1.0)
-        return drafts, Dists(one_hot, one_hot)
+        return Dists(one_hot, one_hot)
 
     def advance(self, kept: int, accepted: list[int], next_t: Tensor | None, next_token: int) -> None:
         self._add(accepted + ([] if next_t is None else [next_token]))

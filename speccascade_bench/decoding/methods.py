@@ -259,7 +259,12 @@ METHODS: dict[str, MethodSpec] = {
              Param("horizontal", "CS Drafting's horizontal cascade: the verifier's drafts come from the level "
                    "below for the first `horizontal` positions of a round and from the drafter directly for the rest "
                    "(a chain of three or more models; below the top level's draft length)", 1, 63, tag="h",
-                   integer=True, labels_curve=True)),
+                   integer=True, labels_curve=True),
+             Param("drafter", "what drafts at the bottom of the chain: the drafter model, or prompt lookup in its "
+                   "place (the drafter model is then never called; on a pair this is prompt_lookup)",
+                   default="model", choices=("model", "prompt_lookup"), sweepable=False, labels_curve=True),
+             Param("max_ngram", "with drafter: prompt_lookup, the longest n-gram looked up", 1, 64, default=MAX_NGRAM,
+                   tag="n", integer=True, needs=("drafter", "prompt_lookup"))),
             chain=True, marker="P", decoder="chain:decode_staged_spec",
         ),
         MethodSpec(
