@@ -1,8 +1,8 @@
 """A run config's `plugins:`: the user's own Python files or modules, imported before the rest of the config is
 read, so that what they register is known to it: deferral rules (`decoding.deferral.deferral_rule`), metrics
-(`tasks.metrics.register_metric`), task kinds (`tasks.kinds.task_kind`), and methods with their own drafter or
+(`tasks.metrics.register_metric`), task kinds (`tasks.kinds.task_kind`), methods with their own drafter or
 target (`decoding.methods.register_method`, whose decoder may call `decoding.speculative.speculative_sample` with
-any `decoding.drafters.Drafter`).
+any `decoding.drafters.Drafter`), and drafters for a chain's bottom (`decoding.drafters.register_drafter`).
 
 An entry ending in `.py` is a file (relative to the working folder, as every path of a config); any other entry is
 an importable module name. Each file runs once per process, however many configs name it; a Ray worker imports

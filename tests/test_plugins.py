@@ -198,6 +198,7 @@ METHOD_PLUGIN = '''
 import torch
 
 from speccascade_bench.decoding import rules
+from speccascade_bench.decoding.drafters import register_drafter
 from speccascade_bench.decoding.methods import DRAFT_LENGTH, MethodSpec, register_method
 from speccascade_bench.decoding.rules import Dists
 from speccascade_bench.decoding.speculative import draft_length_of, speculative_sample
@@ -210,8 +211,11 @@ class RepeatDrafter:
 
     def __init__(self, pair, input_ids):
         self.width = pair.verifier.get_output_embeddings().out_features
-        self.last = pair.start_token_id if pair.is_encoder_decoder else int(input_ids[0, -1])
+        self.last = self.first = pair.start_token_id if pair.is_encoder_decoder else int(input_ids[0, -1])
         self.device = input_ids.device
+
+    def follow(self, output):  # in a chain: draft after any prefix
+        self.last = output[-1] if output else self.first
 
     def propose(self, settings, wanted, with_next, generator):
         drafts = torch.full((wanted,), self.last, dtype=torch.long, device=self.device)
@@ -240,6 +244,7 @@ def decode_top1(pair, input_ids, settings, params, generator):
 
 register_method(MethodSpec("repeat_spec", "lossless speculative decoding, drafting the last token again",
                            (DRAFT_LENGTH,), roles=("verifier",), decoder=decode_repeat))
+register_drafter("repeat")(lambda pair, input_ids, params: RepeatDrafter(pair, input_ids))
 register_method(MethodSpec("top1_spec", "speculative decoding towards the verifier's most likely token",
                            (DRAFT_LENGTH,), decoder=decode_top1))
 '''
@@ -247,8 +252,10 @@ register_method(MethodSpec("top1_spec", "speculative decoding towards the verifi
 
 @pytest.fixture
 def method_plugin(tmp_path):
-    """A plugin file outside the package registering a drafter's method and a speculative variant."""
+    """A plugin file outside the package registering a drafter (as a method, and for a chain's bottom) and a
+    speculative variant."""
     from speccascade_bench import plugins
+    from speccascade_bench.decoding.drafters import DRAFTERS
     from speccascade_bench.decoding.methods import METHODS
 
     path = tmp_path / "my_methods.py"
@@ -256,6 +263,7 @@ def method_plugin(tmp_path):
     yield path
     for name in ("repeat_spec", "top1_spec"):
         METHODS.pop(name, None)
+    DRAFTERS.pop("repeat", None)
     plugins._loaded.clear()
 
 
@@ -265,7 +273,8 @@ def test_a_plugin_file_registers_a_drafter_and_a_speculative_variant_for_run_and
 
     out = tmp_path / "methods"
     methods = [{"method": "verifier"}, {"method": "drafter"}, {"method": "repeat_spec", "draft_length": [1, 3]},
-               {"method": "top1_spec", "draft_length": 2}]
+               {"method": "top1_spec", "draft_length": 2},
+               {"method": "staged_spec_decode", "draft_lengths": [3], "drafter": "repeat"}]
     path = config(pair_dir, out, methods=methods, plugins=[str(method_plugin)], decoding={"temperature": 1.0})
     result = scb("run", "-c", path)
     assert result.exit_code == 0, result.output
@@ -276,11 +285,19 @@ def test_a_plugin_file_registers_a_drafter_and_a_speculative_variant_for_run_and
                                                                            "verifier.jsonl")}
     top1 = read_lines(out / "examples" / "top1_spec-g2.jsonl")
     assert len(top1) == 3 and all(row["prediction"] == verifier[row["example_id"]] for row in top1)  # T = 1
-    for run_id in ("repeat_spec-g1", "repeat_spec-g3"):
+    for run_id in ("repeat_spec-g1", "repeat_spec-g3", "staged_spec_decode-g3-drafter_repeat"):
         rows = read_lines(out / "examples" / f"{run_id}.jsonl")
         assert len(rows) == 3 and all(row["calls"]["drafter"] == 0 and row["rounds"] > 0 for row in rows)
+    # the registered drafter at the bottom of a (two-model) chain is the drafter's own method, token for token
+    staged = read_lines(out / "examples" / "staged_spec_decode-g3-drafter_repeat.jsonl")
+    repeat = read_lines(out / "examples" / "repeat_spec-g3.jsonl")
+    assert [(r["prediction"], r["rounds"], r["accepted"]) for r in staged] == \
+        [(r["prediction"], r["rounds"], r["accepted"]) for r in repeat]
+    from speccascade_bench.decoding.drafters import DRAFTERS
+
     METHODS.pop("repeat_spec")  # a report in a fresh process: the methods are read from the rows
     METHODS.pop("top1_spec")
+    DRAFTERS.pop("repeat")
     report = scb("report", out)
     assert report.exit_code == 0, report.output
     summary = pd.read_csv(out / "summary.csv").set_index("run_id")
@@ -304,3 +321,10 @@ def test_a_method_is_registered_once_and_decoded_by_a_function(method_plugin):
         with pytest.raises(ValueError, match="lower-case letters"):
             register_method(MethodSpec(name, "a name no run id can hold", (DRAFT_LENGTH,), decoder=print))
     assert "by_name" not in METHODS and "alone" not in METHODS and "my-spec" not in METHODS
+    from speccascade_bench.decoding.drafters import DRAFTERS, register_drafter
+
+    with pytest.raises(ValueError, match="'prompt_lookup' is registered twice"):
+        register_drafter("prompt_lookup")(print)
+    with pytest.raises(ValueError, match="lower-case letters"):
+        register_drafter("my-drafter")(print)
+    assert set(DRAFTERS) == {"model", "prompt_lookup"}

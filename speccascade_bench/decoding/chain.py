@@ -26,8 +26,7 @@ from ..models.cached import CachedDecoder
 from ..models.settings import middle_role
 from . import deferral, rules
 from .deferral import RULES
-from .drafters import PromptLookupDrafter, draft_on_device
-from .methods import MAX_NGRAM
+from .drafters import DRAFTERS, Drafter, draft_on_device
 from .rules import Dists, Target
 from .sampling import DecodeResult, Ending, autoregressive, ending, judge_round
 
@@ -69,14 +68,14 @@ def cascade_level(rule: str, alpha: float, draft: Dists, verifier: Dists) -> tup
 
 class ChainSampler:
     """One example decoded through a chain; `settle(len(models) - 1, [], limit)` is the whole output. With a
-    `lookup` drafter (`drafters.PromptLookupDrafter`), prompt lookup drafts at the bottom in the drafter model's
+    `bottom` drafter (`drafters.DRAFTERS`: prompt lookup, a plugin's), it drafts at the bottom in the drafter model's
     place, which is then never called."""
 
     def __init__(self, pair, input_ids: Tensor, settings, levels: list[Level], generator,
-                 lookup: PromptLookupDrafter | None = None):
+                 bottom: Drafter | None = None):
         self.roles = pair.roles
-        self.lookup = lookup
-        self.decoders = [None if i == 0 and lookup else pair.decoder(role, input_ids)
+        self.bottom = bottom
+        self.decoders = [None if i == 0 and bottom else pair.decoder(role, input_ids)
                          for i, role in enumerate(self.roles)]
         if len(levels) != len(self.decoders) - 1:
             raise ValueError(f"a chain of {len(self.decoders)} models has {len(self.decoders) - 1} levels, "
@@ -88,12 +87,12 @@ class ChainSampler:
     def draft(self, prefix: list[int], wanted: int, with_next: bool) -> tuple[list[int], Dists, int | None]:
         """M_0 alone, as the pair's drafter drafts (`drafters.draft_on_device`): `wanted` tokens after `prefix`,
         their rows (and the next position's with `with_next`), and how many of them it takes to end decoding
-        (None: they do not end it). The tokens after an end are drafted too; the round discards them. Prompt lookup
-        drafts at most `wanted`, one-hot rows."""
-        if self.lookup is not None:
-            self.lookup.follow(prefix)
-            tokens = self.lookup.lookup(wanted)
-            rows = self.lookup.rows(torch.tensor(tokens, dtype=torch.long, device=self.lookup.device), with_next)
+        (None: they do not end it). The tokens after an end are drafted too; the round discards them. A `bottom`
+        drafter may draft fewer than `wanted` (prompt lookup: one-hot rows)."""
+        if self.bottom is not None:
+            self.bottom.follow(prefix)
+            drafts, rows = self.bottom.propose(self.settings, wanted, with_next, self.generator)
+            tokens = drafts.tolist()
             return tokens, rows, self.end.first_end(prefix, tokens)
         decoder = self.decoders[0]
         _sync(decoder, prefix)
@@ -181,7 +180,7 @@ class ChainSampler:
 
     def result(self, tokens: list[int]) -> DecodeResult:
         top = self.counts[-1]
-        calls = {role: decoder.calls if decoder else 0 for role, decoder in zip(self.roles, self.decoders, strict=True)}
+        calls = {role: (decoder or self.bottom).calls for role, decoder in zip(self.roles, self.decoders, strict=True)}
         return DecodeResult(tokens, drafter_calls=calls["drafter"], verifier_calls=calls["verifier"],
                             drafted=top.drafted, accepted=top.accepted, rounds=top.rounds,
                             accepted_per_round=top.accepted_per_round, rejections=top.rejections,
@@ -215,19 +214,19 @@ def chain_levels(pair, settings, params: dict, cascade: bool) -> list[Level]:
 
 
 def _decode_chain(pair, input_ids, settings, levels: list[Level], generator,
-                  lookup: PromptLookupDrafter | None = None) -> DecodeResult:
-    sampler = ChainSampler(pair, input_ids, settings, levels, generator, lookup)
+                  bottom: Drafter | None = None) -> DecodeResult:
+    sampler = ChainSampler(pair, input_ids, settings, levels, generator, bottom)
     tokens, _, _ = sampler.settle(len(levels), [], settings.max_new_tokens)
     return sampler.result(tokens)
 
 
 def decode_staged_spec(pair, input_ids, settings, params, generator) -> DecodeResult:
-    """Staged speculative decoding; with `drafter: prompt_lookup`, prompt lookup drafts for the first model above
-    the drafter (on a pair: the verifier, as `prompt_lookup` does)."""
-    lookup = None
-    if params.get("drafter", "model") == "prompt_lookup":
-        lookup = PromptLookupDrafter(pair, input_ids, int(params.get("max_ngram", MAX_NGRAM)))
-    return _decode_chain(pair, input_ids, settings, chain_levels(pair, settings, params, False), generator, lookup)
+    """Staged speculative decoding; with a `drafter` other than `model` (`drafters.DRAFTERS`), that drafter drafts
+    for the first model above the drafter (on a pair: the verifier; `prompt_lookup` is then the prompt_lookup
+    method)."""
+    make = DRAFTERS[params.get("drafter", "model")]
+    bottom = make(pair, input_ids, params) if make else None
+    return _decode_chain(pair, input_ids, settings, chain_levels(pair, settings, params, False), generator, bottom)
 
 
 def decode_chain_spec_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:

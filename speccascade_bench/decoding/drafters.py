@@ -10,10 +10,15 @@ the next position when a cascade's bonus needs it), and is told after the round'
   their first earlier occurrence are the drafts. Its q is one-hot at each draft: with the verifier's distribution
   as the target, a draft x is accepted with probability p(x) and a rejection resamples from p without x, so the
   output follows the verifier exactly (docs/ALGORITHMS.md, "Drafters").
+
+`DRAFTERS` names the drafters that can stand at the bottom of a chain in the drafter model's place
+(`staged_spec_decode`'s `drafter`): `model` (the drafter model itself), `prompt_lookup`, and any a plugin registers
+with `register_drafter`. A chain points such a drafter at any prefix (`follow`) before it proposes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -24,9 +29,15 @@ from .rules import Dists
 from .sampling import draw_on_device, scaled
 from .settings import DecodingConfig
 
+MAX_NGRAM = 2  # prompt lookup's longest n-gram by default (transformers' max_matching_ngram_size)
+
 
 class Drafter(Protocol):
     calls: int  # model forward calls made so far (0 for a drafter without a model)
+
+    def follow(self, output: list[int]) -> None:
+        """Point the drafter at the output `output` (host values): a chain's bottom drafter drafts after any prefix
+        the level above asks about, not only after what it was told by `advance`. Needed in a chain only."""
 
     def propose(self, settings: DecodingConfig, wanted: int, with_next: bool,
                 generator: torch.Generator | None) -> tuple[Tensor, Dists]:
@@ -128,8 +139,8 @@ class PromptLookupDrafter:
         return []
 
     def follow(self, output: list[int]) -> None:
-        """Point the lookup at the output `output` (a chain's bottom level drafts after any prefix): what it shares
-        with the output so far is kept, and the index is built again only when the output is not an extension."""
+        """Point the lookup at the output `output`: what it shares with the output so far is kept, and the index is
+        built again only when the output is not an extension."""
         have = self.sequence[self.start:]
         if output[:len(have)] != have:
             prompt = self.sequence[:self.start]
@@ -153,3 +164,29 @@ class PromptLookupDrafter:
 
     def advance(self, kept: int, accepted: list[int], next_t: Tensor | None, next_token: int) -> None:
         self._add(accepted + ([] if next_t is None else [next_token]))
+
+
+DrafterMaker = Callable[[ModelPair, Tensor, dict], Drafter]  # (pair, input_ids, the method's params) -> a drafter
+
+DRAFTERS: dict[str, DrafterMaker | None] = {"model": None}  # None: the pair's drafter model itself
+
+
+def register_drafter(name: str):
+    """Register the decorated function `(pair, input_ids, params) -> Drafter` as the drafter `name`, which
+    `staged_spec_decode`'s `drafter` then names (a plugin's too). Its drafter needs `follow` besides the round's
+    methods, and its `calls` are counted as the drafter model's."""
+
+    def register(make: DrafterMaker) -> DrafterMaker:
+        if not name.isidentifier() or name != name.lower():
+            raise ValueError(f"the drafter name {name!r}: lower-case letters, digits and '_', a letter first")
+        if name in DRAFTERS:
+            raise ValueError(f"the drafter {name!r} is registered twice")
+        DRAFTERS[name] = make
+        return make
+
+    return register
+
+
+@register_drafter("prompt_lookup")
+def prompt_lookup(pair: ModelPair, input_ids: Tensor, params: dict) -> PromptLookupDrafter:
+    return PromptLookupDrafter(pair, input_ids, int(params.get("max_ngram", MAX_NGRAM)))

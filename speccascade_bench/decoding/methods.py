@@ -20,6 +20,7 @@ from . import round_rule as _round_rule  # noqa: F401  (registers round_opt)
 from . import router as _router  # noqa: F401  (registers the learned deferral rule)
 from .deferral import LEARNED, SEQUENCE_SCORES
 from .deferral import RULES as DEFERRAL_RULES
+from .drafters import DRAFTERS, MAX_NGRAM
 
 
 class _AlphaRanges(Mapping):
@@ -117,7 +118,6 @@ class MethodSpec:
         return next((p for p in self.params if p.name == name), None)
 
 
-MAX_NGRAM = 2  # prompt lookup's longest n-gram by default (transformers' max_matching_ngram_size)
 
 DRAFT_LENGTH = Param("draft_length", "tokens drafted per round (gamma); defaults to decoding.draft_length", 1, 64,
                      tag="g", integer=True)
@@ -260,9 +260,10 @@ METHODS: dict[str, MethodSpec] = {
                    "below for the first `horizontal` positions of a round and from the drafter directly for the rest "
                    "(a chain of three or more models; below the top level's draft length)", 1, 63, tag="h",
                    integer=True, labels_curve=True),
-             Param("drafter", "what drafts at the bottom of the chain: the drafter model, or prompt lookup in its "
-                   "place (the drafter model is then never called; on a pair this is prompt_lookup)",
-                   default="model", choices=("model", "prompt_lookup"), sweepable=False, labels_curve=True),
+             Param("drafter", "what drafts at the bottom of the chain: the drafter model, or a drafter in its place "
+                   "(`prompt_lookup`, or a plugin's: the drafter model is then never called; on a pair, "
+                   "prompt_lookup here is the prompt_lookup method)", default="model", choices=DRAFTERS,
+                   sweepable=False, labels_curve=True),
              Param("max_ngram", "with drafter: prompt_lookup, the longest n-gram looked up", 1, 64, default=MAX_NGRAM,
                    tag="n", integer=True, needs=("drafter", "prompt_lookup"))),
             chain=True, marker="P", decoder="chain:decode_staged_spec",

@@ -12,8 +12,7 @@ from torch import Tensor
 from ..models.cached import ModelPair
 from . import rules
 from .deferral import RULES
-from .drafters import Drafter, ModelDrafter, PromptLookupDrafter, advance_decoder
-from .methods import MAX_NGRAM
+from .drafters import MAX_NGRAM, Drafter, ModelDrafter, PromptLookupDrafter, advance_decoder
 from .router import read_router
 from .rules import Dists
 from .sampling import DecodeResult, ending, judge_round
