@@ -9,12 +9,13 @@ TOY_LLM_DATA := data/toy_llm/test.jsonl
 
 install: $(VENV)/.installed
 
-# uv installs (about 30 s on 2 cores, where pip takes about 95). torch is pinned and installed first, on its own,
+# uv installs (about 50 s on 2 cores, where pip takes about 95). torch is pinned and installed first, on its own,
 # from the CPU wheel on disk (TORCH_WHEELS, where there is one), then held to that version (`-c`), so that nothing
-# resolves another (CUDA) build.
+# resolves another (CUDA) build. --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set, an install without its
+# .pyc files makes every process compile what it imports (the tests took a sixth longer, an MLflow server twice).
 TORCH_WHEELS ?= /opt/wheels
 TORCH_PIN = $(VENV)/torch-pin.txt
-UV_INSTALL = uv pip install --quiet $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS))
+UV_INSTALL = uv pip install --quiet --compile-bytecode $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS))
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv
