@@ -20,6 +20,17 @@ from typing import Any
 # A run or variant name: it becomes a folder name, so no separators, no leading dot, nothing empty.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
+# A registered method's or drafter's name: it names run ids (`spec_decode-g3`, `...-drafter_repeat`), whose parts
+# '-' separates.
+REGISTERED_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def check_registered_name(kind: str, name: str) -> None:
+    """A ValueError unless `name` is a REGISTERED_NAME: a plugin's method or drafter that run ids cannot hold."""
+    if not REGISTERED_NAME.match(name):
+        raise ValueError(f"the {kind} name {name!r}: lower-case letters, digits and '_', a letter first (it names "
+                         "run ids, which '-' separates)")
+
 MAX_MESSAGE = 400
 
 _repr = reprlib.Repr()

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ..models.cached import CachedDecoder, ModelPair
+from ..settings import check_registered_name
 from .rules import Dists
 from .sampling import draw_on_device, scaled
 from .settings import DecodingConfig
@@ -151,16 +152,12 @@ class PromptLookupDrafter:
 
     def propose(self, settings: DecodingConfig, wanted: int, with_next: bool,
                 generator: torch.Generator | None) -> tuple[Tensor, Dists]:
-        drafts = torch.tensor(self.lookup(wanted), dtype=torch.long, device=self.device)
-        return drafts, self.rows(drafts, with_next)
-
-    def rows(self, drafts: Tensor, with_next: bool = False) -> Dists:
-        """The draft distributions of `drafts` [k]: one-hot at each."""
         if with_next:
             raise ValueError("prompt lookup has no draft distribution after its drafts (a cascade's bonus target)")
+        drafts = torch.tensor(self.lookup(wanted), dtype=torch.long, device=self.device)
         # scattered, not `one_hot`, which reads the ids' range on the host
         one_hot = torch.zeros(drafts.shape[0], self.width, device=self.device).scatter_(1, drafts[:, None], 1.0)
-        return Dists(one_hot, one_hot)
+        return drafts, Dists(one_hot, one_hot)
 
     def advance(self, kept: int, accepted: list[int], next_t: Tensor | None, next_token: int) -> None:
         self._add(accepted + ([] if next_t is None else [next_token]))
@@ -177,8 +174,7 @@ def register_drafter(name: str):
     methods, and its `calls` are counted as the drafter model's."""
 
     def register(make: DrafterMaker) -> DrafterMaker:
-        if not name.isidentifier() or name != name.lower():
-            raise ValueError(f"the drafter name {name!r}: lower-case letters, digits and '_', a letter first")
+        check_registered_name("drafter", name)
         if name in DRAFTERS:
             raise ValueError(f"the drafter {name!r} is registered twice")
         DRAFTERS[name] = make

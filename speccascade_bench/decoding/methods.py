@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import importlib
 import math
-import re
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 
 from ..models.settings import middle_role
-from ..settings import interval_text
+from ..settings import check_registered_name, interval_text
 from . import budget_rule as _budget_rule  # noqa: F401  (registers budget_opt)
 from . import round_rule as _round_rule  # noqa: F401  (registers round_opt)
 from . import router as _router  # noqa: F401  (registers the learned deferral rule)
@@ -315,16 +314,11 @@ def refresh_rule_params() -> None:
     METHODS["spec_cascade"] = replace(spec, params=kept + rule_params())
 
 
-METHOD_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
 def register_method(spec: MethodSpec) -> MethodSpec:
     """Add a decoded method to the registry (a plugin's: a speculative variant, a method with its own drafter), its
     `decoder` a function with `dispatch.decode`'s signature. Its parameters are the registry's `Param`s; those not
     among the package's methods' get no column of summary.csv (they still name its run ids)."""
-    if not METHOD_NAME.match(spec.name):
-        raise ValueError(f"the method name {spec.name!r}: lower-case letters, digits and '_', a letter first (it "
-                         "begins its run ids, which '-' separates)")
+    check_registered_name("method", spec.name)
     if spec.name in METHODS:
         raise ValueError(f"the method {spec.name!r} is registered twice")
     if not callable(spec.decoder):

@@ -12,7 +12,7 @@ from torch import Tensor
 from ..models.cached import ModelPair
 from . import rules
 from .deferral import RULES
-from .drafters import MAX_NGRAM, Drafter, ModelDrafter, PromptLookupDrafter, advance_decoder
+from .drafters import Drafter, ModelDrafter, advance_decoder, prompt_lookup
 from .router import read_router
 from .rules import Dists
 from .sampling import DecodeResult, ending, judge_round
@@ -89,6 +89,5 @@ def decode_spec_cascade(pair, input_ids, settings, params, generator) -> DecodeR
 
 def decode_prompt_lookup(pair, input_ids, settings, params, generator) -> DecodeResult:
     """Lossless speculative decoding with prompt lookup as the drafter (no drafter model is called)."""
-    drafter = PromptLookupDrafter(pair, input_ids, int(params.get("max_ngram", MAX_NGRAM)))
     return speculative_sample(pair, input_ids, settings, draft_length_of(settings, params), rules.lossless_target,
-                              False, generator, drafter)
+                              False, generator, prompt_lookup(pair, input_ids, params))
