@@ -13,15 +13,20 @@ install: $(VENV)/.installed
 # from the CPU wheel on disk (TORCH_WHEELS, where there is one), then held to that version (`-c`), so that nothing
 # resolves another (CUDA) build. --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set, an install without its
 # .pyc files makes every process compile what it imports (the tests took a sixth longer, an MLflow server twice).
+# `$(call venv_install,VENV,TORCH_VERSION,REQUIREMENTS)`: one recipe for this venv and test-compat's (a comma in
+# REQUIREMENTS would split the call's arguments: pass it in a variable, as PACKAGE).
 TORCH_WHEELS ?= /opt/wheels
-TORCH_PIN = $(VENV)/torch-pin.txt
 UV_INSTALL = uv pip install --quiet --compile-bytecode $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS))
+define venv_install
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet uv
+	echo "torch==$(2)" > $(1)/torch-pin.txt
+	$(1)/bin/$(UV_INSTALL) --python $(1)/bin/python torch==$(2)
+	$(1)/bin/$(UV_INSTALL) --python $(1)/bin/python -c $(1)/torch-pin.txt $(3)
+endef
+PACKAGE = -e ".[dev,ray,mlflow,wandb,docs]"
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet uv
-	echo "torch==2.13.0" > $(TORCH_PIN)
-	$(BIN)/$(UV_INSTALL) --python $(BIN)/python torch==2.13.0
-	$(BIN)/$(UV_INSTALL) --python $(BIN)/python -c $(TORCH_PIN) -e ".[dev,ray,mlflow,wandb,docs]"
+	$(call venv_install,$(VENV),2.13.0,$(PACKAGE))
 	touch $@
 
 $(TOY_DATA): | $(VENV)/.installed
@@ -113,12 +118,7 @@ COMPAT_TORCH ?= 2.13.0
 COMPAT_TRANSFORMERS ?= 5.17.0
 COMPAT_TESTS := $(FAST_TESTS) tests/test_decoding.py tests/test_host_reads.py tests/test_static_cache.py
 test-compat: $(TOY_DATA)
-	$(PYTHON) -m venv $(COMPAT_VENV)
-	$(COMPAT_VENV)/bin/python -m pip install --quiet uv
-	echo "torch==$(COMPAT_TORCH)" > $(COMPAT_VENV)/torch-pin.txt
-	$(COMPAT_VENV)/bin/$(UV_INSTALL) --python $(COMPAT_VENV)/bin/python torch==$(COMPAT_TORCH)
-	$(COMPAT_VENV)/bin/$(UV_INSTALL) --python $(COMPAT_VENV)/bin/python -c $(COMPAT_VENV)/torch-pin.txt -e ".[dev]" \
-		transformers==$(COMPAT_TRANSFORMERS)
+	$(call venv_install,$(COMPAT_VENV),$(COMPAT_TORCH),-e ".[dev]" transformers==$(COMPAT_TRANSFORMERS))
 	$(COMPAT_VENV)/bin/python -c "import torch, transformers; \
 		assert torch.__version__.split('+')[0] == '$(COMPAT_TORCH)', torch.__version__; \
 		assert transformers.__version__ == '$(COMPAT_TRANSFORMERS)', transformers.__version__"
