@@ -16,8 +16,8 @@ import yaml
 
 from speccascade_bench.decoding.router import FEATURES, FORMAT, LIMIT, RANGES, Router, RouterError
 from speccascade_bench.results.folder import MANIFEST_FILE
-from speccascade_bench.results.manifest import lm_eval_files
 from speccascade_bench.results.rows import read_lines
+from speccascade_bench.tasks.harness_source import lm_eval_files
 
 from .test_results_folder import config, failed, pair_dir, scb  # noqa: F401 - pair_dir is a fixture
 

@@ -245,8 +245,8 @@ SHIPPED = sorted((ROOT / "configs" / "llm" / "lm_eval").glob("*.yaml"))
 
 def test_the_shipped_lm_eval_configs_cover_the_benchmarks_lm_eval_can_decode():
     from speccascade_bench.config.run import load_run_configs
-    from speccascade_bench.run.plan import LM_EVAL_MAX_GEN_TOKS
     from speccascade_bench.tasks.harness import registered
+    from speccascade_bench.tasks.harness_source import LM_EVAL_MAX_GEN_TOKS
 
     seen = set()
     for path in SHIPPED:

@@ -328,3 +328,117 @@ def test_a_method_is_registered_once_and_decoded_by_a_function(method_plugin):
     with pytest.raises(ValueError, match="lower-case letters"):
         register_drafter("my-drafter")(print)
     assert set(DRAFTERS) == {"model", "prompt_lookup"}
+
+
+SOURCE_PLUGIN = '''
+from dataclasses import replace
+
+from speccascade_bench.tasks.data import Example
+from speccascade_bench.tasks.metrics import register_metric
+from speccascade_bench.tasks.prompts import PromptParts
+from speccascade_bench.tasks.sources import RowSource, SourceError, TaskSource, register_source
+
+
+@register_source("counting")
+class Counting(RowSource):
+    """`counting:N`: N rows of a made-up translation task, another N for the split `shots`."""
+
+    def check(self, task):
+        if not self.argument(task).isdigit():
+            raise SourceError("dataset", f"counting takes a number of rows, not {self.argument(task)!r}")
+        return task
+
+    def rows(self, task):
+        start = 100 if task.split == "shots" else 0
+        return [{"src": f"sentence {i}", "tgt": f"Satz {i}"} for i in range(start, start + int(self.argument(task)))]
+
+
+register_metric("graded")(None)  # scored by the source itself
+
+
+@register_source("graded")
+class Graded(TaskSource):
+    """`graded:WORD`: three prompts, each scored by how many letters of WORD the prediction holds."""
+
+    def check(self, task):
+        return replace(task, metric="graded")
+
+    def examples(self, task, limit, tokenizer=None):
+        word = task.dataset.split(":", 1)[1]
+        texts = [f"sentence {i}" for i in range(3)][:limit]
+        return [Example(i, text, word, (word,), PromptParts("", (), text)) for i, text in enumerate(texts)]
+
+    def score(self, task, example, prediction):
+        held = sum(letter in prediction for letter in example.reference)
+        return 100.0 * held / len(example.reference), {"graded": {"letters": held}}
+'''
+
+
+@pytest.fixture
+def source_plugin(tmp_path):
+    """A plugin file outside the package registering a source of rows and a source that scores its own examples."""
+    from speccascade_bench import plugins
+    from speccascade_bench.tasks.sources import SOURCES
+
+    path = tmp_path / "my_sources.py"
+    path.write_text(SOURCE_PLUGIN)
+    yield path
+    SOURCES.pop("counting", None)
+    SOURCES.pop("graded", None)
+    metrics.REGISTRY.pop("graded", None)
+    plugins._loaded.clear()
+
+
+def test_a_plugin_file_registers_task_sources_for_run_and_report(pair_dir, tmp_path, source_plugin):  # noqa: F811
+    from speccascade_bench.tasks.sources import SOURCES
+
+    out = tmp_path / "counted"
+    task = {"dataset": "counting:4", "fewshot": {"n": 1, "split": "shots", "order": "first"}, "metric": "chrf"}
+    result = scb("run", "-c", config(pair_dir, out, plugins=[str(source_plugin)], task=task))
+    assert result.exit_code == 0, result.output
+    rows = read_lines(out / "examples" / "verifier.jsonl")
+    assert [(row["example_id"], row["reference"]) for row in rows] == [(i, f"Satz {i}") for i in range(4)]
+    alone = config(pair_dir, tmp_path / "alone", file="alone", plugins=[str(source_plugin)],
+                   task={"dataset": "counting:4"})
+    assert scb("run", "-c", alone).exit_code == 0
+    unshot = read_lines(tmp_path / "alone" / "examples" / "verifier.jsonl")
+    assert all(a["input_tokens"] > b["input_tokens"] for a, b in zip(rows, unshot, strict=True))  # the shot, in bytes
+    graded = tmp_path / "graded"
+    result = scb("run", "-c", config(pair_dir, graded, plugins=[str(source_plugin)], task={"dataset": "graded:Satz"},
+                                     decoding={"max_new_tokens": 6}))
+    assert result.exit_code == 0, result.output
+    scored = read_lines(graded / "examples" / "spec_decode-g2.jsonl")
+    assert len(scored) == 3
+    for row in scored:
+        held = sum(letter in row["prediction"] for letter in "Satz")
+        assert row["score"] == 25.0 * held and row["lm_eval"] == {"graded": {"letters": held}}
+    SOURCES.pop("counting")  # a report in a fresh process: the sources are not needed to read the rows
+    SOURCES.pop("graded")
+    metrics.REGISTRY.pop("graded")
+    for folder in (out, graded):
+        report = scb("report", folder)
+        assert report.exit_code == 0, report.output
+    summary = pd.read_csv(graded / "summary.csv").set_index("run_id")
+    assert summary.loc["spec_decode-g2", "quality"] == pytest.approx(sum(row["score"] for row in scored) / 3)
+
+
+def test_task_sources_are_refused_in_one_line_before_any_model_loads(pair_dir, tmp_path, source_plugin):  # noqa: F811
+    out = tmp_path / "never"
+    failed(scb("run", "-c", config(pair_dir, out, task={"dataset": "countin:4"})), "task.dataset",
+           "names the task source 'countin'", "no plugin registers")
+    failed(scb("run", "-c", config(pair_dir, out, plugins=[str(source_plugin)], task={"dataset": "countin:4"})),
+           "task.dataset", "did you mean 'counting'")
+    failed(scb("run", "-c", config(pair_dir, out, plugins=[str(source_plugin)], task={"dataset": "counting:x"})),
+           "task.dataset", "counting takes a number of rows, not 'x'")
+    failed(scb("run", "-c", config(pair_dir, out, plugins=[str(source_plugin)], task={"dataset": "counting:2",
+                                                                                      "target": "missing"})),
+           "task.target", "'missing'")
+    assert not out.exists()
+    from speccascade_bench.tasks.sources import RowSource, register_source
+
+    with pytest.raises(ValueError, match="'counting' is registered twice"):
+        register_source("counting")(RowSource)
+    with pytest.raises(ValueError, match="lower-case letters"):
+        register_source("my-source")
+    with pytest.raises(TypeError, match="must be a TaskSource"):
+        register_source("not_a_source")(dict)

@@ -23,6 +23,7 @@ from ..settings import Collect, ConfigError, Section, each_error, keys_of, short
 from ..tasks import kinds, metrics, patterns
 from ..tasks.prompts import TemplateError, template_fields
 from ..tasks.settings import PATTERN_METRICS, TaskConfig, looks_like_path
+from ..tasks.sources import SourceError, source_of
 from .methods import read_methods
 from .overrides import apply_overrides, from_override
 from .reader import read_yaml
@@ -303,7 +304,16 @@ def read_task(file: Path, data: Any, harness: bool = True, **defaults: Any) -> T
     if fewshot is not None and fewshot.is_local and not looks_like_path(fewshot.dataset):
         raise section.error("fewshot.dataset", f"{short(fewshot.dataset)} is not a local file; shots from the hub "
                             "come from a split of the task's dataset (fewshot.split)")
-    return task
+    return _source_checked(section, task)
+
+
+def _source_checked(section: Section, task: TaskConfig) -> TaskConfig:
+    """The task as its source (`tasks.sources`: a plugin's, lm-eval's) checks and completes it; its error names the
+    task key at fault."""
+    try:
+        return source_of(task).check(task)
+    except SourceError as exc:
+        raise section.error(exc.key, str(exc)) from None
 
 
 def _check_scoring(section: Section, task: TaskConfig) -> None:
@@ -346,8 +356,6 @@ def _read_harness_task(section: Section) -> TaskConfig:
     """An lm-eval task: its name, shot count and seed, the filter and metric of the score, local data files,
     the first documents (`first`) and prompt budget, and a chat template's turns (`chat`, `system`,
     `fewshot_as_multiturn`, as lm-eval's options); every other task key is lm-eval's to give."""
-    from ..tasks import harness
-
     if "sample" in section.data:
         raise section.error("sample", "an lm-eval task's documents are taken in order, as lm-eval's --limit takes "
                             "them: give task.first: N")
@@ -364,8 +372,5 @@ def _read_harness_task(section: Section) -> TaskConfig:
         raise section.error("fewshot_as_multiturn", "lays out the shots as chat turns: it needs chat: true")
     if task.data_files is not None and not task.data_files:
         raise section.error("data_files", "is empty; give {split: file} for the splits the task reads")
-    try:
-        return harness.check(task)
-    except harness.HarnessError as exc:
-        raise section.error(exc.key, str(exc)) from None
+    return _source_checked(section, task)
 

@@ -21,11 +21,12 @@ from ..files import write_file
 from ..models.loading import ModelLoadError, check_tokenizer, damaged_weights, load_tokenizer, model_load_error
 from ..settings import ConfigError
 from ..tasks import prompts
-from ..tasks.data import DataError, check_local_task, select_indices, task_indices, task_rows, text_field
+from ..tasks.data import DataError, check_local_task, select_indices, task_indices, text_field
 from ..tasks.examples import render_prompt
 from ..tasks.metrics import ANSWER_METRICS, corpus_score
 from ..tasks.prompts import cut_at_stop, get_field
 from ..tasks.settings import TaskConfig, looks_like_path
+from ..tasks.sources import task_rows
 from .settings import FinetuneConfig
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")  # the trainer's checkpoint folders
@@ -169,6 +170,10 @@ def eval_task(task: TaskConfig, eval_split: str) -> TaskConfig:
 
 def _tokenized(task: TaskConfig, tokenizer, seed: int, max_target: int, causal: bool = False):
     rows = task_rows(task)
+    if not hasattr(rows, "select"):  # rows through task.process, or a plugin source's
+        from datasets import Dataset
+
+        rows = Dataset.from_list([rows[i] for i in range(len(rows))])
     if len(rows) == 0:
         raise DataError(f"dataset {task.dataset!r} has no rows")
     for key in task.fields_used():

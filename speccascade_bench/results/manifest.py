@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import platform
 import re
 import subprocess
@@ -22,6 +21,7 @@ from ..plugins import plugin_file
 from ..settings import plain
 from ..tasks.kinds import source_file
 from ..tasks.settings import TaskConfig
+from ..tasks.sources import source_of
 from .folder import FORMAT, MANIFEST_FILE, read_manifest, write_json_atomic
 from .rows import example_files, examples_dir, read_run
 from .settings import RunConfig
@@ -115,37 +115,12 @@ def task_files(task: TaskConfig) -> list[tuple[str, Path]]:
         files.append(("process", process))
         beside = sorted(path for path in process.parent.glob("*.py") if path != process and path.is_file())
         files += [(f"module {path.name} beside the process", path) for path in beside[:MAX_BESIDE]]
-    if task.lm_eval:
-        from ..tasks.harness import config_file
-
-        found = lm_eval_files(config_file(task.lm_eval))
-        files += [(f"lm_eval {os.path.relpath(path, found[0].parent)}", path) for path in found]
-    return files
+    return files + source_of(task).files(task)
 
 
 def plugin_files(plugins: tuple[str, ...]) -> list[tuple[str, Path]]:
     """The file of each plugin (`plugins`) that has one, with its label in a manifest's `task_files`."""
     return [(f"plugin {entry}", path) for entry in plugins if (path := plugin_file(entry)) is not None]
-
-
-INCLUDE = re.compile(r"^include:\s*['\"]?([^'\"\s#]+)", re.MULTILINE)
-FUNCTION = re.compile(r"!function\s+([\w.]+)\.\w+")
-
-
-def lm_eval_files(config: Path | None) -> list[Path]:
-    """The files of an lm-eval task that make its prompts and scores: its YAML `config`, the configs it includes and
-    the Python files its `!function` tags name; none for a task class of its own (`config` None)."""
-    found: list[Path] = []
-    todo = [config] if config is not None else []
-    while todo:
-        path = todo.pop()
-        if path in found or not path.is_file():
-            continue
-        found.append(path)
-        text = path.read_text(encoding="utf-8", errors="replace")
-        todo += [path.parent / include for include in INCLUDE.findall(text)]
-        todo += [path.parent / (module.replace(".", "/") + ".py") for module in FUNCTION.findall(text)]
-    return found
 
 
 def run_files(runs) -> dict[str, dict]:

@@ -22,6 +22,7 @@ from ..tasks.examples import load_examples
 from ..tasks.metrics import CODE_METRICS
 from ..tasks.prompts import PromptFormat, prompt_ids, prompt_tokens
 from ..tasks.settings import TaskConfig, looks_like_path
+from ..tasks.sources import source_of
 from .routers import check_routers
 from .settings import RunOptions
 
@@ -127,8 +128,9 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
     decoded, derived = plan(config, options.methods)
     out = Path(options.output or config.output)
     check_output(out)
-    harness_chat = config.task.chat and config.task.lm_eval is not None  # lm-eval renders the turns itself
-    tokenizer = chat_tokenizer(config) if harness_chat else None
+    source = source_of(config.task)
+    rendered_chat = config.task.chat and source.renders_prompts  # the source renders the turns itself (lm-eval)
+    tokenizer = chat_tokenizer(config) if rendered_chat else None
     try:
         examples = load_examples(config.task, config.decoding.seed, options.limit, tokenizer)
     except DataError as exc:
@@ -137,15 +139,14 @@ def prepare(config: RunConfig, options: RunOptions | None = None) -> Job:
         raise ConfigError(config.file, f"task.{exc.key}", str(exc)) from None
     if not examples:
         raise ResultsError("the task selected no examples")
-    if config.task.lm_eval is not None:
-        _check_budget(config, examples)
+    source.check_examples(config.task, examples, config.decoding.max_new_tokens)
     check_routers(config, [*decoded, *derived], examples)
     readable = dict(_readable_configs(config))  # read once: each read of a hub name off-line waits on the hub
-    config = lm_eval_context(config, readable)
+    config = model_context(config, readable)
     check_positions(config, readable)
     run_tokenizer = _run_tokenizer(config.models)  # read once, for the chain's check and the prompts' lengths
     check_chain(config, readable, run_tokenizer)
-    if config.task.chat and not harness_chat:
+    if config.task.chat and not rendered_chat:
         check_chat_template(config, examples[0], chat_tokenizer(config))
     resolved = manifest_config(config)
     cut = prompts_cut(config, examples, readable, tokenizer if tokenizer is not None else run_tokenizer[1])
@@ -173,23 +174,12 @@ def prompts_cut(config: RunConfig, examples: list[Example], readable: dict, toke
     return record
 
 
-LM_EVAL_MAX_GEN_TOKS = 256  # lm-eval's token budget for a generation task that sets none (its HF model's default)
-
-
-def _check_budget(config: RunConfig, examples: list[Example]) -> None:
-    """An lm-eval task whose outputs lm-eval cuts at another length than decoding.max_new_tokens: said once, since
-    outputs (and scores) can then differ from lm-eval's."""
-    budget = examples[0].max_new_tokens or LM_EVAL_MAX_GEN_TOKS
-    if budget != config.decoding.max_new_tokens:
-        log.warning("lm-eval generates up to %d tokens for %s; decoding.max_new_tokens is %d, so outputs may differ "
-                    "from lm-eval's", budget, config.task.lm_eval, config.decoding.max_new_tokens)
-
-
 def prompt_format(task: TaskConfig) -> PromptFormat:
-    """How a task's prompts are laid out: its token budget, delimiters and chat turns (an lm-eval task's prompts
-    come rendered by lm-eval, turns included: they are text here)."""
+    """How a task's prompts are laid out: its token budget, delimiters and chat turns (a source that renders its
+    prompts, lm-eval, gives them turns included: they are text here)."""
+    rendered = source_of(task).renders_prompts
     return PromptFormat(task.max_source_tokens, task.target_delimiter, task.fewshot.delimiter if task.fewshot else "",
-                        task.chat and task.lm_eval is None, task.system, keep_lead=task.lm_eval is None)
+                        task.chat and not rendered, task.system, keep_lead=not rendered)
 
 
 def chat_tokenizer(config: RunConfig):
@@ -309,12 +299,13 @@ def positions_of(model_config) -> int | None:
     return None
 
 
-def lm_eval_context(config: RunConfig, readable: dict) -> RunConfig:
-    """An lm-eval task whose config sets no task.max_source_tokens keeps the context lm-eval's hf model keeps: its
-    positions minus the generation budget (decoding.max_new_tokens), for the smallest decoder-only model of the run
-    whose positions are known; otherwise the config as it is."""
+def model_context(config: RunConfig, readable: dict) -> RunConfig:
+    """A task whose source keeps the model's context (`keeps_model_context`: lm-eval's, as its hf model keeps it)
+    and whose config sets no task.max_source_tokens: its positions minus the generation budget
+    (decoding.max_new_tokens), for the smallest decoder-only model of the run whose positions are known; otherwise
+    the config as it is."""
     given = isinstance(config.raw.get("task"), dict) and "max_source_tokens" in config.raw["task"]
-    if config.task.lm_eval is None or given:
+    if not source_of(config.task).keeps_model_context or given:
         return config
     rooms = [limit - config.decoding.max_new_tokens for model_config in readable.values()
              if not model_config.is_encoder_decoder and (limit := positions_of(model_config)) is not None]

@@ -100,7 +100,7 @@ def check_local_fields(path: Path, task: TaskConfig) -> None:
     if not isinstance(row, dict) or not row:
         raise DataError(f"{path} has no rows", "dataset")
     if task.process:
-        row = _Processed([row], kinds.resolve(task.process), str(path))[0]
+        row = ProcessedRows([row], kinds.resolve(task.process), str(path))[0]
     for dotted in task.fields_used():
         try:
             get_field(row, dotted)
@@ -158,26 +158,36 @@ def loading_script_message(task: TaskConfig) -> str:
             "`task.dataset` at a repository with data files (e.g. `wmt/wmt14` instead of `wmt14`)")
 
 
-def task_rows(task: TaskConfig):
-    """The task's rows as its prompt and target read them: `load_rows`, each row through `task.process`."""
-    rows = load_rows(task)
-    return _Processed(rows, kinds.resolve(task.process), task.dataset) if task.process else rows
+class CheckedRows:
+    """A source's rows, each checked to be a mapping when read."""
 
-
-class _Processed:
-    """Rows seen through a task's row function (`tasks.kinds`), each computed once when first read. A row the
-    function refuses (any exception) or turns into something other than a mapping is a DataError naming it."""
-
-    def __init__(self, rows, process, where: str):
-        self.rows, self.process, self.where, self.done = rows, process, where, {}
+    def __init__(self, rows, where: str):
+        self.rows, self.where = rows, where
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        if not isinstance(row, dict):
+            raise DataError(f"{self.where}: row {index} (0-based) is {type(row).__name__}, not a row", "dataset")
+        return row
+
+
+class ProcessedRows(CheckedRows):
+    """Rows seen through a task's row function (`tasks.kinds`), each computed once when first read. A row the
+    function refuses (any exception) or turns into something other than a mapping is a DataError naming it."""
+
+    def __init__(self, rows, process, where: str):
+        super().__init__(rows, where)
+        self.process, self.done = process, {}
+
+    def __getitem__(self, index: int) -> dict:
         if index not in self.done:
             try:
-                row = self.process(dict(self.rows[index]))
+                row = self.process(dict(super().__getitem__(index)))
+            except DataError:
+                raise
             except Exception as exc:  # the row function's own error, in one line
                 raise DataError(f"{self.where}: row {index} (0-based): the row function failed: "
                                 f"{type(exc).__name__}: {one_line(exc)}", "process") from None

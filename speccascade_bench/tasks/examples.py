@@ -6,23 +6,23 @@ from __future__ import annotations
 
 import random
 
-from .data import DataError, Example, present_field, task_indices, task_rows, text_field
+from .data import DataError, Example, present_field, task_indices, text_field
 from .metrics import ANSWER_METRICS, CODE_METRICS
 from .patterns import PatternTimeout, extract_answer
 from .prompts import PromptParts, as_text, get_field, render
 from .settings import TaskConfig
+from .sources import RowSource, source_of, task_rows
 
 
 def load_examples(task: TaskConfig, seed: int, limit: int | None = None, tokenizer=None) -> list[Example]:
     """The evaluated examples, by row index: their prompts (with the shots), references and tests; the task's
     selection (`task.sample` or `task.first`: `data.task_indices`), then its first `limit` (`scb run --limit`). An
-    lm-eval task's are its first documents, as lm-eval's `--limit` takes them (`harness.HarnessTask.examples`), and
-    with `chat`, rendered by `tokenizer`'s chat template."""
-    if task.lm_eval is not None:
-        from .harness import harness_task
-
+    source that builds its own examples (`sources.TaskSource.examples`: lm-eval's, whose first documents are taken as
+    lm-eval's `--limit` takes them) gives them, with `chat` rendered by `tokenizer`'s chat template."""
+    source = source_of(task)
+    if not isinstance(source, RowSource):
         limits = [n for n in (task.first, limit) if n is not None]
-        return harness_task(task).examples(min(limits) if limits else None, tokenizer)
+        return source.examples(task, min(limits) if limits else None, tokenizer)
     rows = task_rows(task)
     indices = task_indices(task, len(rows), seed)
     if limit is not None:

@@ -1,9 +1,10 @@
 """The per-example score of a prediction, as every results row records it (`score`, 0 to 100).
 
-Text metrics come from `metrics.example_score`; an lm-eval task's score and per-sample metrics from lm-eval's
-filters and metrics (`harness.HarnessTask.score`). `pass_at_1` runs the prediction's code against the example's
-tests in `sandbox.run_tests`, a separate sandboxed process per example, and only when the run was given
-`--allow-code-execution`; the sandbox's verdict is recorded beside the score.
+Text metrics come from `metrics.example_score`; a task source that scores its own examples gives the score
+and per-sample metrics (`sources.TaskSource.score`: lm-eval's filters and metrics, `harness.HarnessTask.score`).
+`pass_at_1` runs the prediction's code against the example's tests in `sandbox.run_tests`, a separate sandboxed
+process per example, and only when the run was given `--allow-code-execution`; the sandbox's verdict is recorded
+beside the score.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .data import Example
 from .metrics import CODE_METRICS, example_score
 from .patterns import extract_answer
 from .settings import TaskConfig
+from .sources import source_of
 
 
 class CodeExecutionRefused(RuntimeError):
@@ -27,6 +29,7 @@ class Scorer:
 
     def __init__(self, task: TaskConfig, allow_code_execution: bool = False, hidden: Sequence[Path] = ()):
         self.task, self.allow_code_execution, self.hidden = task, allow_code_execution, tuple(hidden)
+        self.source = source_of(task)
         if task.metric in CODE_METRICS and not allow_code_execution:
             raise CodeExecutionRefused(f"{task.metric} runs model-written code: it needs --allow-code-execution")
 
@@ -38,10 +41,9 @@ class Scorer:
         """The example's score, the sandbox's verdict (pass_at_1) and lm-eval's per-sample metrics (lm_eval tasks,
         `{filter: {metric: value}}`)."""
         task = self.task
-        if task.lm_eval is not None:
-            from .harness import harness_task
-
-            score, metrics = harness_task(task).score(example, prediction)
+        own = self.source.score(task, example, prediction)
+        if own is not None:  # a source that scores its examples itself (lm-eval's filters and metrics)
+            score, metrics = own
             return min(100.0, max(0.0, score)), None, metrics
         if task.metric not in CODE_METRICS:
             score = example_score(task.metric, prediction, example.references, answer_pattern=task.answer_pattern,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +23,19 @@ BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parqu
 LOCAL_DATA_SUFFIXES = tuple(BUILDERS)
 
 
+SOURCE_REFERENCE = re.compile(r"^([a-z][a-z0-9_]*):(.*)$", re.DOTALL)
+
+
+def source_reference(dataset: str) -> tuple[str, str] | None:
+    """A dataset written `NAME:ARGUMENT`: the task source NAME (a plugin's, `sources.register_source`) and what it
+    is given; None for a local path or a hub name (hub names hold no ':')."""
+    match = SOURCE_REFERENCE.match(dataset)
+    return (match.group(1), match.group(2)) if match else None
+
+
 def looks_like_path(name: str) -> bool:
-    """A dataset or model given as a local path rather than a hub name."""
-    if is_preset(name):
+    """A dataset or model given as a local path rather than a hub name (or a task source's `NAME:ARGUMENT`)."""
+    if is_preset(name) or source_reference(name) is not None:
         return False
     return (name.startswith((".", "/", "~")) or name.endswith(LOCAL_DATA_SUFFIXES) or Path(name).exists()
             or name.count("/") > 1)
@@ -66,8 +77,9 @@ class TaskConfig:
     `lm_eval`, a generation task of lm-evaluation-harness, its prompts, shots and scores as lm-eval's."""
 
     dataset: str | None = option(None,
-                                 doc=('a local .jsonl/.json/.csv/.parquet file, or a hub dataset (wmt/wmt14, '
-                                      'abisee/cnn_dailymail); required, but for lm_eval tasks'))
+                                 doc=('a local .jsonl/.json/.csv/.parquet file, a hub dataset (wmt/wmt14, '
+                                      'abisee/cnn_dailymail), or a task source a plugin registers (NAME:ARGUMENT); '
+                                      'required, but for lm_eval tasks'))
     target: str | None = option(None,
                                 doc=('the reference field (dotted paths such as translation.de); a list field is a '
                                      'list of accepted answers; required, but for lm_eval tasks'))
