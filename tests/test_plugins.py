@@ -401,6 +401,8 @@ def test_a_plugin_file_registers_task_sources_for_run_and_report(pair_dir, tmp_p
     alone = config(pair_dir, tmp_path / "alone", file="alone", plugins=[str(source_plugin)],
                    task={"dataset": "counting:4"})
     assert scb("run", "-c", alone).exit_code == 0
+    checked = scb("validate", "-c", alone, "--check-env")  # the hub is not asked for a plugin source's dataset
+    assert checked.exit_code == 0 and "task.dataset" not in checked.output, checked.output
     unshot = read_lines(tmp_path / "alone" / "examples" / "verifier.jsonl")
     assert all(a["input_tokens"] > b["input_tokens"] for a, b in zip(rows, unshot, strict=True))  # the shot, in bytes
     graded = tmp_path / "graded"

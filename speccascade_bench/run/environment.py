@@ -11,6 +11,7 @@ from pathlib import Path
 from ..models.presets import is_preset
 from ..results.settings import RunConfig
 from ..tasks.settings import looks_like_path
+from ..tasks.sources import DatasetSource, source_of
 
 BYTES_PER_ROW = 4096  # a results line with its counters and output; `record: [tokens]` rows are larger
 ROOM_MARGIN = 100 * 2**20  # besides the rows: the manifest, the summary, the report, the figures
@@ -47,8 +48,8 @@ def _hub_names(config: RunConfig):
         named.append(("models.tokenizer", models.tokenizer))
     named = [(key, name) for key, name in named if not looks_like_path(name) and not is_preset(name)]
     dataset = config.task.dataset
-    datasets = [("task.dataset", dataset)] if dataset and not config.task.lm_eval and not looks_like_path(dataset) \
-        else []
+    on_hub = isinstance(source_of(config.task), DatasetSource) and dataset and not looks_like_path(dataset)
+    datasets = [("task.dataset", dataset)] if on_hub else []  # not lm-eval's, nor a plugin source's
     offline = next((setting for setting in OFFLINE_SETTINGS if os.environ.get(setting, "") not in ("", "0")), None)
     for kind, entries in (("model", named), ("dataset", datasets)):
         for key, name in entries:
