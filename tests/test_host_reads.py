@@ -72,3 +72,30 @@ def test_the_counter_sees_a_loop_that_reads_per_token(llm):
     pair, inputs = llm
     result, reads = count_reads(decode, "verifier", pair, inputs[0], DecodingConfig(max_new_tokens=24), {}, None)
     assert reads.total >= len(result.tokens)
+
+
+CHAIN_CASES = [("staged_spec_decode", {"draft_lengths": [2, 3]}), ("staged_spec_decode", {"draft_lengths": [2, 4],
+                                                                                          "horizontal": 2}),
+               ("staged_spec_decode", {"draft_lengths": [2, 3], "drafter": "prompt_lookup"}),
+               ("chain_spec_cascade", {"draft_lengths": [2, 3], "rules": ["opt", "chow"], "alphas": [0.2, 0.3]})]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_every_round_of_a_chain_reads_the_host_once(temperature):
+    """A chain's levels run the pair's round (`speculative.Rounds`): one read per round of each level (the drafts of
+    a level below come back with its round's read, and go up as the next level's drafts without another), and one
+    per cascade level for its counters; the horizontal drafts from M_0 come back with the top round's read. (Before
+    the levels shared the pair's round, a chain read its drafts and its round apart: 150 reads for 55 rounds.)"""
+    from .test_chains import chain
+
+    models = chain("llama")
+    settings = DecodingConfig(max_new_tokens=20, temperature=temperature)
+    for method, params in CHAIN_CASES:
+        for seed in range(2):
+            ids = torch.randint(3, 12, (1, 6), generator=torch.Generator().manual_seed(seed))
+            result, reads = count_reads(decode, method, models, ids, settings, params,
+                                        torch.Generator().manual_seed(seed))
+            rounds = sum(level["rounds"] for level in result.levels)
+            once = len(params.get("rules", ())) + (params.get("drafter") == "prompt_lookup")  # and its prompt, once
+            assert result.tokens and rounds > len(result.levels), (method, params)
+            assert reads.total == rounds + once, (method, params, dict(reads.counts), rounds)

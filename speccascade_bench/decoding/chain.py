@@ -22,13 +22,13 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from ..models.cached import CachedDecoder
 from ..models.settings import middle_role
 from . import deferral, rules
 from .deferral import RULES
-from .drafters import DRAFTERS, Drafter, draft_on_device
+from .drafters import DRAFTERS, Drafter, ModelDrafter
 from .rules import Dists, Target
-from .sampling import DecodeResult, Ending, autoregressive, ending, judge_round
+from .sampling import DecodeResult, Ending, autoregressive, ending
+from .speculative import Rounds
 
 
 @dataclass(frozen=True)
@@ -44,20 +44,6 @@ class Level:
     horizontal: int | None = None  # drafts past this many positions of a round come from M_0 directly
 
 
-def _sync(decoder: CachedDecoder, tokens: list[int]) -> None:
-    """Point a decoder at the output `tokens`: keep what it shares with them (cache included), drop the rest,
-    append what it lacks."""
-    have = decoder.generated
-    common = 0
-    for mine, theirs in zip(have, tokens, strict=False):
-        if mine != theirs:
-            break
-        common += 1
-    if common < len(have):
-        decoder.truncate(decoder.prompt_length + common)
-    decoder.extend(tokens[common:])
-
-
 def cascade_level(rule: str, alpha: float, draft: Dists, verifier: Dists) -> tuple[Dists, Tensor]:
     """A deferral rule's target at n positions (paper eqs. 6 and 11) as Dists, and each position's deferral
     probability [n]. The scaled part is the target; the unscaled part is the same mixture of the unscaled
@@ -66,119 +52,98 @@ def cascade_level(rule: str, alpha: float, draft: Dists, verifier: Dists) -> tup
     return Dists(mix(draft.probs, verifier.probs, decided), mix(draft.scaled, verifier.scaled, decided)), deferred
 
 
+def level_target(level: Level, with_rows: bool) -> rules.TargetFn:
+    """A level's target function for its rounds (`speculative.Rounds`): the verifier's distribution (lossless) or
+    its deferral rule's mixture; `with_rows`, the rows of its settled positions too (k + 1: the bonus position's is
+    the distribution its bonus token is drawn from), which the level above reads."""
+    if level.rule is None:
+        if not with_rows:
+            return rules.lossless_target
+
+        def lossless(draft: Dists, verifier: Dists) -> Target:
+            return replace(rules.lossless_target(draft, verifier), rows=verifier)
+
+        return lossless
+
+    def cascade(draft: Dists, verifier: Dists) -> Target:
+        mixed, deferred = cascade_level(level.rule, level.alpha, draft, verifier.head(len(draft)))
+        target = rules.mixture_target(mixed.scaled, draft, verifier, deferred, not level.bonus_from_target)
+        if not with_rows:
+            return target
+        if len(mixed) < len(verifier):  # the bonus comes from the verifier: so does its row
+            k = len(mixed)
+            mixed = Dists(torch.cat([mixed.probs, verifier.probs[k:]]), torch.cat([mixed.scaled, verifier.scaled[k:]]))
+        return replace(target, rows=mixed)
+
+    return cascade
+
+
+class LevelDrafter:
+    """Level j - 1 as level j's drafter: the tokens it settles (`Rounds.settle`) are level j's drafts, and the
+    distribution each follows is that draft's q. With `horizontal` (CS Drafting's horizontal cascade), only a
+    round's first `horizontal` drafts come from the level below, the rest from the `bottom` drafter (M_0) alone."""
+
+    def __init__(self, below: Rounds, device: torch.device, horizontal: int | None = None,
+                 bottom: Drafter | None = None):
+        self.below, self.device, self.horizontal, self.bottom = below, device, horizontal, bottom
+        self.output: list[int] = []  # level j's output, which its drafts follow
+
+    @property
+    def calls(self) -> int:
+        return self.below.verifier.calls
+
+    def follow(self, output: list[int]) -> None:
+        self.output = list(output)
+
+    def propose(self, settings, wanted: int, with_next: bool, generator) -> tuple[Tensor, Dists]:
+        head = self.horizontal
+        if head is None or head >= wanted:
+            tokens, rows, _ = self.below.settle(self.output, wanted, with_next)
+            return self._on_device(tokens), rows
+        tokens, rows, ended = self.below.settle(self.output, head, False)
+        if ended:
+            return self._on_device(tokens), rows
+        self.bottom.follow(self.output + tokens)
+        tail, tail_rows = self.bottom.propose(settings, wanted - head, with_next, generator)
+        return torch.cat([self._on_device(tokens), tail]), Dists(torch.cat([rows.probs, tail_rows.probs]),
+                                                                 torch.cat([rows.scaled, tail_rows.scaled]))
+
+    def _on_device(self, tokens: list[int]) -> Tensor:
+        return torch.tensor(tokens, dtype=torch.long, device=self.device)  # long also when empty
+
+    def advance(self, kept: int, accepted: list[int], next_t: Tensor | None, next_token: int) -> None:
+        self.output = self.output[:kept - len(accepted)] + accepted + ([] if next_t is None else [next_token])
+
+
 class ChainSampler:
-    """One example decoded through a chain; `settle(len(models) - 1, [], limit)` is the whole output. With a
-    `bottom` drafter (`drafters.DRAFTERS`: prompt lookup, a plugin's), it drafts at the bottom in the drafter model's
-    place, which is then never called."""
+    """One example decoded through a chain, each level a `speculative.Rounds` whose drafter is the level below
+    (`LevelDrafter`) or, at level 1, the drafter model; `run()` is the whole output. With a `bottom` drafter
+    (`drafters.DRAFTERS`: prompt lookup, a plugin's), it drafts at the bottom in the drafter model's place, which is
+    then never called."""
 
     def __init__(self, pair, input_ids: Tensor, settings, levels: list[Level], generator,
                  bottom: Drafter | None = None):
         self.roles = pair.roles
-        self.bottom = bottom
         self.decoders = [None if i == 0 and bottom else pair.decoder(role, input_ids)
                          for i, role in enumerate(self.roles)]
         if len(levels) != len(self.decoders) - 1:
             raise ValueError(f"a chain of {len(self.decoders)} models has {len(self.decoders) - 1} levels, "
                              f"got settings for {len(levels)}")
-        self.settings, self.levels, self.generator = settings, levels, generator
+        self.bottom = bottom or ModelDrafter(self.decoders[0])
         self.end: Ending = ending(pair, settings)
         self.counts = [DecodeResult() for _ in levels]  # each level's round counters
+        drafter: Drafter = self.bottom
+        for j, level in enumerate(levels):
+            if j:
+                drafter = LevelDrafter(self.rounds, input_ids.device, level.horizontal, self.bottom)
+            self.rounds = Rounds(self.decoders[j + 1], drafter, level_target(level, j < len(levels) - 1), settings,
+                                 self.end, level.gamma, level.bonus_from_target, generator, self.counts[j],
+                                 lossless=level.rule is None)
 
-    def draft(self, prefix: list[int], wanted: int, with_next: bool) -> tuple[list[int], Dists, int | None]:
-        """M_0 alone, as the pair's drafter drafts (`drafters.draft_on_device`): `wanted` tokens after `prefix`,
-        their rows (and the next position's with `with_next`), and how many of them it takes to end decoding
-        (None: they do not end it). The tokens after an end are drafted too; the round discards them. A `bottom`
-        drafter may draft fewer than `wanted` (prompt lookup: one-hot rows)."""
-        if self.bottom is not None:
-            self.bottom.follow(prefix)
-            drafts, rows = self.bottom.propose(self.settings, wanted, with_next, self.generator)
-            tokens = drafts.tolist()
-            return tokens, rows, self.end.first_end(prefix, tokens)
-        decoder = self.decoders[0]
-        _sync(decoder, prefix)
-        decoder.uncache(1)  # the prefix may be all cached (the drafter's own tokens, settled above)
-        drafts, rows = draft_on_device(decoder, self.settings, wanted, with_next, self.generator)
-        tokens = drafts.tolist()
-        decoder.resolve(tokens)
-        return tokens, rows, self.end.first_end(prefix, tokens)
-
-    def settle(self, model: int, prefix: list[int], wanted: int,
-               with_next: bool = False) -> tuple[list[int], Dists | None, int | None]:
-        """Tokens of model `model`'s level after `prefix`: rounds until `wanted` tokens (one more with `with_next`,
-        for its row) or the end of decoding; returns the tokens (at most `wanted`), their rows and, when decoding
-        ends within them, how many there are (the last ends it; else None)."""
-        if model == 0:
-            return self.draft(prefix, wanted, with_next)
-        level, counts = self.levels[model - 1], self.counts[model - 1]
-        limit = self.end.limit
-        tokens: list[int] = []
-        probs: list[Tensor] = []
-        scaled_rows: list[Tensor] = []
-        ended = False
-        while len(tokens) < wanted + with_next and not ended:
-            base = prefix + tokens
-            asked = min(level.gamma, limit - len(base))
-            bonus_row = level.bonus_from_target and len(base) + asked < limit
-            drafts, draft, stop = self._drafts(model, base, asked, bonus_row)
-            new, rows, accepted = self._round(model, base, drafts, draft, stop, counts)
-            kept = self.end.clip(base + new, start=len(base) + max(0, accepted - 1))[len(base):]
-            tokens += kept
-            probs.append(rows.probs[: len(kept)])
-            scaled_rows.append(rows.scaled[: len(kept)])
-            ended = len(kept) < len(new) or self.end.reached(prefix + tokens)
-        ended = ended and len(tokens) <= wanted  # an end among the dropped tokens is no end of these
-        rows = Dists(torch.cat(probs), torch.cat(scaled_rows)) if probs else None
-        if rows is not None:
-            rows = rows.head(min(len(tokens), wanted) + (with_next and not ended))
-        return tokens[:wanted], rows, len(tokens) if ended else None
-
-    def _drafts(self, model: int, base: list[int], asked: int,
-                with_next: bool) -> tuple[list[int], Dists, int | None]:
-        """A round's drafts for model `model` and their rows: from the level below, or with `horizontal` (CS
-        Drafting's horizontal cascade) its first positions from the level below and the rest from M_0 alone.
-        Each draft's row is the distribution it was drawn from, so the round stays exact."""
-        head = self.levels[model - 1].horizontal
-        if head is None or model < 2 or head >= asked:
-            return self.settle(model - 1, base, asked, with_next)
-        drafts, rows, stop = self.settle(model - 1, base, head)
-        if stop is not None:
-            return drafts, rows, stop
-        tail, tail_rows, stop = self.draft(base + drafts, asked - head, with_next)
-        return drafts + tail, Dists(torch.cat([rows.probs, tail_rows.probs]),
-                                    torch.cat([rows.scaled, tail_rows.scaled])), None if stop is None else head + stop
-
-    def _round(self, model: int, base: list[int], drafts: list[int], draft: Dists, stop: int | None,
-               counts: DecodeResult) -> tuple[list[int], Dists, int]:
-        """One round of model `model` over `drafts` (rows `draft`), as the pair's round (`speculative_sample`):
-        every draft is scored, and the drafts after the `stop`-th (the first that ends decoding) are discarded.
-        Returns the settled tokens, each one's row, and how many drafts it accepted."""
-        level, settings = self.levels[model - 1], self.settings
-        n = len(drafts)
-        decoder = self.decoders[model]
-        _sync(decoder, base + drafts)
-        decoder.uncache(n + 1)
-        verifier = Dists.from_logits(decoder.logits(keep=n + 1), settings.temperature, settings.top_p)
-        target, settled = self._target(level, draft, verifier)
-        drafted = torch.tensor(drafts, dtype=torch.long, device=verifier.probs.device)  # long also when empty
-        outcome = rules.verify_on_device(drafted, draft.scaled[:n], target, self.generator)
-        accepted, next_token = torch.cat(outcome).tolist()
-        new, accepted, k, bonus_kept = judge_round(self.end, len(base), drafts, stop, accepted, next_token)
-        counts.count_round(accepted, k, target.deferral, bonus_kept)
-        return new, settled, accepted
-
-    def _target(self, level: Level, draft: Dists, verifier: Dists) -> tuple[Target, Dists]:
-        """A level's Target for `rules.verify_on_device` and the rows of its settled positions (k + 1: the bonus
-        position's is the distribution its bonus token is drawn from)."""
-        if level.rule is None:
-            return rules.lossless_target(draft, verifier), verifier
-        mixed, deferred = cascade_level(level.rule, level.alpha, draft, verifier.head(len(draft)))
-        target = rules.mixture_target(mixed.scaled, draft, verifier, deferred, not level.bonus_from_target)
-        if len(mixed) < len(verifier):  # the bonus comes from the verifier: so does its row
-            k = len(mixed)
-            mixed = Dists(torch.cat([mixed.probs, verifier.probs[k:]]), torch.cat([mixed.scaled, verifier.scaled[k:]]))
-        return target, mixed
-
-    def result(self, tokens: list[int]) -> DecodeResult:
+    def run(self) -> DecodeResult:
+        tokens = self.rounds.run()
+        for counts in self.counts:
+            counts.settle()
         top = self.counts[-1]
         calls = {role: (decoder or self.bottom).calls for role, decoder in zip(self.roles, self.decoders, strict=True)}
         return DecodeResult(tokens, drafter_calls=calls["drafter"], verifier_calls=calls["verifier"],
@@ -215,9 +180,7 @@ def chain_levels(pair, settings, params: dict, cascade: bool) -> list[Level]:
 
 def _decode_chain(pair, input_ids, settings, levels: list[Level], generator,
                   bottom: Drafter | None = None) -> DecodeResult:
-    sampler = ChainSampler(pair, input_ids, settings, levels, generator, bottom)
-    tokens, _, _ = sampler.settle(len(levels), [], settings.max_new_tokens)
-    return sampler.result(tokens)
+    return ChainSampler(pair, input_ids, settings, levels, generator, bottom).run()
 
 
 def decode_staged_spec(pair, input_ids, settings, params, generator) -> DecodeResult:

@@ -60,6 +60,24 @@ def advance_decoder(decoder: CachedDecoder, kept: int, accepted: list[int], next
         decoder.extend(next_t, known=[next_token])
 
 
+def follow_decoder(decoder: CachedDecoder, tokens: list[int]) -> None:
+    """Point a decoder at the output `tokens`: keep what it shares with them (cache included), drop the rest (and
+    any tokens only the device holds), append what it lacks, and leave the last position uncached, so that the next
+    `logits` scores after it."""
+    if decoder.pending:  # drafts never read back (a chain's horizontal drafts): their values are not known here
+        decoder.truncate(decoder.length - decoder.pending)
+    have = decoder.generated
+    common = 0
+    for mine, theirs in zip(have, tokens, strict=False):
+        if mine != theirs:
+            break
+        common += 1
+    if common < len(have):
+        decoder.truncate(decoder.prompt_length + common)
+    decoder.extend(tokens[common:])
+    decoder.uncache(1)
+
+
 class ModelDrafter:
     """The pair's drafter model: `wanted` tokens sampled one by one on the device."""
 
@@ -69,6 +87,9 @@ class ModelDrafter:
     @property
     def calls(self) -> int:
         return self.decoder.calls
+
+    def follow(self, output: list[int]) -> None:
+        follow_decoder(self.decoder, output)
 
     def propose(self, settings: DecodingConfig, wanted: int, with_next: bool,
                 generator: torch.Generator | None) -> tuple[Tensor, Dists]:

@@ -82,12 +82,15 @@ class Target:
                       drafter's distribution at the bonus position was not computed (the bonus would
                       be discarded: EOS or the token limit is reached inside the draft)
     deferral: [k + 1] (or [k]) the probability that each position is deferred to the verifier
+    rows:     the distribution each settled position's token follows (k + 1 positions), where a level above reads
+              them as its drafts' distributions (a chain's lower levels); None where nothing reads them
     """
 
     accept: Tensor
     residual: Tensor
     bonus: Tensor | None
     deferral: Tensor
+    rows: Dists | None = None
 
 
 # A target function maps drafter Dists [k or k + 1 positions] and verifier Dists [k + 1] to a Target.
