@@ -7,7 +7,8 @@ decoder-only arithmetic pair, 4-shot prompts with its stop strings), at temperat
 (`spec_decode` by default). It prints, per pair and temperature, the median over examples of B's time over A's and
 the ratio of the totals, and whether both gave the same outputs (they must: the same seeds).
 
-Usage: python scripts/bench_ab.py A_PACKAGE_DIR B_PACKAGE_DIR [--examples N] [--repeats R] [--method M]
+Usage (after `make toy-data toy-llm-data`, which write the inputs):
+  python scripts/bench_ab.py A_PACKAGE_DIR B_PACKAGE_DIR [--examples N] [--repeats R] [--method M]
 (for the commit before: `git worktree add /tmp/before HEAD~1`, then A is /tmp/before/speccascade_bench).
 It reports; it asserts nothing about time.
 """

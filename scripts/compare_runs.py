@@ -21,9 +21,9 @@ def main(results: Path, pairs: list[tuple[str, str]]) -> None:
         missing = [run for run in (a, b) if run not in runs]
         if missing:
             sys.exit(f"error: {results} has no run {missing[0]}")
-        ids = {row["example_id"] for row in runs[a]} & {row["example_id"] for row in runs[b]}
-        interval = quality_difference(metric, [r for r in runs[a] if r["example_id"] in ids],
-                                      [r for r in runs[b] if r["example_id"] in ids])
+        ids = {row.example_id for row in runs[a]} & {row.example_id for row in runs[b]}
+        interval = quality_difference(metric, [r for r in runs[a] if r.example_id in ids],
+                                      [r for r in runs[b] if r.example_id in ids])
         verdict = "better" if interval.low > 0 else "worse" if interval.high < 0 else "no difference detected"
         print(f"{a} (latency {latency[a]:.3f}) - {b} (latency {latency[b]:.3f}): {interval.difference:+.2f} "
               f"[{interval.low:+.2f}, {interval.high:+.2f}] {verdict} ({len(ids)} examples)")

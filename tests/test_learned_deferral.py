@@ -26,6 +26,7 @@ from speccascade_bench.decoding.router import (
 )
 from speccascade_bench.models.fingerprint import weights_fingerprint
 from speccascade_bench.results.derived import sequence_confidence
+from speccascade_bench.results.record import ExampleRow
 from speccascade_bench.run.plan import prepare
 from speccascade_bench.settings import ConfigError
 
@@ -229,8 +230,9 @@ def test_fit_and_evaluate_round_trip(workspace, routers):
     assert len(deferred) == 6
     params = {"sequence_score": "learned", "router": str(routers["sequence"])}
     kept = [e for e in half if e not in deferred]
-    assert max(sequence_confidence(drafter[e], params) for e in deferred) <= \
-        min(sequence_confidence(drafter[e], params) for e in kept)
+    typed = {e: ExampleRow.from_json(row) for e, row in drafter.items()}
+    assert max(sequence_confidence(typed[e], params) for e in deferred) <= \
+        min(sequence_confidence(typed[e], params) for e in kept)
     assert all(half[e]["prediction"] == verifier[e]["prediction"] for e in deferred)
     report = CliRunner().invoke(app, ["report", str(workspace / "evaluation")])
     assert "spec_cascade learned router=token" in report.output

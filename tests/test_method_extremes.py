@@ -11,6 +11,7 @@ from speccascade_bench.decoding.dispatch import decode
 from speccascade_bench.decoding.rules import Dists
 from speccascade_bench.decoding.settings import DecodingConfig
 from speccascade_bench.results.derived import seq_cascade_rows
+from speccascade_bench.results.record import ExampleRow
 
 from .helpers import prompt, tiny_pair
 
@@ -80,8 +81,8 @@ def test_opt_at_alpha_0_is_diff_at_alpha_0_when_sampling(pairs, temperature):
 
 
 def _row(example_id, confidence, prediction, latency, tokens, drafter_calls, verifier_calls):
-    return {"example_id": example_id, "confidence": confidence, "prediction": prediction, "latency_s": latency,
-            "output_tokens": tokens, "calls": {"drafter": drafter_calls, "verifier": verifier_calls}}
+    return ExampleRow(example_id=example_id, confidence=confidence, prediction=prediction, latency_s=latency,
+                      output_tokens=tokens, calls={"drafter": drafter_calls, "verifier": verifier_calls})
 
 
 def test_seq_cascade_deferral_rate_extremes_and_order():

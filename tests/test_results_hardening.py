@@ -268,7 +268,7 @@ def test_exact_duplicates_are_counted_once_with_one_note(tmp_path):
     assert result.stderr.strip().splitlines() == [f"note: {path}: 2 exact duplicate rows ignored"]
     assert "| verifier | 12 |" in result.stdout
     assert list(summarize(folder)["n"]) == [N, N]
-    assert read_run(path)[1] == 2 and [r["example_id"] for r in read_run(path)[0]] == list(range(N))
+    assert read_run(path)[1] == 2 and [r.example_id for r in read_run(path)[0]] == list(range(N))
 
 
 def test_a_resume_reads_the_rows_with_the_same_checks(pair_dir, finished):  # noqa: F811

@@ -12,6 +12,7 @@ from typing import Any
 from ..decoding.methods import DRAFTER, MIDDLE, REFERENCE
 from ..files import ResultsError
 from ..results.folder import read_manifest
+from ..results.record import ExampleRow
 from ..results.rows import MAX_ROW_BYTES, load_examples
 from ..results.settings import MethodRun
 
@@ -28,7 +29,7 @@ class Results:
     """A results folder as read once: its manifest and its runs' rows (SUMMARY_FIELDS) by run id."""
 
     manifest: dict
-    runs: dict[str, list[dict]]
+    runs: dict[str, list[ExampleRow]]
 
 
 def read_results(results: Path, max_bytes: int = MAX_ROW_BYTES) -> Results:
@@ -53,14 +54,14 @@ def method_runs(results: Path, manifest: dict) -> list[dict]:
                       if run.run_id not in named]
 
 
-def first_samples(runs: dict[str, list[dict]]) -> list[tuple[int, str, list[tuple[str, str, Any]]]]:
+def first_samples(runs: dict[str, list[ExampleRow]]) -> list[tuple[int, str, list[tuple[str, str, Any]]]]:
     """The first SAMPLES examples of runs that share their examples: (example id, the reference, each run's
     (run id, output, score or None))."""
     if not runs:
         return []
-    picked = sorted(row["example_id"] for row in next(iter(runs.values())))[:SAMPLES]
-    by_id = {run_id: {row["example_id"]: row for row in rows if row["example_id"] in picked}
+    picked = sorted(row.example_id for row in next(iter(runs.values())))[:SAMPLES]
+    by_id = {run_id: {row.example_id: row for row in rows if row.example_id in picked}
              for run_id, rows in runs.items()}
-    return [(example, next(iter(by_id.values()))[example]["reference"],
-             [(run_id, rows[example]["prediction"], rows[example].get("score")) for run_id, rows in by_id.items()])
+    return [(example, next(iter(by_id.values()))[example].reference,
+             [(run_id, rows[example].prediction, rows[example].score) for run_id, rows in by_id.items()])
             for example in picked]

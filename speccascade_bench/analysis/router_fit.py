@@ -31,6 +31,7 @@ from ..decoding.router import FEATURES, FORMAT, Router, sequence_features
 from ..files import ResultsError, refuse_link, write_file
 from ..results.folder import read_manifest
 from ..results.manifest import tokenizer_of
+from ..results.record import ExampleRow
 from ..results.rows import examples_dir, read_run
 
 FOLDS = 5
@@ -46,13 +47,13 @@ PLUG_IN = {"sequence": ("chow_average (minus the mean token log q)", "logprob_me
            "token": ("chow (minus max q)", "max_q")}
 
 
-def _rows(results: Path, run_id: str, role: str) -> tuple[Path, dict[int, dict]]:
+def _rows(results: Path, run_id: str, role: str) -> tuple[Path, dict[int, ExampleRow]]:
     path = examples_dir(results) / f"{run_id}.jsonl"
     rows, _ = read_run(path) if path.is_file() else ([], 0)
     if not rows:
         raise ResultsError(f"{results} has no {role} outputs ({path} is missing or empty): run the drafter and the "
                            "verifier (methods `drafter` and `verifier`) on the fitting split first")
-    return path, {row["example_id"]: row for row in rows}
+    return path, {row.example_id: row for row in rows}
 
 
 def _finite(value) -> bool:
@@ -84,15 +85,15 @@ def _sequence_data(results: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, l
     xs, gains = [], []
     for example in ids:
         draft, large = drafter[example], verifier[example]
-        if draft.get("token_logprobs") is None:
+        if draft.token_logprobs is None:
             raise ResultsError(f"{results}: the drafter's rows have no token_logprobs (recorded by an earlier "
                                "version); run the drafter again")
         for where, row in ((path, draft), (large_path, large)):
-            if not _finite(row.get("score")):
+            if not _finite(row.score):
                 raise ResultsError(f"{where}: the row of example {example} has no per-example score (a finite "
                                    "number); the label is the gain in score from deferring")
-        xs.append(sequence_features(_numbers(path, example, "token_logprobs", draft["token_logprobs"], logprobs=True)))
-        gains.append(large["score"] - draft["score"])
+        xs.append(sequence_features(_numbers(path, example, "token_logprobs", draft.token_logprobs, logprobs=True)))
+        gains.append(large.score - draft.score)
     gains_array = np.asarray(gains, dtype=float)
     return np.asarray(xs, dtype=float), gains_array > 0, np.ones(len(gains_array)), ids
 
@@ -103,7 +104,7 @@ def _token_data(results: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list
     width = len(FEATURES["token"])
     xs, q_ref, p_ref, ids = [], [], [], []
     for example, row in sorted(drafter.items()):
-        stats = row.get("token_stats")
+        stats = row.token_stats
         if not isinstance(stats, dict) or not all(isinstance(stats.get(k), list) for k in ("features", "q_ref",
                                                                                           "p_ref")):
             raise ResultsError(f"{results}: the drafter's rows have no token_stats; run the fitting split with "

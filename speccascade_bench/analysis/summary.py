@@ -18,6 +18,7 @@ from ..decoding.methods import DRAFTER, METHODS, MIDDLE, PARAMETERS, REFERENCE
 from ..files import write_file
 from ..models.settings import chain_roles
 from ..results.folder import read_call_costs
+from ..results.record import ExampleRow
 from ..results.record import calls_of as calls
 from ..results.rows import MAX_ROW_BYTES
 from ..tasks.bootstrap import BootstrapInterval
@@ -28,19 +29,19 @@ from .tradeoff import acceptance_probability, chain_speedup, drafter_calls_per_r
 
 log = logging.getLogger(__name__)
 
-def _acceptance_prob(rows: list[dict]) -> float:
+def _acceptance_prob(rows: list[ExampleRow]) -> float:
     """`acceptance_probability` over a run's rows; NaN for results recorded without `rejections`."""
-    if any("rejections" not in row for row in rows):
+    if any(row.rejections is None for row in rows):
         return math.nan
-    return acceptance_probability(sum(row["accepted"] for row in rows), sum(row["rejections"] for row in rows))
+    return acceptance_probability(sum(row.accepted for row in rows), sum(row.rejections for row in rows))
 
 
-def _trial_cv(rows: list[dict]) -> float:
+def _trial_cv(rows: list[ExampleRow]) -> float:
     """The spread of repeated timings: the mean over examples of the standard deviation of an example's
     timed trials over their mean (NaN with one trial per example, or for derived runs)."""
     spreads = []
     for row in rows:
-        trials = row.get("latency_trials_s") or []
+        trials = row.latency_trials_s or []
         if len(trials) > 1:
             mean = sum(trials) / len(trials)
             spreads.append(statistics.pstdev(trials) / mean if mean > 0 else math.nan)
@@ -52,42 +53,42 @@ def _mean(values) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def _session(row: dict) -> str | None:
-    worker = row.get("worker")
+def _session(row: ExampleRow) -> str | None:
+    worker = row.worker
     return worker.get("session") if isinstance(worker, dict) else None
 
 
-def timed_apart(runs: dict[str, list[dict]]) -> dict[str, int]:
+def timed_apart(runs: dict[str, list[ExampleRow]]) -> dict[str, int]:
     """Per method run, the examples on which it was timed by another `scb run` than the verifier (`worker.session`:
     a run added or finished by a resume): their relative latencies compare times from different processes, and
     perhaps a differently loaded machine. A row with a session beside a verifier row without one (recorded before
     rows had sessions) is apart too. A run derived from the one-model runs' outputs (a deferral-rate
     `seq_cascade`, whose latency sums theirs) is apart on the examples where one of those runs is."""
-    verifier = {row["example_id"]: _session(row) for row in runs.get(REFERENCE, [])}
+    verifier = {row.example_id: _session(row) for row in runs.get(REFERENCE, [])}
 
-    def apart(row: dict) -> bool:
-        ours, theirs = _session(row), verifier.get(row["example_id"])
-        return row["example_id"] in verifier and ours != theirs
+    def apart(row: ExampleRow) -> bool:
+        ours, theirs = _session(row), verifier.get(row.example_id)
+        return row.example_id in verifier and ours != theirs
 
-    decoded = {run_id for run_id, rows in runs.items() if rows[0].get("latency_trials_s") is not None}
-    sources = {row["example_id"] for run_id in decoded for row in runs[run_id]
-               if row["method"] in (DRAFTER, MIDDLE) and apart(row)}
+    decoded = {run_id for run_id, rows in runs.items() if rows[0].latency_trials_s is not None}
+    sources = {row.example_id for run_id in decoded for row in runs[run_id]
+               if row.method in (DRAFTER, MIDDLE) and apart(row)}
     counts = {}
     for run_id, rows in runs.items():
-        n = sum(1 for row in rows if (apart(row) if run_id in decoded else row["example_id"] in sources))
+        n = sum(1 for row in rows if (apart(row) if run_id in decoded else row.example_id in sources))
         if n:
             counts[run_id] = n
     return counts
 
 
-def shared_examples(runs: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], int]:
+def shared_examples(runs: dict[str, list[ExampleRow]]) -> tuple[dict[str, list[ExampleRow]], int]:
     """Every run's rows restricted to the examples that all runs recorded (so that qualities and latencies
     are compared on the same examples, whatever was interrupted or limited), and how many recorded
     examples that leaves out."""
     if not runs:
         return runs, 0
-    shared = set.intersection(*({row["example_id"] for row in rows} for rows in runs.values()))
-    kept = {run_id: [row for row in rows if row["example_id"] in shared] for run_id, rows in runs.items()}
+    shared = set.intersection(*({row.example_id for row in rows} for rows in runs.values()))
+    kept = {run_id: [row for row in rows if row.example_id in shared] for run_id, rows in runs.items()}
     left_out = sum(len(rows) for rows in runs.values()) - sum(len(rows) for rows in kept.values())
     return {run_id: rows for run_id, rows in kept.items() if rows}, left_out
 
@@ -101,13 +102,13 @@ class Folder:
     results: Path
     metric: str
     temperature: float
-    reference_rows: list[dict]
+    reference_rows: list[ExampleRow]
     step_cost: dict[str, float]
     verify_costs: dict[str, float]
     warmup: int | None = None  # the examples decoded untimed before timing (the config's `timing.warmup`)
 
     def __post_init__(self) -> None:
-        self.verifier = {row["example_id"]: row["latency_s"] for row in self.reference_rows}
+        self.verifier = {row.example_id: row.latency_s for row in self.reference_rows}
         self.cost_ratio = self.step_cost["drafter"] / self.step_cost["verifier"]
         self.verifier_cost = _mean(calls(row, "verifier") for row in self.reference_rows) * self.step_cost["verifier"]
         self.qualities = Qualities(self.results, self.metric, self.reference_rows)
@@ -116,18 +117,18 @@ class Folder:
 class Run:
     """One method run's rows (over the examples every run recorded), with the sums its columns share."""
 
-    def __init__(self, run_id: str, rows: list[dict]):
-        self.run_id, self.rows, self.params = run_id, rows, rows[0]["params"]
-        self.drafted = sum(row["drafted"] for row in rows)
-        self.tokens = sum(row["output_tokens"] for row in rows)
-        self.rounds = sum(row["rounds"] for row in rows)
+    def __init__(self, run_id: str, rows: list[ExampleRow]):
+        self.run_id, self.rows, self.params = run_id, rows, rows[0].params
+        self.drafted = sum(row.drafted for row in rows)
+        self.tokens = sum(row.output_tokens for row in rows)
+        self.rounds = sum(row.rounds for row in rows)
         self.acceptance_prob = _acceptance_prob(rows)
         self.gamma = self.params.get("draft_length")
         self._versus: BootstrapInterval | None = None
         self._latency_interval: tuple[float, float] | None = None
 
     def mean(self, field: str) -> float:
-        return _mean(row[field] for row in self.rows)
+        return _mean(getattr(row, field) for row in self.rows)
 
     def versus(self, folder: Folder) -> BootstrapInterval:
         """Its quality minus the verifier's on the same examples (`quality_difference`), computed once."""
@@ -144,8 +145,8 @@ class Run:
 
 def _paired_latencies(folder: Folder, run: Run) -> tuple[list[float], list[float]]:
     """The run's latencies and the verifier's, on the examples both decoded, in the run's order."""
-    common = [row for row in run.rows if row["example_id"] in folder.verifier]
-    return [row["latency_s"] for row in common], [folder.verifier[row["example_id"]] for row in common]
+    common = [row for row in run.rows if row.example_id in folder.verifier]
+    return [row.latency_s for row in common], [folder.verifier[row.example_id] for row in common]
 
 
 def _relative_latency(folder: Folder, run: Run) -> float:
@@ -170,9 +171,9 @@ def _weak(folder: Folder, run: Run) -> str:
     notes = []
     if len(run.rows) < WEAK_EXAMPLES:
         notes.append(f"{len(run.rows)} examples")
-    if folder.warmup == 0 and run.rows[0].get("latency_trials_s") is not None:  # a decoded run, timed cold
+    if folder.warmup == 0 and run.rows[0].latency_trials_s is not None:  # a decoded run, timed cold
         notes.append("no warm-up")
-    latencies = [row["latency_s"] for row in run.rows]
+    latencies = [row.latency_s for row in run.rows]
     if len(latencies) > 1 and sum(latencies) > 0 and max(latencies) / sum(latencies) > WEAK_SHARE:
         notes.append(f"one example {100 * max(latencies) / sum(latencies):.0f}% of the time")
     return "; ".join(notes)
@@ -193,7 +194,7 @@ def _verify_cost(folder: Folder, run: Run) -> float:
 
 def _level_acceptance(run: Run) -> list[float] | None:
     """A chain run's acceptance probability at each level (`acceptance_probability` of its rows' `levels`)."""
-    levels = [row.get("levels") for row in run.rows]
+    levels = [row.levels for row in run.rows]
     if not levels or any(not isinstance(level, list) or len(level) != len(levels[0]) for level in levels):
         return None
     return [acceptance_probability(sum(row[j]["accepted"] for row in levels),
@@ -218,7 +219,7 @@ def _predicted(folder: Folder, run: Run, at_r: bool = False) -> float:
     tokens, which the formula does not model)."""
     if "draft_lengths" in run.params:
         return math.nan if at_r else _chain_predicted(folder, run)
-    spec = METHODS.get(run.rows[0]["method"])
+    spec = METHODS.get(run.rows[0].method)
     if spec is not None and "drafter" not in spec.roles:  # prompt lookup: drafts vary per round, and cost no call
         return math.nan
     if not (run.gamma and run.drafted) or math.isnan(folder.cost_ratio) or math.isnan(run.acceptance_prob):
@@ -253,7 +254,7 @@ Column = Callable[[Folder, Run], Any]
 # The summary's columns in order, each with the one function that computes it (`summary.csv`).
 COLUMNS: tuple[tuple[str, Column], ...] = (
     ("run_id", lambda f, r: r.run_id),
-    ("method", lambda f, r: r.rows[0]["method"]),
+    ("method", lambda f, r: r.rows[0].method),
     *((name, lambda f, r, name=name: _param(r.params.get(name))) for name in PARAMETERS),
     ("temperature", lambda f, r: f.temperature),
     ("n", lambda f, r: len(r.rows)),
@@ -263,19 +264,19 @@ COLUMNS: tuple[tuple[str, Column], ...] = (
     ("quality_ci_low", lambda f, r: r.versus(f).low),
     ("quality_ci_high", lambda f, r: r.versus(f).high),
     ("latency_mean_s", lambda f, r: r.mean("latency_s")),
-    ("latency_p50_s", lambda f, r: statistics.median(row["latency_s"] for row in r.rows)),
-    ("latency_std_s", lambda f, r: statistics.pstdev(row["latency_s"] for row in r.rows)),
+    ("latency_p50_s", lambda f, r: statistics.median(row.latency_s for row in r.rows)),
+    ("latency_std_s", lambda f, r: statistics.pstdev(row.latency_s for row in r.rows)),
     ("trial_cv", lambda f, r: _trial_cv(r.rows)),
     ("relative_latency", _relative_latency),
     ("relative_latency_median", _median_ratio),
     ("relative_latency_low", lambda f, r: r.latency_interval(f)[0]),
     ("relative_latency_high", lambda f, r: r.latency_interval(f)[1]),
     ("speedup", lambda f, r: _ratio(1.0, _relative_latency(f, r))),
-    ("acceptance_rate", lambda f, r: _ratio(sum(row["accepted"] for row in r.rows), r.drafted)),
+    ("acceptance_rate", lambda f, r: _ratio(sum(row.accepted for row in r.rows), r.drafted)),
     ("acceptance_prob", lambda f, r: r.acceptance_prob),
     ("acceptance_by_level", lambda f, r: _joined(_level_acceptance(r), "{:.3f}")),
     ("tokens_per_round", lambda f, r: _ratio(r.tokens, r.rounds)),
-    ("deferral_rate", lambda f, r: _ratio(sum(row["deferred"] for row in r.rows), r.tokens)),
+    ("deferral_rate", lambda f, r: _ratio(sum(row.deferred for row in r.rows), r.tokens)),
     ("output_tokens_mean", lambda f, r: r.tokens / len(r.rows)),
     ("drafter_calls_mean", lambda f, r: _mean(calls(row, "drafter") for row in r.rows)),
     ("verifier_calls_mean", lambda f, r: _mean(calls(row, "verifier") for row in r.rows)),
@@ -300,10 +301,10 @@ def summarize(results: Path, read: Results | None = None, max_bytes: int = MAX_R
     runs, unshared = shared_examples(read.runs)
     step_cost = {"drafter": math.nan, "verifier": math.nan}
     for rows in runs.values():  # the one-model runs give each role's cost per forward call
-        spec = METHODS.get(rows[0]["method"])
-        roles = spec.roles_for((), rows[0]["params"]) if spec and spec.baseline else ()
+        spec = METHODS.get(rows[0].method)
+        roles = spec.roles_for((), rows[0].params) if spec and spec.baseline else ()
         if len(roles) == 1:
-            step_cost[roles[0]] = per_call_cost([row["latency_s"] for row in rows],
+            step_cost[roles[0]] = per_call_cost([row.latency_s for row in rows],
                                                 [calls(row, roles[0]) for row in rows])
     timing = manifest["config"].get("timing")
     folder = Folder(results, manifest["config"]["task"]["metric"], manifest["config"]["decoding"]["temperature"],

@@ -21,6 +21,7 @@ from ..decoding.methods import PARAMETERS
 from ..files import ResultsError
 from ..results.folder import CALL_COSTS_FILE, MANIFEST_FILE, read_manifest
 from ..results.manifest import tracking_key
+from ..results.record import ExampleRow
 from ..settings import ConfigError
 from .html import HTML_FILE
 from .report import REPORT_FILE
@@ -157,12 +158,12 @@ def folder_tags(folder: Path, manifest: dict) -> dict[str, str]:
     return {key: str(value)[:5000] for key, value in tags.items() if value is not None}
 
 
-def latency_table(folder: Path, runs: dict[str, list[dict]] | None = None) -> pd.DataFrame:
+def latency_table(folder: Path, runs: dict[str, list[ExampleRow]] | None = None) -> pd.DataFrame:
     """Every example's latency, a row per (run, example): run_id, example_id, latency_s, output_tokens; from the
     folder's rows as read already (`runs`), or as read now."""
     runs = read_results(folder).runs if runs is None else runs
-    rows = [{"run_id": run_id, "example_id": row["example_id"], "latency_s": row.get("latency_s"),
-             "output_tokens": row.get("output_tokens")} for run_id, run_rows in runs.items() for row in run_rows]
+    rows = [{"run_id": run_id, "example_id": row.example_id, "latency_s": row.latency_s,
+             "output_tokens": row.output_tokens} for run_id, run_rows in runs.items() for row in run_rows]
     return pd.DataFrame(rows, columns=["run_id", "example_id", "latency_s", "output_tokens"])
 
 

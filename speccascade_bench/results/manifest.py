@@ -23,6 +23,7 @@ from ..tasks.kinds import source_file
 from ..tasks.settings import TaskConfig
 from ..tasks.sources import source_of
 from .folder import FORMAT, MANIFEST_FILE, read_manifest, write_json_atomic
+from .record import ExampleRow
 from .rows import example_files, examples_dir, read_run
 from .settings import RunConfig
 
@@ -327,19 +328,19 @@ def device_kind(hardware: dict) -> str:
     return f"{hardware.get('cpu') or 'unknown'} CPU, {hardware.get('torch_threads')} threads"
 
 
-def device_kinds(results: Path, runs: dict[str, list[dict]] | None = None) -> Counter:
+def device_kinds(results: Path, runs: dict[str, list[ExampleRow]] | None = None) -> Counter:
     """How many example lines ran on each kind of device: the rows' `worker` kind, or for rows recorded
     without one, the kind of the manifest's hardware. `runs`: the folder's rows by run id, if already read."""
     default = device_kind(read_manifest(results).get("hardware") or {})
     kinds = Counter()
     for rows in runs.values() if runs is not None else (read_run(path)[0] for path in example_files(results)):
         for row in rows:
-            worker = row.get("worker")
+            worker = row.worker
             kinds[worker.get("kind", default) if isinstance(worker, dict) else default] += 1
     return kinds
 
 
-def check_devices(results: Path, mix: bool = False, runs: dict[str, list[dict]] | None = None) -> Counter:
+def check_devices(results: Path, mix: bool = False, runs: dict[str, list[ExampleRow]] | None = None) -> Counter:
     """`device_kinds` (of `runs`, if already read), refusing (ResultsError) examples that ran on several kinds
     unless `mix`: their latencies would be averaged together."""
     kinds = device_kinds(results, runs)

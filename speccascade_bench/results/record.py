@@ -237,9 +237,9 @@ def problem(row: dict) -> str | None:
     return None
 
 
-def calls_of(row: dict, role: str) -> int:
+def calls_of(row: ExampleRow, role: str) -> int:
     """A read row's calls of one role (`upgraded`: every row read has `calls`)."""
-    return row["calls"].get(role, 0)
+    return row.calls.get(role, 0)
 
 
 def markdown_table() -> str:

@@ -24,7 +24,7 @@ from ..files import (
     open_for_writing,
     row_bytes,
 )
-from .record import problem, upgraded
+from .record import ExampleRow, problem, upgraded
 
 MAX_ROW_BYTES = row_bytes(MAX_ROW_MB)
 
@@ -79,8 +79,8 @@ def _record(path: Path, number: int, line: bytes) -> dict:
 
 
 def read_run(path: Path, max_bytes: int = MAX_ROW_BYTES, named: dict | None = None,
-             keep: tuple[str, ...] | None = None) -> tuple[list[dict], int]:
-    """A method run's rows from its results file `examples/<run_id>.jsonl`, one per example in example order,
+             keep: tuple[str, ...] | None = None) -> tuple[list[ExampleRow], int]:
+    """A method run's rows (typed) from its results file `examples/<run_id>.jsonl`, one per example in example order,
     and how many exact duplicate rows were dropped. Every row must name the file's run (`run_id`, and as
     `method` the run id's first part), and `named`'s method and params where given (the manifest's record of the
     run); it may repeat an example only with the same content: otherwise a ResultsError names the file, the line
@@ -101,7 +101,7 @@ def read_run(path: Path, max_bytes: int = MAX_ROW_BYTES, named: dict | None = No
                                    "the file aside")
         seen = first.get(row["example_id"])
         if seen is None:
-            kept = row if keep is None else _kept(row, keep, named, shared)
+            kept = ExampleRow.from_json(row) if keep is None else ExampleRow(**_kept(row, keep, named, shared))
             first[row["example_id"]] = (number, offset, hash(line), kept)
             continue
         if seen[2] != hash(line) and _canonical(_line_at(path, seen[1], max_bytes)) != _canonical(row):
@@ -218,7 +218,7 @@ def _finished_ids(path: Path) -> set[int]:
 
 
 def load_examples(results: Path, methods: list[dict], max_bytes: int = MAX_ROW_BYTES,
-                  keep: tuple[str, ...] | None = None) -> dict[str, list[dict]]:
+                  keep: tuple[str, ...] | None = None) -> dict[str, list[ExampleRow]]:
     """Every method run's rows by run_id (`read_run`: checked against their file and against `methods`, the
     manifest's record of the folder's method runs, one per example; with `keep`, only those fields); a `note` for
     exact duplicate rows. A ResultsError for a results file of a run that `methods` does not name, and when the

@@ -28,7 +28,7 @@ def done_examples(job: Job) -> dict[str, set[int]]:
     """The examples each decoded method run already has in the (locked) results folder: what a resume skips.
     Read as `scb report` reads them (`results.rows.read_run`): rows of another run or conflicting rows are refused."""
     bound = row_bytes(job.config.task.max_row_mb)
-    return {run.run_id: {row["example_id"] for row in read_run(examples_dir(job.out) / f"{run.run_id}.jsonl",
+    return {run.run_id: {row.example_id for row in read_run(examples_dir(job.out) / f"{run.run_id}.jsonl",
                                                                 bound, keep=("example_id",))[0]}
             for run in job.decoded}
 
