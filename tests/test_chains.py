@@ -172,6 +172,30 @@ def test_prompt_lookup_drafts_at_the_bottom_of_a_chain_exactly(family, one_threa
     assert _chi_square(samples, _verifier_two_tokens(models, ids, settings)) > 1e-3
 
 
+def test_a_cascade_level_over_prompt_lookup_defers_where_its_rule_disfavours_the_draft(one_thread):
+    """With prompt lookup at the bottom, q is one-hot at the draft x, and a token rule's mixture is q where it keeps x
+    and p where it defers (`deferral.ONE_HOT_RULES`): token_v3 at alpha 1 never defers, so the output is the draft;
+    at alpha 0 it defers wherever x is not p's most likely token, so the output follows p (a chi-square test)."""
+    models = pair_of(chain("llama", seed=4))
+    ids = torch.tensor([[5, 6, 7, 5, 6]])  # the last bigram occurred at the start: lookup drafts 7
+    with torch.no_grad():
+        p = torch.softmax(models.verifier(input_ids=ids).logits[0, -1].float(), -1)
+    assert int(p.argmax()) != 7  # so that alpha 0 defers at the draft
+    settings = DecodingConfig(max_new_tokens=1, temperature=1.0)
+    generator = torch.Generator().manual_seed(21)
+
+    def first_tokens(alpha: float, n: int) -> list[int]:
+        params = {"rules": ["token_v3"], "alphas": [alpha], "draft_lengths": [1], "drafter": "prompt_lookup",
+                  "bonus": "verifier"}
+        results = [decode("chain_spec_cascade", models, ids, settings, params, generator) for _ in range(n)]
+        assert all(result.calls["drafter"] == 0 and result.levels[0]["drafted"] == 1 for result in results)
+        return [result.tokens[0] for result in results]
+
+    assert set(first_tokens(1.0, 50)) == {7}
+    samples = [(token,) for token in first_tokens(0.0, 1500)]
+    assert _chi_square(samples, {(v,): float(p[v]) for v in range(VOCAB) if p[v] > 0}) > 1e-3
+
+
 def test_counted_calls_match_a_hand_count():
     """Three copies of one model (every draft accepted), draft lengths 1 (drafter->middle) and 3 (middle->verifier),
     three tokens. The middle settles its 3 drafts in two rounds of one drafter token each: round 1 (drafter call 1,
@@ -260,7 +284,11 @@ def test_a_chain_plans_every_model_alone_and_names_per_level_runs(byte_chain):
     (None, [{"method": "staged_spec_decode", "drafter": "lookup"}], "methods[0].drafter",
      "did you mean 'prompt_lookup'"),
     (None, [{"method": "chain_spec_cascade", "rules": "opt", "alphas": 0.1, "drafter": "prompt_lookup"}],
-     "methods[0].drafter", "unknown key"),
+     "methods[0].rules", "the first level's rule 'opt' reads the drafter's q, which prompt_lookup makes one-hot"),
+    (None, [{"method": "chain_spec_cascade", "rules": ["chow", "opt"], "alphas": 0.1, "drafter": "prompt_lookup",
+             "bonus": "verifier"}], "methods[0].rules", "Give token_v2 or token_v3"),
+    (None, [{"method": "chain_spec_cascade", "rules": ["token_v3", "opt"], "alphas": 0.1, "drafter": "prompt_lookup"}],
+     "methods[0].bonus", "prompt_lookup has none: set bonus: verifier"),
 ])
 def test_bad_chain_configs_name_the_key(byte_chain, models, methods, key, message):
     models = models or _chain(byte_chain, "drafter", "middle", "verifier")
@@ -286,6 +314,8 @@ def test_a_chain_run_records_calls_and_levels_and_reports_them(byte_chain):
         {"method": "staged_spec_decode", "draft_lengths": [1, 2]},
         {"method": "staged_spec_decode", "draft_lengths": [1, 2], "drafter": "prompt_lookup", "max_ngram": 3},
         {"method": "chain_spec_cascade", "rules": "opt", "alphas": [[0.0, 0.0], [0.5, 0.5]]},
+        {"method": "chain_spec_cascade", "rules": "token_v3", "alphas": [0.0, 0.0], "drafter": "prompt_lookup",
+         "bonus": "verifier"},
         {"method": "chain_seq_cascade", "alphas": [0.5, 0.5]},
         {"method": "spec_decode"},
     ], name="round_trip")
@@ -302,6 +332,11 @@ def test_a_chain_run_records_calls_and_levels_and_reports_them(byte_chain):
                                             "staged_spec_decode-g1+2-drafter_prompt_lookup-n3.jsonl").open()]
     assert [row["prediction"] for row in looked] == [row["prediction"] for row in verifier]
     assert all(row["calls"]["drafter"] == 0 and row["calls"]["middle1"] > 0 for row in looked)
+    # token_v3 at alpha 0 defers wherever the draft is not the level's greedy token: at temperature 0, the verifier's
+    cascade, = (out / "examples").glob("chain_spec_cascade-*drafter_prompt_lookup*.jsonl")
+    cascaded = [json.loads(line) for line in cascade.open()]
+    assert [row["prediction"] for row in cascaded] == [row["prediction"] for row in verifier]
+    assert all(row["calls"]["drafter"] == 0 and len(row["levels"]) == 2 for row in cascaded)
     derived = [json.loads(line) for line in (out / "examples" / "chain_seq_cascade-a0.5+0.5.jsonl").open()]
     assert {row["latency_trials_s"] for row in derived} == {None} and len(derived) == 4
     report = CliRunner().invoke(app, ["report", str(out)])

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..decoding.deferral import ONE_HOT_RULES
 from ..decoding.deferral import RULES as DEFERRAL_RULES
 from ..decoding.methods import METHODS, MIDDLE, MethodSpec, Param, alpha_param
 from ..results.settings import MethodRun
@@ -158,6 +159,8 @@ def _entry_runs(file: Path, prefix: str, entry: dict, default_gamma: int,
         raise s.error("rules", f"{coupled[0]!r} couples the positions of a pair's rounds; a chain's levels draft "
                       "again after a higher level's rejection, so its round positions and running estimates are "
                       "not a level's own (docs/ALGORITHMS.md, \"Global deferral\"): give a per-position rule")
+    if choices.get("drafter", "model") != "model" and "rules" in choices:
+        _check_one_hot_cascade(s, choices)
     paths = {param.name: _path(s, param, entry, choices) for param in spec.params if param.path}
     paths = {name: value for name, value in paths.items() if value is not None}
     if name == MIDDLE and any(level > len(roles) - 2 for level in grid["level"]):
@@ -196,6 +199,21 @@ def _path(s: Section, param: Param, entry: dict, choices: dict) -> str | None:
         raise s.error(param.name, f"{short(value)}: the file's name (without its suffix) names the run: use 1 to 64 "
                       "letters, digits, `_`, `.` or `-`")
     return value
+
+
+def _check_one_hot_cascade(s: Section, choices: dict) -> None:
+    """A chain cascade whose bottom drafter has no model: its q is one-hot at each draft, which the first level's
+    rule must be able to decide with (`deferral.ONE_HOT_RULES`), and it has no q after its drafts, which a bonus
+    drawn from the target needs."""
+    drafter, first = choices["drafter"], choices["rules"][0]
+    if first not in ONE_HOT_RULES:
+        raise s.error("rules", f"the first level's rule {first!r} reads the drafter's q, which {drafter} makes "
+                      "one-hot at each draft (max q = 1): it would never defer, and the output would be the drafts. "
+                      f"Give {' or '.join(ONE_HOT_RULES)}, which read p at the draft (docs/ALGORITHMS.md, "
+                      "\"Drafters\")")
+    if choices.get("bonus", "target") == "target":
+        raise s.error("bonus", f"target draws the bonus token from the first level's target, which needs the "
+                      f"drafter's q after its drafts; {drafter} has none: set bonus: verifier")
 
 
 def _check_horizontal(s: Section, grid: dict[str, list], roles: tuple[str, ...]) -> None:

@@ -183,17 +183,25 @@ def _decode_chain(pair, input_ids, settings, levels: list[Level], generator,
     return ChainSampler(pair, input_ids, settings, levels, generator, bottom).run()
 
 
-def decode_staged_spec(pair, input_ids, settings, params, generator) -> DecodeResult:
-    """Staged speculative decoding; with a `drafter` other than `model` (`drafters.DRAFTERS`), that drafter drafts
-    for the first model above the drafter (on a pair: the verifier; `prompt_lookup` is then the prompt_lookup
-    method)."""
+def _bottom(pair, input_ids, params: dict) -> Drafter | None:
+    """The chain's bottom drafter where `drafter` names one other than `model` (`drafters.DRAFTERS`), which drafts
+    for the first model above the drafter (on a pair: the verifier)."""
     make = DRAFTERS[params.get("drafter", "model")]
-    bottom = make(pair, input_ids, params) if make else None
-    return _decode_chain(pair, input_ids, settings, chain_levels(pair, settings, params, False), generator, bottom)
+    return make(pair, input_ids, params) if make else None
+
+
+def decode_staged_spec(pair, input_ids, settings, params, generator) -> DecodeResult:
+    """Staged speculative decoding, its bottom drafter `drafter` (on a pair, `prompt_lookup` is the prompt_lookup
+    method)."""
+    return _decode_chain(pair, input_ids, settings, chain_levels(pair, settings, params, False), generator,
+                         _bottom(pair, input_ids, params))
 
 
 def decode_chain_spec_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:
-    return _decode_chain(pair, input_ids, settings, chain_levels(pair, settings, params, True), generator)
+    """The speculative cascade across a chain, its bottom drafter `drafter` (with a one-hot q, the first level's
+    rule one of `deferral.ONE_HOT_RULES`, and the bonus from the verifier: checked with the config)."""
+    return _decode_chain(pair, input_ids, settings, chain_levels(pair, settings, params, True), generator,
+                         _bottom(pair, input_ids, params))
 
 
 def decode_middle(pair, input_ids, settings, params, generator) -> DecodeResult:

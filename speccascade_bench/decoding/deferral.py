@@ -146,6 +146,15 @@ def token_defer_v2(draft, verifier, alpha: float):
     return verifier.probs < verifier.probs.amax(-1, keepdim=True) - alpha
 
 
+# The rules that still decide when q is one-hot at the draft x (a drafter without a model, prompt lookup): a token
+# rule's mixture is then q where r(x) is false and p where it is true, so a level defers a position iff r(x).
+# token_v2 and token_v3 read p at x and defer where the verifier disfavours the draft. The rules that read q never
+# defer at their usual alphas (max q = q(x) = 1): chow (1 < 1 - alpha), diff and token_v1 (1 < max p - alpha, only
+# for alpha < 0, and then by p alone), opt (1 - max p < -alpha * (1 - p(x)), likewise); a learned rule's features
+# of q are constant and out of its training; the coupled rules price opt's threshold. So those are refused there.
+ONE_HOT_RULES = ("token_v2", "token_v3")
+
+
 @deferral_rule("token_v3", alpha=(0.0, 1.0), per_token=True)
 def token_defer_v3(draft, verifier, alpha: float):
     """Eq. 15: r(v) iff p(v) < (1 - alpha) * max p."""

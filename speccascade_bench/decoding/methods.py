@@ -147,6 +147,13 @@ PER_LEVEL_GAMMA = Param("draft_lengths", "tokens each model drafts per round for
                         "drafter's first); defaults to decoding.draft_length at every level", 1, 64, tag="g",
                         integer=True, per_level=True)
 
+BOTTOM_DRAFTER = Param("drafter", "what drafts at the bottom of the chain: the drafter model, or a drafter in its "
+                       "place (`prompt_lookup`, or a plugin's: the drafter model is then never called; on a pair, "
+                       "prompt_lookup here is the prompt_lookup method)", default="model", choices=DRAFTERS,
+                       sweepable=False, labels_curve=True)
+BOTTOM_NGRAM = Param("max_ngram", "with drafter: prompt_lookup, the longest n-gram looked up", 1, 64, default=MAX_NGRAM,
+                     tag="n", integer=True, needs=("drafter", "prompt_lookup"))
+
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
@@ -259,12 +266,7 @@ METHODS: dict[str, MethodSpec] = {
                    "below for the first `horizontal` positions of a round and from the drafter directly for the rest "
                    "(a chain of three or more models; below the top level's draft length)", 1, 63, tag="h",
                    integer=True, labels_curve=True),
-             Param("drafter", "what drafts at the bottom of the chain: the drafter model, or a drafter in its place "
-                   "(`prompt_lookup`, or a plugin's: the drafter model is then never called; on a pair, "
-                   "prompt_lookup here is the prompt_lookup method)", default="model", choices=DRAFTERS,
-                   sweepable=False, labels_curve=True),
-             Param("max_ngram", "with drafter: prompt_lookup, the longest n-gram looked up", 1, 64, default=MAX_NGRAM,
-                   tag="n", integer=True, needs=("drafter", "prompt_lookup"))),
+             BOTTOM_DRAFTER, BOTTOM_NGRAM),
             chain=True, marker="P", decoder="chain:decode_staged_spec",
         ),
         MethodSpec(
@@ -279,6 +281,11 @@ METHODS: dict[str, MethodSpec] = {
                 PER_LEVEL_GAMMA,
                 Param("bonus", "as spec_cascade's, at every level", default="target", sweepable=False,
                       choices=("target", "verifier"), labels_curve=True),
+                replace(BOTTOM_DRAFTER, description="what drafts at the bottom of the chain: the drafter model, "
+                        "or a drafter in its place (`prompt_lookup`, or a plugin's; the drafter model is then never "
+                        "called). Its q is one-hot: the first level's rule must read p at the draft (token_v2, "
+                        "token_v3; `deferral.ONE_HOT_RULES`), and bonus must be verifier"),
+                BOTTOM_NGRAM,
             ),
             chain=True, decoder="chain:decode_chain_spec_cascade",
         ),
