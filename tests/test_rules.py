@@ -193,6 +193,7 @@ def test_acceptance_probability_is_estimated_per_judged_position():
     recovers alpha, and the mean tokens per round is Leviathan's (1 - alpha^5) / (1 - alpha); accepted /
     drafted does not estimate alpha (drafts after a rejection are never judged)."""
     from speccascade_bench.analysis.summary import _acceptance_prob
+    from speccascade_bench.results.record import ExampleRow
 
     gamma, rounds = 4, 4000
     alpha = float(torch.minimum(DRAFT, VERIFY).sum())
@@ -203,10 +204,10 @@ def test_acceptance_probability_is_estimated_per_judged_position():
     for _ in range(rounds):
         drafts = torch.multinomial(DRAFT, gamma, replacement=True, generator=generator)
         outcome = rules.verify_round(drafts, draft.scaled, target, generator)
-        rows.append({"accepted": outcome.accepted, "rejections": int(outcome.accepted < gamma)})
+        rows.append(ExampleRow(accepted=outcome.accepted, rejections=int(outcome.accepted < gamma)))
         tokens += outcome.accepted + 1
-    accepted = sum(row["accepted"] for row in rows)
+    accepted = sum(row.accepted for row in rows)
     assert _acceptance_prob(rows) == pytest.approx(alpha, abs=0.02)
     assert tokens / rounds == pytest.approx((1 - alpha ** (gamma + 1)) / (1 - alpha), rel=0.03)
     assert accepted / (gamma * rounds) < alpha - 0.2
-    assert math.isnan(_acceptance_prob([{"accepted": 3}]))  # recorded without rejections
+    assert math.isnan(_acceptance_prob([ExampleRow(accepted=3)]))  # recorded without rejections
