@@ -430,6 +430,8 @@ def test_task_sources_are_refused_in_one_line_before_any_model_loads(pair_dir, t
            "names the task source 'countin'", "no plugin registers")
     failed(scb("run", "-c", config(pair_dir, out, plugins=[str(source_plugin)], task={"dataset": "countin:4"})),
            "task.dataset", "did you mean 'counting'")
+    failed(scb("run", "-c", config(pair_dir, out, task={"dataset": "lm_eval:gsm8k"})), "task.dataset",
+           "give the task as task.lm_eval: NAME")
     failed(scb("run", "-c", config(pair_dir, out, plugins=[str(source_plugin)], task={"dataset": "counting:x"})),
            "task.dataset", "counting takes a number of rows, not 'x'")
     failed(scb("run", "-c", config(pair_dir, out, plugins=[str(source_plugin)], task={"dataset": "counting:2",

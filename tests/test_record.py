@@ -82,7 +82,8 @@ def test_rows_written_before_calls_existed_are_read_as_calls(tmp_path):
     row = good_row()
     assert "drafter_calls" not in row and "verifier_calls" not in row
     typed = ExampleRow.from_json(dict(row))
-    assert row["calls"] == {"drafter": 4, "verifier": 2} == {role: calls(typed, role) for role in ("drafter", "verifier")}
+    assert row["calls"] == {"drafter": 4, "verifier": 2} == {role: calls(typed, role) for role in ("drafter",
+                                                                                                    "verifier")}
     assert calls(ExampleRow.from_json({**row, "calls": {"third": 7}}), "third") == 7 and calls(typed, "third") == 0
     before_calls = {**{k: v for k, v in row.items() if k != "calls"}, "drafter_calls": 5, "verifier_calls": 3}
     with_both = {**row, "drafter_calls": 4, "verifier_calls": 2}

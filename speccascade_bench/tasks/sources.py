@@ -134,7 +134,11 @@ def source_of(task: TaskConfig) -> TaskSource:
     if reference is None:
         return get_source("datasets")
     name = reference[0]
-    if name not in SOURCES or name in ("datasets", "lm_eval"):
+    if name in ("datasets", "lm_eval"):  # built in, and named otherwise
+        raise SourceError("dataset", f"{task.dataset[:100]!r}: the {name} source is not named in dataset: "
+                          + ("give the task as task.lm_eval: NAME" if name == "lm_eval" else
+                             "give the local file or the hub dataset itself"))
+    if name not in SOURCES:
         known = sorted(set(SOURCES) - {"datasets", "lm_eval"})
         raise SourceError("dataset", f"{task.dataset[:100]!r} names the task source {name!r}, which no plugin "
                           f"registers{suggest(name, known)}; registered: {', '.join(known) or 'none'} (a local "
