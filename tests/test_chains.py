@@ -284,11 +284,11 @@ def test_a_chain_plans_every_model_alone_and_names_per_level_runs(byte_chain):
     (None, [{"method": "staged_spec_decode", "drafter": "lookup"}], "methods[0].drafter",
      "did you mean 'prompt_lookup'"),
     (None, [{"method": "chain_spec_cascade", "rules": "opt", "alphas": 0.1, "drafter": "prompt_lookup"}],
-     "methods[0].rules", "the first level's rule 'opt' reads the drafter's q, which prompt_lookup makes one-hot"),
-    (None, [{"method": "chain_spec_cascade", "rules": ["chow", "opt"], "alphas": 0.1, "drafter": "prompt_lookup",
-             "bonus": "verifier"}], "methods[0].rules", "Give token_v2 or token_v3"),
-    (None, [{"method": "chain_spec_cascade", "rules": ["token_v3", "opt"], "alphas": 0.1, "drafter": "prompt_lookup"}],
-     "methods[0].bonus", "prompt_lookup has none: set bonus: verifier"),
+     "methods[0].rules", "'opt' (level 1) reads the drafts' q, which prompt_lookup makes one-hot"),
+    (None, [{"method": "chain_spec_cascade", "rules": ["token_v3", "chow"], "alphas": 0.1, "drafter": "prompt_lookup",
+             "bonus": "verifier"}], "methods[0].rules", "'chow' (level 2)"),
+    (None, [{"method": "chain_spec_cascade", "rules": ["token_v3", "token_v2"], "alphas": 0.1,
+             "drafter": "prompt_lookup"}], "methods[0].bonus", "prompt_lookup has none: set bonus: verifier"),
 ])
 def test_bad_chain_configs_name_the_key(byte_chain, models, methods, key, message):
     models = models or _chain(byte_chain, "drafter", "middle", "verifier")

@@ -371,6 +371,36 @@ class Graded(TaskSource):
     def score(self, task, example, prediction):
         held = sum(letter in prediction for letter in example.reference)
         return 100.0 * held / len(example.reference), {"graded": {"letters": held}}
+
+
+@register_source("refusing")
+class Refusing(RowSource):
+    def rows(self, task):
+        raise SourceError("dataset", "refusing has no rows today")
+
+
+@register_source("mapping")
+class Mapping(RowSource):
+    def rows(self, task):
+        return {"src": ["a"], "tgt": ["b"]}
+
+
+@register_source("crashing")
+class Crashing(Graded):
+    def examples(self, task, limit, tokenizer=None):
+        raise RuntimeError("the examples server is down")
+
+
+@register_source("bare")
+class Bare(Graded):
+    def score(self, task, example, prediction):
+        return 50.0
+
+
+@register_source("nothing")
+class Nothing(RowSource):
+    def check(self, task):
+        return None
 '''
 
 
@@ -383,8 +413,8 @@ def source_plugin(tmp_path):
     path = tmp_path / "my_sources.py"
     path.write_text(SOURCE_PLUGIN)
     yield path
-    SOURCES.pop("counting", None)
-    SOURCES.pop("graded", None)
+    for name in ("counting", "graded", "refusing", "mapping", "crashing", "bare", "nothing"):
+        SOURCES.pop(name, None)
     metrics.REGISTRY.pop("graded", None)
     plugins._loaded.clear()
 
@@ -414,8 +444,8 @@ def test_a_plugin_file_registers_task_sources_for_run_and_report(pair_dir, tmp_p
     for row in scored:
         held = sum(letter in row["prediction"] for letter in "Satz")
         assert row["score"] == 25.0 * held and row["lm_eval"] == {"graded": {"letters": held}}
-    SOURCES.pop("counting")  # a report in a fresh process: the sources are not needed to read the rows
-    SOURCES.pop("graded")
+    for name in ("counting", "graded", "refusing", "mapping", "crashing", "bare", "nothing"):
+        SOURCES.pop(name)  # a report in a fresh process: the sources are not needed to read the rows
     metrics.REGISTRY.pop("graded")
     for folder in (out, graded):
         report = scb("report", folder)
@@ -437,7 +467,22 @@ def test_task_sources_are_refused_in_one_line_before_any_model_loads(pair_dir, t
     failed(scb("run", "-c", config(pair_dir, out, plugins=[str(source_plugin)], task={"dataset": "counting:2",
                                                                                       "target": "missing"})),
            "task.target", "'missing'")
+    plugged = {"plugins": [str(source_plugin)]}
+    for dataset, key, words in (("refusing:1", "task.dataset", "refusing has no rows today"),
+                                ("mapping:1", "task.dataset", "gave dict for 'mapping:1', not a list of rows"),
+                                ("crashing:1", "task.dataset", "failed in examples() for 'crashing:1': RuntimeError: "
+                                 "the examples server is down"),
+                                ("nothing:1", "task.dataset", "check() gave NoneType, not the task")):
+        failed(scb("run", "-c", config(pair_dir, out, task={"dataset": dataset}, **plugged)), key, words)
+    failed(scb("run", "-c", config(pair_dir, out, task={"dataset": "graded:x", "sample": 2}, **plugged)),
+           "task.sample", "gives its examples in its own order")
     assert not out.exists()
+    failed(scb("run", "-c", config(pair_dir, out, task={"dataset": "bare:x"}, **plugged)),
+           "scored example 0 with '50.0', not (a number from 0 to 100, per-sample metrics or None)")
+    from speccascade_bench.tasks.settings import TaskConfig, looks_like_path
+
+    (tmp_path / "run:1").mkdir()  # a local model folder whose name holds ':' is still a path
+    assert looks_like_path(str(tmp_path / "run:1")) and not TaskConfig(dataset="counting:data/a/b.jsonl").is_local
     from speccascade_bench.tasks.sources import RowSource, register_source
 
     with pytest.raises(ValueError, match="'counting' is registered twice"):

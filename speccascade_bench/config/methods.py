@@ -202,15 +202,16 @@ def _path(s: Section, param: Param, entry: dict, choices: dict) -> str | None:
 
 
 def _check_one_hot_cascade(s: Section, choices: dict) -> None:
-    """A chain cascade whose bottom drafter has no model: its q is one-hot at each draft, which the first level's
-    rule must be able to decide with (`deferral.ONE_HOT_RULES`), and it has no q after its drafts, which a bonus
-    drawn from the target needs."""
-    drafter, first = choices["drafter"], choices["rules"][0]
-    if first not in ONE_HOT_RULES:
-        raise s.error("rules", f"the first level's rule {first!r} reads the drafter's q, which {drafter} makes "
-                      "one-hot at each draft (max q = 1): it would never defer, and the output would be the drafts. "
-                      f"Give {' or '.join(ONE_HOT_RULES)}, which read p at the draft (docs/ALGORITHMS.md, "
-                      "\"Drafters\")")
+    """A chain cascade whose bottom drafter has no model: its q is one-hot at each draft, and a level that keeps a
+    draft passes that one-hot row up, so every level's rule must decide with it (`deferral.ONE_HOT_RULES`); and it
+    has no q after its drafts, which a bonus drawn from the target needs."""
+    drafter = choices["drafter"]
+    for level, rule in enumerate(choices["rules"], 1):
+        if rule not in ONE_HOT_RULES:
+            raise s.error("rules", f"{rule!r} (level {level}) reads the drafts' q, which {drafter} makes one-hot "
+                          "(max q = 1), and a level that keeps a draft passes it up so: at alpha >= 0 it would never "
+                          f"defer, below 0 it decides by p alone. Give {' or '.join(ONE_HOT_RULES)} at every level, "
+                          "which read p at the draft (docs/ALGORITHMS.md, \"Drafters\")")
     if choices.get("bonus", "target") == "target":
         raise s.error("bonus", f"target draws the bonus token from the first level's target, which needs the "
                       f"drafter's q after its drafts; {drafter} has none: set bonus: verifier")

@@ -21,9 +21,10 @@ from ..results.settings import RunConfig, TimingConfig
 from ..run.routers import same_model
 from ..settings import Collect, ConfigError, Section, each_error, keys_of, short, suggest
 from ..tasks import kinds, metrics, patterns
+from ..tasks.data import DataError
 from ..tasks.prompts import TemplateError, template_fields
 from ..tasks.settings import PATTERN_METRICS, TaskConfig, looks_like_path
-from ..tasks.sources import SourceError, source_of
+from ..tasks.sources import RowSource, hook, source_of
 from .methods import read_methods
 from .overrides import apply_overrides, from_override
 from .reader import read_yaml
@@ -311,9 +312,17 @@ def _source_checked(section: Section, task: TaskConfig) -> TaskConfig:
     """The task as its source (`tasks.sources`: a plugin's, lm-eval's) checks and completes it; its error names the
     task key at fault."""
     try:
-        return source_of(task).check(task)
-    except SourceError as exc:
-        raise section.error(exc.key, str(exc)) from None
+        source = source_of(task)
+        checked = hook(source, "check", task)
+    except DataError as exc:  # a SourceError, or a plugin source's own error
+        raise section.error(exc.key or "dataset", str(exc)) from None
+    if not isinstance(checked, TaskConfig):
+        raise section.error("dataset", f"the task source {source.name!r}: check() gave {type(checked).__name__}, "
+                            "not the task (a TaskConfig)")
+    if checked.sample is not None and not isinstance(source, RowSource):
+        raise section.error("sample", f"the task source {source.name!r} gives its examples in its own order: take "
+                            "the first N with task.first: N")
+    return checked
 
 
 def _check_scoring(section: Section, task: TaskConfig) -> None:

@@ -12,7 +12,8 @@ composed mixture otherwise (docs/ALGORITHMS.md, "Chains").
 
 A level asked for m drafts settles rounds until it has m tokens, or m + 1 when the level above needs the
 row at its bonus position (a cascade with `bonus: target`): the extra token is dropped, its row kept.
-Every model's cache follows the sequence it is asked about (`_sync`), so rolled-back tokens are cropped.
+Every model's cache follows the sequence it is asked about (`drafters.follow_decoder`), so rolled-back tokens are
+cropped.
 """
 
 from __future__ import annotations
@@ -198,8 +199,8 @@ def decode_staged_spec(pair, input_ids, settings, params, generator) -> DecodeRe
 
 
 def decode_chain_spec_cascade(pair, input_ids, settings, params, generator) -> DecodeResult:
-    """The speculative cascade across a chain, its bottom drafter `drafter` (with a one-hot q, the first level's
-    rule one of `deferral.ONE_HOT_RULES`, and the bonus from the verifier: checked with the config)."""
+    """The speculative cascade across a chain, its bottom drafter `drafter` (with a one-hot q, every level's rule
+    one of `deferral.ONE_HOT_RULES`, and the bonus from the verifier: checked with the config)."""
     return _decode_chain(pair, input_ids, settings, chain_levels(pair, settings, params, True), generator,
                          _bottom(pair, input_ids, params))
 

@@ -151,7 +151,8 @@ def token_defer_v2(draft, verifier, alpha: float):
 # token_v2 and token_v3 read p at x and defer where the verifier disfavours the draft. The rules that read q never
 # defer at their usual alphas (max q = q(x) = 1): chow (1 < 1 - alpha), diff and token_v1 (1 < max p - alpha, only
 # for alpha < 0, and then by p alone), opt (1 - max p < -alpha * (1 - p(x)), likewise); a learned rule's features
-# of q are constant and out of its training; the coupled rules price opt's threshold. So those are refused there.
+# of q are constant and out of its training; the coupled rules price opt's threshold. So those are refused there,
+# at every level of a chain: a level that keeps a draft passes its one-hot row up.
 ONE_HOT_RULES = ("token_v2", "token_v3")
 
 

@@ -283,8 +283,9 @@ METHODS: dict[str, MethodSpec] = {
                       choices=("target", "verifier"), labels_curve=True),
                 replace(BOTTOM_DRAFTER, description="what drafts at the bottom of the chain: the drafter model, "
                         "or a drafter in its place (`prompt_lookup`, or a plugin's; the drafter model is then never "
-                        "called). Its q is one-hot: the first level's rule must read p at the draft (token_v2, "
-                        "token_v3; `deferral.ONE_HOT_RULES`), and bonus must be verifier"),
+                        "called). Its q is one-hot, and passes up where a level keeps a draft: every level's rule must "
+                        "read p at the draft (token_v2, token_v3; `deferral.ONE_HOT_RULES`), and bonus must be "
+                        "verifier"),
                 BOTTOM_NGRAM,
             ),
             chain=True, decoder="chain:decode_chain_spec_cascade",

@@ -170,10 +170,6 @@ def eval_task(task: TaskConfig, eval_split: str) -> TaskConfig:
 
 def _tokenized(task: TaskConfig, tokenizer, seed: int, max_target: int, causal: bool = False):
     rows = task_rows(task)
-    if not hasattr(rows, "select"):  # rows through task.process, or a plugin source's
-        from datasets import Dataset
-
-        rows = Dataset.from_list([rows[i] for i in range(len(rows))])
     if len(rows) == 0:
         raise DataError(f"dataset {task.dataset!r} has no rows")
     for key in task.fields_used():
@@ -181,8 +177,8 @@ def _tokenized(task: TaskConfig, tokenizer, seed: int, max_target: int, causal: 
             get_field(rows[0], key)
         except KeyError:
             raise DataError(f"dataset {task.dataset!r} has no field {key!r}; its fields: "
-                            f"{', '.join(rows.column_names)}") from None
-    rows = rows.select(task_indices(task, len(rows), seed))
+                            f"{', '.join(map(str, rows[0]))}") from None
+    indices = task_indices(task, len(rows), seed)
 
     def encode(row, index):
         source = task.prefix + render_prompt(task, row, index)
@@ -192,9 +188,15 @@ def _tokenized(task: TaskConfig, tokenizer, seed: int, max_target: int, causal: 
             return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids)}
         enc = tokenizer(source, truncation=True, max_length=task.max_source_tokens)
         enc["labels"] = tokenizer(text_target=target, truncation=True, max_length=max_target)["input_ids"]
-        return enc
+        return dict(enc)
 
-    return rows.map(encode, with_indices=True, remove_columns=rows.column_names)
+    if hasattr(rows, "select"):  # a datasets.Dataset
+        rows = rows.select(indices)
+        return rows.map(encode, with_indices=True, remove_columns=rows.column_names)
+    # rows through task.process, or a plugin source's: encoded here, so Arrow never types the raw rows
+    from datasets import Dataset
+
+    return Dataset.from_list([encode(rows[i], n) for n, i in enumerate(indices)])
 
 
 def evaluate(model, tokenizer, task: TaskConfig, sources: list[str], references: list[str],

@@ -19,9 +19,10 @@ from ..models.fingerprint import tokenizer_fingerprint, weights_fingerprint
 from ..models.settings import chain_roles
 from ..plugins import plugin_file
 from ..settings import plain
+from ..tasks.data import DataError
 from ..tasks.kinds import source_file
 from ..tasks.settings import TaskConfig
-from ..tasks.sources import source_of
+from ..tasks.sources import hook, source_of
 from .folder import FORMAT, MANIFEST_FILE, read_manifest, write_json_atomic
 from .record import ExampleRow
 from .rows import example_files, examples_dir, read_run
@@ -116,7 +117,12 @@ def task_files(task: TaskConfig) -> list[tuple[str, Path]]:
         files.append(("process", process))
         beside = sorted(path for path in process.parent.glob("*.py") if path != process and path.is_file())
         files += [(f"module {path.name} beside the process", path) for path in beside[:MAX_BESIDE]]
-    return files + source_of(task).files(task)
+    found = hook(source := source_of(task), "files", task)
+    if not isinstance(found, list) or not all(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+                                              and isinstance(item[1], Path) for item in found):
+        raise DataError(f"the task source {source.name!r} named its files as {str(found)[:80]!r}, not a list of "
+                        "(label, Path)", "dataset")
+    return files + found
 
 
 def plugin_files(plugins: tuple[str, ...]) -> list[tuple[str, Path]]:

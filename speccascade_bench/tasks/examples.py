@@ -11,7 +11,7 @@ from .metrics import ANSWER_METRICS, CODE_METRICS
 from .patterns import PatternTimeout, extract_answer
 from .prompts import PromptParts, as_text, get_field, render
 from .settings import TaskConfig
-from .sources import RowSource, source_of, task_rows
+from .sources import RowSource, hook, source_of, task_rows
 
 
 def load_examples(task: TaskConfig, seed: int, limit: int | None = None, tokenizer=None) -> list[Example]:
@@ -22,7 +22,11 @@ def load_examples(task: TaskConfig, seed: int, limit: int | None = None, tokeniz
     source = source_of(task)
     if not isinstance(source, RowSource):
         limits = [n for n in (task.first, limit) if n is not None]
-        return source.examples(task, min(limits) if limits else None, tokenizer)
+        examples = hook(source, "examples", task, min(limits) if limits else None, tokenizer)
+        if not isinstance(examples, list) or not all(isinstance(example, Example) for example in examples):
+            raise DataError(f"the task source {source.name!r} gave {type(examples).__name__} for {task.dataset!r}, "
+                            "not a list of tasks.data.Example", "dataset")
+        return examples
     rows = task_rows(task)
     indices = task_indices(task, len(rows), seed)
     if limit is not None:

@@ -9,14 +9,15 @@ beside the score.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from .data import Example
+from .data import DataError, Example
 from .metrics import CODE_METRICS, example_score
 from .patterns import extract_answer
 from .settings import TaskConfig
-from .sources import source_of
+from .sources import hook, source_of
 
 
 class CodeExecutionRefused(RuntimeError):
@@ -41,10 +42,16 @@ class Scorer:
         """The example's score, the sandbox's verdict (pass_at_1) and lm-eval's per-sample metrics (lm_eval tasks,
         `{filter: {metric: value}}`)."""
         task = self.task
-        own = self.source.score(task, example, prediction)
+        own = hook(self.source, "score", task, example, prediction)
         if own is not None:  # a source that scores its examples itself (lm-eval's filters and metrics)
+            if not (isinstance(own, tuple) and len(own) == 2 and isinstance(own[0], int | float)
+                    and not isinstance(own[0], bool) and math.isfinite(own[0])
+                    and (own[1] is None or isinstance(own[1], dict))):
+                raise DataError(f"the task source {self.source.name!r} scored example {example.example_id} with "
+                                f"{str(own)[:80]!r}, not (a number from 0 to 100, per-sample metrics or None)",
+                                "dataset")
             score, metrics = own
-            return min(100.0, max(0.0, score)), None, metrics
+            return min(100.0, max(0.0, float(score))), None, metrics
         if task.metric not in CODE_METRICS:
             score = example_score(task.metric, prediction, example.references, answer_pattern=task.answer_pattern,
                                   normalize=task.normalize, answer_select=task.answer_select)

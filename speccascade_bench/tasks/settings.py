@@ -34,8 +34,8 @@ def source_reference(dataset: str) -> tuple[str, str] | None:
 
 
 def looks_like_path(name: str) -> bool:
-    """A dataset or model given as a local path rather than a hub name (or a task source's `NAME:ARGUMENT`)."""
-    if is_preset(name) or source_reference(name) is not None:
+    """A dataset or model given as a local path rather than a hub name."""
+    if is_preset(name):
         return False
     return (name.startswith((".", "/", "~")) or name.endswith(LOCAL_DATA_SUFFIXES) or Path(name).exists()
             or name.count("/") > 1)
@@ -155,7 +155,8 @@ class TaskConfig:
     @property
     def is_local(self) -> bool:
         """A local data file of the suite's own task definition (lm-eval tasks check their data_files)."""
-        return self.lm_eval is None and self.dataset is not None and looks_like_path(self.dataset)
+        return self.lm_eval is None and self.dataset is not None and source_reference(self.dataset) is None \
+            and looks_like_path(self.dataset)
 
     @property
     def selected(self) -> int | None:

@@ -31,12 +31,12 @@ if TYPE_CHECKING:
     from .data import Example
 
 
-class SourceError(ValueError):
-    """A task its source cannot serve as configured; `key` is the task key at fault (`dataset`, `lm_eval`)."""
+class SourceError(DataError):
+    """A task its source cannot serve as configured; `key` is the task key at fault (`dataset`, `lm_eval`). A
+    DataError: raised before any model loads it is one line naming `task.<key>`, during a run one line too."""
 
     def __init__(self, key: str, message: str):
-        super().__init__(message)
-        self.key = key
+        super().__init__(message, key)
 
 
 class TaskSource:
@@ -151,16 +151,22 @@ def task_rows(task: TaskConfig):
     source = source_of(task)
     if not isinstance(source, RowSource):
         raise TypeError(f"the task source {source.name!r} gives examples, not rows")
-    try:
-        rows = source.rows(task)
-    except (DataError, SourceError):
-        raise
-    except Exception as exc:  # a plugin source's own error, in one line
-        raise DataError(f"the task source {source.name!r} could not give the rows of {task.dataset!r}: "
-                        f"{type(exc).__name__}: {one_line(exc)}", "dataset") from None
-    if not hasattr(rows, "__len__") or not hasattr(rows, "__getitem__"):
+    rows = hook(source, "rows", task)
+    if isinstance(rows, list | tuple):
+        rows = CheckedRows(rows, task.dataset)
+    elif type(rows).__name__ != "Dataset" or not hasattr(rows, "column_names"):  # datasets.Dataset: mappings
         raise DataError(f"the task source {source.name!r} gave {type(rows).__name__} for {task.dataset!r}, not a "
-                        "sequence of rows", "dataset")
-    if task.process:
-        return ProcessedRows(rows, resolve(task.process), task.dataset)
-    return rows if hasattr(rows, "column_names") else CheckedRows(rows, task.dataset)  # a Dataset's rows are mappings
+                        "list of rows (mappings) or a datasets.Dataset", "dataset")
+    return ProcessedRows(rows, resolve(task.process), task.dataset) if task.process else rows
+
+
+def hook(source: TaskSource, name: str, task: TaskConfig, *args, **kwargs):
+    """A source's hook called, its own errors (a plugin's) said in one line naming task.dataset; a DataError (a
+    SourceError) as it is."""
+    try:
+        return getattr(source, name)(task, *args, **kwargs)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"the task source {source.name!r} failed in {name}() for {task.dataset!r}: "
+                        f"{type(exc).__name__}: {one_line(exc)}", "dataset") from None
