@@ -157,12 +157,28 @@ def test_an_unreachable_tracker_leaves_the_folder_complete_with_one_warning(work
     _equal_to_summary(_mlflow_runs(uri, json.loads((out / "manifest.json").read_text())["tracking_key"])[2], out)
 
 
-def _wandb_records(run_file):
-    """The records of an offline W&B run file: a 7-byte header, then LevelDB-log blocks of 32 KiB, each record a
+def _wandb_records(run_file, wait_s: float = 60.0):
+    """The records of an offline W&B run file, once W&B's own process has written it to its `exit` record: `finish`
+    can return while the last records are still being written, and a record read half-written does not parse."""
+    from google.protobuf.message import DecodeError
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            records = _wandb_file_records(run_file.read_bytes())
+            if records and records[-1].WhichOneof("record_type") == "exit":
+                return records
+        except DecodeError:
+            pass
+        assert time.monotonic() < deadline, f"{run_file} has no exit record after {wait_s:.0f} s"
+        time.sleep(0.2)
+
+
+def _wandb_file_records(data: bytes):
+    """The records of a W&B run file's bytes: a 7-byte header, then LevelDB-log blocks of 32 KiB, each record a
     7-byte header (CRC, length, type) and a piece of a protobuf `Record`."""
     from wandb.proto import wandb_internal_pb2
 
-    data = run_file.read_bytes()
     assert data[:4] == b":W&B"
     records, piece, position = [], b"", 7
     while position + 7 <= len(data):
